@@ -1,0 +1,98 @@
+/**
+ * The validated, defaults-applied configuration every other module consumes.
+ *
+ * The valibot schema in schema.ts produces exactly this shape (a compile-time check there fails on
+ * drift). All durations are milliseconds; all addresses are already split into host and port.
+ */
+
+export const MODES = ["proxy", "xdp", "auto"] as const;
+export type Mode = (typeof MODES)[number];
+
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const ATTACH_MODES = ["auto", "native", "generic"] as const;
+export type AttachMode = (typeof ATTACH_MODES)[number];
+
+export interface HostPort {
+  /** IPv4/IPv6 literal or a DNS name. IPv6 literals are written [::1]:80 in YAML and stored without brackets. */
+  host: string;
+  port: number;
+}
+
+export interface BackendConfig {
+  /** The address exactly as written in the file ("host:port"): the backend's identity across reloads. */
+  address: string;
+  host: string;
+  port: number;
+  /** Relative share of new connections, integer 1..1000 (default 1). */
+  weight: number;
+}
+
+export interface HealthCheckConfig {
+  enabled: boolean;
+  /** Time between two checks of one backend. */
+  interval_ms: number;
+  /** A TCP connect that takes longer than this counts as a failure. */
+  timeout_ms: number;
+  /** Consecutive successes that bring a down backend up. */
+  rise: number;
+  /** Consecutive failures that take an up backend down. */
+  fall: number;
+}
+
+export interface ServiceConfig {
+  name: string;
+  listen: HostPort;
+  algorithm: AlgorithmName;
+  backends: BackendConfig[];
+  /** Concurrent client connections allowed; the excess is closed at once and counted. 0 = unlimited. */
+  max_connections: number;
+  connect_timeout_ms: number;
+  /** How many other healthy backends to try after a failed connect (0 = no retry). */
+  connect_retries: number;
+  /** A proxied connection with no bytes in either direction for this long is closed. 0 = never. */
+  idle_timeout_ms: number;
+  health_check: HealthCheckConfig;
+  /** Maglev lookup table size: a prime ≥ 100 × backends (default 65537). */
+  maglev_table_size: number;
+}
+
+export interface XdpConfig {
+  /** Interface to attach to; undefined = the interface that owns the services' listen IP. */
+  interface: string | undefined;
+  attach: AttachMode;
+  /** Source ports the LB uses toward backends, inclusive. Reserved from the kernel's ephemeral range. */
+  snat_ports: { first: number; last: number };
+  /** Capacity of the flow tables (LRU hash, entries per direction). */
+  flow_table_size: number;
+}
+
+export interface AdminConfig {
+  /** undefined = admin listener disabled. */
+  listen: HostPort | undefined;
+}
+
+export interface Config {
+  mode: Mode;
+  log: { level: LogLevel };
+  admin: AdminConfig;
+  /** How long SIGTERM waits for established connections before closing them. */
+  drain_timeout_ms: number;
+  /** How often backend hostnames are re-resolved. */
+  dns_refresh_ms: number;
+  xdp: XdpConfig;
+  services: ServiceConfig[];
+}
+
+/** Algorithm names, in the order README lists them. The registry in control/algorithms keys on these. */
+export const ALGORITHM_NAMES = [
+  "round_robin",
+  "weighted_round_robin",
+  "least_connections",
+  "random",
+  "power_of_two",
+  "source_hash",
+  "maglev",
+] as const;
+export type AlgorithmName = (typeof ALGORITHM_NAMES)[number];

@@ -1,0 +1,15 @@
+import { makePlan, proportionalSlots } from "./plan.ts";
+import type { Algorithm } from "./types.ts";
+
+/**
+ * Classic (non-consistent) hashing of the client IP into a weight-proportional table: one client always
+ * lands on one backend while the set is unchanged. A change of the set remaps most clients; use maglev
+ * where that matters.
+ */
+export const SOURCE_HASH_TABLE_SIZE = 4096;
+
+export const sourceHash: Algorithm = {
+  name: "source_hash",
+  summary: "hash of the client IP, so a client sticks to one backend while the set is unchanged",
+  plan: (members) => makePlan("hash", members, proportionalSlots(members, SOURCE_HASH_TABLE_SIZE)),
+};
