@@ -1,0 +1,67 @@
+/**
+ * The admin HTTP listener (Bun.serve): GET /metrics (Prometheus), GET /status (JSON), GET /healthz.
+ * Bound to 127.0.0.1 unless the config says otherwise; it exposes topology, not control.
+ */
+import type { Server } from "bun";
+import type { HostPort } from "../config/types.ts";
+import { UserError } from "../errors.ts";
+
+export interface AdminSource {
+  metrics(): string;
+  status(): unknown;
+}
+
+export class AdminServer {
+  private server: Server<undefined> | null = null;
+  private bound = "";
+
+  constructor(private readonly source: AdminSource) {}
+
+  /** Start, move or stop the listener to match `listen` (undefined = off). */
+  apply(listen: HostPort | undefined): void {
+    const want = listen ? `${listen.host}:${listen.port}` : "";
+    if (want === this.bound) return;
+    let next: Server<undefined> | null = null;
+    if (listen) {
+      try {
+        next = Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req) => this.handle(req) });
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        throw new UserError(
+          code === "EADDRINUSE" ? "port_in_use" : "config",
+          code === "EADDRINUSE"
+            ? `the admin listener cannot bind ${want}: the address is already in use; change admin.listen or stop the other process.`
+            : `the admin listener cannot bind ${want}: ${code ?? String(err)}; change admin.listen.`,
+        );
+      }
+    }
+    this.server?.stop(true);
+    this.server = next;
+    this.bound = want;
+  }
+
+  get port(): number | undefined {
+    return this.server?.port;
+  }
+
+  stop(): void {
+    this.server?.stop(true);
+    this.server = null;
+    this.bound = "";
+  }
+
+  private handle(req: Request): Response {
+    const path = new URL(req.url).pathname;
+    if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
+    switch (path) {
+      case "/metrics":
+        return new Response(this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+      case "/status":
+        return Response.json(this.source.status());
+      case "/healthz":
+        return new Response("ok\n");
+      default:
+        return new Response("not found: try /metrics, /status or /healthz\n", { status: 404 });
+    }
+  }
+}

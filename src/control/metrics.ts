@@ -1,0 +1,100 @@
+/**
+ * /metrics (Prometheus text exposition format 0.0.4) and /status (JSON), rendered from the Service and
+ * Backend counters. Both data planes fill the same counters, so these are identical in proxy and xdp.
+ */
+import type { Backend } from "./backend.ts";
+import type { Counters } from "./stats.ts";
+import type { Service } from "./service.ts";
+
+export interface RuntimeInfo {
+  version: string;
+  mode: "proxy" | "xdp";
+  startedAt: number;
+  reloads: { ok: number; failed: number };
+  attach?: string;
+}
+
+type Labels = Record<string, string>;
+
+class Exposition {
+  private readonly families = new Map<string, { help: string; type: string; samples: string[] }>();
+
+  add(name: string, type: "gauge" | "counter", help: string, labels: Labels, value: number): void {
+    let family = this.families.get(name);
+    if (!family) this.families.set(name, (family = { help, type, samples: [] }));
+    const l = Object.entries(labels)
+      .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
+      .join(",");
+    family.samples.push(`${name}${l ? `{${l}}` : ""} ${value}`);
+  }
+
+  render(): string {
+    let out = "";
+    for (const [name, f] of this.families) out += `# HELP ${name} ${f.help}\n# TYPE ${name} ${f.type}\n${f.samples.join("\n")}\n`;
+    return out;
+  }
+}
+
+/** The counters every service and backend exposes, under featherlb_service_* and featherlb_backend_*. */
+function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels, c: Counters): void {
+  const p = `featherlb_${scope}`;
+  e.add(`${p}_connections_active`, "gauge", "Connections (proxy) or flows (xdp) open now.", labels, c.active);
+  e.add(`${p}_connections_total`, "counter", "Connections (proxy) or flows (xdp) opened.", labels, c.total);
+  e.add(`${p}_bytes_total`, "counter", "Payload bytes relayed (proxy) or IP bytes forwarded (xdp), by direction: in = client to backend.", { ...labels, direction: "in" }, c.bytesIn);
+  e.add(`${p}_bytes_total`, "counter", "", { ...labels, direction: "out" }, c.bytesOut);
+  e.add(`${p}_packets_total`, "counter", "Packets forwarded by direction (xdp; 0 in proxy mode).", { ...labels, direction: "in" }, c.packetsIn);
+  e.add(`${p}_packets_total`, "counter", "", { ...labels, direction: "out" }, c.packetsOut);
+  e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
+}
+
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[]): string {
+  const e = new Exposition();
+  e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
+  e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
+  e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", { result: "ok" }, info.reloads.ok);
+  e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
+  e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
+  for (const s of services) {
+    const labels = { service: s.name };
+    addTraffic(e, "service", labels, s.stats);
+    e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", { ...labels, reason: "max_connections" }, s.stats.rejectedMaxConn);
+    e.add("featherlb_service_rejected_total", "counter", "", { ...labels, reason: "no_backend" }, s.stats.rejectedNoBackend);
+    e.add("featherlb_service_backends_eligible", "gauge", "Backends in the pick set (enabled and healthy).", labels, s.picker.size);
+    for (const b of s.backends.values()) {
+      const bl = { service: s.name, backend: b.key };
+      addTraffic(e, "backend", bl, b.stats);
+      e.add("featherlb_backend_up", "gauge", "1 if the backend passes health checks, else 0.", bl, b.health === "up" ? 1 : 0);
+      e.add("featherlb_backend_weight", "gauge", "Configured weight.", bl, b.config.weight);
+    }
+  }
+  return e.render();
+}
+
+function backendStatus(b: Backend) {
+  return {
+    address: b.key,
+    ip: b.ip ?? null,
+    weight: b.config.weight,
+    health: b.health,
+    enabled: b.enabled,
+    eligible: b.eligible,
+    ...b.stats,
+  };
+}
+
+export function renderStatus(info: RuntimeInfo, services: readonly Service[]) {
+  return {
+    version: info.version,
+    mode: info.mode,
+    ...(info.attach ? { attach: info.attach } : {}),
+    uptime_seconds: Math.round((Date.now() - info.startedAt) / 1000),
+    reloads: info.reloads,
+    services: services.map((s) => ({
+      name: s.name,
+      listen: s.config.listen,
+      algorithm: s.config.algorithm,
+      ...s.stats,
+      backends: [...s.backends.values()].map(backendStatus),
+    })),
+  };
+}

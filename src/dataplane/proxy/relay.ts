@@ -1,0 +1,138 @@
+/**
+ * One proxied connection: a client socket, a backend socket, and the bytes in flight between them.
+ *
+ * Backpressure: Bun's socket.write() takes what the kernel accepts and returns the count; it buffers
+ * nothing. When a write is short, the rest is kept (one chunk, at most what one read returned) and the
+ * *source* socket is paused until the destination's `drain` fires. So each direction holds at most one
+ * read's worth of memory, however slow the reader.
+ *
+ * Half-close: both sockets are opened with allowHalfOpen. A FIN from one side is forwarded (shutdown of
+ * the write half toward the other side) once its pending bytes are flushed; the other direction keeps
+ * flowing. The pair is finished when both directions have carried their FIN, or when either side
+ * closes abruptly (then the other side is reset too, like HAProxy's abort).
+ */
+import type { Socket } from "bun";
+import type { Backend } from "../../control/backend.ts";
+import type { Service } from "../../control/service.ts";
+
+/** A coarse clock for idle tracking, advanced by the sweeper: no clock read on the hot path. */
+export const clock = { now: Date.now() };
+
+/** One direction of the relay. */
+class Direction {
+  /** Bytes read from the source that the destination has not accepted yet. */
+  pending: Buffer | null = null;
+  /** The source sent FIN. */
+  ended = false;
+  /** We forwarded that FIN to the destination. */
+  shut = false;
+}
+
+export class Relay {
+  backendSocket: Socket<Relay> | null = null;
+  backend: Backend | null = null;
+  /** Client → backend and backend → client. */
+  readonly up = new Direction();
+  readonly down = new Direction();
+  lastActive = clock.now;
+  finished = false;
+  /** Backends that failed to connect for this client (connect retries skip them). */
+  failed: Set<number> | null = null;
+
+  constructor(
+    readonly client: Socket<Relay>,
+    readonly service: Service,
+    readonly onFinish: (relay: Relay) => void,
+  ) {}
+
+  /** Called once the backend socket is open: flush what the client sent meanwhile, start reading. */
+  attach(socket: Socket<Relay>, backend: Backend): void {
+    this.backendSocket = socket;
+    this.backend = backend;
+    backend.stats.total++;
+    this.flush(this.up, socket);
+    if (!this.up.pending && !this.up.ended) this.client.resume();
+  }
+
+  /** Bytes from the client. Before the backend is connected they wait (the client is paused meanwhile). */
+  fromClient(data: Buffer): void {
+    this.lastActive = clock.now;
+    this.service.stats.bytesIn += data.length;
+    if (this.backend) this.backend.stats.bytesIn += data.length;
+    this.forward(this.up, data, this.backendSocket, this.client);
+  }
+
+  fromBackend(data: Buffer): void {
+    this.lastActive = clock.now;
+    this.service.stats.bytesOut += data.length;
+    this.backend!.stats.bytesOut += data.length;
+    this.forward(this.down, data, this.client, this.backendSocket!);
+  }
+
+  private forward(dir: Direction, data: Buffer, dst: Socket<Relay> | null, src: Socket<Relay>): void {
+    if (dir.pending || !dst) {
+      // Only reachable before the backend connects (the client is paused, so this is one chunk) or
+      // for a chunk that was already in flight when we paused.
+      dir.pending = dir.pending ? Buffer.concat([dir.pending, data]) : Buffer.from(data);
+      src.pause();
+      return;
+    }
+    const n = dst.write(data);
+    if (n < data.length) {
+      // Copy: the rest must outlive this callback. Rare path, only under backpressure.
+      dir.pending = Buffer.from(data.subarray(n < 0 ? 0 : n));
+      src.pause();
+    }
+  }
+
+  /** The destination of `dir` can take more: write what is pending, then resume its source. */
+  drained(dir: Direction, dst: Socket<Relay>, src: Socket<Relay>): void {
+    this.flush(dir, dst);
+    if (!dir.pending && !dir.ended && !this.finished) src.resume();
+  }
+
+  private flush(dir: Direction, dst: Socket<Relay>): void {
+    if (dir.pending) {
+      const n = dst.write(dir.pending);
+      dir.pending = n >= dir.pending.length ? null : dir.pending.subarray(n < 0 ? 0 : n);
+    }
+    if (!dir.pending && dir.ended && !dir.shut) this.shut(dir, dst);
+  }
+
+  /** The source of `dir` sent FIN: forward it once pending bytes are out. */
+  ended(dir: Direction, dst: Socket<Relay> | null): void {
+    this.lastActive = clock.now;
+    dir.ended = true;
+    if (dst && !dir.pending) this.shut(dir, dst);
+  }
+
+  private shut(dir: Direction, dst: Socket<Relay>): void {
+    dir.shut = true;
+    dst.shutdown();
+    if (this.up.shut && this.down.shut) this.finish(false);
+  }
+
+  /**
+   * One socket closed. That is a clean step only if everything meant for it was delivered (the direction
+   * into it was shut) and it had sent its FIN first (the direction out of it ended); bytes it sent that
+   * are still pending keep flowing to the other side. Anything else is an abort: reset the other side.
+   */
+  closed(socket: Socket<Relay>): void {
+    if (this.finished) return;
+    const into = socket === this.client ? this.down : this.up;
+    const outOf = socket === this.client ? this.up : this.down;
+    if (!into.shut || !outOf.ended) this.finish(true);
+  }
+
+  /** End the pair: gracefully once both FINs crossed, abruptly (reset) otherwise. */
+  finish(abort: boolean): void {
+    if (this.finished) return;
+    this.finished = true;
+    for (const socket of [this.client, this.backendSocket]) {
+      if (!socket) continue;
+      if (abort) socket.terminate();
+      else socket.end();
+    }
+    this.onFinish(this);
+  }
+}
