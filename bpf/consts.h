@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * featherlb BPF constants. Values shared with TypeScript are mirrored in src/dataplane/xdp/layout.ts;
+ * the sizes that shape maps are pinned there too and checked by test/xdp/layout.test.ts via BTF.
+ */
+#ifndef FLB_CONSTS_H
+#define FLB_CONSTS_H
+
+/* Helpers return an XDP action (>= 0) or FLB_GO_ON: callers do `if (action >= 0) return action;`. */
+#define FLB_GO_ON -1
+
+/* Services the data plane can hold at once (array maps are sized MAX_SERVICES × …). */
+#define MAX_SERVICES 64
+/* Backends per service; equals src/control/service.ts MAX_BACKENDS. */
+#define MAX_BACKENDS 256
+/* Plan tables per service: one active, one being built (flip by index, see maps.h flb_svc_act). */
+#define PLAN_BUFFERS 2
+/* Member ids in plan slots, shared by every plan; TS allocates a range per (service, buffer). */
+#define SLOT_POOL_SIZE (1 << 21)
+/* Default flow-table capacity; the loader overrides it from xdp.flow_table_size before load. */
+#define FLOW_TABLE_DEFAULT 65536
+/* SNAT port allocation probes this many candidate ports before giving up (verifier bound). */
+#define SNAT_TRIES 32
+/* Distance between the per-CPU cursors' starting points in the port range (prime: spreads CPUs). */
+#define SNAT_CPU_STRIDE 4099
+
+/* Plan kinds: the order of PlanKind in src/control/algorithms/types.ts (layout.ts PLAN_KIND). */
+#define PLAN_SEQUENCE 0
+#define PLAN_RANDOM 1
+#define PLAN_HASH 2
+#define PLAN_LEAST 3
+#define PLAN_TWO_CHOICES 4
+
+/* struct flow_fwd.state bits. FIN_* say which side sent a FIN; CLOSED means the active count was
+ * already decremented (set with an atomic fetch-or, so exactly one packet does it). */
+#define FLOW_FIN_C2B (1U << 0)      /* client sent FIN */
+#define FLOW_FIN_B2C (1U << 1)      /* backend sent FIN */
+#define FLOW_LAST_FIN_B2C (1U << 2) /* the second FIN came from the backend (so the client ACKs last) */
+#define FLOW_CLOSED (1U << 3)       /* counted as closed */
+
+/* Direction of a packet through the LB. */
+#define DIR_C2B 0 /* client → backend */
+#define DIR_B2C 1 /* backend → client */
+
+/* struct flb_config.flags */
+#define CFG_STATIC_NEIGH (1U << 0) /* TEST ONLY: MACs from flb_nbr instead of bpf_fib_lookup (see nat.h) */
+#define CFG_DRAINING (1U << 1)     /* no new flows: SYNs of unknown flows are passed (the kernel resets them) */
+
+/* struct backend.flags */
+#define BACKEND_PRESENT (1U << 0)
+
+/* Why a packet was passed to the kernel (index into flb_reasons); layout.ts REASONS mirrors these. */
+#define REASON_NOT_IPV4 0        /* ARP, IPv6, VLAN-tagged, … */
+#define REASON_TRUNCATED 1       /* a header runs past the end of the packet */
+#define REASON_IP_OPTIONS 2      /* IHL != 5: we do not rewrite around options */
+#define REASON_FRAGMENT 3        /* MF set or non-zero fragment offset */
+#define REASON_NOT_TCP 4
+#define REASON_NOT_OURS 5        /* neither a service address nor a SNAT port */
+#define REASON_NO_FLOW 6         /* non-SYN packet of an unknown flow (the kernel resets it) */
+#define REASON_NO_BACKEND 7      /* the service has no healthy backend */
+#define REASON_NO_NEIGH 8        /* neighbour MAC unknown: let the kernel resolve ARP */
+#define REASON_FIB_FAIL 9        /* no route */
+#define REASON_SNAT_EXHAUSTED 10 /* SNAT_TRIES candidate ports were all busy */
+#define REASON_DRAINING 11
+#define REASON_TX_C2B 12         /* not a pass: packets rewritten toward a backend */
+#define REASON_TX_B2C 13         /* not a pass: packets rewritten toward a client */
+#define REASON_MAX 14
+
+#endif

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: MIT
+/*
+ * featherlb XDP data plane: one-arm full NAT for TCP services.
+ *
+ *   client → LB:   c:cp → vip:vp      becomes   vip:snat → be:bp    (forward table)
+ *   backend → LB:  be:bp → vip:snat   becomes   vip:vp → c:cp       (reverse table)
+ *
+ * Everything else (ARP, IPv6, VLAN, non-TCP, fragments, IP options, the LB's own traffic) is passed to
+ * the kernel untouched. This file only composes the headers:
+ *   consts.h structs.h maps.h (data)  parsing.h csum.h (packet)  hash.h select.h (plan interpreter)
+ *   counters.h nat.h (rewrite, SNAT, flow state).
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "counters.h"
+#include "parsing.h"
+#include "csum.h"
+#include "hash.h"
+#include "select.h"
+#include "nat.h"
+
+/** A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. */
+static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+				    const struct flow_key *fk, const struct svc_val *svc)
+{
+	__u32 s = svc->index;
+	if (cfg_draining(cfg))
+		return pass(REASON_DRAINING);
+
+	int id = pick_backend(s, client_hash(fk->saddr));
+	if (id < 0 || id >= MAX_BACKENDS) {
+		struct flb_counters *c = svc_counters(s);
+		if (c)
+			c->no_backend += 1;
+		return pass(REASON_NO_BACKEND);
+	}
+	__u32 bk = s * MAX_BACKENDS + id;
+	struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
+	if (!be || !(be->flags & BACKEND_PRESENT))
+		return pass(REASON_NO_BACKEND);
+	__be32 be_addr = be->addr;
+	__be16 be_port = be->port;
+
+	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
+	struct l2_out out = {};
+	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, bpf_ntohs(p->iph->tot_len), &out);
+	if (action >= 0)
+		return action;
+
+	__be16 snat = alloc_snat_port(cfg, fk, be_addr, be_port);
+	if (!snat) {
+		struct flb_counters *c = svc_counters(s);
+		if (c)
+			c->snat_fail += 1;
+		return pass(REASON_SNAT_EXHAUSTED);
+	}
+	struct flow_fwd f = {
+		.be_addr = be_addr, .be_port = be_port, .snat_port = snat, .svc = s, .backend = id, .state = 0,
+	};
+	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
+		struct flow_key rk = {};
+		reverse_key(fk, &f, &rk);
+		bpf_map_delete_elem(&flb_rev, &rk);
+		return pass(REASON_SNAT_EXHAUSTED);
+	}
+	count_flow_open(s, id);
+	count_packet(s, id, DIR_C2B, p->payload);
+	count_reason(REASON_TX_C2B);
+	rewrite(p, &out, fk->daddr, snat, be_addr, be_port);
+	return transmit(ctx, &out);
+}
+
+/** Client → service address. */
+static __always_inline int from_client(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+				       const struct svc_val *svc)
+{
+	struct flow_key fk = {
+		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
+	};
+	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
+	if (f && flow_is_closed(f) && tcp_is_syn_only(p->tcph)) {
+		/* The client reuses a 4-tuple whose flow has ended: start over. */
+		struct flow_fwd old = *f;
+		forget_flow(&fk, &old);
+		f = NULL;
+	}
+	if (!f) {
+		if (!tcp_is_syn_only(p->tcph))
+			return pass(REASON_NO_FLOW);
+		return new_flow(ctx, cfg, p, &fk, svc);
+	}
+
+	struct l2_out out = {};
+	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, bpf_ntohs(p->iph->tot_len), &out);
+	if (action >= 0)
+		return action;
+	int done = track_state(f, p->tcph, DIR_C2B);
+	struct flow_fwd fv = *f;
+	count_packet(fv.svc, fv.backend, DIR_C2B, p->payload);
+	count_reason(REASON_TX_C2B);
+	if (done)
+		forget_flow(&fk, &fv);
+	rewrite(p, &out, fk.daddr, fv.snat_port, fv.be_addr, fv.be_port);
+	return transmit(ctx, &out);
+}
+
+/** Backend → LB SNAT port. */
+static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
+{
+	struct flow_key rk = {
+		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
+	};
+	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
+	if (!owner)
+		return pass(REASON_NO_FLOW);
+	struct flow_key fk = *owner;
+	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
+	/* A reverse entry whose forward flow was evicted or replaced is stale. */
+	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
+		return pass(REASON_NO_FLOW);
+
+	struct l2_out out = {};
+	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, bpf_ntohs(p->iph->tot_len), &out);
+	if (action >= 0)
+		return action;
+	int done = track_state(f, p->tcph, DIR_B2C);
+	struct flow_fwd fv = *f;
+	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);
+	count_reason(REASON_TX_B2C);
+	if (done)
+		forget_flow(&fk, &fv);
+	/* Back to the client as if it came from the service address. */
+	rewrite(p, &out, fk.daddr, fk.dport, fk.saddr, fk.sport);
+	return transmit(ctx, &out);
+}
+
+SEC("xdp")
+int featherlb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct packet p = {};
+
+	int action = parse_packet(data, data_end, &p);
+	if (action >= 0)
+		return action;
+
+	struct flb_config *cfg = config();
+	if (!cfg)
+		return pass(REASON_NOT_OURS);
+
+	struct svc_key sk = { .addr = p.iph->daddr, .port = p.tcph->dest, .pad = 0 };
+	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);
+	if (svc)
+		return from_client(ctx, cfg, &p, svc);
+	if (cfg_is_snat_port(cfg, p.tcph->dest))
+		return from_backend(ctx, cfg, &p);
+	return pass(REASON_NOT_OURS);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

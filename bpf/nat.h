@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One-arm full NAT: L2 next hop, SNAT port allocation, header rewrite and flow-state tracking.
+ */
+#ifndef FLB_NAT_H
+#define FLB_NAT_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include "counters.h"
+#include "csum.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* Where a rewritten packet goes. */
+struct l2_out {
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u32 ifindex;
+};
+
+static __always_inline struct flb_config *config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&flb_config, &zero);
+}
+
+static __always_inline int cfg_static_neigh(const struct flb_config *c) { return c->flags & CFG_STATIC_NEIGH; }
+static __always_inline int cfg_draining(const struct flb_config *c) { return c->flags & CFG_DRAINING; }
+static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 port)
+{
+	__u16 p = bpf_ntohs(port);
+	return c->snat_first && p >= c->snat_first && p <= c->snat_last;
+}
+
+/**
+ * Resolve the MACs and egress interface toward `dst` (sent from `src`). FLB_GO_ON with *out filled, or
+ * XDP_PASS: an unknown neighbour (BPF_FIB_LKUP_RET_NO_NEIGH) is left to the kernel, which resolves ARP.
+ *
+ * CFG_STATIC_NEIGH (tests under BPF_PROG_TEST_RUN only, where the test process has no such routes):
+ * MACs come from flb_nbr and the egress is the ingress interface.
+ */
+static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_config *cfg, __be32 src,
+				      __be32 dst, __u16 tot_len, struct l2_out *out)
+{
+	if (cfg_static_neigh(cfg)) {
+		struct nbr_mac *m = bpf_map_lookup_elem(&flb_nbr, &dst);
+		if (!m)
+			return pass(REASON_NO_NEIGH);
+		__builtin_memcpy(out->dmac, m->mac, ETH_ALEN);
+		__builtin_memcpy(out->smac, cfg->static_smac, ETH_ALEN);
+		out->ifindex = ctx->ingress_ifindex;
+		return FLB_GO_ON;
+	}
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_TCP;
+	fib.tot_len = tot_len;
+	fib.ipv4_src = src;
+	fib.ipv4_dst = dst;
+	fib.ifindex = ctx->ingress_ifindex;
+	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
+		/* net.ipv4.ip_forward=0 on the ingress interface: look the route up as locally originated
+		 * traffic instead (which is what a one-arm NAT is). The first call left fib untouched. */
+		fib.ifindex = ctx->ingress_ifindex;
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return pass(REASON_NO_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return pass(REASON_FIB_FAIL);
+	__builtin_memcpy(out->dmac, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(out->smac, fib.smac, ETH_ALEN);
+	out->ifindex = fib.ifindex;
+	return FLB_GO_ON;
+}
+
+/** Transmit a rewritten packet: back out of the ingress interface, or redirected to another one. */
+static __always_inline int transmit(struct xdp_md *ctx, const struct l2_out *out)
+{
+	if (out->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(out->ifindex, 0);
+}
+
+/**
+ * Rewrite the packet to saddr:sport → daddr:dport with the MACs of `out`, updating both checksums
+ * incrementally (csum.h). Every argument is in network order.
+ */
+static __always_inline void rewrite(struct packet *p, const struct l2_out *out, __be32 saddr, __be16 sport,
+				    __be32 daddr, __be16 dport)
+{
+	struct iphdr *iph = p->iph;
+	struct tcphdr *tcph = p->tcph;
+
+	__builtin_memcpy(p->eth->h_dest, out->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, out->smac, ETH_ALEN);
+
+	/* Addresses are in the IP header checksum and in the TCP pseudo-header. */
+	csum_replace4(&iph->check, iph->saddr, saddr);
+	csum_replace4(&tcph->check, iph->saddr, saddr);
+	iph->saddr = saddr;
+	csum_replace4(&iph->check, iph->daddr, daddr);
+	csum_replace4(&tcph->check, iph->daddr, daddr);
+	iph->daddr = daddr;
+	/* Ports are only in the TCP checksum. */
+	csum_replace2(&tcph->check, tcph->source, sport);
+	tcph->source = sport;
+	csum_replace2(&tcph->check, tcph->dest, dport);
+	tcph->dest = dport;
+}
+
+/** The reverse-table key of a forward flow: what the backend's replies look like. */
+static __always_inline void reverse_key(const struct flow_key *fk, const struct flow_fwd *f, struct flow_key *rk)
+{
+	rk->saddr = f->be_addr;
+	rk->daddr = fk->daddr; /* SNAT source = the service IP */
+	rk->sport = f->be_port;
+	rk->dport = f->snat_port;
+}
+
+/** Remove both directions of a flow (after RST, or the last ACK of a FIN handshake). */
+static __always_inline void forget_flow(const struct flow_key *fk, const struct flow_fwd *f)
+{
+	struct flow_key rk = {};
+	reverse_key(fk, f, &rk);
+	bpf_map_delete_elem(&flb_rev, &rk);
+	bpf_map_delete_elem(&flb_fwd, fk);
+}
+
+/** Mark a flow closed; the first caller (atomic fetch-or) decrements the active count. */
+static __always_inline void close_flow(struct flow_fwd *f, __u32 extra_bits)
+{
+	__u32 old = __sync_fetch_and_or(&f->state, FLOW_CLOSED | extra_bits);
+	if (!(old & FLOW_CLOSED))
+		count_flow_close(f->svc, f->backend);
+}
+
+static __always_inline int flow_is_closed(const struct flow_fwd *f) { return f->state & FLOW_CLOSED; }
+
+/**
+ * Track FIN/RST for a packet of an existing flow travelling in `dir`. Returns 1 when the flow's entries
+ * must be deleted once this packet has been rewritten (RST, or the ACK that ends a FIN handshake).
+ *
+ * - RST: the connection is gone for both ends → close and forget.
+ * - FIN: set this side's bit; when both sides have sent FIN the flow is closed (active−1, once) and we
+ *   remember which side's FIN came second.
+ * - Pure ACK after both FINs, from the side that did not send the second FIN: it acknowledges the last
+ *   FIN → forget. Anything arriving later (a retransmitted FIN) is passed and the kernel resets it.
+ */
+static __always_inline int track_state(struct flow_fwd *f, const struct tcphdr *t, int dir)
+{
+	if (tcp_is_rst(t)) {
+		close_flow(f, 0);
+		return 1;
+	}
+	if (tcp_is_fin(t)) {
+		__u32 mine = dir == DIR_C2B ? FLOW_FIN_C2B : FLOW_FIN_B2C;
+		__u32 other = dir == DIR_C2B ? FLOW_FIN_B2C : FLOW_FIN_C2B;
+		__u32 old = __sync_fetch_and_or(&f->state, mine);
+		if ((old & other) && !(old & mine))
+			close_flow(f, dir == DIR_B2C ? FLOW_LAST_FIN_B2C : 0);
+		return 0;
+	}
+	if (tcp_is_pure_ack(t) && flow_is_closed(f)) {
+		__u32 s = f->state;
+		int last_from_b = !!(s & FLOW_LAST_FIN_B2C);
+		if ((s & FLOW_FIN_C2B) && (s & FLOW_FIN_B2C) && (last_from_b ? dir == DIR_C2B : dir == DIR_B2C))
+			return 1;
+	}
+	return 0;
+}
+
+/**
+ * Claim a SNAT source port toward one backend and record the reverse flow. Returns the port (network
+ * order) or 0 when every probe was busy.
+ *
+ * Scheme: a per-CPU cursor walks the configured range; CPU c starts SNAT_CPU_STRIDE·c ports further on,
+ * so CPUs rarely probe the same ports. A candidate is claimed by inserting the reverse entry with
+ * BPF_NOEXIST, which is atomic across CPUs: two CPUs cannot take the same (backend, port). An existing
+ * entry whose forward flow is gone (LRU eviction) or no longer points back at it is stale and is taken
+ * over. The LB's own sockets never use these ports: the loader reserves the range in
+ * net.ipv4.ip_local_reserved_ports. SNAT_TRIES probes bound the loop for the verifier.
+ */
+static __always_inline __be16 alloc_snat_port(const struct flb_config *cfg, const struct flow_key *fk,
+					      __be32 be_addr, __be16 be_port)
+{
+	__u32 zero = 0;
+	__u32 *cur = bpf_map_lookup_elem(&flb_port_cur, &zero);
+	if (!cur)
+		return 0;
+	__u32 first = cfg->snat_first, last = cfg->snat_last;
+	if (!first || last < first)
+		return 0;
+	__u32 range = last - first + 1;
+	__u32 base = *cur + bpf_get_smp_processor_id() * SNAT_CPU_STRIDE;
+
+	for (__u32 i = 0; i < SNAT_TRIES; i++) {
+		__be16 port = bpf_htons((__u16)(first + (base + i) % range));
+		struct flow_key rk = { .saddr = be_addr, .daddr = fk->daddr, .sport = be_port, .dport = port };
+		if (bpf_map_update_elem(&flb_rev, &rk, fk, BPF_NOEXIST) == 0) {
+			*cur += i + 1;
+			return port;
+		}
+		struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
+		if (!owner)
+			continue;
+		struct flow_key ok = *owner;
+		struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &ok);
+		if (!f || f->snat_port != port || f->be_addr != be_addr || f->be_port != be_port) {
+			if (bpf_map_update_elem(&flb_rev, &rk, fk, BPF_ANY) == 0) {
+				*cur += i + 1;
+				return port;
+			}
+		}
+	}
+	*cur += SNAT_TRIES;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Structs shared between the BPF program and TypeScript. The TypeScript side declares each once in
+ * src/dataplane/xdp/layout.ts (name, size, field offsets); test/xdp/layout.test.ts reads this object's
+ * BTF and fails on any drift. Change a layout here → change layout.ts → the test tells you if you missed one.
+ * Wire-order fields are __be*; explicit pad fields keep every size a multiple of 4 (or 8 with __u64).
+ */
+#ifndef FLB_STRUCTS_H
+#define FLB_STRUCTS_H
+
+#include <linux/types.h>
+
+/* A TCP flow in one direction as seen on the wire (all fields network order). Used as the forward
+ * key (client → service), the reverse key (backend → LB SNAT port) and the reverse value (the forward key). */
+struct flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Forward-table value: where a client flow goes. */
+struct flow_fwd {
+	__be32 be_addr;   /* backend IPv4 */
+	__be16 be_port;   /* backend port */
+	__be16 snat_port; /* LB source port toward the backend */
+	__u16 svc;        /* service index */
+	__u16 backend;    /* backend id within the service */
+	__u32 state;      /* FLOW_* bits, updated atomically */
+};
+
+/* Service table key: a listen address. */
+struct svc_key {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+struct svc_val {
+	__u32 index; /* 0 … MAX_SERVICES-1: selects plans, backends, counters */
+	__u32 flags; /* reserved */
+};
+
+/* One plan table header, at flb_plans[svc * PLAN_BUFFERS + buffer]. */
+struct plan_hdr {
+	__u32 kind;         /* PLAN_* */
+	__u32 slot_base;    /* first index in flb_slots */
+	__u32 slot_count;   /* slots in use (0 for least/two_choices) */
+	__u32 member_count; /* entries at flb_members[(svc * PLAN_BUFFERS + buffer) * MAX_BACKENDS + i] */
+	__u32 cursor;       /* sequence plans: the shared cursor (atomic fetch-add), reset when the plan is written */
+	__u32 pad;
+};
+
+/* One member of the healthy set: parallel to Plan.members/Plan.weights. */
+struct plan_member {
+	__u32 id;
+	__u32 weight;
+};
+
+/* flb_backends[svc * MAX_BACKENDS + id] */
+struct backend {
+	__be32 addr;
+	__be16 port;
+	__u16 flags; /* BACKEND_PRESENT */
+};
+
+/* Per-CPU counters per service and per backend. Bytes are TCP payload bytes (what the proxy counts). */
+struct flb_counters {
+	__u64 packets_in;  /* client → backend */
+	__u64 bytes_in;
+	__u64 packets_out; /* backend → client */
+	__u64 bytes_out;
+	__u64 flows_new;
+	__u64 flows_closed; /* active = Σ flows_new − Σ flows_closed */
+	__u64 no_backend;   /* SYNs passed because no backend was healthy */
+	__u64 snat_fail;    /* SYNs passed because no SNAT port was free */
+};
+
+/* flb_config[0]: run-time settings written by the loader. */
+struct flb_config {
+	__u16 snat_first; /* host order, inclusive */
+	__u16 snat_last;
+	__u32 flags;         /* CFG_* */
+	__u8 static_smac[6]; /* CFG_STATIC_NEIGH only: our MAC */
+	__u16 pad;
+};
+
+/* flb_nbr value (CFG_STATIC_NEIGH only). */
+struct nbr_mac {
+	__u8 mac[6];
+	__u16 pad;
+};
+
+#endif
