@@ -1,0 +1,107 @@
+/**
+ * Checks that span several values (and so cannot live on one field of the schema): unique service names,
+ * listeners that cannot both bind, duplicate backends, Maglev table sizes. Each returns the problems
+ * it finds as a path into the YAML document plus a message; schema.ts turns them into issues.
+ */
+import { backendKey, formatHostPort, listenersConflict } from "./address.ts";
+import { MAGLEV_SLOTS_PER_BACKEND, MAGLEV_TABLE_SIZE_MAX } from "./limits.ts";
+import { isPrime, nextPrime } from "./primes.ts";
+import type { Config, HostPort, ServiceConfig } from "./types.ts";
+
+export type PathKey = string | number;
+export interface Problem {
+  path: PathKey[];
+  message: string;
+}
+
+/** Everything wrong with a resolved config, in service order. `adminInFile`: admin.listen was written. */
+export function checkConfig(config: Config, adminInFile: boolean): Problem[] {
+  const problems: Problem[] = [];
+  config.services.forEach((service, i) => {
+    problems.push(...checkBackends(service, i), ...checkMaglev(service, i));
+    const twin = config.services.findIndex((other) => other.name === service.name);
+    if (twin < i) {
+      problems.push({
+        path: ["services", i, "name"],
+        message: `duplicate service name "${service.name}" (services[${twin}] has it too); names must be unique`,
+      });
+    }
+    const clash = config.services.findIndex((other) => listenersConflict(other.listen, service.listen));
+    if (clash < i) {
+      problems.push({ path: ["services", i, "listen"], message: listenClash(service.listen, config.services, clash) });
+    }
+    const admin = config.admin.listen;
+    if (admin !== undefined && listenersConflict(admin, service.listen)) {
+      problems.push(
+        adminInFile
+          ? {
+              path: ["admin", "listen"],
+              message: `${formatHostPort(admin)} overlaps services[${i}] ("${service.name}") on ${formatHostPort(service.listen)}; they cannot both bind port ${admin.port}`,
+            }
+          : {
+              path: ["services", i, "listen"],
+              message: `${formatHostPort(service.listen)} overlaps the admin listener (${formatHostPort(admin)} by default); move the service or set admin.listen`,
+            },
+      );
+    }
+  });
+  return problems;
+}
+
+function listenClash(listen: HostPort, services: readonly ServiceConfig[], j: number): string {
+  const other = services[j];
+  if (other === undefined) return "";
+  const mine = formatHostPort(listen);
+  const theirs = formatHostPort(other.listen);
+  return mine === theirs
+    ? `${mine} is already used by services[${j}] ("${other.name}")`
+    : `${mine} overlaps services[${j}] ("${other.name}") on ${theirs}; they cannot both bind port ${listen.port}`;
+}
+
+function checkBackends(service: ServiceConfig, i: number): Problem[] {
+  const seen = new Map<string, number>();
+  const problems: Problem[] = [];
+  service.backends.forEach((backend, b) => {
+    const key = backendKey(backend);
+    const first = seen.get(key);
+    if (first === undefined) seen.set(key, b);
+    else {
+      problems.push({
+        path: ["services", i, "backends", b, "address"],
+        message: `duplicate backend ${backend.address} (also backends[${first}]); use weight to give it a bigger share`,
+      });
+    }
+  });
+  return problems;
+}
+
+/**
+ * Maglev needs a prime table size (so each backend's permutation visits every slot) and about 100 slots
+ * per backend (so shares stay within ~1% of fair). The fix suggested is the next prime that satisfies both.
+ */
+export function checkMaglev(service: ServiceConfig, i: number): Problem[] {
+  const size = service.maglev_table_size;
+  const minimum = MAGLEV_SLOTS_PER_BACKEND * service.backends.length;
+  const path = ["services", i, "maglev", "table_size"];
+  const fit = nextPrime(Math.max(size, minimum));
+  if (size > MAGLEV_TABLE_SIZE_MAX) {
+    return [{ path, message: `must be at most ${MAGLEV_TABLE_SIZE_MAX}, got ${size}` }];
+  }
+  if (size < minimum) {
+    return [
+      {
+        path,
+        message: `must be at least ${MAGLEV_SLOTS_PER_BACKEND} × ${service.backends.length} backends = ${minimum} so each backend's share stays even, got ${size}; try ${fit}`,
+      },
+    ];
+  }
+  if (!isPrime(size)) {
+    return [
+      {
+        path,
+        message: `must be a prime number so every backend's Maglev permutation covers the whole table, got ${size}; try ${fit}`,
+      },
+    ];
+  }
+  return [];
+}
