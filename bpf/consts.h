@@ -15,8 +15,9 @@
 #define MAX_BACKENDS 256
 /* Plan tables per service: one active, one being built (flip by index, see maps.h flb_svc_act). */
 #define PLAN_BUFFERS 2
-/* Member ids in plan slots, shared by every plan; TS allocates a range per (service, buffer). */
-#define SLOT_POOL_SIZE (1 << 21)
+/* Member ids in plan slots, shared by every plan; TS allocates a range per (service, buffer). 4 Mi
+ * entries (16 MiB) hold e.g. two buffers of the largest Maglev table (2^20) plus room for others. */
+#define SLOT_POOL_SIZE (1 << 22)
 /* Default flow-table capacity; the loader overrides it from xdp.flow_table_size before load. */
 #define FLOW_TABLE_DEFAULT 65536
 /* SNAT port allocation probes this many candidate ports before giving up (verifier bound). */

@@ -131,7 +131,7 @@ struct {
  * test has no routes or neighbours. The loader never sets CFG_STATIC_NEIGH in production. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, 1024);
 	__type(key, __be32);
 	__type(value, struct nbr_mac);
 } flb_nbr SEC(".maps");

@@ -1,0 +1,418 @@
+/**
+ * Packet-table tests of the XDP program through BPF_PROG_TEST_RUN (Katran's fixture style): each row is
+ * (description, input packet, expected action, expected output packet). Expected packets are built from
+ * scratch with checksums computed over the whole header (packets.ts), and compared byte for byte.
+ *
+ * The program runs with CFG_STATIC_NEIGH (a TEST ONLY flag in flb_config): MACs come from the flb_nbr
+ * map instead of bpf_fib_lookup, since the test process has no routes to these addresses. The fib path
+ * is exercised by the network-namespace test (netns.test.ts).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
+import { clientHash } from "../../src/control/algorithms/hash.ts";
+import { Picker } from "../../src/control/algorithms/picker.ts";
+import type { Member } from "../../src/control/algorithms/types.ts";
+import { CFG_FLAGS, FLOW_KEY, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import { EINVAL, BpfError } from "../../src/dataplane/xdp/libbpf.ts";
+import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import {
+  CLIENT_MAC,
+  ETH_P_8021Q,
+  ETH_P_ARP,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  LB_MAC,
+  TCP,
+  ethernet,
+  hex,
+  ipv4,
+  mac,
+  parseTcp,
+  tcpPacket,
+  tcpSegment,
+  type TcpSpec,
+} from "./packets.ts";
+import { bpfSuiteEnabled } from "./require.ts";
+
+const XDP_PASS = 2;
+const XDP_TX = 3;
+
+const VIP = "10.0.0.1";
+const VPORT = 80;
+const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
+const BE_PORT = 8080;
+const beMac = (i: number) => `02:00:00:00:00:${(0x21 + i).toString(16)}`;
+const SNAT = { first: 40000, last: 59999 };
+
+function setupProgram(p: XdpProgram): void {
+  p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, staticSmac: mac(LB_MAC) });
+  for (let c = 0; c < 256; c++) p.setNeighbour(ipv4ToU32(`10.0.1.${c}`), mac(CLIENT_MAC));
+  p.setNeighbour(ipv4ToU32("10.0.0.10"), mac(CLIENT_MAC));
+  BACKENDS.forEach((ip, i) => p.setNeighbour(ipv4ToU32(ip), mac(beMac(i))));
+  p.setService(0, ipv4ToU32(VIP), VPORT);
+  BACKENDS.forEach((ip, i) => p.setBackend(0, i, ipv4ToU32(ip), BE_PORT));
+}
+
+const members = (weights: number[]): Member[] => weights.map((weight, id) => ({ id, weight, key: `${BACKENDS[id]}:${BE_PORT}` }));
+
+function client(port: number, flags: number, o: Partial<TcpSpec> = {}): TcpSpec {
+  return { src: "10.0.0.10", dst: VIP, sport: port, dport: VPORT, flags, ...o };
+}
+
+/** What the LB must send to the backend for a client packet `s` (src = VIP:snat, MACs from the table). */
+function toBackend(s: TcpSpec, be: number, snat: number): Uint8Array {
+  return tcpPacket({ ...s, srcMac: LB_MAC, dstMac: beMac(be), src: VIP, dst: BACKENDS[be]!, sport: snat, dport: BE_PORT });
+}
+
+/** A backend reply and what the LB must send to the client for it. */
+function fromBackend(be: number, snat: number, clientPort: number, flags: number, o: Partial<TcpSpec> = {}) {
+  const spec: TcpSpec = { srcMac: beMac(be), dstMac: LB_MAC, src: BACKENDS[be]!, dst: VIP, sport: BE_PORT, dport: snat, flags, ...o };
+  const out = tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: "10.0.0.10", sport: VPORT, dport: clientPort });
+  return { input: tcpPacket(spec), expected: out };
+}
+
+const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
+
+if (bpfSuiteEnabled("xdp packet table")) {
+  let p: XdpProgram;
+
+  beforeAll(async () => {
+    p = await XdpProgram.load({ flowTableSize: 65536 });
+    setupProgram(p);
+    p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+  });
+  afterAll(() => p?.close());
+
+  /** Run a row whose output must be exactly `expected` (or the input itself for PASS rows). */
+  function row(input: Uint8Array, action: number, expected: Uint8Array = input) {
+    const r = p.run(input);
+    expect(r.retval).toBe(action);
+    expect(hex(r.data)).toBe(hex(expected));
+    return r;
+  }
+
+  describe("passes what it does not balance, untouched", () => {
+    const unknown = tcpPacket(client(1111, TCP.SYN));
+    const cases: [string, () => Uint8Array, string][] = [
+      ["Ethernet header only (14 bytes)", () => ethernet(LB_MAC, CLIENT_MAC, ETH_P_IP, new Uint8Array(0)), "truncated"],
+      ["truncated IPv4 header (10 bytes)", () => unknown.slice(0, 14 + 10), "truncated"],
+      ["truncated TCP header (10 bytes)", () => unknown.slice(0, 14 + 20 + 10), "truncated"],
+      ["IPv4 with options (IHL 6)", () => tcpPacket(client(1112, TCP.SYN, { ipOptions: Uint8Array.of(1, 1, 1, 0) })), "ip_options"],
+      ["first fragment (MF)", () => tcpPacket(client(1113, TCP.SYN, { fragOff: 0x2000 })), "fragment"],
+      ["later fragment (offset 8)", () => tcpPacket(client(1114, TCP.SYN, { fragOff: 0x0001 })), "fragment"],
+      ["802.1Q VLAN-tagged IPv4", () => ethernet(LB_MAC, CLIENT_MAC, ETH_P_8021Q, Uint8Array.of(0, 5, 0x08, 0, ...unknown.slice(14))), "not_ipv4"],
+      ["IPv6", () => ethernet(LB_MAC, CLIENT_MAC, ETH_P_IPV6, new Uint8Array(60).fill(0x60, 0, 1)), "not_ipv4"],
+      ["ARP", () => ethernet("ff:ff:ff:ff:ff:ff", CLIENT_MAC, ETH_P_ARP, new Uint8Array(28)), "not_ipv4"],
+      ["UDP to the service address and port", () => ethernet(LB_MAC, CLIENT_MAC, ETH_P_IP, ipv4("10.0.0.10", VIP, 17, Uint8Array.of(0x12, 0x34, 0, 80, 0, 8, 0, 0))), "not_tcp"],
+      ["ICMP echo to the service address", () => ethernet(LB_MAC, CLIENT_MAC, ETH_P_IP, ipv4("10.0.0.10", VIP, 1, Uint8Array.of(8, 0, 0xf7, 0xff, 0, 0, 0, 0))), "not_tcp"],
+      ["TCP SYN to another port of the LB", () => tcpPacket({ ...client(1115, TCP.SYN), dport: 22 }), "not_ours"],
+      ["non-SYN first packet of an unknown flow", () => tcpPacket(client(1116, TCP.ACK, { ack: 5 })), "no_flow"],
+      ["backend packet to a SNAT port without a flow", () => fromBackend(0, SNAT.first + 7, 1, TCP.ACK).input, "no_flow"],
+      ["the LB's own traffic (reply to a health check, port below the SNAT range)", () => tcpPacket({ src: BACKENDS[0]!, dst: VIP, sport: BE_PORT, dport: 35000, flags: TCP.SYN | TCP.ACK }), "not_ours"],
+    ];
+    for (const [desc, input, reason] of cases) {
+      test(desc, () => {
+        const before = p.reasons()[reason as keyof ReturnType<XdpProgram["reasons"]>];
+        row(input(), XDP_PASS);
+        expect(p.reasons()[reason as keyof ReturnType<XdpProgram["reasons"]>]).toBe(before + 1);
+      });
+    }
+    test("truncated Ethernet (13 bytes): the kernel refuses the run (drivers never deliver < 14)", () => {
+      let err: unknown;
+      try {
+        p.run(ethernet(LB_MAC, CLIENT_MAC, ETH_P_IP, new Uint8Array(0)).slice(0, 13));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(BpfError);
+      expect((err as BpfError).errno).toBe(EINVAL);
+    });
+    test("no PASS row created flow state", () => {
+      expect(p.flowCounts()).toEqual({ fwd: 0, rev: 0 });
+    });
+  });
+
+  describe("NAT both ways", () => {
+    let snat = 0;
+    let be = -1;
+    const syn = client(5000, TCP.SYN, { seq: 111, tcpOptions: Uint8Array.of(2, 4, 0x05, 0xb4) });
+
+    test("client SYN → rewritten to a backend from VIP:snat, MACs from the neighbour table", () => {
+      const r = p.run(tcpPacket(syn));
+      expect(r.retval).toBe(XDP_TX);
+      be = backendOf(r.data);
+      snat = parseTcp(r.data).sport;
+      expect(be).toBe(0); // round robin starts at slot 0
+      expect(snat).toBeGreaterThanOrEqual(SNAT.first);
+      expect(snat).toBeLessThanOrEqual(SNAT.last);
+      expect(hex(r.data)).toBe(hex(toBackend(syn, be, snat)));
+      expect(p.backendActive(0, be)).toBe(1);
+    });
+    test("backend SYN-ACK → rewritten to the client from VIP:80", () => {
+      const { input, expected } = fromBackend(be, snat, 5000, TCP.SYN | TCP.ACK, { seq: 9000, ack: 112 });
+      row(input, XDP_TX, expected);
+    });
+    test("client data (odd length, 1461 bytes) → backend, checksum exact", () => {
+      const payload = crypto.getRandomValues(new Uint8Array(1461));
+      const s = client(5000, TCP.ACK | TCP.PSH, { seq: 112, ack: 9001, payload });
+      row(tcpPacket(s), XDP_TX, toBackend(s, be, snat));
+      expect(p.serviceCounters(0).bytes_in).toBe(1461);
+    });
+    test("backend data → client", () => {
+      const payload = crypto.getRandomValues(new Uint8Array(700));
+      const { input, expected } = fromBackend(be, snat, 5000, TCP.ACK, { seq: 9001, ack: 1573, payload });
+      row(input, XDP_TX, expected);
+      const s = p.serviceCounters(0);
+      expect(s.bytes_out).toBe(700);
+      expect(s.packets_out).toBe(2);
+      expect(p.backendCounters(0, be).packets_in).toBe(2);
+    });
+    test("SYN retransmission of an open flow keeps its backend and port", () => {
+      const r = p.run(tcpPacket(syn));
+      expect(r.retval).toBe(XDP_TX);
+      expect(hex(r.data)).toBe(hex(toBackend(syn, be, snat)));
+      expect(p.backendActive(0, be)).toBe(1);
+    });
+    test("200 random flows: every rewrite is byte-exact (incremental checksums vs from scratch)", () => {
+      for (let i = 0; i < 200; i++) {
+        const rnd = crypto.getRandomValues(new Uint32Array(3));
+        const s: TcpSpec = {
+          src: `10.0.1.${rnd[0]! & 255}`,
+          dst: VIP,
+          sport: 1024 + (rnd[1]! % 60000),
+          dport: VPORT,
+          flags: TCP.SYN,
+          seq: rnd[2]!,
+          payload: crypto.getRandomValues(new Uint8Array(i % 7)),
+          ttl: 1 + (i % 255),
+          id: rnd[1]! & 0xffff,
+        };
+        const r = p.run(tcpPacket(s));
+        expect(r.retval).toBe(XDP_TX);
+        const b = backendOf(r.data);
+        const port = parseTcp(r.data).sport;
+        expect(hex(r.data)).toBe(hex(toBackend(s, b, port)));
+        const back = fromBackend(b, port, s.sport, TCP.SYN | TCP.ACK, { seq: rnd[0]!, ack: (s.seq! + 1) >>> 0, payload: crypto.getRandomValues(new Uint8Array(i % 5)) });
+        const out = p.run(back.input);
+        expect(out.retval).toBe(XDP_TX);
+        expect(hex(out.data)).toBe(hex(tcpPacket({ ...back, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: s.src, sport: VPORT, dport: s.sport, flags: TCP.SYN | TCP.ACK, seq: rnd[0]!, ack: (s.seq! + 1) >>> 0, payload: back.input.slice(54) })));
+      }
+    });
+  });
+
+  describe("FIN/RST tracking leaves no entries or counts behind", () => {
+    const flowKey = (port: number) => FLOW_KEY.encode({ saddr: ipv4ToU32("10.0.0.10"), daddr: ipv4ToU32(VIP), sport: port, dport: VPORT });
+
+    function open(port: number): { be: number; snat: number } {
+      const r = p.run(tcpPacket(client(port, TCP.SYN)));
+      expect(r.retval).toBe(XDP_TX);
+      return { be: backendOf(r.data), snat: parseTcp(r.data).sport };
+    }
+
+    test("FIN from client, FIN from backend, last ACK from client: both entries deleted, active −1 once", () => {
+      const { fwd, rev } = p.flowCounts();
+      const { be, snat } = open(6000);
+      const active = p.backendActive(0, be);
+      const closed = p.serviceCounters(0).flows_closed;
+      row(tcpPacket(client(6000, TCP.FIN | TCP.ACK, { seq: 2, ack: 2 })), XDP_TX, toBackend(client(6000, TCP.FIN | TCP.ACK, { seq: 2, ack: 2 }), be, snat));
+      expect(p.backendActive(0, be)).toBe(active); // half-closed still counts
+      const finB = fromBackend(be, snat, 6000, TCP.FIN | TCP.ACK, { seq: 2, ack: 3 });
+      row(finB.input, XDP_TX, finB.expected);
+      expect(p.backendActive(0, be)).toBe(active - 1);
+      expect(p.flowCounts()).toEqual({ fwd: fwd + 1, rev: rev + 1 }); // kept until the last ACK
+      const last = client(6000, TCP.ACK, { seq: 3, ack: 3 });
+      row(tcpPacket(last), XDP_TX, toBackend(last, be, snat));
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+      expect(p.lookupFlow(flowKey(6000))).toBeUndefined();
+      expect(p.serviceCounters(0).flows_closed).toBe(closed + 1);
+      // A retransmitted FIN afterwards is the kernel's business (it answers RST); counts do not move.
+      row(finB.input, XDP_PASS);
+      expect(p.backendActive(0, be)).toBe(active - 1);
+    });
+
+    test("FIN from backend first, then client: the backend's ACK ends it", () => {
+      const { fwd, rev } = p.flowCounts();
+      const { be, snat } = open(6001);
+      const active = p.backendActive(0, be);
+      row(fromBackend(be, snat, 6001, TCP.FIN | TCP.ACK).input, XDP_TX, fromBackend(be, snat, 6001, TCP.FIN | TCP.ACK).expected);
+      const fin = client(6001, TCP.FIN | TCP.ACK);
+      row(tcpPacket(fin), XDP_TX, toBackend(fin, be, snat));
+      expect(p.backendActive(0, be)).toBe(active - 1);
+      // A duplicate FIN does not decrement twice.
+      row(tcpPacket(fin), XDP_TX, toBackend(fin, be, snat));
+      expect(p.backendActive(0, be)).toBe(active - 1);
+      const ack = fromBackend(be, snat, 6001, TCP.ACK);
+      row(ack.input, XDP_TX, ack.expected);
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+    });
+
+    test("RST from backend: translated, both entries deleted, active −1 exactly once", () => {
+      const { fwd, rev } = p.flowCounts();
+      const { be, snat } = open(6002);
+      const active = p.backendActive(0, be);
+      const rst = fromBackend(be, snat, 6002, TCP.RST | TCP.ACK);
+      row(rst.input, XDP_TX, rst.expected);
+      expect(p.backendActive(0, be)).toBe(active - 1);
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+      row(rst.input, XDP_PASS); // a second RST finds no flow
+      expect(p.backendActive(0, be)).toBe(active - 1);
+    });
+
+    test("RST from client", () => {
+      const { fwd, rev } = p.flowCounts();
+      const { be, snat } = open(6003);
+      const active = p.backendActive(0, be);
+      const rst = client(6003, TCP.RST);
+      row(tcpPacket(rst), XDP_TX, toBackend(rst, be, snat));
+      expect(p.backendActive(0, be)).toBe(active - 1);
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+    });
+
+    test("a SYN reusing the 4-tuple of a closed (not yet forgotten) flow starts a new flow", () => {
+      const { fwd, rev } = p.flowCounts();
+      const first = open(6004);
+      const active = p.backendActive(0, first.be);
+      row(tcpPacket(client(6004, TCP.FIN | TCP.ACK)), XDP_TX, toBackend(client(6004, TCP.FIN | TCP.ACK), first.be, first.snat));
+      row(fromBackend(first.be, first.snat, 6004, TCP.FIN | TCP.ACK).input, XDP_TX, fromBackend(first.be, first.snat, 6004, TCP.FIN | TCP.ACK).expected);
+      expect(p.backendActive(0, first.be)).toBe(active - 1);
+      const again = open(6004);
+      expect(p.backendActive(0, again.be)).toBe(again.be === first.be ? active : p.backendActive(0, again.be));
+      expect(p.flowCounts()).toEqual({ fwd: fwd + 1, rev: rev + 1 });
+      row(tcpPacket(client(6004, TCP.RST)), XDP_TX, toBackend(client(6004, TCP.RST), again.be, again.snat));
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+    });
+  });
+
+  describe("no backend, unknown neighbour", () => {
+    test("empty plan: SYN passed (the kernel resets it), counted as no_backend", () => {
+      p.writePlan(0, ALGORITHMS.round_robin.plan([], { maglevTableSize: 65537 }));
+      const before = p.serviceCounters(0).no_backend;
+      row(tcpPacket(client(7000, TCP.SYN)), XDP_PASS);
+      expect(p.serviceCounters(0).no_backend).toBe(before + 1);
+      p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+    });
+    test("backend MAC unknown (NO_NEIGH): SYN passed and no flow state is created", () => {
+      const { fwd, rev } = p.flowCounts();
+      p.setBackend(0, 2, ipv4ToU32("10.0.0.99"), BE_PORT); // no neighbour entry
+      p.writePlan(0, ALGORITHMS.round_robin.plan([{ id: 2, weight: 1, key: "x" }], { maglevTableSize: 65537 }));
+      const before = p.reasons().no_neigh;
+      row(tcpPacket(client(7001, TCP.SYN)), XDP_PASS);
+      expect(p.reasons().no_neigh).toBe(before + 1);
+      expect(p.flowCounts()).toEqual({ fwd, rev });
+      p.setBackend(0, 2, ipv4ToU32(BACKENDS[2]!), BE_PORT);
+      p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+    });
+    test("draining: new SYNs are passed, established flows keep working", () => {
+      const r = p.run(tcpPacket(client(7002, TCP.SYN)));
+      expect(r.retval).toBe(XDP_TX);
+      const cfg = p.readConfig();
+      p.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING, staticSmac: mac(LB_MAC) });
+      row(tcpPacket(client(7003, TCP.SYN)), XDP_PASS);
+      expect(p.run(tcpPacket(client(7002, TCP.ACK))).retval).toBe(XDP_TX);
+      p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
+    });
+  });
+
+  describe("plan interpreter matches picker.ts", () => {
+    let port = 10000;
+    const synFrom = (src: string) => tcpPacket({ src, dst: VIP, sport: port++, dport: VPORT, flags: TCP.SYN });
+    const pick = (src = "10.0.0.10") => {
+      const r = p.run(synFrom(src));
+      expect(r.retval).toBe(XDP_TX);
+      return backendOf(r.data);
+    };
+    const opts = { maglevTableSize: 1009 };
+
+    test("round_robin / weighted_round_robin: the exact sequence of the TS picker", () => {
+      for (const name of ["round_robin", "weighted_round_robin"] as const) {
+        const plan = ALGORITHMS[name].plan(members([5, 2, 3]), opts);
+        p.writePlan(0, plan);
+        const picker = new Picker(plan, { active: () => 0 });
+        const want = Array.from({ length: 40 }, () => picker.pick({ clientHash: 0 }));
+        const got = Array.from({ length: 40 }, () => pick());
+        expect(got).toEqual(want);
+      }
+    });
+
+    test("source_hash / maglev: slots[clientHash % len] for 300 client IPs (fmix32 identical in C)", () => {
+      for (const name of ["source_hash", "maglev"] as const) {
+        const plan = ALGORITHMS[name].plan(members([1, 2, 1]), opts);
+        p.writePlan(0, plan);
+        const picker = new Picker(plan, { active: () => 0 });
+        for (let i = 0; i < 300; i++) {
+          const ip = `10.0.1.${i % 256}`;
+          expect(pick(ip)).toBe(picker.pick({ clientHash: clientHash(ip) }));
+        }
+      }
+    });
+
+    test("least_connections: lowest active/weight, ties to the earlier member, as picker.ts", () => {
+      const plan = ALGORITHMS.least_connections.plan(members([1, 2, 1]), opts);
+      p.writePlan(0, plan);
+      [7, 3, 9].forEach((n, id) => p.setBackendActive(0, id, n));
+      const picker = new Picker(plan, { active: (id) => p.backendActive(0, id) });
+      for (let i = 0; i < 60; i++) {
+        const want = picker.pick({ clientHash: 0 });
+        expect(pick()).toBe(want); // each pick opens a flow: the active counts move on both sides alike
+      }
+    });
+
+    test("random: only members, shares follow weights (±5% of 3000 picks)", () => {
+      p.writePlan(0, ALGORITHMS.random.plan(members([1, 2, 1]), opts));
+      const n = [0, 0, 0];
+      for (let i = 0; i < 3000; i++) n[pick()]! += 1;
+      expect(Math.abs(n[0]! / 3000 - 0.25)).toBeLessThan(0.05);
+      expect(Math.abs(n[1]! / 3000 - 0.5)).toBeLessThan(0.05);
+    });
+
+    test("power_of_two: two distinct draws, so the heaviest of three is never chosen", () => {
+      p.writePlan(0, ALGORITHMS.power_of_two.plan(members([1, 1, 1]), opts));
+      [1_000_000, 0, 0].forEach((n, id) => p.setBackendActive(0, id, n));
+      const n = [0, 0, 0];
+      for (let i = 0; i < 300; i++) n[pick()]! += 1;
+      expect(n[0]).toBe(0);
+      expect(n[1]! + n[2]!).toBe(300);
+    });
+
+    test("a plan flip does not move established flows", () => {
+      p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), opts));
+      const s = client(12000, TCP.SYN);
+      const r = p.run(tcpPacket(s));
+      const be = backendOf(r.data);
+      const snat = parseTcp(r.data).sport;
+      p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]).filter((m) => m.id !== be), opts));
+      const d = client(12000, TCP.ACK, { seq: 1001, ack: 1 });
+      row(tcpPacket(d), XDP_TX, toBackend(d, be, snat));
+      expect(pick()).not.toBe(be);
+    });
+  });
+
+  describe("flow table full (LRU)", () => {
+    test("1024-entry tables: 3000 new flows all get through; the newest still translates both ways", async () => {
+      const small = await XdpProgram.load({ flowTableSize: 1024 });
+      try {
+        setupProgram(small);
+        small.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+        let last = { port: 0, be: 0, snat: 0 };
+        for (let i = 0; i < 3000; i++) {
+          const s: TcpSpec = { src: `10.0.1.${i % 256}`, dst: VIP, sport: 20000 + i, dport: VPORT, flags: TCP.SYN };
+          const r = small.run(tcpPacket(s));
+          expect(r.retval).toBe(XDP_TX);
+          last = { port: s.sport, be: backendOf(r.data), snat: parseTcp(r.data).sport };
+          expect(hex(r.data)).toBe(hex(toBackend(s, last.be, last.snat)));
+        }
+        const { fwd, rev } = small.flowCounts();
+        expect(fwd).toBeLessThanOrEqual(1024);
+        expect(rev).toBeLessThanOrEqual(1024);
+        const src = `10.0.1.${2999 % 256}`;
+        const spec: TcpSpec = { srcMac: beMac(last.be), dstMac: LB_MAC, src: BACKENDS[last.be]!, dst: VIP, sport: BE_PORT, dport: last.snat, flags: TCP.SYN | TCP.ACK };
+        const out = small.run(tcpPacket(spec));
+        expect(out.retval).toBe(XDP_TX);
+        expect(hex(out.data)).toBe(hex(tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: src, sport: VPORT, dport: last.port })));
+        expect(small.reasons().snat_exhausted).toBe(0);
+      } finally {
+        small.close();
+      }
+    });
+  });
+}
