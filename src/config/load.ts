@@ -10,7 +10,7 @@ import * as v from "valibot";
 import { isAlias, LineCounter, parseDocument, visit, type Document } from "yaml";
 import { UserError } from "../errors.ts";
 import type { PathKey } from "./checks.ts";
-import { formatLocated, offsetOf, type Target } from "./locate.ts";
+import { formatLocated, offsetOf } from "./locate.ts";
 import { ConfigSchema } from "./schema.ts";
 import type { Config } from "./types.ts";
 
@@ -67,44 +67,40 @@ export function parseConfig(text: string, filename: string): Config {
 
 interface Located {
   offset: number;
+  /** Where the problem sorts in document order (differs from `offset` for missing keys). */
+  order: number;
   /** The path shown in the message: for key problems (unknown, missing) the mapping that holds the key. */
   path: PathKey[];
   message: string;
-  /** A "missing required key" issue. */
-  missing: boolean;
 }
 
 /**
- * The first issue in document order. Exception: when a mapping lacks a required key and also has an
- * unknown one, the unknown key is probably the misspelt required one, so it is reported instead
- * ("unknown key "backend"; did you mean "backends"?" beats "missing required key "backends"").
+ * The first issue in document order. A missing key is reported at the start of the mapping that lacks
+ * it but sorts at its end: problems written inside that mapping come first, and an unknown key there is
+ * probably the misspelt required one (`unknown key "backend"; did you mean "backends"?` beats
+ * `missing required key "backends"`).
  */
 function mostRelevant(doc: Document, issues: readonly v.BaseIssue<unknown>[]): Located {
   const located = issues.map((issue) => locate(doc, issue));
-  located.sort((a, b) => a.offset - b.offset); // stable: same offset keeps valibot's order
-  const first = located[0];
-  if (first === undefined) return { offset: 0, path: [], message: "invalid config", missing: false };
-  if (first.missing) {
-    const sibling = located.find((l) => !l.missing && l.message.startsWith("unknown key") && samePath(l.path, first.path));
-    if (sibling) return sibling;
-  }
-  return first;
+  located.sort((a, b) => a.order - b.order); // stable: ties keep valibot's order
+  return located[0] ?? { offset: 0, order: 0, path: [], message: "invalid config" };
 }
 
 function locate(doc: Document, issue: v.BaseIssue<unknown>): Located {
   const keys: PathKey[] = (issue.path ?? []).map((item) => (typeof item.key === "number" ? item.key : String(item.key)));
   const last = issue.path?.at(-1);
   const keyProblem = last?.type === "object" && last.origin === "key";
-  if (!keyProblem) return { offset: offsetOf(doc, keys, "value"), path: keys, message: issue.message, missing: false };
+  if (!keyProblem) {
+    const offset = offsetOf(doc, keys, "value");
+    return { offset, order: offset, path: keys, message: issue.message };
+  }
   const parent = keys.slice(0, -1);
-  const unknown = issue.expected === "never";
-  const target: Target = unknown ? "key" : "value";
-  // An unknown key is pointed at itself; a missing one at the mapping that should hold it.
-  return { offset: offsetOf(doc, unknown ? keys : parent, target), path: parent, message: issue.message, missing: !unknown };
-}
-
-function samePath(a: readonly PathKey[], b: readonly PathKey[]): boolean {
-  return a.length === b.length && a.every((k, i) => k === b[i]);
+  if (issue.expected === "never") {
+    // An unknown key: point at the key itself.
+    const offset = offsetOf(doc, keys, "key");
+    return { offset, order: offset, path: parent, message: issue.message };
+  }
+  return { offset: offsetOf(doc, parent, "value"), order: offsetOf(doc, parent, "end"), path: parent, message: issue.message };
 }
 
 function firstLine(message: string): string {

@@ -5,8 +5,11 @@
 import { isAlias, isMap, isPair, isScalar, isSeq, type Document, type LineCounter, type Node } from "yaml";
 import type { PathKey } from "./checks.ts";
 
-/** Which part of a mapping entry to point at: its value (wrong values) or its key (unknown keys). */
-export type Target = "value" | "key";
+/**
+ * Which part of the node at a path: the start of its value (wrong values), its key (unknown keys), or
+ * the end of its value (where a missing key would have gone, used for ordering).
+ */
+export type Target = "value" | "key" | "end";
 
 /**
  * The source offset of the node at `path`. If the path goes further than the document (a value that
@@ -15,6 +18,7 @@ export type Target = "value" | "key";
 export function offsetOf(doc: Document, path: readonly PathKey[], target: Target): number {
   let node: unknown = doc.contents;
   let offset = rangeStart(node) ?? 0;
+  const result = (): number => (target === "end" ? (rangeEnd(node) ?? offset) : offset);
   for (const [depth, key] of path.entries()) {
     if (isAlias(node)) node = node.resolve(doc);
     let next: unknown;
@@ -27,12 +31,12 @@ export function offsetOf(doc: Document, path: readonly PathKey[], target: Target
       next = node.items[key];
     }
     if (target === "key" && depth === path.length - 1 && keyNode !== undefined) return rangeStart(keyNode) ?? offset;
-    if (next === undefined) return offset;
+    if (next === undefined) return result();
     // A key with no value (`backends:`) has a null scalar whose range sits right after the colon.
     offset = rangeStart(next) ?? rangeStart(keyNode) ?? offset;
     node = next;
   }
-  return offset;
+  return result();
 }
 
 function keyText(key: unknown): string | undefined {
@@ -43,6 +47,12 @@ function keyText(key: unknown): string | undefined {
 function rangeStart(node: unknown): number | undefined {
   const range = (node as Node | null | undefined)?.range;
   return Array.isArray(range) ? range[0] : undefined;
+}
+
+/** The end of the node's value (range[1]: before any trailing comment). */
+function rangeEnd(node: unknown): number | undefined {
+  const range = (node as Node | null | undefined)?.range;
+  return Array.isArray(range) ? range[1] : undefined;
 }
 
 /** services[0].backends[2].address */
