@@ -1,0 +1,6 @@
+# The e2e backend (test/e2e/backend): greets with BACKEND_ID, echoes, holds on request.
+FROM scratch
+COPY rootfs/ /
+ENV PORT=7000
+EXPOSE 7000
+ENTRYPOINT ["/usr/local/bin/featherlb-e2e-backend"]

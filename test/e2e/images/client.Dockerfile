@@ -1,0 +1,4 @@
+# The e2e load client (test/e2e/client), plus `ip` to give itself extra source addresses.
+FROM scratch
+COPY rootfs/ /
+ENTRYPOINT ["/usr/local/bin/featherlb-e2e-client"]

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The e2e runner behind `make e2e` (docs/e2e.md): images → compose up → client → log → compose down,
+# once per mode in E2E_MODES. Writes test/e2e/runs/<UTC datetime>.log; exits 1 if any check failed,
+# 2 if the run could not happen at all (no Docker, build failed).
+#
+#   run.sh           the whole run
+#   run.sh --down    remove what a run left behind (containers, network)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+PROJECT=${E2E_PROJECT:-featherlb-e2e}
+MODES=${E2E_MODES:-proxy}
+BUILD=${E2E_BUILD:-host}
+MAKE=${MAKE:-make}
+RUNS=test/e2e/runs
+STARTED=$(date +%s)
+export E2E_NET=${E2E_NET:-10.213.61}
+
+say() { printf '%s\n' "$*"; }
+die() { say "e2e: $*" >&2; exit 2; }
+
+# --- Docker and Compose ------------------------------------------------------------------------------
+docker info >/dev/null 2>&1 || die "no Docker engine is reachable ('docker info' fails). Start Docker, or on Debian run: bash test/e2e/install-docker.sh"
+if docker compose version >/dev/null 2>&1; then
+  COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+  COMPOSE=(docker-compose)
+else
+  die "neither 'docker compose' (v2) nor 'docker-compose' (v1) is installed"
+fi
+SERVER_VERSION=$(docker version --format '{{.Server.Version}}' 2>/dev/null)
+# Docker before 23 does not know CAP_BPF: the xdp mode then gets SYS_ADMIN instead (see the files).
+if [[ ${SERVER_VERSION%%.*} -lt 23 ]]; then XDP_OVERRIDE=test/e2e/compose.xdp-docker20.yml; else XDP_OVERRIDE=test/e2e/compose.xdp.yml; fi
+
+FILES=(-f compose.yml)
+compose() { "${COMPOSE[@]}" -p "$PROJECT" "${FILES[@]}" "$@"; }
+down() { compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1; }
+
+if [[ ${1:-} == --down ]]; then
+  FILES=(-f compose.yml -f "$XDP_OVERRIDE")
+  down
+  say "e2e: removed project $PROJECT"
+  exit 0
+fi
+
+# --- Log -----------------------------------------------------------------------------------------------
+mkdir -p "$RUNS"
+LOG=$RUNS/$(date -u +%Y-%m-%dT%H-%M-%SZ).log
+: > "$LOG"
+log() { printf '%s\n' "$*" | tee -a "$LOG"; }
+logonly() { printf '%s\n' "$*" >> "$LOG"; }
+elapsed() { echo $(( $(date +%s) - ${1:-$STARTED} )); }
+TTY=0; [[ -t 1 ]] && TTY=1
+
+trap 'down' EXIT
+trap 'say "e2e: interrupted"; exit 130' INT TERM
+
+log "featherlb e2e run $(date -u +%Y-%m-%dT%H:%M:%SZ) — modes: $MODES"
+log ""
+
+# --- Build ---------------------------------------------------------------------------------------------
+t=$(date +%s)
+say "e2e: building binaries and images ($BUILD build)…"
+mkdir -p build/e2e
+if ! "$MAKE" --no-print-directory e2e-images E2E_BUILD="$BUILD" > build/e2e/images.log 2>&1; then
+  tail -n 30 build/e2e/images.log | tee -a "$LOG"
+  log "RESULT build FAIL (make e2e-images; full output in build/e2e/images.log)"
+  exit 2
+fi
+BUILD_SECS=$(elapsed "$t")
+
+# --- Versions ------------------------------------------------------------------------------------------
+size() { docker image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%.1f MB", $1/1e6}'; }
+log "== versions"
+log "  featherlb      $(docker run --rm featherlb:e2e --version 2>&1 | head -1)"
+log "  commit         $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(git status --porcelain -- src config test/e2e compose.yml 2>/dev/null) ]] && echo ' (+ uncommitted changes)')"
+[[ -x node_modules/.bin/bun ]] && log "  bun            $(node_modules/.bin/bun --version)"
+log "  docker         client $(docker version --format '{{.Client.Version}}' 2>/dev/null), engine $SERVER_VERSION"
+log "  compose        ${COMPOSE[*]} $("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head -1)"
+log "  kernel         $(uname -sr), $(nproc) CPUs"
+log "  images         featherlb:e2e $(size featherlb:e2e), featherlb-e2e-backend $(size featherlb-e2e-backend:latest), featherlb-e2e-client $(size featherlb-e2e-client:latest) (FROM scratch; binary + glibc)"
+log "  build          ${BUILD_SECS} s ($BUILD: binaries, rootfs, docker build)"
+log ""
+
+# --- One mode ------------------------------------------------------------------------------------------
+# Reads the client's output: "~ " progress goes to the console only, "@@ACTION kill|start X" makes the
+# runner kill (SIGKILL) or start backend container X, everything else is the report.
+handle_output() {
+  local line verb target
+  while IFS= read -r line; do
+    case $line in
+      "~ "*)
+        if ((TTY)); then printf '\r\033[K%s' "${line:2}"; else say "${line:2}"; fi ;;
+      "@@ACTION "*)
+        read -r _ verb target <<<"$line"
+        ((TTY)) && printf '\r\033[K'
+        case $verb in
+          kill) (compose kill -s SIGKILL "$target" >/dev/null 2>&1 && log "  [runner $(date -u +%T)] docker kill $target (SIGKILL)" || log "  [runner] kill $target FAILED") & ;;
+          start) (compose start "$target" >/dev/null 2>&1 && log "  [runner $(date -u +%T)] docker start $target" || log "  [runner] start $target FAILED") & ;;
+        esac ;;
+      *)
+        ((TTY)) && printf '\r\033[K'
+        log "$line" ;;
+    esac
+  done
+  wait
+}
+
+declare -A RESULT=()
+run_mode() {
+  local mode=$1 config=config/e2e-$1.yaml t rc
+  [[ -f $config ]] || { log "RESULT $mode FAIL: $config is missing"; RESULT[$mode]=FAIL; return; }
+  FILES=(-f compose.yml)
+  [[ $mode == xdp ]] && FILES+=(-f "$XDP_OVERRIDE")
+  export E2E_LB_CONFIG=$config E2E_MODE=$mode
+  down
+  log "== mode $mode: $config"
+  sed 's/^/  | /' "$config" >> "$LOG"
+  [[ $mode == xdp ]] && log "  LB container capabilities: $(grep -o 'cap_add: .*' "$XDP_OVERRIDE")"
+  t=$(date +%s)
+  if ! compose up -d lb backend-a backend-b backend-c > build/e2e/up.log 2>&1; then
+    log "$(cat build/e2e/up.log)"
+    log "RESULT $mode FAIL (compose up)"
+    RESULT[$mode]=FAIL
+    return
+  fi
+  log "  compose up: $(elapsed "$t") s"
+  t=$(date +%s)
+  compose run --rm -T client 2>&1 | handle_output
+  rc=${PIPESTATUS[0]}
+  ((TTY)) && printf '\r\033[K'
+  log "  client exit code $rc after $(elapsed "$t") s"
+  log ""
+  log "-- featherlb log ($mode), health and DNS events and warnings:"
+  compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' \
+    | grep -E '"level":"(warn|error)"|backend (up|down)|resolved|listening|started|ready|attach' | tail -n 40 | sed 's/^/  /' | tee -a "$LOG" >/dev/null
+  if ! compose ps lb 2>/dev/null | grep -q Up; then log "  (the LB container is not running any more: $(compose ps lb 2>&1 | tail -1))"; fi
+  t=$(date +%s)
+  down
+  log "  compose down: $(elapsed "$t") s"
+  if ((rc == 0)); then RESULT[$mode]=PASS; else RESULT[$mode]=FAIL; fi
+  log ""
+}
+
+for mode in $MODES; do run_mode "$mode"; done
+
+overall=PASS
+summary=""
+for mode in $MODES; do
+  summary+=" $mode ${RESULT[$mode]:-FAIL}"
+  [[ ${RESULT[$mode]:-FAIL} == PASS ]] || overall=FAIL
+done
+log "== overall: $overall (${summary# }) in $(elapsed) s"
+say "e2e: log written to $LOG"
+[[ $overall == PASS ]]
