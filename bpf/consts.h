@@ -65,6 +65,7 @@
 #define REASON_DRAINING 11
 #define REASON_TX_C2B 12         /* not a pass: packets rewritten toward a backend */
 #define REASON_TX_B2C 13         /* not a pass: packets rewritten toward a client */
-#define REASON_MAX 14
+#define REASON_NEIGH_LEARNED 14  /* not a pass: reply sent to the MAC the client's SYN came from */
+#define REASON_MAX 15
 
 #endif

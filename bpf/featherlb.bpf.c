@@ -46,7 +46,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, bpf_ntohs(p->iph->tot_len), &out);
+	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, bpf_ntohs(p->iph->tot_len), NULL, NULL, &out);
 	if (action >= 0)
 		return action;
 
@@ -60,6 +60,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	struct flow_fwd f = {
 		.be_addr = be_addr, .be_port = be_port, .snat_port = snat, .svc = s, .backend = id, .state = 0,
 	};
+	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
 	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
 		struct flow_key rk = {};
 		reverse_key(fk, &f, &rk);
@@ -94,7 +95,7 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	}
 
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, bpf_ntohs(p->iph->tot_len), &out);
+	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, bpf_ntohs(p->iph->tot_len), NULL, NULL, &out);
 	if (action >= 0)
 		return action;
 	int done = track_state(f, p->tcph, DIR_C2B);
@@ -122,12 +123,15 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
 		return pass(REASON_NO_FLOW);
 
+	struct flow_fwd fv = *f;
+	__u8 ours[ETH_ALEN];
+	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, bpf_ntohs(p->iph->tot_len), &out);
+	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, bpf_ntohs(p->iph->tot_len), fv.client_mac, ours, &out);
 	if (action >= 0)
 		return action;
 	int done = track_state(f, p->tcph, DIR_B2C);
-	struct flow_fwd fv = *f;
+	fv.state = f->state;
 	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);
 	count_reason(REASON_TX_B2C);
 	if (done)

@@ -42,16 +42,35 @@ static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 p
  * Resolve the MACs and egress interface toward `dst` (sent from `src`). FLB_GO_ON with *out filled, or
  * XDP_PASS: an unknown neighbour (BPF_FIB_LKUP_RET_NO_NEIGH) is left to the kernel, which resolves ARP.
  *
+ * `learned` (replies to clients only) is the MAC the client's SYN arrived from and `ours` the MAC it
+ * was sent to: used when the kernel has no neighbour entry for the client, which is common (the client
+ * ARPed for the service IP, so the LB's kernel never needed the client's MAC). Sending the reply back
+ * to where the request came from is what a one-arm balancer behind a router wants anyway.
+ * Backends have no such fallback; the loader asks the kernel to keep them resolved (managed neighbours).
+ *
  * CFG_STATIC_NEIGH (tests under BPF_PROG_TEST_RUN only, where the test process has no such routes):
  * MACs come from flb_nbr and the egress is the ingress interface.
  */
+static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, const __u8 *ours,
+				       struct l2_out *out)
+{
+	if (!learned)
+		return pass(REASON_NO_NEIGH);
+	__builtin_memcpy(out->dmac, learned, ETH_ALEN);
+	__builtin_memcpy(out->smac, ours, ETH_ALEN);
+	out->ifindex = ctx->ingress_ifindex;
+	count_reason(REASON_NEIGH_LEARNED);
+	return FLB_GO_ON;
+}
+
 static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_config *cfg, __be32 src,
-				      __be32 dst, __u16 tot_len, struct l2_out *out)
+				      __be32 dst, __u16 tot_len, const __u8 *learned, const __u8 *ours,
+				      struct l2_out *out)
 {
 	if (cfg_static_neigh(cfg)) {
 		struct nbr_mac *m = bpf_map_lookup_elem(&flb_nbr, &dst);
 		if (!m)
-			return pass(REASON_NO_NEIGH);
+			return use_learned(ctx, learned, ours, out);
 		__builtin_memcpy(out->dmac, m->mac, ETH_ALEN);
 		__builtin_memcpy(out->smac, cfg->static_smac, ETH_ALEN);
 		out->ifindex = ctx->ingress_ifindex;
@@ -73,7 +92,7 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return pass(REASON_NO_NEIGH);
+		return use_learned(ctx, learned, ours, out);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return pass(REASON_FIB_FAIL);
 	__builtin_memcpy(out->dmac, fib.dmac, ETH_ALEN);

@@ -27,6 +27,9 @@ struct flow_fwd {
 	__u16 svc;        /* service index */
 	__u16 backend;    /* backend id within the service */
 	__u32 state;      /* FLOW_* bits, updated atomically */
+	__u8 client_mac[6]; /* L2 source of the client's SYN: the reply's next hop if the kernel has no
+			     * neighbour entry for the client (it need not: ARP was for the service IP) */
+	__u16 pad;
 };
 
 /* Service table key: a listen address. */

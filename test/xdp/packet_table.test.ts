@@ -167,6 +167,18 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(s.packets_out).toBe(2);
       expect(p.backendCounters(0, be).packets_in).toBe(2);
     });
+    test("client without a kernel neighbour entry: the reply goes to the MAC its SYN came from", () => {
+      const s: TcpSpec = { src: "10.0.2.5", dst: VIP, sport: 5100, dport: VPORT, flags: TCP.SYN, srcMac: "02:00:00:00:00:77" };
+      const r = p.run(tcpPacket(s));
+      expect(r.retval).toBe(XDP_TX);
+      const b = backendOf(r.data);
+      const port = parseTcp(r.data).sport;
+      const before = p.reasons().neigh_learned;
+      const spec: TcpSpec = { srcMac: beMac(b), dstMac: LB_MAC, src: BACKENDS[b]!, dst: VIP, sport: BE_PORT, dport: port, flags: TCP.SYN | TCP.ACK };
+      row(tcpPacket(spec), XDP_TX, tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: "02:00:00:00:00:77", src: VIP, dst: "10.0.2.5", sport: VPORT, dport: 5100 }));
+      expect(p.reasons().neigh_learned).toBe(before + 1);
+      row(tcpPacket({ ...s, flags: TCP.RST }), XDP_TX, toBackend({ ...s, flags: TCP.RST }, b, port));
+    });
     test("SYN retransmission of an open flow keeps its backend and port", () => {
       const r = p.run(tcpPacket(syn));
       expect(r.retval).toBe(XDP_TX);

@@ -128,6 +128,8 @@ export const FLOW_FWD = new Struct("flow_fwd", [
   ["svc", "u16"],
   ["backend", "u16"],
   ["state", "u32"],
+  ["client_mac", "mac"],
+  ["pad", "u16"],
 ]);
 
 export const SVC_KEY = new Struct("svc_key", [
@@ -218,6 +220,7 @@ export const REASONS = [
   "draining",
   "tx_c2b",
   "tx_b2c",
+  "neigh_learned",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

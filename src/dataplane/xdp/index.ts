@@ -1,0 +1,324 @@
+/**
+ * `mode: xdp` — the kernel data plane. createXdpDataPlane loads the BPF program (bpf/featherlb.bpf.c),
+ * attaches it to the interface with a bpf_link (gone when the process dies, even by SIGKILL), and the
+ * returned DataPlane mirrors every Service's plan and backends into the BPF maps.
+ *
+ * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
+ * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
+ */
+import type { Config } from "../../config/types.ts";
+import type { Logger } from "../../control/log.ts";
+import type { Backend } from "../../control/backend.ts";
+import type { Service } from "../../control/service.ts";
+import { UserError } from "../../errors.ts";
+import type { DataPlane } from "../types.ts";
+import { CFG_FLAGS, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
+import { ifindexOf, interfaceOwning, reservePorts } from "./netif.ts";
+import type { XdpProgram } from "./program.ts";
+
+type Libbpf = typeof import("./libbpf.ts");
+type ProgramModule = typeof import("./program.ts");
+
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+export type AttachedMode = "native" | "generic";
+
+/** One service as mirrored in the maps. */
+interface Mirrored {
+  index: number;
+  service: Service;
+  unsubscribe: () => void;
+  /** Which Backend object owns each id slot, to reset counters when an id is reused. */
+  slots: Map<number, Backend>;
+}
+
+export class XdpDataPlane implements DataPlane {
+  readonly kind = "xdp" as const;
+  private readonly mirrored = new Map<string, Mirrored>();
+  private closed = false;
+  private warnedV6 = new Set<string>();
+
+  constructor(
+    private readonly program: XdpProgram,
+    private readonly ffi: Libbpf,
+    private readonly log: Logger,
+    private config: Config,
+    private readonly linkFd: number,
+    readonly ifname: string,
+    readonly attachMode: AttachedMode,
+    private releasePorts: () => void,
+  ) {}
+
+  async apply(config: Config, services: readonly Service[]): Promise<void> {
+    this.checkXdpChanges(config);
+    this.config = config;
+
+    const wanted = new Map<string, Service>();
+    for (const s of services) {
+      const { host, port } = s.config.listen;
+      if (!IPV4.test(host) || host === "0.0.0.0") {
+        throw new UserError("config", `Service ${s.name} listens on ${host}:${port}, but mode: xdp needs a specific IPv4 address of this host; set listen to that address or use mode: proxy.`);
+      }
+      wanted.set(`${host}:${port}`, s);
+    }
+    if (wanted.size > MAX_SERVICES) {
+      throw new UserError("config", `mode: xdp supports at most ${MAX_SERVICES} services, the config has ${wanted.size}; remove some or use mode: proxy.`);
+    }
+
+    // Services gone from the config: stop matching their address (established flows keep translating
+    // through the flow tables until they close).
+    for (const [key, m] of this.mirrored) {
+      if (wanted.has(key)) continue;
+      m.unsubscribe();
+      const { host, port } = m.service.config.listen;
+      this.program.deleteService(ipv4ToU32(host), port);
+      this.program.dropPlans(m.index);
+      this.mirrored.delete(key);
+    }
+
+    const used = new Set([...this.mirrored.values()].map((m) => m.index));
+    for (const [key, service] of wanted) {
+      let m = this.mirrored.get(key);
+      if (!m) {
+        let index = 0;
+        while (used.has(index)) index++;
+        used.add(index);
+        this.program.resetServiceCounters(index);
+        m = { index, service, unsubscribe: () => {}, slots: new Map() };
+        this.mirrored.set(key, m);
+      }
+      // Re-subscribe on every apply: a reload may hand us a new Service object for the same address.
+      m.unsubscribe();
+      m.service = service;
+      const mirror = m;
+      m.unsubscribe = service.onPlan(() => this.write(mirror));
+      const { host, port } = service.config.listen;
+      this.write(m);
+      this.program.setService(m.index, ipv4ToU32(host), port);
+    }
+    this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
+  }
+
+  /** Mirror one service's backends and current plan (called on apply and on every onPlan event). */
+  private write(m: Mirrored): void {
+    if (this.closed) return;
+    const { service, index } = m;
+    for (const [id, backend] of service.backends) {
+      if (m.slots.get(id) !== backend) {
+        this.program.resetBackendCounters(index, id);
+        m.slots.set(id, backend);
+      }
+      if (backend.ip && IPV4.test(backend.ip)) {
+        this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
+      } else {
+        this.program.clearBackend(index, id);
+        if (backend.ip && !this.warnedV6.has(backend.key)) {
+          this.warnedV6.add(backend.key);
+          this.log.warn("xdp balances IPv4 backends only; this backend gets no new flows", { service: service.name, backend: backend.key });
+        }
+      }
+    }
+    for (const id of m.slots.keys()) {
+      if (service.backends.has(id)) continue;
+      this.program.clearBackend(index, id);
+      m.slots.delete(id);
+    }
+    try {
+      this.program.writePlan(index, service.picker.plan);
+    } catch (err) {
+      this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
+    }
+  }
+
+  private checkXdpChanges(next: Config): void {
+    const a = this.config.xdp;
+    const b = next.xdp;
+    if (a.interface !== b.interface || a.attach !== b.attach || a.flow_table_size !== b.flow_table_size) {
+      this.log.warn("xdp.interface, xdp.attach and xdp.flow_table_size take effect at the next restart");
+    }
+    if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) {
+      this.releasePorts();
+      this.releasePorts = tryReserve(b.snat_ports.first, b.snat_ports.last, this.log);
+      const cfg = this.program.readConfig();
+      this.program.writeConfig({ ...cfg, snatFirst: b.snat_ports.first, snatLast: b.snat_ports.last });
+    }
+  }
+
+  refreshStats(): void {
+    for (const { service, index } of this.mirrored.values()) {
+      const s = this.program.serviceCounters(index);
+      const st = service.stats;
+      st.packetsIn = s.packets_in;
+      st.bytesIn = s.bytes_in;
+      st.packetsOut = s.packets_out;
+      st.bytesOut = s.bytes_out;
+      st.total = s.flows_new;
+      st.active = Math.max(0, s.flows_new - s.flows_closed);
+      st.rejectedNoBackend = s.no_backend;
+      for (const [id, backend] of service.backends) {
+        const b = this.program.backendCounters(index, id);
+        const bs = backend.stats;
+        bs.packetsIn = b.packets_in;
+        bs.bytesIn = b.bytes_in;
+        bs.packetsOut = b.packets_out;
+        bs.bytesOut = b.bytes_out;
+        bs.total = b.flows_new;
+        bs.active = Math.max(0, b.flows_new - b.flows_closed);
+      }
+    }
+  }
+
+  /** Stop new flows (their SYNs go to the kernel, which resets them); wait for open flows to close. */
+  async drain(deadline: number): Promise<void> {
+    if (this.closed) return;
+    const cfg = this.program.readConfig();
+    this.program.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING });
+    while (Date.now() < deadline) {
+      this.refreshStats();
+      const open = [...this.mirrored.values()].reduce((n, m) => n + m.service.stats.active, 0);
+      if (open === 0) return;
+      await Bun.sleep(Math.min(250, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of this.mirrored.values()) m.unsubscribe();
+    this.ffi.closeFd(this.linkFd); // detaches the program
+    this.program.close();
+    this.releasePorts();
+    this.log.info("xdp program detached", { interface: this.ifname });
+  }
+}
+
+function tryReserve(first: number, last: number, log: Logger): () => void {
+  try {
+    return reservePorts(first, last);
+  } catch (err) {
+    log.warn("could not reserve the SNAT ports in net.ipv4.ip_local_reserved_ports; the LB's own connections may collide with them", {
+      reason: (err as Error).message,
+    });
+    return () => {};
+  }
+}
+
+/** The interface to attach to: xdp.interface, else the one owning the services' listen addresses. */
+function chooseInterface(config: Config): string {
+  if (config.xdp.interface) return config.xdp.interface;
+  const owners = new Set<string>();
+  for (const s of config.services) {
+    const ip = s.listen.host;
+    const owner = interfaceOwning(ip);
+    if (!owner) {
+      throw new UserError("interface", `No network interface has the address ${ip} that service ${s.name} listens on; add it to an interface or set xdp.interface.`);
+    }
+    owners.add(owner);
+  }
+  if (owners.size === 0) throw new UserError("interface", "mode: xdp needs at least one service to find its interface; add a service or set xdp.interface.");
+  if (owners.size > 1) {
+    throw new UserError("interface", `The services listen on addresses of several interfaces (${[...owners].join(", ")}); mode: xdp attaches to one, so set xdp.interface.`);
+  }
+  return [...owners][0]!;
+}
+
+/**
+ * Load and attach the XDP program for `config`; the returned plane is empty until `apply`. Throws a
+ * UserError (code permission, unsupported or interface) with one sentence naming what is missing.
+ */
+export async function createXdpDataPlane(config: Config, log: Logger): Promise<DataPlane> {
+  return createXdpDataPlaneDetailed(config, log);
+}
+
+/** As createXdpDataPlane, typed with the XDP specifics (attach mode, interface) for tests and logs. */
+export async function createXdpDataPlaneDetailed(config: Config, log: Logger): Promise<XdpDataPlane> {
+  if (process.platform !== "linux") throw new UserError("unsupported", "mode: xdp needs Linux; use mode: proxy on this platform.");
+  const ifname = chooseInterface(config);
+  const ifindex = ifindexOf(ifname);
+
+  let ffi: Libbpf;
+  let mod: ProgramModule;
+  try {
+    ffi = await import("./libbpf.ts");
+    mod = await import("./program.ts");
+  } catch (err) {
+    throw new UserError("unsupported", `The embedded libbpf could not be loaded (${(err as Error).message}); use mode: proxy.`);
+  }
+
+  let program: XdpProgram;
+  try {
+    program = await mod.XdpProgram.load({ flowTableSize: config.xdp.flow_table_size });
+  } catch (err) {
+    throw loadError(err, ffi);
+  }
+
+  let linkFd = -1;
+  let attachMode: AttachedMode = "generic";
+  try {
+    program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0 });
+    const modes: [AttachedMode, number][] =
+      config.xdp.attach === "native"
+        ? [["native", ffi.XDP_FLAGS_DRV_MODE]]
+        : config.xdp.attach === "generic"
+          ? [["generic", ffi.XDP_FLAGS_SKB_MODE]]
+          : [
+              ["native", ffi.XDP_FLAGS_DRV_MODE],
+              ["generic", ffi.XDP_FLAGS_SKB_MODE],
+            ];
+    let rc = 0;
+    for (const [name, flags] of modes) {
+      rc = ffi.xdpLinkCreate(program.progFd, ifindex, flags);
+      if (rc >= 0) {
+        linkFd = rc;
+        attachMode = name;
+        break;
+      }
+      log.debug("xdp attach failed", { interface: ifname, mode: name, errno: -rc });
+    }
+    if (linkFd < 0) throw attachError(-rc, ifname, config.xdp.attach, ffi);
+  } catch (err) {
+    program.close();
+    throw err;
+  }
+  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log);
+  log.info("xdp program attached", { interface: ifname, ifindex, mode: attachMode, flow_table_size: config.xdp.flow_table_size });
+  if (attachMode === "native" && (await isVeth(ifname))) {
+    log.warn("native XDP on a veth transmits (XDP_TX) only if the peer veth also has an XDP program; use xdp.attach: generic if replies do not arrive", { interface: ifname });
+  }
+  return new XdpDataPlane(program, ffi, log, config, linkFd, ifname, attachMode, release);
+}
+
+async function isVeth(ifname: string): Promise<boolean> {
+  try {
+    const uevent = await Bun.file(`/sys/class/net/${ifname}/device/uevent`).exists();
+    if (uevent) return false;
+    const link = Bun.spawnSync(["ip", "-d", "link", "show", ifname]);
+    return link.stdout.toString().includes("veth");
+  } catch {
+    return false;
+  }
+}
+
+function loadError(err: unknown, ffi: Libbpf): UserError {
+  if (err instanceof UserError) return err;
+  if (err instanceof ffi.BpfError) {
+    if (err.errno === ffi.EPERM) {
+      return new UserError("permission", "Loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
+    }
+    const last = err.log.trim().split("\n").slice(-3).join(" | ");
+    return new UserError("unsupported", `This kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+  }
+  return new UserError("unsupported", `The XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
+}
+
+function attachError(errno: number, ifname: string, mode: string, ffi: Libbpf): UserError {
+  if (errno === ffi.EPERM) return new UserError("permission", `Attaching XDP to ${ifname} needs CAP_NET_ADMIN; run featherlb as root or use mode: proxy.`);
+  if (errno === ffi.EBUSY || errno === ffi.EEXIST) {
+    return new UserError("interface", `Interface ${ifname} already has an XDP program attached; detach it with "ip link set dev ${ifname} xdp off" or choose another xdp.interface.`);
+  }
+  if (errno === ffi.ENODEV) return new UserError("interface", `Interface ${ifname} disappeared while attaching XDP; set xdp.interface to an existing interface.`);
+  if (mode === "native" && (errno === ffi.EOPNOTSUPP || errno === ffi.EINVAL)) {
+    return new UserError("unsupported", `The driver of ${ifname} has no native XDP support; set xdp.attach: generic (or auto).`);
+  }
+  return new UserError("unsupported", `Attaching XDP to ${ifname} failed (errno ${errno}); check the kernel supports XDP links (Linux ≥ 5.9) or use mode: proxy.`);
+}
