@@ -54,6 +54,7 @@ const ROWS: Array<[string, string[], string]> = [
   ["services empty", ["services: []"], "lb.yaml:1:11 services: must list at least one service"],
   ["services not a list", ["services: 5"], "lb.yaml:1:11 services: expected a list of services, got number 5"],
   ["service not a mapping", ["services:", "  - web"], "lb.yaml:2:5 services[0]: expected a mapping, got string \"web\""],
+  ["wrong value before a missing key of its mapping", ["services:", "  - name: web", "    listen: 0.0.0.0:99999"], "lb.yaml:3:13 services[0].listen: port must be 1-65535, got 99999"],
   ["service without listen", ["services:", "  - name: web", "    backends: [{address: 10.0.0.1:80}]"], 'lb.yaml:2:5 services[0]: missing required key "listen"'],
 
   // --- unknown keys: pointed at the key, with the nearest valid key
@@ -63,6 +64,8 @@ const ROWS: Array<[string, string[], string]> = [
   ["misspelt required key wins over missing", web("backend:", "  - address: 10.0.0.11:8080"), 'lb.yaml:4:5 services[0]: unknown key "backend"; did you mean "backends"?'],
   ["misspelt backend key", web("backends:", "  - adress: 10.0.0.11:8080"), 'lb.yaml:5:9 services[0].backends[0]: unknown key "adress"; did you mean "address"?'],
   ["unknown key, nothing close", webWithBackend("health_check:", "  color: red"), 'lb.yaml:7:7 services[0].health_check: unknown key "color"; valid keys here: enabled, interval, timeout, rise, fall'],
+  ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, xdp, defaults, services'],
+  ["unknown key in a flow mapping", web("backends: [{address: 10.0.0.1:80, wieght: 2}]"), 'lb.yaml:4:39 services[0].backends[0]: unknown key "wieght"; did you mean "weight"?'],
   ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, health_check'],
 
   // --- wrong types
@@ -74,6 +77,7 @@ const ROWS: Array<[string, string[], string]> = [
   ["backend is a bare string", web("backends:", "  - 10.0.0.1:80"), 'lb.yaml:5:9 services[0].backends[0]: expected a mapping like {address: "10.0.0.11:8080"}, got string "10.0.0.1:80"'],
   ["listen is a bare port", ["services:", "  - name: web", "    listen: 8080"], 'lb.yaml:3:13 services[0].listen: expected "host:port", got number 8080; write "0.0.0.0:8080"'],
   ["log is not a mapping", ["log: debug", ...web()], 'lb.yaml:1:6 log: expected a mapping, got string "debug"'],
+  ["section is a list", webWithBackend("health_check: [1]"), "lb.yaml:6:19 services[0].health_check: expected a mapping, got a list"],
   ["empty value", web("backends:"), "lb.yaml:4:14 services[0].backends: expected a list of backends, got an empty value"],
 
   // --- names from fixed lists
