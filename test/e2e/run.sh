@@ -95,8 +95,8 @@ handle_output() {
         read -r _ verb target <<<"$line"
         ((TTY)) && printf '\r\033[K'
         case $verb in
-          kill) (compose kill -s SIGKILL "$target" >/dev/null 2>&1 && log "  [runner $(date -u +%T)] docker kill $target (SIGKILL)" || log "  [runner] kill $target FAILED") & ;;
-          start) (compose start "$target" >/dev/null 2>&1 && log "  [runner $(date -u +%T)] docker start $target" || log "  [runner] start $target FAILED") & ;;
+          kill) (fault_kill "$target") & ;;
+          start) (fault_start "$target") & ;;
         esac ;;
       *)
         ((TTY)) && printf '\r\033[K'
@@ -106,16 +106,37 @@ handle_output() {
   wait
 }
 
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(compose ps -q "$1" 2>/dev/null)" 2>/dev/null; }
+# The victim dies hard (SIGKILL: no FIN from a clean shutdown, no drain) and comes back as a new
+# container. Docker's IPAM hands a new container the next free address rather than the old one, so
+# featherlb must re-resolve the Compose name to get it back (the log shows whether the IP changed).
+fault_kill() {
+  local was; was=$(ip_of "$1")
+  echo "$was" > "build/e2e/$1.ip"
+  if compose kill -s SIGKILL "$1" >/dev/null 2>&1; then log "  [runner $(date -u +%T)] docker kill -s SIGKILL $1 (it had IP $was)"; else log "  [runner] kill $1 FAILED"; fi
+}
+fault_start() {
+  local was now; was=$(cat "build/e2e/$1.ip" 2>/dev/null)
+  if compose rm -f "$1" >/dev/null 2>&1 && compose up -d --no-deps "$1" >/dev/null 2>&1; then
+    now=$(ip_of "$1")
+    log "  [runner $(date -u +%T)] new $1 container up with IP $now ($( [[ $now == "$was" ]] && echo "same IP as before" || echo "was $was: featherlb must re-resolve the name"))"
+  else
+    log "  [runner] start $1 FAILED"
+  fi
+}
+
 declare -A RESULT=()
 run_mode() {
   local mode=$1 config=config/e2e-$1.yaml t rc
   [[ -f $config ]] || { log "RESULT $mode FAIL: $config is missing"; RESULT[$mode]=FAIL; return; }
   FILES=(-f compose.yml)
   [[ $mode == xdp ]] && FILES+=(-f "$XDP_OVERRIDE")
-  export E2E_LB_CONFIG=$config E2E_MODE=$mode
+  # The configs are written for the default network; a changed E2E_NET is applied to a copy.
+  sed "s/10\.213\.61\./$E2E_NET./g" "$config" > "build/e2e/lb-$mode.yaml"
+  export E2E_LB_CONFIG=build/e2e/lb-$mode.yaml E2E_MODE=$mode
   down
-  log "== mode $mode: $config"
-  sed 's/^/  | /' "$config" >> "$LOG"
+  log "== mode $mode: $config$( [[ $E2E_NET != 10.213.61 ]] && echo " (network $E2E_NET.0/24)")"
+  sed 's/^/  | /' "$E2E_LB_CONFIG" >> "$LOG"
   [[ $mode == xdp ]] && log "  LB container capabilities: $(grep -o 'cap_add: .*' "$XDP_OVERRIDE")"
   t=$(date +%s)
   if ! compose up -d lb backend-a backend-b backend-c > build/e2e/up.log 2>&1; then
@@ -131,9 +152,10 @@ run_mode() {
   ((TTY)) && printf '\r\033[K'
   log "  client exit code $rc after $(elapsed "$t") s"
   log ""
-  log "-- featherlb log ($mode), health and DNS events and warnings:"
-  compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' \
-    | grep -E '"level":"(warn|error)"|backend (up|down)|resolved|listening|started|ready|attach' | tail -n 40 | sed 's/^/  /' | tee -a "$LOG" >/dev/null
+  log "-- featherlb log ($mode), without the initial name resolutions (last 60 lines):"
+  # Its JSON lines, less the first resolution of every name (21 lines saying the obvious).
+  compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' | grep '^{' | grep -v '"previous":null' \
+    | tail -n 60 | sed 's/^/  /' >> "$LOG"
   if ! compose ps lb 2>/dev/null | grep -q Up; then log "  (the LB container is not running any more: $(compose ps lb 2>&1 | tail -1))"; fi
   t=$(date +%s)
   down

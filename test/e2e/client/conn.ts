@@ -150,7 +150,13 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
           if (keep) echoed.push(take.slice());
           echoLeft -= take.length;
           data = data.subarray(take.length);
-          if (echoLeft === 0) phase = "trailer";
+          if (echoLeft === 0) {
+            phase = "trailer";
+            // Small payloads are judged as soon as they are back, so a corrupting peer that never
+            // sends a trailer is called corrupt, not timed out.
+            if (keep && Buffer.compare(Buffer.concat(sent), Buffer.concat(echoed)) !== 0)
+              return fail("corrupt", "echoed bytes differ from sent bytes");
+          }
         }
         if (phase === "trailer" && data.length) {
           const r = trailer.push(data);
@@ -159,8 +165,6 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
           if (!t) return fail("corrupt", `bad trailer ${JSON.stringify(r.line.slice(0, 80))}`);
           const mine = sentHash.digest("hex");
           const back = echoHash.digest("hex");
-          if (keep && Buffer.compare(Buffer.concat(sent), Buffer.concat(echoed)) !== 0)
-            return fail("corrupt", "echoed bytes differ from sent bytes");
           if (back !== mine) return fail("corrupt", `echo SHA-256 ${back.slice(0, 12)}… ≠ sent ${mine.slice(0, 12)}…`);
           if (t.sha256 !== mine || t.length !== o.payload.length)
             return fail("corrupt", `backend received SHA-256 ${t.sha256.slice(0, 12)}…/${t.length} B ≠ sent ${mine.slice(0, 12)}…/${o.payload.length} B`);
