@@ -13,7 +13,7 @@ import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
-import { ifindexOf, interfaceOwning, reservePorts } from "./netif.ts";
+import { ifindexOf, interfaceOwning, manageNeighbour, reservePorts } from "./netif.ts";
 import type { XdpProgram } from "./program.ts";
 
 type Libbpf = typeof import("./libbpf.ts");
@@ -37,6 +37,8 @@ export class XdpDataPlane implements DataPlane {
   private readonly mirrored = new Map<string, Mirrored>();
   private closed = false;
   private warnedV6 = new Set<string>();
+  /** Backend IPs whose next hop we asked the kernel to keep resolved. */
+  private readonly neighbours = new Set<string>();
 
   constructor(
     private readonly program: XdpProgram,
@@ -109,6 +111,7 @@ export class XdpDataPlane implements DataPlane {
         m.slots.set(id, backend);
       }
       if (backend.ip && IPV4.test(backend.ip)) {
+        this.keepResolved(backend.ip);
         this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
       } else {
         this.program.clearBackend(index, id);
@@ -127,6 +130,15 @@ export class XdpDataPlane implements DataPlane {
       this.program.writePlan(index, service.picker.plan);
     } catch (err) {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
+    }
+  }
+
+  private keepResolved(ip: string): void {
+    if (this.neighbours.has(ip)) return;
+    this.neighbours.add(ip);
+    const r = manageNeighbour(this.ifname, ip);
+    if ("error" in r) {
+      this.log.warn("could not ask the kernel to keep a backend's MAC resolved; its first SYNs may be reset until ARP resolves it", { backend: ip, reason: r.error });
     }
   }
 
@@ -256,8 +268,14 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
   let attachMode: AttachedMode = "generic";
   try {
     program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0 });
+    // auto on a veth: generic. Native XDP_TX on a veth reaches the wire only if the peer veth runs an
+    // XDP program too (or has GRO on), which is outside our control; generic XDP has no such condition.
+    const veth = config.xdp.attach === "auto" && (await isVeth(ifname));
+    if (veth) log.info("xdp.attach auto on a veth: using generic mode (native XDP_TX on veth needs an XDP program on the peer)", { interface: ifname });
     const modes: [AttachedMode, number][] =
-      config.xdp.attach === "native"
+      veth
+        ? [["generic", ffi.XDP_FLAGS_SKB_MODE]]
+        : config.xdp.attach === "native"
         ? [["native", ffi.XDP_FLAGS_DRV_MODE]]
         : config.xdp.attach === "generic"
           ? [["generic", ffi.XDP_FLAGS_SKB_MODE]]
@@ -283,7 +301,7 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
   const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log);
   log.info("xdp program attached", { interface: ifname, ifindex, mode: attachMode, flow_table_size: config.xdp.flow_table_size });
   if (attachMode === "native" && (await isVeth(ifname))) {
-    log.warn("native XDP on a veth transmits (XDP_TX) only if the peer veth also has an XDP program; use xdp.attach: generic if replies do not arrive", { interface: ifname });
+    log.warn("native XDP on a veth transmits (XDP_TX) only if the peer veth also has an XDP program; use xdp.attach: generic or auto if packets do not arrive", { interface: ifname });
   }
   return new XdpDataPlane(program, ffi, log, config, linkFd, ifname, attachMode, release);
 }

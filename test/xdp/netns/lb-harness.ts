@@ -1,0 +1,65 @@
+/**
+ * Stand-in for the LB process until src/main.ts wires mode: xdp (run inside the LB namespace): loads
+ * the config, builds the Services, creates the XDP data plane and applies, runs health checks, and
+ * serves the LB's own TCP (:2222) and UDP (:9999) so the test can see that traffic XDP does not
+ * balance still reaches the LB's stack. Events go to stdout as JSON lines; "stats" on stdin prints
+ * the counters.
+ *   bun lb-harness.ts <config.yaml>
+ */
+import { loadConfig } from "../../../src/config/load.ts";
+import { HealthChecker } from "../../../src/control/health.ts";
+import { Logger } from "../../../src/control/log.ts";
+import { Service } from "../../../src/control/service.ts";
+import { createXdpDataPlaneDetailed } from "../../../src/dataplane/xdp/index.ts";
+import { UserError } from "../../../src/errors.ts";
+
+const out = (o: object) => process.stdout.write(JSON.stringify(o) + "\n");
+const config = await loadConfig(process.argv[2]!);
+const log = new Logger(config.log.level, (line) => process.stderr.write(line));
+const services = config.services.map((c) => new Service(c));
+
+let plane;
+try {
+  plane = await createXdpDataPlaneDetailed(config, log);
+} catch (err) {
+  out({ event: "error", code: err instanceof UserError ? err.code : "bug", message: (err as Error).message });
+  process.exit(2);
+}
+await plane.apply(config, services);
+for (const s of services) {
+  s.onPlan(() => out({ event: "plan", service: s.name, members: [...s.picker.plan.members], at: Date.now() }));
+}
+const health = new HealthChecker(log);
+health.sync(services);
+
+const lbIp = config.services[0]!.listen.host;
+Bun.listen({ hostname: lbIp, port: 2222, socket: { open: (s) => void s.end("lbstack\n"), data() {} } });
+await Bun.udpSocket({
+  hostname: lbIp,
+  port: 9999,
+  socket: { data: (sock, buf, port, addr) => void sock.send(`lbstack:${buf.toString()}`, port, addr) },
+});
+
+const stop = () => {
+  health.stop();
+  plane.close();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
+
+out({ event: "ready", attach: plane.attachMode, interface: plane.ifname, pid: process.pid });
+
+for await (const line of console) {
+  if (line.trim() !== "stats") continue;
+  plane.refreshStats();
+  out({
+    event: "stats",
+    services: services.map((s) => ({
+      name: s.name,
+      stats: { ...s.stats },
+      backends: [...s.backends.values()].map((b) => ({ id: b.id, key: b.key, health: b.health, stats: { ...b.stats } })),
+    })),
+  });
+}
+
