@@ -163,6 +163,16 @@ const ROWS: Array<[string, string[], string]> = [
   ["admin listen on a hostname", ["admin: {listen: localhost:9090}", ...webWithBackend()], 'lb.yaml:1:17 admin.listen: the listen host must be an IP address (use 0.0.0.0 or [::] for every address), got "localhost"'],
   ["admin listen false", ["admin: {listen: false}", ...webWithBackend()], 'lb.yaml:1:17 admin.listen: expected "host:port" or "off", got boolean false'],
   [
+    "a conflict reached through an alias points at the alias",
+    ["services:", "  - &svc {name: a, listen: 0.0.0.0:80, backends: [{address: 10.0.0.1:80}]}", "  - *svc"],
+    'lb.yaml:3:5 services[1].name: duplicate service name "a" (services[0] has it too); names must be unique',
+  ],
+  [
+    "a bad value in an anchor is reported where it is written",
+    ["services:", "  - name: a", "    listen: 0.0.0.0:80", "    backends: &pool [{address: 10.0.0.1:80, weight: 0}]", "  - name: b", "    listen: 0.0.0.0:81", "    backends: *pool"],
+    "lb.yaml:4:53 services[0].backends[0].weight: must be 1-1000, got 0",
+  ],
+  [
     "duplicate backend",
     web("backends:", "  - address: 10.0.0.11:8080", "  - address: 10.0.0.12:8080", "  - address: 10.0.0.11:8080"),
     "lb.yaml:7:18 services[0].backends[2].address: duplicate backend 10.0.0.11:8080 (also backends[0]); use weight to give it a bigger share",
@@ -356,6 +366,31 @@ services:
       { host: "10.0.0.1", port: 80 },
       { host: "10.0.0.2", port: 80 },
     ]);
+  });
+
+  test("anchors, aliases and << merge keys share settings between services", () => {
+    const config = parseConfig(
+      [
+        "services:",
+        "  - name: a",
+        "    listen: 0.0.0.0:1",
+        "    <<: &tuned {algorithm: least_connections, max_connections: 50, health_check: {interval: 10s}}",
+        "    backends: &pool [{address: 10.0.0.1:80}, {address: 10.0.0.2:80, weight: 5}]",
+        "  - name: b",
+        "    listen: 0.0.0.0:2",
+        "    <<: *tuned",
+        "    max_connections: 60",
+        "    backends: *pool",
+      ].join("\n"),
+      "ok.yaml",
+    );
+    const [a, b] = config.services;
+    expect(b?.algorithm).toBe("least_connections");
+    expect(b?.max_connections).toBe(60); // the service's own key beats the merged one
+    expect(a?.max_connections).toBe(50);
+    expect(b?.health_check.interval_ms).toBe(10_000);
+    expect(b?.backends).toEqual(a?.backends ?? []);
+    expect(b?.backends.map((x) => x.weight)).toEqual([1, 5]);
   });
 
   test("addresses keep the spelling of the file; the same backend may serve two services", () => {

@@ -42,7 +42,12 @@ function osReason(err: unknown): string {
 
 export function parseConfig(text: string, filename: string): Config {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const doc = parseDocument(text, {
+    lineCounter: lines,
+    prettyErrors: false,
+    // "<<: *anchor" merge keys (YAML 1.1, widely used with anchors to share service settings).
+    merge: true,
+  });
   const fail = (offset: number, path: readonly PathKey[], message: string): never => {
     throw new UserError("config", formatLocated(filename, lines, offset, path, message));
   };

@@ -9,7 +9,8 @@ export function describe(value: unknown): string {
   if (value === null || value === undefined) return "an empty value";
   if (typeof value === "string") return `string ${JSON.stringify(value)}`;
   if (typeof value === "number" || typeof value === "boolean") return `${typeof value} ${String(value)}`;
-  if (Array.isArray(value)) return "a list";
+  if (Array.isArray(value) || value instanceof Set) return "a list";
+  if (value instanceof Uint8Array) return "binary data";
   if (typeof value === "object") return "a mapping";
   return typeof value;
 }
