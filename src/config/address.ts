@@ -5,6 +5,7 @@
  * IPv6 literals are written in brackets ("[::1]:80") and stored without them, as HostPort says.
  */
 import type { HostPort } from "./types.ts";
+import { SNAT_PORT_MIN, SNAT_PORTS_MIN_COUNT } from "./limits.ts";
 import { fail, ok, type Parsed } from "./result.ts";
 
 export type HostKind =
@@ -184,4 +185,20 @@ export function backendKey(hp: HostPort): string {
 /** "host:port" as the user would write it, bracketing IPv6. */
 export function formatHostPort(hp: HostPort): string {
   return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+/** "first-last": an inclusive range of source ports for the XDP plane's SNAT (xdp.snat_ports). */
+export function parsePortRange(text: string): Parsed<{ first: number; last: number }> {
+  const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(text);
+  if (!m) return fail(`expected a port range like "40000-59999", got ${JSON.stringify(text)}`);
+  const first = Number(m[1]);
+  const last = Number(m[2]);
+  if (first < SNAT_PORT_MIN) return fail(`first port must be at least ${SNAT_PORT_MIN}, got ${first}`);
+  if (last > 65535) return fail(`last port must be at most 65535, got ${last}`);
+  if (first > last) return fail(`first port ${first} is above last port ${last}`);
+  const count = last - first + 1;
+  if (count < SNAT_PORTS_MIN_COUNT) {
+    return fail(`must span at least ${SNAT_PORTS_MIN_COUNT} ports, got ${count} (${first}-${last})`);
+  }
+  return ok({ first, last });
 }

@@ -7,7 +7,7 @@
  * says what was expected and what was found.
  */
 import * as v from "valibot";
-import { parseHostPort, type HostKind } from "./address.ts";
+import { parseHostPort, parsePortRange, type HostKind } from "./address.ts";
 import { checkConfig, type PathKey, type Problem } from "./checks.ts";
 import { formatDuration, parseDuration, type DurationBounds } from "./duration.ts";
 import {
@@ -36,8 +36,6 @@ import {
   RISE_FALL_MAX,
   SERVICE_NAME_MAX,
   SERVICE_NAME_PATTERN,
-  SNAT_PORT_MIN,
-  SNAT_PORTS_MIN_COUNT,
   WEIGHT_MAX,
   WEIGHT_MIN,
 } from "./limits.ts";
@@ -125,37 +123,29 @@ function duration(bounds: DurationBounds = {}) {
   );
 }
 
+/** A bare number where an address was expected is most likely a port: show how to write it. */
+function expectedHostPort(kind: HostKind, alternatives = "") {
+  return (issue: { input: unknown }): string => {
+    const base = `expected "host:port"${alternatives}, got ${describe(issue.input)}`;
+    if (typeof issue.input !== "number") return base;
+    return `${base}; write "${kind === "listen" ? "0.0.0.0" : "HOST"}:${issue.input}"`;
+  };
+}
+
 function hostPort(kind: HostKind) {
   return v.pipe(
-    v.string(expected('"host:port"', true)),
+    v.string(expectedHostPort(kind)),
     parsedBy((text: string) => parseHostPort(text, kind)),
   );
 }
 
 /** `admin.listen`: "host:port", or "off" (→ null, so it stays distinct from "not written"). */
 const AdminListen = v.pipe(
-  v.string(expected('"host:port" or "off"', true)),
+  v.string(expectedHostPort("listen", ' or "off"')),
   parsedBy((text: string): Parsed<HostPort | null> =>
     text === "off" ? { ok: true, value: null } : parseHostPort(text, "listen"),
   ),
 );
-
-/** "first-last", an inclusive source port range for the XDP plane's SNAT. */
-export function parsePortRange(text: string): Parsed<{ first: number; last: number }> {
-  const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(text);
-  if (!m) return { ok: false, error: `expected a port range like "40000-59999", got ${JSON.stringify(text)}` };
-  const first = Number(m[1]);
-  const last = Number(m[2]);
-  const fail = (error: string) => ({ ok: false as const, error });
-  if (first < SNAT_PORT_MIN) return fail(`first port must be at least ${SNAT_PORT_MIN}, got ${first}`);
-  if (last > 65535) return fail(`last port must be at most 65535, got ${last}`);
-  if (first > last) return fail(`first port ${first} is above last port ${last}`);
-  const count = last - first + 1;
-  if (count < SNAT_PORTS_MIN_COUNT) {
-    return fail(`must span at least ${SNAT_PORTS_MIN_COUNT} ports, got ${count} (${first}-${last})`);
-  }
-  return { ok: true, value: { first, last } };
-}
 
 const SnatPorts = v.pipe(v.string(expected('a port range like "40000-59999"')), parsedBy(parsePortRange));
 
@@ -218,7 +208,7 @@ const Backend = v.pipe(
   mapping(
     {
       address: v.pipe(
-        v.string(expected('"host:port"', true)),
+        v.string(expectedHostPort("backend")),
         parsedBy((text: string) => {
           const hp = parseHostPort(text, "backend");
           return hp.ok ? { ok: true as const, value: { address: text, ...hp.value } } : hp;
