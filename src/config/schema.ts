@@ -340,7 +340,7 @@ function build(file: FileOutput, problems: Problem[]) {
       maglev_table_size: s.maglev?.table_size ?? DEFAULT_MAGLEV_TABLE_SIZE,
     };
   });
-  const adminListen = file.admin.listen === undefined ? DEFAULT_ADMIN : (file.admin.listen ?? undefined);
+  const adminListen = file.admin.listen === undefined ? { ...DEFAULT_ADMIN } : (file.admin.listen ?? undefined);
   return {
     mode: file.mode,
     log: { level: file.log.level },
