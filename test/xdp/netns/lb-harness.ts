@@ -1,9 +1,8 @@
 /**
  * Stand-in for the LB process until src/main.ts wires mode: xdp (run inside the LB namespace): loads
- * the config, builds the Services, creates the XDP data plane and applies, runs health checks, and
- * serves the LB's own TCP (:2222) and UDP (:9999) so the test can see that traffic XDP does not
- * balance still reaches the LB's stack. Events go to stdout as JSON lines; "stats" on stdin prints
- * the counters.
+ * the config, builds the Services, creates the XDP data plane and applies, and runs health checks —
+ * what Runtime.start does once mode: xdp is wired. Logs go to stderr exactly as featherlb's do; events
+ * go to stdout as JSON lines; "stats" on stdin prints the counters.
  *   bun lb-harness.ts <config.yaml>
  */
 import { loadConfig } from "../../../src/config/load.ts";
@@ -31,14 +30,6 @@ for (const s of services) {
 }
 const health = new HealthChecker(log);
 health.sync(services);
-
-const lbIp = config.services[0]!.listen.host;
-Bun.listen({ hostname: lbIp, port: 2222, socket: { open: (s) => void s.end("lbstack\n"), data() {} } });
-await Bun.udpSocket({
-  hostname: lbIp,
-  port: 9999,
-  socket: { data: (sock, buf, port, addr) => void sock.send(`lbstack:${buf.toString()}`, port, addr) },
-});
 
 const stop = () => {
   health.stop();

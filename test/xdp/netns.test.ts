@@ -1,0 +1,226 @@
+/**
+ * End-to-end test of mode: xdp in network namespaces the test builds itself (netns/topology.ts): a
+ * client with eight addresses, the LB, three backends on one bridge, TX checksum offload off on client
+ * and backends (a wrong checksum fails the transfer). For every algorithm it starts an LB process and
+ * checks: the spread of new connections, a 16 MiB echo intact both ways (SHA-256 on the client and on
+ * the backend), that a killed backend leaves the pick set within fall × interval (+ slack) while new
+ * connections succeed on the others, that ping/UDP/another TCP port still reach the LB's own stack,
+ * and that SIGKILL of the LB leaves no XDP program attached.
+ *
+ * The LB process: test/xdp/netns/lb-harness.ts until src/control/runtime.ts wires mode: xdp, then the
+ * real thing (dist/featherlb if built, else `bun src/main.ts`). FLBX_LB=harness|binary|source overrides.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
+import { clientHash } from "../../src/control/algorithms/hash.ts";
+import { Picker } from "../../src/control/algorithms/picker.ts";
+import type { AlgorithmName } from "../../src/config/types.ts";
+import { Proc } from "./netns/proc.ts";
+import { BACKEND_IPS, CLIENT_IPS, LB_IP, NS, inNs, setup, teardown, xdpAttached } from "./netns/topology.ts";
+import { bpfSuiteEnabled } from "./require.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const BUN = process.execPath;
+const HERE = join(ROOT, "test/xdp/netns");
+const HEALTH = { interval: 500, timeout: 300, rise: 1, fall: 2 };
+const NAMES = ["b1", "b2", "b3"];
+
+function lbCommand(config: string): { cmd: string[]; kind: string } {
+  const wired = readFileSync(join(ROOT, "src/control/runtime.ts"), "utf8").includes("createXdpDataPlane");
+  const want = process.env.FLBX_LB ?? (wired ? (existsSync(join(ROOT, "dist/featherlb")) ? "binary" : "source") : "harness");
+  if (want === "binary") return { kind: want, cmd: [join(ROOT, "dist/featherlb"), config] };
+  if (want === "source") return { kind: want, cmd: [BUN, join(ROOT, "src/main.ts"), config] };
+  return { kind: "harness", cmd: [BUN, join(HERE, "lb-harness.ts"), config] };
+}
+
+function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[]): string {
+  const path = join(dir, `${algorithm}.yaml`);
+  writeFileSync(
+    path,
+    `mode: xdp
+log:
+  level: info
+admin:
+  listen: off
+drain_timeout: 1s
+xdp:
+  attach: ${process.env.FLBX_ATTACH ?? "auto"}
+  snat_ports: "40000-49999"
+services:
+  - name: svc
+    listen: "${LB_IP}:80"
+    algorithm: ${algorithm}
+    health_check:
+      interval: ${HEALTH.interval}ms
+      timeout: ${HEALTH.timeout}ms
+      rise: ${HEALTH.rise}
+      fall: ${HEALTH.fall}
+    backends:
+${BACKEND_IPS.map((ip, i) => `      - { address: "${ip}:8080", weight: ${weights[i]} }`).join("\n")}
+`,
+  );
+  return path;
+}
+
+/** Run the client script in the client namespace; parse its JSON line. */
+function client(args: string[], deadlineS = 40): Record<string, any> {
+  const r = Bun.spawnSync(inNs(NS.client, BUN, join(HERE, "client.ts"), ...args), {
+    env: { ...process.env, FLBX_DEADLINE_S: String(deadlineS) },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const out = r.stdout.toString().trim().split("\n").at(-1) ?? "";
+  try {
+    return JSON.parse(out);
+  } catch {
+    throw new Error(`client ${args.join(" ")} printed no JSON (exit ${r.exitCode}): ${out} ${r.stderr.toString()}`);
+  }
+}
+
+const totals = (byIp: Record<string, Record<string, number>>) => {
+  const t: Record<string, number> = { b1: 0, b2: 0, b3: 0 };
+  for (const m of Object.values(byIp)) for (const [b, n] of Object.entries(m)) t[b] = (t[b] ?? 0) + n;
+  return t;
+};
+
+interface Case {
+  algorithm: AlgorithmName;
+  weights: number[];
+  count: number;
+  /** Keep every connection open until all are made (least/p2c need load to balance on). */
+  hold: boolean;
+  check: (byIp: Record<string, Record<string, number>>) => void;
+}
+
+function shares(weights: number[], count: number, tolerance = 0.05) {
+  return (byIp: Record<string, Record<string, number>>) => {
+    const t = totals(byIp);
+    const sum = weights.reduce((a, b) => a + b, 0);
+    NAMES.forEach((b, i) => expect({ b, share: Math.abs(t[b]! / count - weights[i]! / sum) <= tolerance }).toEqual({ b, share: true }));
+  };
+}
+
+function sticky(algorithm: AlgorithmName) {
+  return (byIp: Record<string, Record<string, number>>) => {
+    const members = BACKEND_IPS.map((ip, id) => ({ id, weight: 1, key: `${ip}:8080` }));
+    const picker = new Picker(ALGORITHMS[algorithm].plan(members, { maglevTableSize: 65537 }), { active: () => 0 });
+    for (const ip of CLIENT_IPS) {
+      const seen = Object.keys(byIp[ip] ?? {});
+      expect({ ip, backends: seen }).toEqual({ ip, backends: [NAMES[picker.pick({ clientHash: clientHash(ip) })]!] });
+    }
+  };
+}
+
+const CASES: Case[] = [
+  { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }) },
+  { algorithm: "weighted_round_robin", weights: [1, 2, 3], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 50, b2: 100, b3: 150 }) },
+  { algorithm: "least_connections", weights: [1, 2, 3], count: 300, hold: true, check: shares([1, 2, 3], 300) },
+  { algorithm: "random", weights: [1, 2, 3], count: 1200, hold: false, check: shares([1, 2, 3], 1200) },
+  { algorithm: "power_of_two", weights: [1, 1, 1], count: 300, hold: true, check: shares([1, 1, 1], 300) },
+  { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky("source_hash") },
+  { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky("maglev") },
+];
+
+/** Figures for the report, printed at the end. */
+const report: Record<string, unknown>[] = [];
+
+if (bpfSuiteEnabled("xdp netns integration")) {
+  let dir = "";
+  const backends: (Proc | undefined)[] = [];
+  let lbstack: Proc | undefined;
+
+  async function startBackend(i: number): Promise<Proc> {
+    const p = new Proc(inNs(NS.backends[i]!, BUN, join(HERE, "backend.ts"), NAMES[i]!, "8080"));
+    await p.waitFor((j) => j.event === "ready", 15000);
+    backends[i] = p;
+    return p;
+  }
+
+  beforeAll(async () => {
+    setup();
+    dir = mkdtempSync(join(tmpdir(), "flbx-"));
+    await Promise.all([0, 1, 2].map(startBackend));
+    lbstack = new Proc(inNs(NS.lb, BUN, join(HERE, "lbstack.ts"), LB_IP));
+    await lbstack.waitFor((j) => j.event === "ready", 15000);
+  }, 60000);
+
+  afterAll(async () => {
+    await Promise.all([...backends, lbstack].map((p) => p?.stop()));
+    teardown();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (report.length) console.log("xdp netns figures:\n" + report.map((r) => JSON.stringify(r)).join("\n"));
+  }, 30000);
+
+  describe("mode: xdp in network namespaces", () => {
+    for (const c of CASES) {
+      test(
+        c.algorithm,
+        async () => {
+          const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights));
+          const lb = new Proc(inNs(NS.lb, ...cmd));
+          const figures: Record<string, unknown> = { algorithm: c.algorithm, lb: kind };
+          try {
+            const attached = await lb.waitFor((j) => j.msg === "xdp program attached" || j.event === "error", 20000);
+            expect(attached.json.event).toBeUndefined();
+            figures.attach = attached.json.mode;
+            await lb.waitFor((j) => j.msg === "xdp services applied", 10000);
+            expect(xdpAttached()).toContain("featherlb");
+
+            // 1. Spread of new connections.
+            const spread = client(["spread", LB_IP, "80", String(c.count), "8", c.hold ? "1" : "0", CLIENT_IPS.join(",")]);
+            expect(spread.failures).toBe(0);
+            figures.spread = totals(spread.byIp);
+            c.check(spread.byIp);
+
+            // 2. 16 MiB echoed intact both ways.
+            const echoFrom = backends.map((b) => b!.lines.length);
+            const echo = client(["echo", LB_IP, "80", String(16 << 20), CLIENT_IPS[3]!]);
+            expect(echo.received).toBe(16 << 20);
+            expect(echo.recvSha).toBe(echo.sentSha);
+            const bi = NAMES.indexOf(echo.backend);
+            const conn = await backends[bi]!.waitFor((j) => j.event === "conn" && j.bytes === 16 << 20, 10000, echoFrom[bi]);
+            expect(conn.json.sha256).toBe(echo.sentSha);
+            figures.echo = { bytes: echo.received, sha256: echo.sentSha.slice(0, 16), ms: echo.ms, backend: echo.backend };
+
+            // 3. Traffic XDP does not balance reaches the LB's own stack.
+            const ping = Bun.spawnSync(inNs(NS.client, "ping", "-c", "1", "-W", "2", LB_IP));
+            expect(ping.exitCode).toBe(0);
+            expect(client(["udp", LB_IP, "9999"]).reply).toBe("lbstack:ping-udp");
+            expect(client(["line", LB_IP, "2222"]).line).toBe("lbstack");
+
+            // 4. A dead backend leaves the pick set within fall × interval; new connections use the others.
+            const victim = 1;
+            const from = lb.lines.length;
+            const killedAt = Date.now();
+            await backends[victim]!.stop();
+            const down = await lb.waitFor((j) => j.msg === "backend down" && String(j.backend).startsWith(BACKEND_IPS[victim]!), 10000, from);
+            const tookMs = down.at - killedAt;
+            figures.downDetectedMs = tookMs;
+            expect(tookMs).toBeLessThanOrEqual(HEALTH.fall * HEALTH.interval + HEALTH.interval + HEALTH.timeout + 1500);
+            const after = client(["spread", LB_IP, "80", "60", "4", "0", CLIENT_IPS.join(",")]);
+            expect(after.failures).toBe(0);
+            expect(totals(after.byIp).b2).toBe(0);
+            const upFrom = lb.lines.length;
+            await startBackend(victim);
+            await lb.waitFor((j) => j.msg === "backend up", 10000, upFrom);
+
+            // 5. SIGKILL leaves no XDP program behind (the bpf_link dies with the process).
+            lb.kill("SIGKILL");
+            await lb.proc.exited;
+            const end = Date.now() + 3000;
+            while (xdpAttached() !== "" && Date.now() < end) await Bun.sleep(100);
+            expect(xdpAttached()).toBe("");
+            report.push(figures);
+          } finally {
+            lb.kill("SIGKILL");
+            await lb.proc.exited;
+          }
+        },
+        120000,
+      );
+    }
+  });
+}
