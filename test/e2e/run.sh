@@ -34,7 +34,10 @@ if [[ ${SERVER_VERSION%%.*} -lt 23 ]]; then XDP_OVERRIDE=test/e2e/compose.xdp-do
 
 FILES=(-f compose.yml)
 compose() { "${COMPOSE[@]}" -p "$PROJECT" "${FILES[@]}" "$@"; }
-down() { compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1; }
+down() {
+  docker rm -f "$PROJECT-ipholder" >/dev/null 2>&1
+  compose down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1
+}
 
 if [[ ${1:-} == --down ]]; then
   FILES=(-f compose.yml -f "$XDP_OVERRIDE")
@@ -106,23 +109,38 @@ handle_output() {
   wait
 }
 
-ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(compose ps -q "$1" 2>/dev/null)" 2>/dev/null; }
-# The victim dies hard (SIGKILL: no FIN from a clean shutdown, no drain) and comes back as a new
-# container. Docker's IPAM hands a new container the next free address rather than the old one, so
-# featherlb must re-resolve the Compose name to get it back (the log shows whether the IP changed).
+# Containers are found by Compose's labels (v1 and v2 both set them) with plain docker: a
+# docker-compose v1 invocation costs a second or two, too slow to time a kill.
+container_of() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" | head -1; }
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1" 2>/dev/null; }
+net_of() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$1" 2>/dev/null; }
+HOLDER=$PROJECT-ipholder
+
+# The victim dies hard (SIGKILL: no clean shutdown, no drain) and comes back as a new container on a
+# new address: while it is down a placeholder holds its old IP (listening on another port, so health
+# checks of the old address keep failing), and Compose recreates it. featherlb only gets it back by
+# re-resolving the name.
 fault_kill() {
-  local was; was=$(ip_of "$1")
-  echo "$was" > "build/e2e/$1.ip"
-  if compose kill -s SIGKILL "$1" >/dev/null 2>&1; then log "  [runner $(date -u +%T)] docker kill -s SIGKILL $1 (it had IP $was)"; else log "  [runner] kill $1 FAILED"; fi
+  local id was net
+  id=$(container_of "$1"); was=$(ip_of "$id"); net=$(net_of "$id")
+  if docker kill -s KILL "$id" >/dev/null 2>&1; then
+    log "  [runner $(date -u +%T)] docker kill -s KILL $1 (it had IP $was)"
+  else
+    log "  [runner] kill $1 FAILED"; return
+  fi
+  docker run -d --rm --name "$HOLDER" --network "$net" --ip "$was" -e BACKEND_ID=ipholder -e PORT=7999 \
+    featherlb-e2e-backend:latest >/dev/null 2>&1 && echo "$was" > "build/e2e/$1.oldip"
 }
 fault_start() {
-  local was now; was=$(cat "build/e2e/$1.ip" 2>/dev/null)
+  local was now
+  was=$(cat "build/e2e/$1.oldip" 2>/dev/null)
   if compose rm -f "$1" >/dev/null 2>&1 && compose up -d --no-deps "$1" >/dev/null 2>&1; then
-    now=$(ip_of "$1")
-    log "  [runner $(date -u +%T)] new $1 container up with IP $now ($( [[ $now == "$was" ]] && echo "same IP as before" || echo "was $was: featherlb must re-resolve the name"))"
+    now=$(ip_of "$(container_of "$1")")
+    log "  [runner $(date -u +%T)] new $1 container up with IP $now ($( [[ $now == "$was" ]] && echo "same IP as before" || echo "was $was, held by a placeholder: featherlb must re-resolve the name"))"
   else
     log "  [runner] start $1 FAILED"
   fi
+  docker rm -f "$HOLDER" >/dev/null 2>&1
 }
 
 declare -A RESULT=()

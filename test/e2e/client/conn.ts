@@ -43,6 +43,8 @@ export interface ConnResult {
   source?: string;
   /** From connect() to the backend's close, in ms. */
   latencyMs: number;
+  /** From connect() to the HELLO, in ms (undefined without one). */
+  helloMs?: number;
   bytesSent: number;
   bytesReceived: number;
 }
@@ -73,6 +75,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
     const sent: Uint8Array[] = [];
     const echoed: Uint8Array[] = [];
     let who: Hello | undefined;
+    let helloMs: number | undefined;
     let phase: "connecting" | "hello" | "echo" | "trailer" | "closing" | "done" = "connecting";
     let echoLeft = o.payload.length;
     let bytesSent = 0;
@@ -94,6 +97,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
         instance: who?.instance,
         source: o.localAddress,
         latencyMs: performance.now() - started,
+        helloMs,
         bytesSent,
         bytesReceived,
       });
@@ -137,6 +141,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
           const h = parseHello(r.line);
           if (!h) return fail("corrupt", `bad greeting ${JSON.stringify(r.line.slice(0, 80))}`);
           who = h;
+          helloMs = performance.now() - started;
           o.onHello?.(h);
           socket.write(formatRequest({ length: o.payload.length, holdMs: o.holdMs(h.backend) }));
           chunks = o.payload.chunks()[Symbol.iterator]();

@@ -32,6 +32,9 @@ export interface LoadSpec {
 export interface ConnEvent {
   /** ms since the load started, at completion. */
   t: number;
+  /** ms since the load started, when connect() was called, and when the HELLO arrived. */
+  start: number;
+  helloAt?: number;
   ok: boolean;
   error?: ErrorKind;
   backend?: string;
@@ -109,7 +112,7 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
 
   const bump = (m: Map<string, number>, k: string, d = 1) => m.set(k, (m.get(k) ?? 0) + d);
 
-  function record(r: ConnResult): void {
+  function record(r: ConnResult, start: number): void {
     stats.conns++;
     stats.bytesSent += r.bytesSent;
     stats.bytesReceived += r.bytesReceived;
@@ -132,12 +135,22 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
       if (stats.errorSamples.length < 5) stats.errorSamples.push(`${r.error}: ${r.detail}${r.backend ? ` (on ${r.backend})` : ""}`);
     }
     if (spec.keepEvents)
-      stats.events.push({ t: performance.now() - stats.started, ok: r.ok, error: r.error, backend: r.backend, instance: r.instance, source: r.source });
+      stats.events.push({
+        t: performance.now() - stats.started,
+        start,
+        helloAt: r.helloMs === undefined ? undefined : start + r.helloMs,
+        ok: r.ok,
+        error: r.error,
+        backend: r.backend,
+        instance: r.instance,
+        source: r.source,
+      });
   }
 
   async function worker(): Promise<void> {
     while (!stopped && performance.now() < deadline && (spec.maxConns === undefined || next < spec.maxConns)) {
       const i = next++;
+      const start = performance.now() - stats.started;
       stats.awaitingHello++;
       const r = await runConn({
         host: spec.host,
@@ -151,7 +164,7 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
           bump(stats.inflight, h.backend);
         },
       });
-      record(r);
+      record(r, start);
       if (spec.paceMs) await Bun.sleep(spec.paceMs);
     }
   }

@@ -44,3 +44,14 @@ export async function scrape(url: string, timeoutMs = 1000): Promise<Metrics> {
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   return new Metrics(parseMetrics(await res.text()));
 }
+
+/** The address featherlb currently uses for one backend of one service, from its /status JSON. */
+export async function backendIp(statusUrl: string, service: string, address: string): Promise<string | undefined> {
+  try {
+    const res = await fetch(statusUrl, { signal: AbortSignal.timeout(1000) });
+    const body = (await res.json()) as { services?: { name: string; backends: { address: string; ip: string | null }[] }[] };
+    return body.services?.find((s) => s.name === service)?.backends.find((b) => b.address === address)?.ip ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
