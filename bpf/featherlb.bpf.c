@@ -59,6 +59,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	}
 	struct flow_fwd f = {
 		.be_addr = be_addr, .be_port = be_port, .snat_port = snat, .svc = s, .backend = id, .state = 0,
+		.last_seen = now_seconds(),
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
 	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
@@ -98,6 +99,7 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, bpf_ntohs(p->iph->tot_len), NULL, NULL, &out);
 	if (action >= 0)
 		return action;
+	touch_flow(f);
 	int done = track_state(f, p->tcph, DIR_C2B);
 	struct flow_fwd fv = *f;
 	count_packet(fv.svc, fv.backend, DIR_C2B, p->payload);
@@ -130,6 +132,7 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, bpf_ntohs(p->iph->tot_len), fv.client_mac, ours, &out);
 	if (action >= 0)
 		return action;
+	touch_flow(f);
 	int done = track_state(f, p->tcph, DIR_B2C);
 	fv.state = f->state;
 	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);

@@ -77,6 +77,17 @@ struct {
 	__type(value, __u64);
 } flb_be_active SEC(".maps");
 
+/* Correction of flb_be_active at [svc * MAX_BACKENDS + id], written ONLY by user space (no read-modify-
+ * write races with the atomic adds above): the number of flows counted active that left the flow table
+ * without a FIN/RST (LRU eviction, idle expiry). The TS sweeper recomputes it from a walk of flb_fwd, so
+ * errors do not accumulate. Effective active = flb_be_active − flb_be_adj. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SERVICES * MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} flb_be_adj SEC(".maps");
+
 /* Counters per backend at [svc * MAX_BACKENDS + id]; TS sums the CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

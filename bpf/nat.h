@@ -164,6 +164,20 @@ static __always_inline void close_flow(struct flow_fwd *f, __u32 extra_bits)
 
 static __always_inline int flow_is_closed(const struct flow_fwd *f) { return f->state & FLOW_CLOSED; }
 
+/** CLOCK_MONOTONIC in seconds (the coarse clock is enough for idle expiry and cheaper). */
+static __always_inline __u32 now_seconds(void)
+{
+	return (__u32)(bpf_ktime_get_coarse_ns() / 1000000000ULL);
+}
+
+/** Refresh last_seen, writing only when the second changed (avoids dirtying a shared cache line per packet). */
+static __always_inline void touch_flow(struct flow_fwd *f)
+{
+	__u32 now = now_seconds();
+	if (f->last_seen != now)
+		f->last_seen = now;
+}
+
 /**
  * Track FIN/RST for a packet of an existing flow travelling in `dir`. Returns 1 when the flow's entries
  * must be deleted once this packet has been rewritten (RST, or the ACK that ends a FIN handshake).

@@ -28,10 +28,16 @@ static __always_inline int slot_at(const struct plan_hdr *p, __u32 at)
 	return id ? (int)*id : NO_MEMBER;
 }
 
+/** Effective active flows of a backend: the atomic gauge minus user space's correction (maps.h). */
 static __always_inline __u64 active_of(__u32 svc, __u32 id)
 {
-	__u64 *a = be_active(svc, id);
-	return a ? *a : 0;
+	__u32 k = svc * MAX_BACKENDS + id;
+	__u64 *a = bpf_map_lookup_elem(&flb_be_active, &k);
+	__u64 *adj = bpf_map_lookup_elem(&flb_be_adj, &k);
+	if (!a)
+		return 0;
+	__u64 v = *a, d = adj ? *adj : 0;
+	return v > d ? v - d : 0;
 }
 
 /** a/wa < b/wb without division: a·wb < b·wa (active counts < 2^32, weights ≤ 1000: no overflow). */

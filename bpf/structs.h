@@ -30,6 +30,7 @@ struct flow_fwd {
 	__u8 client_mac[6]; /* L2 source of the client's SYN: the reply's next hop if the kernel has no
 			     * neighbour entry for the client (it need not: ARP was for the service IP) */
 	__u16 pad;
+	__u32 last_seen; /* CLOCK_MONOTONIC seconds of the last packet (coarse); the TS sweeper expires idle flows */
 };
 
 /* Service table key: a listen address. */

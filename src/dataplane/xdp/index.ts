@@ -12,7 +12,7 @@ import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
-import { CFG_FLAGS, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
+import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, reservePorts } from "./netif.ts";
 import type { XdpProgram } from "./program.ts";
 
@@ -20,6 +20,14 @@ type Libbpf = typeof import("./libbpf.ts");
 type ProgramModule = typeof import("./program.ts");
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/** How often the flow sweeper walks the forward table. */
+export const SWEEP_INTERVAL_MS = 10_000;
+/** Idle limit for flows of services with idle_timeout 0 ("never" in the proxy): above TCP's default
+ * keepalive (7200 s + 9 × 75 s), so a kept-alive idle connection is never expired. */
+export const DEFAULT_IDLE_S = 3 * 3600;
+/** A closed flow (both FINs or a RST seen) whose final ACK never came is removed after this long. */
+export const CLOSED_LINGER_S = 60;
 
 export type AttachedMode = "native" | "generic";
 
@@ -39,6 +47,8 @@ export class XdpDataPlane implements DataPlane {
   private warnedV6 = new Set<string>();
   /** Backend IPs whose next hop we asked the kernel to keep resolved. */
   private readonly neighbours = new Set<string>();
+  private readonly sweeper: ReturnType<typeof setInterval>;
+  private sweeping = false;
 
   constructor(
     private readonly program: XdpProgram,
@@ -49,7 +59,39 @@ export class XdpDataPlane implements DataPlane {
     readonly ifname: string,
     readonly attachMode: AttachedMode,
     private releasePorts: () => void,
-  ) {}
+  ) {
+    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweeper.unref?.();
+  }
+
+  /**
+   * Expire abandoned flows and re-derive the least-connection correction (flb_be_adj) from what is
+   * really in the forward table, so flows that vanished without FIN/RST (LRU eviction, idle expiry)
+   * stop counting as active. Returns what the walk saw.
+   */
+  async sweep(now?: number) {
+    if (this.sweeping || this.closed) return undefined;
+    this.sweeping = true;
+    try {
+      const idle = new Map<number, number>();
+      for (const m of this.mirrored.values()) {
+        const ms = m.service.config.idle_timeout_ms;
+        idle.set(m.index, ms > 0 ? Math.ceil(ms / 1000) : DEFAULT_IDLE_S);
+      }
+      const result = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now);
+      if (this.closed) return result;
+      for (const { index, slots } of this.mirrored.values()) {
+        for (const id of slots.keys()) {
+          const raw = this.program.backendActiveRaw(index, id);
+          this.program.setBackendAdjust(index, id, raw - (result.open.get(index * MAX_BACKENDS_BPF + id) ?? 0));
+        }
+      }
+      if (result.deleted) this.log.debug("xdp flows expired", { idle: result.expired, closed: result.deleted - result.expired });
+      return result;
+    } finally {
+      this.sweeping = false;
+    }
+  }
 
   async apply(config: Config, services: readonly Service[]): Promise<void> {
     this.checkXdpChanges(config);
@@ -165,8 +207,10 @@ export class XdpDataPlane implements DataPlane {
       st.packetsOut = s.packets_out;
       st.bytesOut = s.bytes_out;
       st.total = s.flows_new;
-      st.active = Math.max(0, s.flows_new - s.flows_closed);
       st.rejectedNoBackend = s.no_backend;
+      // Active = the gauge least-connection picks read (opened − closed − swept), so /metrics and the
+      // picks agree; the service's is the sum over its backends.
+      let active = 0;
       for (const [id, backend] of service.backends) {
         const b = this.program.backendCounters(index, id);
         const bs = backend.stats;
@@ -175,8 +219,10 @@ export class XdpDataPlane implements DataPlane {
         bs.packetsOut = b.packets_out;
         bs.bytesOut = b.bytes_out;
         bs.total = b.flows_new;
-        bs.active = Math.max(0, b.flows_new - b.flows_closed);
+        bs.active = this.program.backendActive(index, id);
+        active += bs.active;
       }
+      st.active = active;
     }
   }
 
@@ -196,6 +242,7 @@ export class XdpDataPlane implements DataPlane {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweeper);
     for (const m of this.mirrored.values()) m.unsubscribe();
     this.ffi.closeFd(this.linkFd); // detaches the program
     this.program.close();

@@ -130,6 +130,7 @@ export const FLOW_FWD = new Struct("flow_fwd", [
   ["state", "u32"],
   ["client_mac", "mac"],
   ["pad", "u16"],
+  ["last_seen", "u32"],
 ]);
 
 export const SVC_KEY = new Struct("svc_key", [
@@ -234,6 +235,7 @@ export const MAPS = {
   slots: "flb_slots",
   backends: "flb_backends",
   beActive: "flb_be_active",
+  beAdj: "flb_be_adj",
   beStats: "flb_be_stats",
   svcStats: "flb_svc_stats",
   reasons: "flb_reasons",

@@ -50,6 +50,7 @@ const libc = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: "ptr" },
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
+  clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
 });
 // Loaded for their side effect (the sonames libbpf needs); one symbol each because dlopen wants one.
 const libz = dlopen(libzPath, { zlibVersion: { args: [], returns: "ptr" } });
@@ -284,6 +285,14 @@ export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): n
   v.setBigUint64(0, 64n, true);
   v.setUint32(8, flags, true);
   return bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
+}
+
+const CLOCK_MONOTONIC = 1;
+const timespec = new BigInt64Array(2);
+/** CLOCK_MONOTONIC in whole seconds: the clock the BPF program stamps flows with (bpf_ktime_get_coarse_ns). */
+export function monotonicSeconds(): number {
+  libc.symbols.clock_gettime(CLOCK_MONOTONIC, timespec);
+  return Number(timespec[0]);
 }
 
 export function closeFd(fd: number): void {

@@ -11,6 +11,7 @@ import {
   COUNTERS,
   FLOW_FWD,
   FLOW_KEY,
+  FLOW_STATE,
   MAPS,
   MAX_BACKENDS_BPF,
   MAX_SERVICES,
@@ -34,7 +35,9 @@ import {
   mapDelete,
   mapLookup,
   mapUpdate,
+  mapNextKey,
   mapUpdateBatch,
+  monotonicSeconds,
   possibleCpus,
   testRun,
   type TestRunResult,
@@ -180,6 +183,7 @@ export class XdpProgram {
     const k = u32key(svc * MAX_BACKENDS_BPF + id);
     this.check(mapUpdate(this.fds.beStats, k, new Uint8Array(roundUp8(COUNTERS.size) * this.cpus)), "flb_be_stats");
     this.check(mapUpdate(this.fds.beActive, k, new Uint8Array(8)), "flb_be_active");
+    this.check(mapUpdate(this.fds.beAdj, k, new Uint8Array(8)), "flb_be_adj");
   }
 
   resetServiceCounters(svc: number): void {
@@ -262,11 +266,70 @@ export class XdpProgram {
     return this.sumCounters(this.fds.beStats, svc * MAX_BACKENDS_BPF + id);
   }
 
-  /** The active-flow gauge least-connection picks read. */
-  backendActive(svc: number, id: number): number {
+  private readU64(fd: number, index: number): number {
     const out = new Uint8Array(8);
-    if (!mapLookup(this.fds.beActive, u32key(svc * MAX_BACKENDS_BPF + id), out)) return 0;
+    if (!mapLookup(fd, u32key(index), out)) return 0;
     return Number(new DataView(out.buffer).getBigInt64(0, true));
+  }
+
+  /** The active flows least-connection picks see: the atomic gauge minus the sweeper's correction. */
+  backendActive(svc: number, id: number): number {
+    const k = svc * MAX_BACKENDS_BPF + id;
+    return Math.max(0, this.readU64(this.fds.beActive, k) - this.readU64(this.fds.beAdj, k));
+  }
+
+  /** The raw atomic gauge (flows opened − flows closed by FIN/RST). */
+  backendActiveRaw(svc: number, id: number): number {
+    return this.readU64(this.fds.beActive, svc * MAX_BACKENDS_BPF + id);
+  }
+
+  /** Set the correction for flows that left the table without FIN/RST (user space is its only writer). */
+  setBackendAdjust(svc: number, id: number, n: number): void {
+    const v = new Uint8Array(8);
+    new DataView(v.buffer).setBigUint64(0, BigInt(Math.max(0, n)), true);
+    this.check(mapUpdate(this.fds.beAdj, u32key(svc * MAX_BACKENDS_BPF + id), v), "flb_be_adj");
+  }
+
+  /**
+   * Walk the forward table (in chunks, yielding to the event loop) and
+   * - delete flows idle longer than idleSeconds(svc) that never closed (abandoned connections),
+   * - delete closed flows older than `closedLinger` seconds (their last ACK was never seen),
+   * - count the open flows left per backend slot (svc * MAX_BACKENDS + id).
+   * Deletions happen after the walk: deleting the cursor key would restart get_next_key.
+   */
+  async sweepFlows(idleSeconds: (svc: number) => number, closedLinger: number, now = monotonicSeconds(), chunk = 4096) {
+    const open = new Map<number, number>();
+    const doomed: Uint8Array[] = [];
+    let expired = 0;
+    let key: Uint8Array | null = null;
+    const next = new Uint8Array(FLOW_KEY.size);
+    const value = new Uint8Array(FLOW_FWD.size);
+    let walked = 0;
+    while (mapNextKey(this.fds.fwd, key, next)) {
+      key = Uint8Array.from(next);
+      if (++walked % chunk === 0) await Bun.sleep(0);
+      if (!mapLookup(this.fds.fwd, key, value)) continue;
+      const f = FLOW_FWD.decode(value);
+      const idle = now - (f.last_seen as number);
+      const closed = ((f.state as number) & FLOW_STATE.CLOSED) !== 0;
+      if (closed ? idle > closedLinger : idle > idleSeconds(f.svc as number)) {
+        doomed.push(key);
+        if (!closed) expired++;
+        continue;
+      }
+      if (!closed) {
+        const slot = (f.svc as number) * MAX_BACKENDS_BPF + (f.backend as number);
+        open.set(slot, (open.get(slot) ?? 0) + 1);
+      }
+    }
+    for (const k of doomed) {
+      if (!mapLookup(this.fds.fwd, k, value)) continue;
+      const f = FLOW_FWD.decode(value);
+      const fk = FLOW_KEY.decode(k);
+      mapDelete(this.fds.rev, FLOW_KEY.encode({ saddr: f.be_addr, daddr: fk.daddr, sport: f.be_port, dport: f.snat_port }));
+      mapDelete(this.fds.fwd, k);
+    }
+    return { walked, open, expired, deleted: doomed.length };
   }
 
   /** Set the gauge (tests: emulate load for least/two_choices). */

@@ -1,0 +1,161 @@
+/**
+ * The XdpDataPlane against a loaded program (BPF_PROG_TEST_RUN, static neighbour table), without an
+ * interface: apply and reload, plan changes from health flips, counters into Service objects, the
+ * flow sweeper (idle expiry, LRU-evicted flows stop counting as active), drain and close.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { parseConfig } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/types.ts";
+import { Logger } from "../../src/control/log.ts";
+import { Service } from "../../src/control/service.ts";
+import { XdpDataPlane } from "../../src/dataplane/xdp/index.ts";
+import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import * as ffi from "../../src/dataplane/xdp/libbpf.ts";
+import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { CLIENT_MAC, LB_MAC, TCP, mac, parseTcp, tcpPacket } from "./packets.ts";
+import { bpfSuiteEnabled } from "./require.ts";
+
+const XDP_PASS = 2;
+const XDP_TX = 3;
+const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
+
+function config(port: number, algorithm = "round_robin", idle = "5m"): Config {
+  return parseConfig(
+    `mode: xdp
+xdp:
+  snat_ports: "40000-49999"
+services:
+  - name: web
+    listen: "10.0.0.1:${port}"
+    algorithm: ${algorithm}
+    idle_timeout: ${idle}
+    backends:
+${BACKENDS.map((b) => `      - { address: "${b}:8080" }`).join("\n")}
+`,
+    "test.yaml",
+  );
+}
+
+async function plane(flowTableSize = 65536) {
+  const program = await XdpProgram.load({ flowTableSize });
+  const lines: string[] = [];
+  const log = new Logger("debug", (l) => void lines.push(l));
+  const cfg = config(80);
+  const p = new XdpDataPlane(program, ffi, log, cfg, -1, "flbxtest0", "generic", () => {});
+  // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
+  program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, staticSmac: mac(LB_MAC) });
+  for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
+  for (let i = 0; i < 256; i++) program.setNeighbour(ipv4ToU32(`10.0.1.${i}`), mac(CLIENT_MAC));
+  return { p, program, cfg, lines };
+}
+
+let port = 20000;
+const syn = (dport = 80, src = `10.0.1.${port % 256}`) => tcpPacket({ src, dst: "10.0.0.1", sport: port++, dport, flags: TCP.SYN });
+const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
+
+if (bpfSuiteEnabled("xdp data plane")) {
+  describe("XdpDataPlane", () => {
+    let env: Awaited<ReturnType<typeof plane>>;
+    let services: Service[];
+    beforeAll(async () => {
+      env = await plane();
+      services = env.cfg.services.map((c) => new Service(c));
+      await env.p.apply(env.cfg, services);
+    });
+    afterAll(() => env?.p.close());
+
+    test("apply mirrors the service: new flows are spread round robin", () => {
+      const got = Array.from({ length: 6 }, () => {
+        const r = env.program.run(syn());
+        expect(r.retval).toBe(XDP_TX);
+        return backendOf(r.data);
+      });
+      expect(got).toEqual([0, 1, 2, 0, 1, 2]);
+    });
+
+    test("a health flip rebuilds the plan and the maps follow (onPlan)", () => {
+      const s = services[0]!;
+      s.backends.get(1)!.health = "down";
+      s.rebuild();
+      const got = new Set(Array.from({ length: 9 }, () => backendOf(env.program.run(syn()).data)));
+      expect([...got].sort()).toEqual([0, 2]);
+      s.backends.get(1)!.health = "up";
+      s.rebuild();
+    });
+
+    test("refreshStats fills the Service and Backend counters", () => {
+      env.p.refreshStats();
+      const s = services[0]!;
+      expect(s.stats.total).toBe(15);
+      expect(s.stats.active).toBe(15);
+      expect(s.stats.packetsIn).toBe(15);
+      // 0,1,2,0,1,2 then (backend 1 down, cursor restarts) 0,2,0,2,0,2,0,2,0.
+      expect([...s.backends.values()].map((b) => b.stats.total)).toEqual([7, 2, 6]);
+    });
+
+    test("the sweeper expires idle flows and active drops to 0", async () => {
+      const r = await env.p.sweep(ffi.monotonicSeconds() + 301);
+      expect(r?.expired).toBe(15);
+      expect(env.program.flowCounts()).toEqual({ fwd: 0, rev: 0 });
+      env.p.refreshStats();
+      expect(services[0]!.stats.active).toBe(0);
+      expect(services[0]!.stats.total).toBe(15);
+    });
+
+    test("least_connections sees the swept counts", async () => {
+      const cfg = config(80, "least_connections");
+      services = cfg.services.map((c) => new Service(c));
+      await env.p.apply(cfg, services);
+      // 3 flows spread one per backend, then expire them all: the next three picks go 0, 1, 2 again.
+      const first = Array.from({ length: 3 }, () => backendOf(env.program.run(syn()).data));
+      expect(first).toEqual([0, 1, 2]);
+      await env.p.sweep(ffi.monotonicSeconds() + 301);
+      const again = Array.from({ length: 3 }, () => backendOf(env.program.run(syn()).data));
+      expect(again).toEqual([0, 1, 2]);
+    });
+
+    test("reload to another port: the old address is passed, the new one balanced", async () => {
+      const cfg = config(81);
+      services = cfg.services.map((c) => new Service(c));
+      await env.p.apply(cfg, services);
+      expect(env.program.run(syn(80)).retval).toBe(XDP_PASS);
+      expect(env.program.run(syn(81)).retval).toBe(XDP_TX);
+    });
+
+    test("drain: new SYNs are passed; it resolves once flows are gone or at the deadline", async () => {
+      const t0 = Date.now();
+      await env.p.drain(Date.now() + 600); // one open flow from the previous test: waits to the deadline
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+      expect(env.program.run(syn(81)).retval).toBe(XDP_PASS);
+      await env.p.sweep(ffi.monotonicSeconds() + 301);
+      const t1 = Date.now();
+      await env.p.drain(Date.now() + 5000);
+      expect(Date.now() - t1).toBeLessThan(1000);
+    });
+
+    test("a listen address that is not a specific IPv4 is a config UserError", async () => {
+      const cfg = config(82);
+      const bad = { ...cfg, services: [{ ...cfg.services[0]!, listen: { host: "0.0.0.0", port: 82 } }] };
+      await expect(env.p.apply(bad, bad.services.map((c) => new Service(c)))).rejects.toMatchObject({ name: "UserError", code: "config" });
+    });
+  });
+
+  test("LRU-evicted flows stop counting as active after a sweep", async () => {
+    const env = await plane(1024);
+    try {
+      const cfg = config(80, "least_connections");
+      const services = cfg.services.map((c) => new Service(c));
+      await env.p.apply(cfg, services);
+      for (let i = 0; i < 1500; i++) expect(env.program.run(syn()).retval).toBe(XDP_TX);
+      const raw = [0, 1, 2].reduce((n, id) => n + env.program.backendActiveRaw(0, id), 0);
+      expect(raw).toBe(1500);
+      await env.p.sweep();
+      const live = env.program.flowCounts().fwd;
+      expect(live).toBeLessThanOrEqual(1024);
+      const effective = [0, 1, 2].reduce((n, id) => n + env.program.backendActive(0, id), 0);
+      expect(effective).toBe(live);
+    } finally {
+      env.p.close();
+    }
+  });
+}
