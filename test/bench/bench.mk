@@ -1,0 +1,27 @@
+# `make bench`: featherlb against HAProxy, NGINX and a direct connection (test/bench/run.sh), then
+# docs/benchmarks.md + docs/benchmarks.svg. Root only (network namespaces); about 10-12 minutes on
+# 2 cores. Not part of `make test` / CI. Knobs are passed through, e.g.
+#   make bench BENCH_REPS=1 BENCH_SYSTEMS="direct haproxy"
+# BENCH_XDP: the featherlb xdp row. auto = try it and mark it unavailable if the binary refuses.
+BENCH_XDP ?= auto
+BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc ethtool iproute2
+
+.PHONY: bench bench-deps bench-report
+
+bench-deps: ## install the benchmark's Debian packages (idempotent)
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "bench: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# the distribution starts these as services on install; the bench runs its own instances
+	@for s in haproxy nginx; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s || true; done
+
+bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct → docs/benchmarks.md (root, ~12 min)
+	@start=$$(date +%s); \
+	if $(MAKE) --no-print-directory build; then :; else echo "bench: featherlb did not build; its rows will be marked unavailable"; fi; \
+	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh && \
+	$(BUN) run test/bench/report.ts build/bench/results.jsonl --elapsed $$(( $$(date +%s) - start ))
+
+bench-report: ## re-render docs/benchmarks.md + .svg from the last build/bench/results.jsonl
+	$(BUN) run test/bench/report.ts build/bench/results.jsonl

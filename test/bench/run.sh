@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# featherlb vs HAProxy vs NGINX vs a direct connection, in network namespaces. Run by `make bench`
+# (root). Every load is bounded in time; every namespace and process this script creates is removed on
+# exit, Ctrl-C included. Raw results: build/bench/results.jsonl; report: docs/benchmarks.md + .svg.
+#
+# Topology (all names start with flbb, subnet 10.88.0.0/24, the root namespace is not touched):
+#
+#   flbb-cli 10.88.0.1 ─┐
+#   flbb-lb  10.88.0.2 ─┤  bridge flbb-br in namespace flbb-sw
+#   flbb-be1 10.88.0.11 ┤  backends: nginx :80 (static files) + flbbtool serve :9000 (10 s streams)
+#   flbb-be2 10.88.0.12 ┤
+#   flbb-be3 10.88.0.13 ┘
+#
+# Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
+# BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
+# "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (auto|on|off: the xdp row),
+# BENCH_BACKEND_WORKERS (nginx workers per backend, 1), FEATHERLB (binary, dist/featherlb).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/build/bench}
+RUN=$OUT/run
+RESULTS=$OUT/results.jsonl
+TOOL=$OUT/flbbtool
+FLB=${FEATHERLB:-$ROOT/dist/featherlb}
+REPS=${BENCH_REPS:-3}
+DUR=${BENCH_DURATION:-5}
+STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
+IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
+BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-1}
+XDP=${BENCH_XDP:-auto}
+SYSTEMS=${BENCH_SYSTEMS:-direct haproxy nginx featherlb-proxy featherlb-xdp}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+
+NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
+BE_NS=(flbb-be1 flbb-be2 flbb-be3)
+CLI_IP=10.88.0.1 VIP=10.88.0.2
+BE_IPS=(10.88.0.11 10.88.0.12 10.88.0.13)
+HZ=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+
+# ---------------------------------------------------------------- processes we start (by PID only)
+PIDS=()
+PIDFILE=$RUN/pids   # "pid start-time" lines, so a later run can clean up after a killed one
+
+# A process's identity against PID reuse: its start time (field 22 of /proc/PID/stat), which, unlike
+# its command line, survives exec (ip netns exec → nginx) and title rewrites (nginx: master process).
+cmd_id() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }'; }
+
+track() { # track PID: remember a process we started (with its start time, against PID reuse)
+  local id; id=$(cmd_id "$1")
+  PIDS+=("$1:$id")
+  echo "$1 $id" >>"$PIDFILE"
+}
+
+stop_pid() { # stop_pid PID: TERM, up to 3 s grace, then KILL
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_stale() { # processes of an earlier run that died without cleaning up (same PID and command line)
+  [[ -f $PIDFILE ]] || return 0
+  local pid id
+  while read -r pid id; do
+    [[ -n $id && $(cmd_id "$pid") == "$id" ]] && { log "stopping stale pid $pid"; kill -KILL "$pid" 2>/dev/null || true; }
+  done <"$PIDFILE"
+  rm -f "$PIDFILE"
+}
+
+del_netns() {
+  local ns
+  for ns in "$NS_CLI" "$NS_LB" "${BE_NS[@]}" "$NS_SW"; do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+cleanup() {
+  local rc=$? entry
+  trap - EXIT INT TERM
+  for entry in "${PIDS[@]}"; do
+    [[ $(cmd_id "${entry%%:*}") == "${entry#*:}" ]] && stop_pid "${entry%%:*}"
+  done
+  rm -f "$PIDFILE"
+  del_netns
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# ---------------------------------------------------------------- topology
+# (background starts call `ip netns exec` directly, so that $! is the PID of the process itself)
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+tune_ns() { # sysctls for a load test (per namespace)
+  nsx "$1" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
+    net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 net.ipv4.tcp_max_tw_buckets=1000000 \
+    >/dev/null
+}
+
+add_host() { # add_host NS IP: a namespace with interface flbb0 plugged into the bridge
+  local ns=$1 ip=$2 port=${1#flbb-}
+  ip netns add "$ns"
+  ip -n "$ns" link add flbb0 type veth peer name "flbb-$port" netns "$NS_SW"
+  ip -n "$NS_SW" link set "flbb-$port" master flbb-br up
+  ip -n "$ns" addr add "$ip/24" dev flbb0
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link set flbb0 up
+  tune_ns "$ns"
+}
+
+setup_topology() {
+  del_netns
+  ip netns add "$NS_SW"
+  ip -n "$NS_SW" link add flbb-br type bridge forward_delay 0
+  ip -n "$NS_SW" link set flbb-br up
+  nsx "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
+  add_host "$NS_CLI" "$CLI_IP"
+  add_host "$NS_LB" "$VIP"
+  local i
+  for i in 0 1 2; do add_host "${BE_NS[$i]}" "${BE_IPS[$i]}"; done
+  # XDP_TX/redirect on a veth needs NAPI on the receiving peer; GRO on the bridge port enables it.
+  nsx "$NS_SW" ethtool -K flbb-lb gro on >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------- backends
+start_backends() {
+  mkdir -p "$RUN/www"
+  printf 'featherlb bench: a small response body, 64 bytes long, padded ....\n' >"$RUN/www/index.html"
+  [[ -f $RUN/www/1m.bin ]] || head -c 1048576 /dev/urandom >"$RUN/www/1m.bin"
+  local i ns ip name pid
+  for i in 0 1 2; do
+    ns=${BE_NS[$i]} ip=${BE_IPS[$i]} name=${BE_NS[$i]}
+    mkdir -p "$RUN/$name.tmp"
+    sed -e "s|@RUN@|$RUN|g" -e "s|@NAME@|$name|g" -e "s|@IP@|$ip|g" -e "s|@WORKERS@|$BACKEND_WORKERS|g" \
+      "$HERE/conf/nginx-backend.conf" >"$RUN/$name.nginx.conf"
+    ip netns exec "$ns" nginx -p "$RUN/" -e "$RUN/$name.error.log" -c "$RUN/$name.nginx.conf" &
+    track $!
+    ip netns exec "$ns" "$TOOL" serve "$ip" 9000 "$STREAM_SECS" &
+    track $!
+  done
+  for i in 0 1 2; do
+    wait_port "${BE_IPS[$i]}" 80 || die "backend nginx on ${BE_IPS[$i]} did not start (see $RUN/${BE_NS[$i]}.error.log)"
+    wait_port "${BE_IPS[$i]}" 9000 || die "stream server on ${BE_IPS[$i]} did not start"
+  done
+}
+
+wait_port() { # wait_port IP PORT: up to 10 s for a TCP connect from the client namespace
+  local i
+  for i in $(seq 50); do
+    nsx "$NS_CLI" timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- the balancers
+LB_PID=""      # the process we start
+LB_WORK_PID="" # the process doing the work (NGINX: its single worker), measured for CPU and memory
+LB_ERR=""
+
+start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come up
+  local sys=$1 cfg
+  LB_PID="" LB_WORK_PID="" LB_ERR=""
+  case $sys in
+    direct) return 0 ;;
+    haproxy)
+      sed -e "s|@RUN@|$RUN|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
+      ip netns exec "$NS_LB" haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/lb.log" 2>&1 &
+      ;;
+    nginx)
+      sed "s|@RUN@|$RUN|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
+      ip netns exec "$NS_LB" nginx -p "$RUN/" -e "$RUN/nginx-lb.error.log" -c "$RUN/nginx-lb.conf" >"$RUN/lb.log" 2>&1 &
+      ;;
+    featherlb-proxy | featherlb-xdp)
+      [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
+      sed "s|@MODE@|${sys#featherlb-}|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
+      ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
+      ;;
+    *) die "unknown system $sys" ;;
+  esac
+  LB_PID=$!
+  track "$LB_PID"
+  if ! wait_port "$VIP" 8080 || ! kill -0 "$LB_PID" 2>/dev/null; then
+    LB_ERR=$(grep -hv '^\s*$' "$RUN/lb.log" "$RUN/nginx-lb.error.log" 2>/dev/null | tail -n 3 | tr '\n"' ' ' | cut -c1-300)
+    [[ -n $LB_ERR ]] || LB_ERR="did not accept connections on $VIP:8080 within 10 s"
+    stop_pid "$LB_PID"
+    return 1
+  fi
+  LB_WORK_PID=$LB_PID
+  if [[ $sys == nginx ]]; then
+    local i kids
+    for i in $(seq 20); do
+      kids=$(cat "/proc/$LB_PID/task/$LB_PID/children" 2>/dev/null || true)
+      [[ -n $kids ]] && break
+      sleep 0.1
+    done
+    LB_WORK_PID=${kids%% *}
+  fi
+  return 0
+}
+
+stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; }
+
+# ---------------------------------------------------------------- measurements
+cpu_ticks() { # utime+stime of a process, in clock ticks (0 when there is none)
+  [[ -n $1 && -r /proc/$1/stat ]] || { echo 0; return; }
+  # the command name (field 2) may hold spaces: cut after the last ')'
+  local rest; rest=$(sed 's/.*) //' "/proc/$1/stat")
+  awk '{ print $12 + $13 }' <<<"$rest"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+machine_busy() { # "busy total" jiffies, all CPUs
+  awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+now_ms() { date +%s%3N; }
+
+emit() { echo "$1" >>"$RESULTS"; }
+
+# measure REP SYS WORKLOAD CMD...: runs CMD (bounded), records its JSON with the LB's CPU use
+measure() {
+  local rep=$1 sys=$2 wl=$3; shift 3
+  local c0 c1 m0 m1 t0 t1 out json
+  c0=$(cpu_ticks "$LB_WORK_PID"); read -r m0 mt0 < <(machine_busy); t0=$(now_ms)
+  out=$("$@" 2>&1) || log "$sys/$wl: command exited non-zero"
+  t1=$(now_ms); c1=$(cpu_ticks "$LB_WORK_PID"); read -r m1 mt1 < <(machine_busy)
+  json=$(grep -o 'FLBB_WRK {.*}' <<<"$out" | sed 's/^FLBB_WRK //' || true)
+  [[ -n $json ]] || json=$(grep -o '^{.*}$' <<<"$out" || true)
+  [[ -n $json ]] || { log "$sys/$wl: no result: $(tail -n 2 <<<"$out" | tr '\n' ' ')"; json='{"failed":true}'; }
+  local lb_cpu=null
+  [[ -n $LB_WORK_PID ]] && lb_cpu=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", d / hz / (ms / 1000) * 100 }')
+  local busy; busy=$(awk -v b=$((m1 - m0)) -v t=$((mt1 - mt0)) 'BEGIN { printf "%.1f", t ? b / t * 100 : 0 }')
+  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"$wl\",\"lb_cpu_pct\":$lb_cpu,\"machine_busy_pct\":$busy,\"wall_ms\":$((t1 - t0)),\"result\":$json}"
+  log "$sys/$wl rep $rep: $json lb_cpu=$lb_cpu% machine=$busy%"
+}
+
+wrk_run() { # wrk_run HOST:PORT PATH CONNS [header]: one bounded wrk run from the client namespace
+  local target=$1 path=$2 conns=$3; shift 3
+  local threads=$WRK_THREADS
+  ((conns < threads)) && threads=$conns
+  nsx "$NS_CLI" timeout $((DUR + 20)) wrk -t"$threads" -c"$conns" -d"${DUR}s" --timeout 2s \
+    -s "$HERE/tools/report.lua" "$@" "http://$target$path"
+}
+
+backend_established() { # established connections to the backends' port 80, all three summed
+  local ns n=0 c
+  for ns in "${BE_NS[@]}"; do
+    c=$(nsx "$ns" ss -Htn state established '( sport = :80 )' | wc -l)
+    n=$((n + c))
+  done
+  echo "$n"
+}
+
+idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, record its memory
+  local rep=$1 sys=$2 base rss0 rss1 i ready="" est=0 t0 hpid
+  base=$(backend_established)
+  rss0=$(rss_kib "$LB_WORK_PID")
+  t0=$(now_ms)
+  ip netns exec "$NS_CLI" "$TOOL" hold "$VIP" 8080 "$IDLE_CONNS" 60 >"$RUN/hold.out" 2>&1 &
+  hpid=$!
+  track "$hpid"
+  for i in $(seq 600); do # up to 60 s
+    ready=$(grep -o '^READY [0-9]*' "$RUN/hold.out" || true)
+    [[ -n $ready ]] && break
+    kill -0 "$hpid" 2>/dev/null || break
+    sleep 0.1
+  done
+  for i in $(seq 150); do # up to 15 s for the balancer to open every backend connection
+    est=$(($(backend_established) - base))
+    ((est >= IDLE_CONNS)) && break
+    sleep 0.1
+  done
+  sleep 1 # let the balancer settle (lazy allocations, GC)
+  rss1=$(rss_kib "$LB_WORK_PID")
+  local held=${ready#READY }
+  [[ -n $held ]] || held=0
+  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"idle\",\"result\":{\"conns\":$held,\"backend_established\":$est,\"rss_before_kib\":$rss0,\"rss_held_kib\":$rss1,\"setup_ms\":$(($(now_ms) - t0))}}"
+  log "$sys/idle rep $rep: held=$held backend_established=$est rss ${rss0} -> ${rss1} KiB"
+  stop_pid "$hpid"
+  sleep 2 # let the balancer see 2 x $IDLE_CONNS closes before the next workload
+}
+
+run_system() { # run_system REP SYS
+  local rep=$1 sys=$2 target=$VIP:8080 shost=$VIP
+  if [[ $sys == direct ]]; then target=${BE_IPS[0]}:80 shost=${BE_IPS[0]}; fi
+  if ! start_lb "$sys"; then
+    log "$sys: unavailable: $LB_ERR"
+    emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"unavailable\",\"result\":{\"reason\":\"$LB_ERR\"}}"
+    return 0
+  fi
+  [[ $sys == direct ]] || idle_test "$rep" "$sys"
+  DUR=1 wrk_run "$target" / 64 >/dev/null 2>&1 || true # warm-up (JIT, pools, ARP), not recorded
+  measure "$rep" "$sys" short wrk_run "$target" / 64 -H "Connection: close"
+  sleep 1
+  measure "$rep" "$sys" keepalive wrk_run "$target" / 64
+  sleep 1
+  measure "$rep" "$sys" bulk wrk_run "$target" /1m.bin 8
+  sleep 1
+  measure "$rep" "$sys" stream nsx "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" 9000
+  stop_lb
+}
+
+# ---------------------------------------------------------------- main
+main() {
+  local t_start; t_start=$(now_ms)
+  mkdir -p "$OUT" "$RUN"
+  stop_stale
+  : >"$PIDFILE"
+  gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"
+
+  # Idle connections: the balancer needs two descriptors per proxied connection. Raise the soft
+  # limit to the hard one; where the hard limit cannot be raised (no CAP_SYS_RESOURCE), hold fewer.
+  ulimit -Hn 1048576 2>/dev/null || true
+  ulimit -n "$(ulimit -Hn)"
+  local fdmax; fdmax=$(ulimit -n)
+  IDLE_CONNS=$IDLE_WANT
+  ((2 * IDLE_CONNS + 200 > fdmax)) && IDLE_CONNS=$(((fdmax - 200) / 2 / 100 * 100))
+  log "fd limit $fdmax: $IDLE_CONNS idle connections"
+
+  case $XDP in
+    off) SYSTEMS=${SYSTEMS//featherlb-xdp/} ;;
+    on | auto) ;;
+    *) die "BENCH_XDP must be auto, on or off" ;;
+  esac
+
+  setup_topology
+  start_backends
+  : >"$RESULTS"
+  emit "{\"meta\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)\",\"kernel\":\"$(uname -r)\",\"cpus\":$(nproc),\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"reps\":$REPS,\"duration_s\":$DUR,\"stream_s\":$STREAM_SECS,\"idle_conns\":$IDLE_CONNS,\"fd_limit\":$fdmax,\"backend_workers\":$BACKEND_WORKERS,\"wrk_threads\":$WRK_THREADS,\"xdp\":\"$XDP\",\"haproxy\":\"$(haproxy -v | head -1 | awk '{print $3}')\",\"nginx\":\"$(nginx -v 2>&1 | sed 's|.*/||')\",\"wrk\":\"$(wrk -v 2>&1 | head -1 | awk '{print $2}')\",\"featherlb\":\"$( [[ -x $FLB ]] && stat -c %y "$FLB" | cut -c1-19 || echo missing)\"}}"
+
+  local rep sys
+  for rep in $(seq "$REPS"); do # systems interleaved inside each repetition: noise hits them all
+    for sys in $SYSTEMS; do
+      log "=== rep $rep/$REPS: $sys"
+      run_system "$rep" "$sys"
+    done
+  done
+  emit "{\"end\":{\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"elapsed_s\":$((($(now_ms) - t_start) / 1000))}}"
+  log "raw results: $RESULTS"
+}
+
+main "$@"
