@@ -5,7 +5,7 @@
  *   echo <host> <port> <bytes> <srcIp>                             → {backend, sent, received, sentSha, recvSha}
  *   line <host> <port>                                              → {line} (first line the server sends)
  *   udp <host> <port>                                               → {reply}
- *   bench <host> <port> <seconds> <concurrency> <ip,ip,…>           → {requests, failures, seconds}
+ *   bench <host[,host…]> <port> <seconds> <concurrency> <ip,ip,…>   → {requests, failures, seconds}
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
@@ -20,9 +20,9 @@ setTimeout(() => {
 }, DEADLINE - Date.now()).unref();
 
 /** Connect, read the greeting line; resolves with the socket and the line (the backend's name). */
-function greet(localAddress?: string): Promise<{ sock: net.Socket; line: string }> {
+function greet(localAddress?: string, to = host): Promise<{ sock: net.Socket; line: string }> {
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port, localAddress });
+    const sock = net.connect({ host: to, port, localAddress });
     let buf = Buffer.alloc(0);
     const timer = setTimeout(() => {
       sock.destroy();
@@ -92,7 +92,9 @@ async function echo(bytes: number, srcIp: string) {
   return { backend: line, sent: bytes, received, sentSha, recvSha: recv.digest("hex"), ms: Math.round(ms) };
 }
 
+/** `host` may list several addresses (comma-separated): requests rotate over them. */
 async function bench(seconds: number, concurrency: number, ips: string[]) {
+  const hosts = host.split(",");
   const end = Date.now() + seconds * 1000;
   let requests = 0;
   let failures = 0;
@@ -100,7 +102,8 @@ async function bench(seconds: number, concurrency: number, ips: string[]) {
   const worker = async () => {
     while (Date.now() < end) {
       try {
-        const { sock } = await greet(ips[k++ % ips.length]);
+        const i = k++;
+        const { sock } = await greet(ips[i % ips.length], hosts[i % hosts.length]);
         sock.destroy();
         requests++;
       } catch {
