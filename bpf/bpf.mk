@@ -10,10 +10,10 @@ LIB_DIR := /usr/lib/$(shell uname -m)-linux-gnu
 BPF_LIBS := build/lib/libz.so.1 build/lib/libelf.so.1 build/lib/libbpf.so.1
 
 BPF_OBJ += build/bpf/featherlb.bpf.o $(BPF_LIBS)
-TEST_PREREQS += build/.bpf-deps build/bpf/featherlb.bpf.o $(BPF_LIBS)
+TEST_PREREQS += build/.bpf-deps build/bpf/featherlb.bpf.o build/bpf/xdp_pass.bpf.o $(BPF_LIBS)
 
 .PHONY: bpf bpf-deps
-bpf: build/bpf/featherlb.bpf.o $(BPF_LIBS) ## compile the XDP program and collect its shared libraries
+bpf: build/bpf/featherlb.bpf.o build/bpf/xdp_pass.bpf.o $(BPF_LIBS) ## compile the XDP program and collect its shared libraries
 
 bpf-deps: build/.bpf-deps ## install the Debian packages the XDP data plane builds and tests with
 
@@ -24,6 +24,11 @@ build/.bpf-deps: bpf/install-deps.sh
 build/bpf/featherlb.bpf.o: $(BPF_SRCS) build/.bpf-deps
 	@mkdir -p $(@D)
 	$(BPF_CLANG) $(BPF_CFLAGS) -c bpf/featherlb.bpf.c -o $@
+
+# TEST ONLY: a pass-everything program for the peer veth in the native-mode netns test.
+build/bpf/xdp_pass.bpf.o: bpf/test/xdp_pass.bpf.c build/.bpf-deps
+	@mkdir -p $(@D)
+	$(BPF_CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 # Copy the real files (not the symlinks) under their sonames.
 build/lib/%.so.1: build/.bpf-deps

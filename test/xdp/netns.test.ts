@@ -19,7 +19,7 @@ import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { Proc } from "./netns/proc.ts";
-import { BACKEND_IPS, CLIENT_IPS, LB_IP, NS, inNs, setup, teardown, xdpAttached } from "./netns/topology.ts";
+import { BACKEND_IPS, CLIENT_IPS, LB_IP, NS, inNs, run, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -36,8 +36,8 @@ function lbCommand(config: string): { cmd: string[]; kind: string } {
   return { kind: "harness", cmd: [BUN, join(HERE, "lb-harness.ts"), config] };
 }
 
-function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[]): string {
-  const path = join(dir, `${algorithm}.yaml`);
+function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[], attach: string): string {
+  const path = join(dir, `${algorithm}-${attach}.yaml`);
   writeFileSync(
     path,
     `mode: xdp
@@ -47,7 +47,7 @@ admin:
   listen: off
 drain_timeout: 1s
 xdp:
-  attach: ${process.env.FLBX_ATTACH ?? "auto"}
+  attach: ${attach}
   snat_ports: "40000-49999"
 services:
   - name: svc
@@ -93,6 +93,8 @@ interface Case {
   /** Keep every connection open until all are made (least/p2c need load to balance on). */
   hold: boolean;
   check: (byIp: Record<string, Record<string, number>>) => void;
+  /** Default auto (generic on a veth). native: the peer veth gets an XDP_PASS program so XDP_TX delivers. */
+  attach?: "native";
 }
 
 function shares(weights: number[], count: number, tolerance = 0.05) {
@@ -122,7 +124,9 @@ const CASES: Case[] = [
   { algorithm: "power_of_two", weights: [1, 1, 1], count: 300, hold: true, check: shares([1, 1, 1], 300) },
   { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky("source_hash") },
   { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky("maglev") },
+  { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), attach: "native" },
 ];
+const PASS_OBJ = join(ROOT, "build/bpf/xdp_pass.bpf.o");
 
 /** Figures for the report, printed at the end. */
 const report: Record<string, unknown>[] = [];
@@ -157,15 +161,18 @@ if (bpfSuiteEnabled("xdp netns integration")) {
   describe("mode: xdp in network namespaces", () => {
     for (const c of CASES) {
       test(
-        c.algorithm,
+        c.attach ? `${c.algorithm} (native XDP; the peer veth runs an XDP_PASS program)` : c.algorithm,
         async () => {
-          const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights));
+          const attach = c.attach ?? process.env.FLBX_ATTACH ?? "auto";
+          if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "obj", PASS_OBJ, "sec", "xdp");
+          const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights, attach));
           const lb = new Proc(inNs(NS.lb, ...cmd));
           const figures: Record<string, unknown> = { algorithm: c.algorithm, lb: kind };
           try {
             const attached = await lb.waitFor((j) => j.msg === "xdp program attached" || j.event === "error", 20000);
             expect(attached.json.event).toBeUndefined();
             figures.attach = attached.json.mode;
+            if (c.attach) expect(attached.json.mode).toBe(c.attach);
             await lb.waitFor((j) => j.msg === "xdp services applied", 10000);
             expect(xdpAttached()).toContain("featherlb");
 
@@ -217,6 +224,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
           } finally {
             lb.kill("SIGKILL");
             await lb.proc.exited;
+            if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "off");
           }
         },
         120000,
