@@ -114,10 +114,10 @@ if (bpfSuiteEnabled("xdp data plane")) {
       expect(again).toEqual([0, 1, 2]);
     });
 
-    test("reload to another port: the old address is passed, the new one balanced", async () => {
-      const cfg = config(81);
-      services = cfg.services.map((c) => new Service(c));
-      await env.p.apply(cfg, services);
+    test("reload to another port (as the runtime does it: apply first, then Service.update)", async () => {
+      const cfg = config(81, "least_connections");
+      await env.p.apply(cfg, services); // same Service objects, still holding the old config
+      cfg.services.forEach((c, i) => services[i]!.update(c));
       expect(env.program.run(syn(80)).retval).toBe(XDP_PASS);
       expect(env.program.run(syn(81)).retval).toBe(XDP_TX);
     });

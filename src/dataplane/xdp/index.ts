@@ -35,6 +35,8 @@ export type AttachedMode = "native" | "generic";
 interface Mirrored {
   index: number;
   service: Service;
+  /** The listen address written to flb_svc (the map key). */
+  listen: { host: string; port: number };
   unsubscribe: () => void;
   /** Which Backend object owns each id slot, to reset counters when an id is reused. */
   slots: Map<number, Backend>;
@@ -97,14 +99,18 @@ export class XdpDataPlane implements DataPlane {
     this.checkXdpChanges(config);
     this.config = config;
 
-    const wanted = new Map<string, Service>();
-    for (const s of services) {
-      const { host, port } = s.config.listen;
+    // The runtime calls apply before it updates existing Service objects to the new config, so the
+    // listen address comes from `config` (services[i] ↔ config.services[i]), not from service.config.
+    const wanted = new Map<string, { service: Service; listen: { host: string; port: number } }>();
+    services.forEach((s, i) => {
+      const c = config.services[i];
+      const listen = c && c.name === s.name ? c.listen : s.config.listen;
+      const { host, port } = listen;
       if (!IPV4.test(host) || host === "0.0.0.0") {
         throw new UserError("config", `Service ${s.name} listens on ${host}:${port}, but mode: xdp needs a specific IPv4 address of this host; set listen to that address or use mode: proxy.`);
       }
-      wanted.set(`${host}:${port}`, s);
-    }
+      wanted.set(`${host}:${port}`, { service: s, listen: { host, port } });
+    });
     if (wanted.size > MAX_SERVICES) {
       throw new UserError("config", `mode: xdp supports at most ${MAX_SERVICES} services, the config has ${wanted.size}; remove some or use mode: proxy.`);
     }
@@ -114,21 +120,20 @@ export class XdpDataPlane implements DataPlane {
     for (const [key, m] of this.mirrored) {
       if (wanted.has(key)) continue;
       m.unsubscribe();
-      const { host, port } = m.service.config.listen;
-      this.program.deleteService(ipv4ToU32(host), port);
+      this.program.deleteService(ipv4ToU32(m.listen.host), m.listen.port);
       this.program.dropPlans(m.index);
       this.mirrored.delete(key);
     }
 
     const used = new Set([...this.mirrored.values()].map((m) => m.index));
-    for (const [key, service] of wanted) {
+    for (const [key, { service, listen }] of wanted) {
       let m = this.mirrored.get(key);
       if (!m) {
         let index = 0;
         while (used.has(index)) index++;
         used.add(index);
         this.program.resetServiceCounters(index);
-        m = { index, service, unsubscribe: () => {}, slots: new Map() };
+        m = { index, service, listen, unsubscribe: () => {}, slots: new Map() };
         this.mirrored.set(key, m);
       }
       // Re-subscribe on every apply: a reload may hand us a new Service object for the same address.
@@ -136,9 +141,8 @@ export class XdpDataPlane implements DataPlane {
       m.service = service;
       const mirror = m;
       m.unsubscribe = service.onPlan(() => this.write(mirror));
-      const { host, port } = service.config.listen;
       this.write(m);
-      this.program.setService(m.index, ipv4ToU32(host), port);
+      this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
   }
