@@ -89,6 +89,9 @@ export class XdpDataPlane implements DataPlane {
         }
       }
       if (result.deleted) this.log.debug("xdp flows expired", { idle: result.expired, closed: result.deleted - result.expired });
+      // Keep Backend.stats.active current even when nobody scrapes /metrics: the runtime removes a
+      // drained backend once it reads 0 there.
+      this.refreshStats();
       return result;
     } finally {
       this.sweeping = false;
