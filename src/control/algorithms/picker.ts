@@ -30,7 +30,6 @@ export class Picker {
   pick(input: PickInput, exclude?: ReadonlySet<number>): number {
     const { plan } = this;
     if (plan.members.length === 0) return NONE;
-    if (exclude && exclude.size >= plan.members.length) return NONE;
     switch (plan.kind) {
       case "sequence":
         return this.walk(this.nextCursor(), exclude);

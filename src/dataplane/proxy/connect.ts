@@ -25,9 +25,9 @@ function backendHandlers(): SocketHandler<Relay> {
     data: (socket, data) => socket.data.fromBackend(data),
     drain: (socket) => socket.data.drained(socket.data.up, socket, socket.data.client),
     end: (socket) => socket.data.ended(socket.data.down, socket.data.client),
-    close: (socket) => {
+    close: (socket, error) => {
       const relay = socket.data;
-      if (relay.backendSocket === socket) relay.closed(socket);
+      if (relay.backendSocket === socket) relay.closed(socket, error);
     },
     error: () => {
       // `close` follows every error; it decides what to do with the pair.
@@ -46,7 +46,8 @@ export class Connector {
     const backend = id === NONE ? undefined : service.backends.get(id);
     if (!backend || !backend.ip) {
       if (!relay.failed) service.stats.rejectedNoBackend++;
-      relay.finish(true);
+      // Closed at once with a FIN, as HAProxy does: the client sees a clean EOF, never a hang.
+      relay.finish(false);
       return;
     }
     // Counted as active from the pick, not the connect: a burst of accepts must already see it, or
@@ -69,7 +70,7 @@ export class Connector {
       this.hooks.onConnectFailure(backend, reason);
       if (relay.finished) return;
       (relay.failed ??= new Set()).add(backend.id);
-      if (relay.failed.size > service.config.connect_retries) return relay.finish(true);
+      if (relay.failed.size > service.config.connect_retries) return relay.finish(false);
       this.start(relay);
     };
     const timer = setTimeout(() => fail("connect timeout"), service.config.connect_timeout_ms);

@@ -99,7 +99,7 @@ export class ProxyDataPlane implements DataPlane {
         if (relay.backendSocket) relay.drained(relay.down, socket, relay.backendSocket);
       },
       end: (socket) => socket.data.ended(socket.data.up, socket.data.backendSocket),
-      close: (socket) => socket.data?.closed(socket),
+      close: (socket, error) => socket.data?.closed(socket, error),
       error: () => {
         // `close` follows; the relay decides there.
       },
@@ -113,7 +113,7 @@ export class ProxyDataPlane implements DataPlane {
     if (config.max_connections > 0 && stats.active >= config.max_connections) {
       stats.rejectedMaxConn++;
       relay.finished = true;
-      socket.terminate();
+      socket.end();
       return;
     }
     stats.active++;

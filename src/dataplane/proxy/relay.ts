@@ -26,6 +26,8 @@ class Direction {
   ended = false;
   /** We forwarded that FIN to the destination. */
   shut = false;
+  /** The destination socket is closed: nothing more can be delivered. */
+  gone = false;
 }
 
 export class Relay {
@@ -70,6 +72,7 @@ export class Relay {
   }
 
   private forward(dir: Direction, data: Buffer, dst: Socket<Relay> | null, src: Socket<Relay>): void {
+    if (dir.gone) return this.finish(true);
     if (dir.pending || !dst) {
       // Only reachable before the backend connects (the client is paused, so this is one chunk) or
       // for a chunk that was already in flight when we paused.
@@ -113,15 +116,23 @@ export class Relay {
   }
 
   /**
-   * One socket closed. That is a clean step only if everything meant for it was delivered (the direction
-   * into it was shut) and it had sent its FIN first (the direction out of it ended); bytes it sent that
-   * are still pending keep flowing to the other side. Anything else is an abort: reset the other side.
+   * One socket closed. With an error (reset, timeout) the pair is aborted: the other side is reset too.
+   * A clean close means the peer's FIN arrived — Bun closes a half-open socket outright, without an
+   * `end` event, when the peer's FIN comes after our own shutdown — so it is handled as that FIN: bytes
+   * it sent that are still pending keep flowing, then the FIN is forwarded. Data that arrives later for
+   * the closed socket aborts the pair (its peer is gone; HAProxy resets too).
    */
-  closed(socket: Socket<Relay>): void {
+  closed(socket: Socket<Relay>, error?: Error): void {
     if (this.finished) return;
-    const into = socket === this.client ? this.down : this.up;
-    const outOf = socket === this.client ? this.up : this.down;
-    if (!into.shut || !outOf.ended) this.finish(true);
+    if (error) return this.finish(true);
+    const toClosed = socket === this.client ? this.down : this.up;
+    const fromClosed = socket === this.client ? this.up : this.down;
+    const other = socket === this.client ? this.backendSocket : this.client;
+    toClosed.gone = true;
+    if (toClosed.pending) return this.finish(true);
+    if (!toClosed.shut && toClosed.ended) toClosed.shut = true;
+    if (!fromClosed.ended) this.ended(fromClosed, other);
+    else if (toClosed.shut && fromClosed.shut) this.finish(false);
   }
 
   /** End the pair: gracefully once both FINs crossed, abruptly (reset) otherwise. */

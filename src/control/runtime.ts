@@ -1,0 +1,171 @@
+/**
+ * The control plane: owns the config, the Service objects, health checks, DNS, the admin listener and
+ * the data plane, and runs the lifecycle — start, SIGHUP reload, SIGTERM/SIGINT drain.
+ *
+ * Everything runs on Bun's single event loop: the runtime is the one owner of backend state, data
+ * planes and checkers only send it events (gobetween's model), so there are no locks.
+ */
+import { loadConfig } from "../config/load.ts";
+import type { Config } from "../config/types.ts";
+import { ProxyDataPlane } from "../dataplane/proxy/index.ts";
+import type { DataPlane } from "../dataplane/types.ts";
+import { UserError } from "../errors.ts";
+import { VERSION } from "../version.ts";
+import { AdminServer } from "./admin.ts";
+import { Resolver } from "./dns.ts";
+import { HealthChecker } from "./health.ts";
+import { Logger } from "./log.ts";
+import { type RuntimeInfo, renderMetrics, renderStatus } from "./metrics.ts";
+import { Service } from "./service.ts";
+
+export class Runtime {
+  services: Service[] = [];
+  readonly info: RuntimeInfo;
+  private readonly resolver: Resolver;
+  private readonly admin: AdminServer;
+  private readonly housekeeping: ReturnType<typeof setInterval>;
+  private reloading: Promise<boolean> | null = null;
+  private stopping: Promise<void> | null = null;
+
+  private constructor(
+    private config: Config,
+    private readonly path: string,
+    readonly log: Logger,
+    private plane: DataPlane,
+    private readonly health: HealthChecker,
+  ) {
+    this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
+    this.resolver = new Resolver(log, config.dns_refresh_ms);
+    this.admin = new AdminServer({
+      metrics: () => {
+        this.plane.refreshStats();
+        return renderMetrics(this.info, this.services);
+      },
+      status: () => {
+        this.plane.refreshStats();
+        return renderStatus(this.info, this.services);
+      },
+    });
+    // Backends removed by a reload disappear once their last connection ends.
+    this.housekeeping = setInterval(() => this.services.forEach((s) => s.collectDrained()), 1000);
+    this.housekeeping.unref();
+  }
+
+  /** Load `path`, start the data plane and everything around it. Throws UserError on user mistakes. */
+  static async start(path: string): Promise<Runtime> {
+    const config = await loadConfig(path);
+    const log = new Logger(config.log.level);
+    const health = new HealthChecker(log);
+    const plane = await createDataPlane(config, log, health);
+    const runtime = new Runtime(config, path, log, plane, health);
+    try {
+      await runtime.applyConfig(config, []);
+    } catch (err) {
+      runtime.release();
+      throw err;
+    }
+    log.info("featherlb started", {
+      version: VERSION,
+      mode: plane.kind,
+      services: config.services.length,
+      admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
+    });
+    return runtime;
+  }
+
+  /**
+   * Re-read the file. A valid config takes effect for new connections while established ones keep
+   * flowing; an invalid one is logged with the same message `check` prints and the old one keeps serving.
+   * Overlapping SIGHUPs are serialised.
+   */
+  async reload(): Promise<boolean> {
+    while (this.reloading) await this.reloading;
+    this.reloading = this.reloadOnce();
+    try {
+      return await this.reloading;
+    } finally {
+      this.reloading = null;
+    }
+  }
+
+  private async reloadOnce(): Promise<boolean> {
+    if (this.stopping) return false;
+    try {
+      const next = await loadConfig(this.path);
+      if (next.mode !== this.config.mode) {
+        throw new UserError("config", `${this.path}: mode changed from ${this.config.mode} to ${next.mode}; changing the data plane needs a restart.`);
+      }
+      await this.applyConfig(next, this.services);
+      this.info.reloads.ok++;
+      this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
+      return true;
+    } catch (err) {
+      this.info.reloads.failed++;
+      if (!(err instanceof UserError)) throw err;
+      this.log.error("reload rejected, still serving the previous config", { error: err.message });
+      return false;
+    }
+  }
+
+  /**
+   * Move from `current` services to `config`. The data plane binds/attaches first (it throws without
+   * side effects if, say, a new port is taken); only then are services updated in place, which
+   * rebuilds their plans.
+   */
+  private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
+    const byName = new Map(current.map((s) => [s.name, s]));
+    const next = config.services.map((cfg) => byName.get(cfg.name) ?? new Service(cfg));
+    this.admin.apply(config.admin.listen);
+    await this.plane.apply(config, next);
+    config.services.forEach((cfg, i) => {
+      if (byName.has(cfg.name)) next[i]!.update(cfg);
+    });
+    this.config = config;
+    this.services = next;
+    this.log.level = config.log.level;
+    await this.resolver.sync(next, config.dns_refresh_ms);
+    this.health.sync(next);
+  }
+
+  /** Stop accepting, let established connections finish up to drain_timeout, then release everything. */
+  shutdown(signal: string): Promise<void> {
+    this.stopping ??= (async () => {
+      const deadline = Date.now() + this.config.drain_timeout_ms;
+      this.log.info("draining", { signal, drain_timeout_ms: this.config.drain_timeout_ms });
+      this.health.stop();
+      this.resolver.stop();
+      await this.plane.drain(deadline);
+      this.release();
+      this.log.info("stopped");
+    })();
+    return this.stopping;
+  }
+
+  private release(): void {
+    clearInterval(this.housekeeping);
+    this.health.stop();
+    this.resolver.stop();
+    this.admin.stop();
+    this.plane.close();
+  }
+}
+
+/** The data plane the config asks for. `auto` prefers XDP and falls back to the proxy, saying why. */
+async function createDataPlane(config: Config, log: Logger, health: HealthChecker): Promise<DataPlane> {
+  // Connect results seen by the proxy feed passive health checks.
+  const proxy = () =>
+    new ProxyDataPlane(log, {
+      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
+      onConnectSuccess: (b) => health.reportSuccess(b),
+    });
+  if (config.mode === "proxy") return proxy();
+  try {
+    throw new UserError("unsupported", "mode: xdp is not available in this build; use mode: proxy.");
+  } catch (err) {
+    if (config.mode === "auto" && err instanceof UserError) {
+      log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
+      return proxy();
+    }
+    throw err;
+  }
+}

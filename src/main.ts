@@ -1,0 +1,98 @@
+#!/usr/bin/env bun
+/**
+ * featherlb — the command line. Parses arguments, runs the control plane, maps user errors to one
+ * sentence and exit code 2, and wires signals to reload and drain.
+ */
+import { loadConfig } from "./config/load.ts";
+import { ALGORITHMS } from "./control/algorithms/index.ts";
+import { Runtime } from "./control/runtime.ts";
+import { UserError } from "./errors.ts";
+import { VERSION } from "./version.ts";
+
+const HELP = `featherlb ${VERSION} — a lightweight TCP (layer-4) load balancer
+
+Usage:
+  featherlb <config.yaml>          run (same as: featherlb run <config.yaml>)
+  featherlb check <config.yaml>    validate the config and exit 0 (valid) or 2 (invalid), like nginx -t
+  featherlb --version              print the version
+  featherlb --help                 this text
+
+Signals: SIGHUP reloads the config (invalid → rejected, old config keeps serving);
+SIGTERM/SIGINT stop accepting and drain established connections up to drain_timeout, then exit 0.
+
+Algorithms:
+${Object.values(ALGORITHMS)
+  .map((a) => `  ${a.name.padEnd(22)} ${a.summary}`)
+  .join("\n")}
+
+Docs: README.md and docs/config.md.`;
+
+type Command = { kind: "help" } | { kind: "version" } | { kind: "check"; path: string } | { kind: "run"; path: string };
+
+function parseArgs(argv: string[]): Command {
+  const [first, second, ...rest] = argv;
+  if (first === undefined || first === "-h" || first === "--help" || first === "help") return { kind: "help" };
+  if (first === "-v" || first === "--version" || first === "version") return { kind: "version" };
+  const usage = (what: string) => new UserError("usage", `${what}; run featherlb --help for usage.`);
+  if (first === "check" || first === "run") {
+    if (second === undefined) throw usage(`${first} needs a config file`);
+    if (rest.length > 0) throw usage(`unexpected argument "${rest[0]}"`);
+    return { kind: first, path: second };
+  }
+  if (first.startsWith("-")) throw usage(`unknown option "${first}"`);
+  if (second !== undefined) throw usage(`unexpected argument "${second}"`);
+  return { kind: "run", path: first };
+}
+
+async function run(path: string): Promise<void> {
+  const runtime = await Runtime.start(path);
+  process.on("SIGHUP", () => void runtime.reload());
+  let signalled = false;
+  const stop = (signal: string) => {
+    if (signalled) {
+      runtime.log.warn("second signal, exiting without waiting for connections", { signal });
+      process.exit(0);
+    }
+    signalled = true;
+    void runtime.shutdown(signal).then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  // A bug in one connection's handler must not take every other connection down with it.
+  process.on("uncaughtException", (err) => runtime.log.error("uncaught exception", { error: String(err), stack: err.stack }));
+  process.on("unhandledRejection", (err) => runtime.log.error("unhandled rejection", { error: String(err) }));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const command = parseArgs(argv);
+  switch (command.kind) {
+    case "help":
+      console.log(HELP);
+      return 0;
+    case "version":
+      console.log(`featherlb ${VERSION}`);
+      return 0;
+    case "check": {
+      const config = await loadConfig(command.path);
+      const n = config.services.length;
+      console.log(`${command.path}: ok (${n} service${n === 1 ? "" : "s"}, mode ${config.mode})`);
+      return 0;
+    }
+    case "run":
+      await run(command.path);
+      return -1; // keep running
+  }
+}
+
+try {
+  const code = await main(process.argv.slice(2));
+  if (code >= 0) process.exit(code);
+} catch (err) {
+  if (err instanceof UserError) {
+    console.error(`featherlb: ${err.message}`);
+    process.exit(err.exitCode);
+  }
+  console.error(`featherlb: internal error: ${err instanceof Error ? err.message : String(err)}`);
+  if (process.env.FEATHERLB_DEBUG) console.error(err);
+  process.exit(1);
+}

@@ -1,0 +1,82 @@
+/**
+ * The command line as a user meets it: --version, --help, check, and the one-sentence errors with
+ * exit code 2 (never a stack trace).
+ */
+import { describe, expect, test } from "bun:test";
+import { resolve } from "node:path";
+import { runCli, tempConfig } from "./support/lb.ts";
+import { freePort } from "./support/net.ts";
+import pkg from "../package.json" with { type: "json" };
+
+const ROOT = resolve(import.meta.dir, "..");
+
+/** A user error: exit 2, one line on stderr that starts with "featherlb: ", no stack frames. */
+function expectUserError(r: { code: number; stderr: string }, pattern: RegExp): void {
+  expect(r.code).toBe(2);
+  const lines = r.stderr.trim().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^featherlb: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+describe("featherlb CLI", () => {
+  test("--version prints the package version", async () => {
+    const r = await runCli(["--version"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(`featherlb ${pkg.version}`);
+  });
+
+  test("--help lists the commands and all seven algorithms", async () => {
+    const r = await runCli(["--help"]);
+    expect(r.code).toBe(0);
+    for (const word of ["check", "round_robin", "weighted_round_robin", "least_connections", "random", "power_of_two", "source_hash", "maglev", "SIGHUP"]) {
+      expect(r.stdout).toContain(word);
+    }
+  });
+
+  test("check accepts the shipped example configs", async () => {
+    for (const file of ["config/lb.yaml", "config/minimal.yaml"]) {
+      const r = await runCli(["check", resolve(ROOT, file)]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(": ok (");
+    }
+  });
+
+  test("check rejects a bad config with file:line:col, field path and exit 2", async () => {
+    const path = tempConfig(`services:\n  - name: web\n    listen: 0.0.0.0:8080\n    algorithm: round_robin\n    backends:\n      - address: 10.0.0.1:70000\n`);
+    expectUserError(await runCli(["check", path]), /lb\.yaml:6:\d+ services\[0\]\.backends\[0\]\.address: .*70000/);
+  });
+
+  test("a missing config file is one sentence naming the path", async () => {
+    expectUserError(await runCli(["/nonexistent/lb.yaml"]), /\/nonexistent\/lb\.yaml/);
+  });
+
+  test("unknown options and extra arguments are usage errors", async () => {
+    expectUserError(await runCli(["--frobnicate"]), /unknown option "--frobnicate".*--help/);
+    expectUserError(await runCli(["check"]), /check needs a config file/);
+  });
+
+  test("a listen port already in use is one sentence and exit 2", async () => {
+    const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const admin = await freePort();
+      const path = tempConfig(
+        `admin: { listen: 127.0.0.1:${admin} }\nservices:\n  - name: web\n    listen: 127.0.0.1:${taken.port}\n    algorithm: round_robin\n    backends:\n      - address: 127.0.0.1:9\n`,
+      );
+      expectUserError(await runCli([path]), new RegExp(`127\\.0\\.0\\.1:${taken.port}.*already in use`));
+    } finally {
+      taken.stop(true);
+    }
+  });
+
+  test("mode: xdp without the XDP data plane available exits 2 naming the cause", async () => {
+    const admin = await freePort();
+    const port = await freePort();
+    const path = tempConfig(
+      `mode: xdp\nadmin: { listen: 127.0.0.1:${admin} }\nxdp: { interface: flb-no-such-if }\nservices:\n  - name: web\n    listen: 127.0.0.1:${port}\n    algorithm: round_robin\n    backends:\n      - address: 127.0.0.1:9\n`,
+    );
+    expectUserError(await runCli([path]), /xdp|interface/i);
+  });
+});

@@ -1,0 +1,87 @@
+/**
+ * `make demo`: featherlb (dist/featherlb) in front of three demo backends on loopback, one service per
+ * algorithm, a short bounded load on each, and a printout of how the requests spread.
+ */
+import { resolve } from "node:path";
+import { startLB } from "../support/lb.ts";
+import { freePort, startBackend } from "../support/net.ts";
+import { ALGORITHM_NAMES } from "../../src/config/types.ts";
+
+const SECONDS_PER_SERVICE = 1.5;
+const CONCURRENCY = 16;
+
+process.env.FEATHERLB_BIN ??= resolve(import.meta.dir, "../../dist/featherlb");
+
+const backends = [
+  { name: "backend-a", weight: 1 },
+  { name: "backend-b", weight: 2 },
+  { name: "backend-c", weight: 3 },
+].map((b) => ({ ...b, server: startBackend(b.name) }));
+
+const ports = await Promise.all(ALGORITHM_NAMES.map(() => freePort()));
+const yaml = `admin: { listen: ADMIN }
+log: { level: warn }
+services:
+${ALGORITHM_NAMES.map(
+  (algorithm, i) => `  - name: ${algorithm}
+    listen: 127.0.0.1:${ports[i]}
+    algorithm: ${algorithm}
+    backends:
+${backends.map((b) => `      - { address: "${b.server.address}", weight: ${b.weight} }`).join("\n")}`,
+).join("\n")}
+`;
+
+/** One short request: connect, read the greeting (the backend's name), close. */
+function request(port: number): Promise<string> {
+  return new Promise((resolveName, reject) => {
+    let got = "";
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data(s, d) {
+          got += d.toString();
+          if (got.includes("\n")) s.end();
+        },
+        close: () => resolveName(got.split("\n")[0] ?? ""),
+        connectError: (_s, e) => reject(e),
+      },
+    }).catch(reject);
+  });
+}
+
+const lb = await startLB(yaml);
+console.log(`featherlb ${lb.pid} in front of ${backends.map((b) => `${b.name} (weight ${b.weight})`).join(", ")}\n`);
+console.log("algorithm              requests   req/s   " + backends.map((b) => b.name.padEnd(24)).join(""));
+try {
+  for (const [i, algorithm] of ALGORITHM_NAMES.entries()) {
+    const counts = new Map<string, number>();
+    let errors = 0;
+    const deadline = performance.now() + SECONDS_PER_SERVICE * 1000;
+    const worker = async () => {
+      while (performance.now() < deadline) {
+        try {
+          const name = await request(ports[i]!);
+          counts.set(name, (counts.get(name) ?? 0) + 1);
+        } catch {
+          errors++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    const total = [...counts.values()].reduce((a, b) => a + b, 0);
+    const cells = backends.map((b) => {
+      const n = counts.get(b.name) ?? 0;
+      const share = total ? n / total : 0;
+      return `${"█".repeat(Math.round(share * 12)).padEnd(12)} ${(share * 100).toFixed(1).padStart(5)}%    `;
+    });
+    console.log(
+      `${algorithm.padEnd(22)} ${String(total).padStart(8)} ${String(Math.round(total / SECONDS_PER_SERVICE)).padStart(7)}   ${cells.join("")}${errors ? `  errors: ${errors}` : ""}`,
+    );
+  }
+  console.log("\nsource_hash and maglev: every request here comes from 127.0.0.1, so one backend takes all (stickiness).");
+  console.log("least_connections and power_of_two: short requests rarely overlap, so they spread evenly.");
+} finally {
+  await lb.stop();
+  backends.forEach((b) => b.server.stop());
+}

@@ -1,0 +1,175 @@
+/**
+ * Lifecycle of a featherlb process: SIGHUP reload (valid and invalid), SIGTERM drain, admin endpoints.
+ */
+import { expect, test } from "bun:test";
+import { startLB } from "../support/lb.ts";
+import { connect, freePort, startBackend, waitFor, whoServes } from "../support/net.ts";
+
+function config(port: number, backends: string[], opts: { algorithm?: string; drain?: string; extraService?: string } = {}): string {
+  return `
+admin: { listen: ADMIN }
+log: { level: info }
+drain_timeout: ${opts.drain ?? "5s"}
+services:
+  - name: web
+    listen: 127.0.0.1:${port}
+    algorithm: ${opts.algorithm ?? "round_robin"}
+    health_check: { enabled: false }
+    backends:
+${backends.map((b) => `      - address: ${b}`).join("\n")}
+${opts.extraService ?? ""}`;
+}
+
+test("SIGHUP: a valid config applies to new connections while an established one keeps flowing", async () => {
+  const [a, b, c] = ["a", "b", "c"].map((n) => startBackend(n));
+  const port = await freePort();
+  const port2 = await freePort();
+  const lb = await startLB(config(port, [a!.address, b!.address]));
+  try {
+    const established = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => established.text() === "a\n");
+    // New backend set (b replaced by c), a second service on another port.
+    lb.rewrite(
+      config(port, [a!.address, c!.address], {
+        extraService: `  - name: api\n    listen: 127.0.0.1:${port2}\n    algorithm: random\n    health_check: { enabled: false }\n    backends:\n      - address: ${b!.address}\n`,
+      }),
+    );
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(new Set([await whoServes("127.0.0.1", port), await whoServes("127.0.0.1", port)])).toEqual(new Set(["a", "c"]));
+    expect(await whoServes("127.0.0.1", port2)).toBe("b");
+    // The connection opened before the reload still relays both ways.
+    established.socket.write("still here");
+    await waitFor("echo over the old connection", () => established.text() === "a\nstill here");
+    expect(await lb.metric("featherlb_config_reloads_total", { result: "ok" })).toBe(1);
+    established.socket.end();
+  } finally {
+    await lb.stop();
+    [a, b, c].forEach((x) => x!.stop());
+  }
+});
+
+test("SIGHUP: an invalid config is rejected with a clear message and the old one keeps serving", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(port, [a.address], { algorithm: "fastest" }));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toMatch(/lb\.yaml:\d+:\d+ services\[0\]\.algorithm: .*round_robin/);
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+    expect(await lb.metric("featherlb_config_reloads_total", { result: "failed" })).toBe(1);
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("SIGHUP: a new listen port that is taken rejects the reload, nothing changes", async () => {
+  const a = startBackend("a");
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(taken.port, [a.address]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toContain("already in use");
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+  } finally {
+    await lb.stop();
+    a.stop();
+    taken.stop(true);
+  }
+});
+
+test("SIGTERM: stop accepting, let established connections finish, exit 0", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address], { drain: "10s" }));
+  try {
+    const established = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => established.text() === "a\n");
+    lb.signal("SIGTERM");
+    await lb.waitForLog("draining");
+    // The listener is gone: new clients are refused…
+    await expect(connect("127.0.0.1", port)).rejects.toThrow();
+    // …while the established connection still relays.
+    established.socket.write("bye");
+    await waitFor("echo during drain", () => established.text() === "a\nbye");
+    const t0 = Date.now();
+    established.socket.end();
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("SIGTERM: connections still open at drain_timeout are closed and the process exits 0", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address], { drain: "500ms" }));
+  try {
+    const stuck = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => stuck.text() === "a\n");
+    const t0 = Date.now();
+    lb.signal("SIGINT");
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(450);
+    await stuck.closed;
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("admin: /metrics in Prometheus text and /status as JSON, per service and backend", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    const c = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => c.text() === "a\n");
+    c.socket.write("12345");
+    await waitFor("echo", () => c.text() === "a\n12345");
+    const text = await lb.metrics();
+    expect(text).toContain("# TYPE featherlb_backend_connections_active gauge");
+    expect(text).toContain(`featherlb_backend_connections_active{service="web",backend="${a.address}"} 1`);
+    expect(text).toContain(`featherlb_backend_bytes_total{service="web",backend="${a.address}",direction="in"} 5`);
+    expect(text).toContain(`featherlb_backend_bytes_total{service="web",backend="${a.address}",direction="out"} 7`);
+    expect(text).toContain(`featherlb_backend_up{service="web",backend="${a.address}"} 1`);
+    expect(text).toContain(`featherlb_info{version="`);
+    const status = await lb.status();
+    expect(status.mode).toBe("proxy");
+    expect(status.services[0].name).toBe("web");
+    expect(status.services[0].backends[0]).toMatchObject({ address: a.address, health: "up", active: 1, total: 1 });
+    c.socket.end();
+    await c.closed;
+    await waitFor("active back to 0", async () => (await lb.metric("featherlb_service_connections_active", { service: "web" })) === 0);
+    expect((await fetch(`http://127.0.0.1:${lb.adminPort}/nope`)).status).toBe(404);
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("logs are JSON lines with ts, level and msg", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    const started = await lb.waitForLog("featherlb started");
+    expect(started).toMatchObject({ level: "info", mode: "proxy" });
+    expect(typeof started.ts).toBe("string");
+    expect(lb.logs().every((l) => !l.raw)).toBe(true);
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});

@@ -1,0 +1,205 @@
+/**
+ * The proxy's byte relay, end to end through a real featherlb process on 127.0.0.1: integrity under
+ * load in both directions, half-close, bounded memory with a slow reader, idle timeout.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Socket } from "bun";
+import { type RunningLB, startLB } from "../support/lb.ts";
+import { connect, flushPending, freePort, sha256, startBackend, writeAll } from "../support/net.ts";
+
+const MiB = 1 << 20;
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return Number(m?.[1]);
+}
+
+function config(port: number, backends: string[], extra = ""): string {
+  return `
+admin: { listen: ADMIN }
+log: { level: warn }
+services:
+  - name: relay
+    listen: 127.0.0.1:${port}
+    algorithm: round_robin
+    health_check: { enabled: false }
+${extra}
+    backends:
+${backends.map((b) => `      - address: ${b}`).join("\n")}
+`;
+}
+
+describe("relay through a featherlb process", () => {
+  let lb: RunningLB;
+  let port: number;
+  // A backend that sends `down` bytes while it receives, hashes what it got, and ends after the client's FIN.
+  const down = randomBytes(64 * MiB);
+  let backendGot = "";
+  let backendReceivedBytes = 0;
+  const hasher = new Bun.CryptoHasher("sha256");
+  let backendDone!: () => void;
+  const backendFinished = new Promise<void>((r) => (backendDone = r));
+  const bulk = Bun.listen<{ sent: boolean; gotFin: boolean }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    allowHalfOpen: true,
+    socket: {
+      open(s) {
+        s.data = { sent: false, gotFin: false };
+        writeAll(s, down, () => {
+          s.data.sent = true;
+          if (s.data.gotFin) s.end();
+        });
+      },
+      data(_s, d) {
+        hasher.update(d);
+        backendReceivedBytes += d.length;
+      },
+      drain: (s) => flushPending(s),
+      end(s) {
+        backendGot = hasher.digest("hex");
+        backendDone();
+        s.data.gotFin = true;
+        if (s.data.sent) s.end();
+      },
+    },
+  });
+
+  beforeAll(async () => {
+    port = await freePort();
+    lb = await startLB(config(port, [`127.0.0.1:${bulk.port}`]));
+  }, 20_000);
+  afterAll(async () => {
+    await lb.stop();
+    bulk.stop(true);
+  });
+
+  test("64 MiB of random bytes each way at once arrive intact (SHA-256 on both ends)", async () => {
+    const up = randomBytes(64 * MiB);
+    const client = await connect("127.0.0.1", port);
+    writeAll(client.socket, up, () => client.socket.shutdown());
+    await client.ended;
+    await backendFinished;
+    expect(backendReceivedBytes).toBe(up.length);
+    expect(backendGot).toBe(sha256(up));
+    const got = client.received();
+    expect(got.length).toBe(down.length);
+    expect(sha256(got)).toBe(sha256(down));
+    expect(await lb.metric("featherlb_backend_bytes_total", { direction: "in" })).toBe(64 * MiB);
+    expect(await lb.metric("featherlb_backend_bytes_total", { direction: "out" })).toBe(64 * MiB);
+  }, 120_000);
+});
+
+describe("half-close", () => {
+  test("a client FIN leaves the reply direction open until the backend finishes", async () => {
+    const backend = startBackend("late", { greet: false, echoOnEnd: true });
+    const port = await freePort();
+    const lb = await startLB(config(port, [backend.address]));
+    try {
+      const payload = randomBytes(3 * MiB);
+      const client = await connect("127.0.0.1", port);
+      // The backend replies only after it has seen our FIN: without half-close support the reply is lost.
+      writeAll(client.socket, payload, () => client.socket.shutdown());
+      await client.closed;
+      expect(sha256(client.received())).toBe(sha256(payload));
+    } finally {
+      await lb.stop();
+      backend.stop();
+    }
+  });
+});
+
+describe("backpressure", () => {
+  test("a slow reader stalls the backend instead of growing the proxy's memory", async () => {
+    let written = 0;
+    let stopAt = 0;
+    const chunk = randomBytes(MiB);
+    // Writes as fast as the socket takes data, for at most 6 s or 1 GiB.
+    const pushMore = (s: Socket<unknown>) => {
+      while (Date.now() < stopAt && written < 1024 * MiB) {
+        const n = s.write(chunk);
+        written += Math.max(n, 0);
+        if (n < chunk.length) {
+          // Keep the byte stream exact: resend the unwritten tail first on the next drain.
+          const rest = chunk.subarray(Math.max(n, 0));
+          const m = s.write(rest);
+          written += Math.max(m, 0);
+          if (m < rest.length) {
+            pendingTail = rest.subarray(Math.max(m, 0));
+            return;
+          }
+        }
+      }
+      s.end();
+    };
+    let pendingTail: Buffer | null = null;
+    const firehose = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(s) {
+          stopAt = Date.now() + 6000;
+          pushMore(s);
+        },
+        drain(s) {
+          if (pendingTail) {
+            const n = s.write(pendingTail);
+            written += Math.max(n, 0);
+            pendingTail = n >= pendingTail.length ? null : pendingTail.subarray(Math.max(n, 0));
+            if (pendingTail) return;
+          }
+          pushMore(s);
+        },
+        data() {},
+      },
+    });
+    const port = await freePort();
+    const lb = await startLB(config(port, [`127.0.0.1:${firehose.port}`]));
+    try {
+      const before = rssKiB(lb.pid);
+      const client = await connect("127.0.0.1", port);
+      client.socket.pause();
+      await Bun.sleep(3000);
+      const stalledAt = written;
+      const during = rssKiB(lb.pid);
+      console.log(`backpressure: backend wrote ${(stalledAt / MiB).toFixed(1)} MiB while the client read nothing; proxy RSS ${before} → ${during} KiB`);
+      // Only socket buffers (a few MiB per hop) can be in flight; without backpressure it would be GiBs.
+      expect(stalledAt).toBeLessThan(64 * MiB);
+      expect(during - before).toBeLessThan(32 * 1024);
+      client.socket.resume();
+      // The backend closes after its 6 s; the proxy forwards that FIN once every byte is delivered.
+      await client.ended;
+      expect(client.received().length).toBe(written);
+    } finally {
+      await lb.stop();
+      firehose.stop(true);
+    }
+  }, 30_000);
+});
+
+describe("idle timeout", () => {
+  test("a connection with no bytes either way for idle_timeout is closed; an active one is not", async () => {
+    const backend = startBackend("idle");
+    const port = await freePort();
+    const lb = await startLB(config(port, [backend.address], "    idle_timeout: 1s"));
+    try {
+      const quiet = await connect("127.0.0.1", port);
+      const chatty = await connect("127.0.0.1", port);
+      const started = Date.now();
+      const ticker = setInterval(() => chatty.socket.write("ping"), 200);
+      await quiet.closed;
+      const elapsed = Date.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(elapsed).toBeLessThan(3000);
+      await Bun.sleep(500);
+      expect(chatty.isClosed()).toBe(false);
+      clearInterval(ticker);
+      await chatty.closed;
+    } finally {
+      await lb.stop();
+      backend.stop();
+    }
+  });
+});

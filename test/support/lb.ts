@@ -1,0 +1,114 @@
+/**
+ * Runs featherlb as a real child process (the compiled binary when FEATHERLB_BIN is set — `make test`
+ * sets it — else `bun src/main.ts`), with a config file written to a temp dir. Exposes its JSON log
+ * lines and its admin endpoints.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { freePort, waitFor } from "./net.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+
+export function featherlbCommand(): string[] {
+  const bin = process.env.FEATHERLB_BIN;
+  return bin ? [resolve(ROOT, bin)] : [process.execPath, join(ROOT, "src/main.ts")];
+}
+
+/** Run featherlb to completion with `args`; returns exit code and output. */
+export async function runCli(args: string[], opts: { cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([...featherlbCommand(), ...args], { cwd: opts.cwd, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+export function tempConfig(yaml: string, name = "lb.yaml"): string {
+  const dir = mkdtempSync(join(tmpdir(), "featherlb-test-"));
+  const path = join(dir, name);
+  writeFileSync(path, yaml);
+  return path;
+}
+
+export interface RunningLB {
+  pid: number;
+  configPath: string;
+  adminPort: number;
+  logs(): Array<Record<string, unknown>>;
+  stderr(): string;
+  waitForLog(msg: string, timeoutMs?: number, after?: number): Promise<Record<string, unknown>>;
+  metrics(): Promise<string>;
+  metric(name: string, labels: Record<string, string>): Promise<number | undefined>;
+  status(): Promise<any>;
+  rewrite(yaml: string): void;
+  signal(sig: "SIGHUP" | "SIGTERM" | "SIGINT" | "SIGKILL"): void;
+  exited: Promise<number>;
+  stop(): Promise<number>;
+}
+
+/**
+ * Start featherlb with `yaml` (the string `ADMIN` in it is replaced by a free admin address) and wait
+ * until its admin listener answers.
+ */
+export async function startLB(yaml: string): Promise<RunningLB> {
+  const adminPort = await freePort();
+  const configPath = tempConfig(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
+  const proc = Bun.spawn([...featherlbCommand(), configPath], { stdout: "pipe", stderr: "pipe" });
+  let partial = "";
+  let all = "";
+  const lines: Array<Record<string, unknown>> = [];
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) {
+      const text = partial + decoder.decode(chunk, { stream: true });
+      all += text.slice(partial.length);
+      const parts = text.split("\n");
+      partial = parts.pop() ?? "";
+      for (const line of parts) {
+        try {
+          lines.push(JSON.parse(line));
+        } catch {
+          lines.push({ msg: line, raw: true });
+        }
+      }
+    }
+  })();
+  const lb: RunningLB = {
+    pid: proc.pid,
+    configPath,
+    adminPort,
+    logs: () => lines,
+    stderr: () => all,
+    async waitForLog(msg, timeoutMs = 10_000, after = 0) {
+      let found: Record<string, unknown> | undefined;
+      await waitFor(`log "${msg}"`, () => {
+        found = lines.slice(after).find((l) => l.msg === msg);
+        return found !== undefined || proc.exitCode !== null;
+      }, timeoutMs);
+      if (!found) throw new Error(`featherlb exited (${proc.exitCode}) before logging "${msg}": ${lb.stderr()}`);
+      return found;
+    },
+    metrics: () => fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text()),
+    async metric(name, labels) {
+      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+      for (const line of (await lb.metrics()).split("\n")) {
+        if (!line.startsWith(name + "{") && !line.startsWith(name + " ")) continue;
+        if (want.every((w) => line.includes(w))) return Number(line.slice(line.lastIndexOf(" ") + 1));
+      }
+      return undefined;
+    },
+    status: () => fetch(`http://127.0.0.1:${adminPort}/status`).then((r) => r.json()),
+    rewrite: (y) => writeFileSync(configPath, y.replaceAll("ADMIN", `127.0.0.1:${adminPort}`)),
+    signal: (sig) => proc.kill(sig),
+    exited: proc.exited,
+    async stop() {
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+      return proc.exited;
+    },
+  };
+  // Ready when the admin listener answers (it starts after the data plane is serving).
+  await waitFor("featherlb to start", async () => {
+    if (proc.exitCode !== null) throw new Error(`featherlb exited with ${proc.exitCode} before it was ready: ${lb.stderr()}`);
+    return fetch(`http://127.0.0.1:${adminPort}/healthz`).then((r) => r.ok, () => false);
+  }, 15_000);
+  return lb;
+}
