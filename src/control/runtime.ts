@@ -8,6 +8,7 @@
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/types.ts";
 import { ProxyDataPlane } from "../dataplane/proxy/index.ts";
+import { createXdpDataPlane } from "../dataplane/xdp/index.ts";
 import type { DataPlane } from "../dataplane/types.ts";
 import { UserError } from "../errors.ts";
 import { VERSION } from "../version.ts";
@@ -160,7 +161,7 @@ async function createDataPlane(config: Config, log: Logger, health: HealthChecke
     });
   if (config.mode === "proxy") return proxy();
   try {
-    throw new UserError("unsupported", "mode: xdp is not available in this build; use mode: proxy.");
+    return await createXdpDataPlane(config, log);
   } catch (err) {
     if (config.mode === "auto" && err instanceof UserError) {
       log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
