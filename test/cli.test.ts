@@ -71,12 +71,12 @@ describe("featherlb CLI", () => {
     }
   });
 
-  test("mode: xdp without the XDP data plane available exits 2 naming the cause", async () => {
+  test("mode: xdp on a missing interface exits 2 with one sentence naming it", async () => {
     const admin = await freePort();
     const port = await freePort();
     const path = tempConfig(
       `mode: xdp\nadmin: { listen: 127.0.0.1:${admin} }\nxdp: { interface: flb-no-such-if }\nservices:\n  - name: web\n    listen: 127.0.0.1:${port}\n    algorithm: round_robin\n    backends:\n      - address: 127.0.0.1:9\n`,
     );
-    expectUserError(await runCli([path]), /xdp|interface/i);
+    expectUserError(await runCli([path]), /interface flb-no-such-if does not exist; set xdp\.interface/);
   });
 });

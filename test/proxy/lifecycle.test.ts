@@ -173,3 +173,18 @@ test("logs are JSON lines with ts, level and msg", async () => {
     a.stop();
   }
 });
+
+test("mode: auto runs the proxy when XDP cannot attach, and logs why", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(`mode: auto\nxdp: { interface: flb-no-such-if }\n${config(port, [a.address])}`);
+  try {
+    const line = await lb.waitForLog("xdp data plane unavailable, running the proxy");
+    expect(String(line.reason)).toContain("flb-no-such-if");
+    expect((await lb.status()).mode).toBe("proxy");
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
