@@ -62,8 +62,9 @@ export class XdpDataPlane implements DataPlane {
     readonly attachMode: AttachedMode,
     private releasePorts: () => void,
   ) {
+    // Deliberately not unref'd: while the program is attached this timer is what keeps the process
+    // (and so the bpf_link) alive — unlike the proxy, the XDP plane has no listening socket.
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
-    this.sweeper.unref?.();
   }
 
   /**
