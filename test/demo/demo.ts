@@ -80,7 +80,7 @@ try {
     );
   }
   console.log("\nsource_hash and maglev: every request here comes from 127.0.0.1, so one backend takes all (stickiness).");
-  console.log("least_connections and power_of_two: short requests rarely overlap, so they spread evenly.");
+  console.log("least_connections and power_of_two compare active connections per unit of weight, so under concurrency they follow the weights too.");
 } finally {
   await lb.stop();
   backends.forEach((b) => b.server.stop());

@@ -42,7 +42,10 @@ export class Connector {
   /** Pick a backend for `relay` and connect; on failure retry others; finish the relay if none works. */
   start(relay: Relay): void {
     const { service } = relay;
-    const id = service.picker.pick({ clientHash: clientHash(relay.client.remoteAddress) }, relay.failed ?? undefined);
+    const { picker } = service;
+    // Only hash plans read the client hash; the others skip parsing the address string.
+    const hash = picker.plan.kind === "hash" ? clientHash(relay.client.remoteAddress) : 0;
+    const id = picker.pick({ clientHash: hash }, relay.failed ?? undefined);
     const backend = id === NONE ? undefined : service.backends.get(id);
     if (!backend || !backend.ip) {
       if (!relay.failed) service.stats.rejectedNoBackend++;

@@ -120,8 +120,6 @@ export class ProxyDataPlane implements DataPlane {
     stats.total++;
     this.relays.add(relay);
     socket.setNoDelay(true);
-    // Nothing is read from the client until a backend is connected: bounded memory from the start.
-    socket.pause();
     this.connector.start(relay);
   }
 
