@@ -10,7 +10,8 @@ stage=build/e2e/images
 if [[ $how == host ]]; then
   ip_bin=$(command -v ip || true)
   [[ -n $ip_bin ]] || { echo "images.sh: the client image needs the 'ip' tool (Debian: apt-get install iproute2)" >&2; exit 1; }
-  bash test/e2e/rootfs.sh "$stage/lb/rootfs" dist/featherlb
+  # `ip` in the LB image too: the XDP data plane asks it for routes and neighbours (src/dataplane/xdp/netif.ts).
+  bash test/e2e/rootfs.sh "$stage/lb/rootfs" dist/featherlb "$ip_bin=/usr/sbin/ip"
   bash test/e2e/rootfs.sh "$stage/backend/rootfs" build/e2e/bin/featherlb-e2e-backend
   bash test/e2e/rootfs.sh "$stage/client/rootfs" build/e2e/bin/featherlb-e2e-client "$ip_bin=/usr/sbin/ip"
   # The legacy builder (Docker 20.10) sends the context each time; the layer cache makes repeats cheap.

@@ -164,15 +164,28 @@ run_mode() {
     return
   fi
   log "  compose up: $(elapsed "$t") s"
+  # featherlb refuses a bad config or a missing privilege at once (exit 2): say so now, not after the
+  # client's readiness wait.
+  sleep 1
+  if [[ $(docker inspect -f '{{.State.Running}}' "$(container_of lb)" 2>/dev/null) != true ]]; then
+    log "  featherlb exited at start:"
+    compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' | grep -v '"previous":null' | grep -v "^Attaching" | tail -n 20 | sed 's/^/  | /' | tee -a "$LOG"
+    log "RESULT $mode FAIL (featherlb did not start)"
+    RESULT[$mode]=FAIL
+    down
+    return
+  fi
   t=$(date +%s)
-  compose run --rm -T client 2>&1 | handle_output
+  # Compose's own chatter ("Creating …", v1 prints the exit code) goes to stderr: keep it out of the report.
+  compose run --rm -T client 2> build/e2e/client.stderr | handle_output
   rc=${PIPESTATUS[0]}
   ((TTY)) && printf '\r\033[K'
   log "  client exit code $rc after $(elapsed "$t") s"
+  grep -vE '^(Creating|Starting|Pulling) |^[0-9]+$|^\s*$' build/e2e/client.stderr | tr -d '\r' | sed 's/^/  client stderr: /' | tee -a "$LOG"
   log ""
   log "-- featherlb log ($mode), without the initial name resolutions (last 60 lines):"
   # Its JSON lines, less the first resolution of every name (21 lines saying the obvious).
-  compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' | grep '^{' | grep -v '"previous":null' \
+  compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' | grep -v '^Attaching' | grep -v '"previous":null' \
     | tail -n 60 | sed 's/^/  /' >> "$LOG"
   if ! compose ps lb 2>/dev/null | grep -q Up; then log "  (the LB container is not running any more: $(compose ps lb 2>&1 | tail -1))"; fi
   t=$(date +%s)

@@ -37,6 +37,7 @@ async function main(): Promise<number> {
     faultBackend: env("E2E_FAULT_BACKEND", "backend-b"),
     only: env("E2E_ONLY", "").split(",").filter(Boolean),
     timeoutMs: num("E2E_TIMEOUT_MS", 10_000),
+    readyTimeoutMs: num("E2E_READY_SECONDS", 30) * 1000,
   };
   console.log(
     `  client: ${o.mode} mode, LB ${lbHost}, ${cfg.services.length} services, ${sources.length} client source IPs` +

@@ -1,4 +1,5 @@
-# featherlb alone: the compiled binary and the glibc pieces `ldd` names (staged by test/e2e/rootfs.sh).
+# featherlb: the compiled binary and the glibc pieces `ldd` names, plus `ip` (the XDP data plane asks it
+# for routes and neighbours) and its libraries; staged by test/e2e/rootfs.sh.
 FROM scratch
 COPY rootfs/ /
 ENTRYPOINT ["/usr/local/bin/featherlb"]
