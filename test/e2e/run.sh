@@ -183,9 +183,13 @@ run_mode() {
   log "  client exit code $rc after $(elapsed "$t") s"
   grep -vE '^(Creating|Starting|Pulling) |^[0-9]+$|^\s*$' build/e2e/client.stderr | tr -d '\r' | sed 's/^/  client stderr: /' | tee -a "$LOG"
   log ""
-  log "-- featherlb log ($mode), without the initial name resolutions (last 60 lines):"
+  log "-- featherlb log ($mode), without the initial name resolutions:"
   # Its JSON lines, less the first resolution of every name (21 lines saying the obvious).
+  # A failing name repeats every second for every service: shown once per backend, then counted.
   compose logs --no-color lb 2>&1 | sed -E 's/^[^|]*\| ?//' | grep -v '^Attaching' | grep -v '"previous":null' \
+    | awk '/"backend name did not resolve"/ { match($0, /"backend":"[^"]*"/); k = substr($0, RSTART, RLENGTH);
+             if (seen[k]++) { more++; next } }
+           { print } END { if (more) print "(" more " more \"did not resolve\" lines like the above)" }' \
     | tail -n 60 | sed 's/^/  /' >> "$LOG"
   if ! compose ps lb 2>/dev/null | grep -q Up; then log "  (the LB container is not running any more: $(compose ps lb 2>&1 | tail -1))"; fi
   t=$(date +%s)
