@@ -56,7 +56,7 @@ elapsed() { echo $(( $(date +%s) - ${1:-$STARTED} )); }
 TTY=0; [[ -t 1 ]] && TTY=1
 
 trap 'down' EXIT
-trap 'say "e2e: interrupted"; exit 130' INT TERM
+trap 'say ""; say "e2e: interrupted, removing the containers…"; exit 130' INT TERM
 
 log "featherlb e2e run $(date -u +%Y-%m-%dT%H:%M:%SZ) — modes: $MODES"
 log ""
@@ -177,8 +177,12 @@ run_mode() {
   fi
   t=$(date +%s)
   # Compose's own chatter ("Creating …", v1 prints the exit code) goes to stderr: keep it out of the report.
-  compose run --rm -T client 2> build/e2e/client.stderr | handle_output
-  rc=${PIPESTATUS[0]}
+  # In the background and waited for, so Ctrl-C reaches the traps at once (bash defers traps while a
+  # foreground pipeline runs).
+  rm -f build/e2e/client.rc
+  { compose run --rm -T client 2> build/e2e/client.stderr; echo $? > build/e2e/client.rc; } | handle_output &
+  wait $!
+  rc=$(cat build/e2e/client.rc 2>/dev/null || echo 3)
   ((TTY)) && printf '\r\033[K'
   log "  client exit code $rc after $(elapsed "$t") s"
   grep -vE '^(Creating|Starting|Pulling) |^[0-9]+$|^\s*$' build/e2e/client.stderr | tr -d '\r' | sed 's/^/  client stderr: /' | tee -a "$LOG"

@@ -51,6 +51,13 @@ async function main(): Promise<number> {
   return pass ? 0 : 1;
 }
 
+// PID 1 in its container: without a handler SIGTERM would be ignored until Docker's SIGKILL.
+for (const signal of ["SIGTERM", "SIGINT"] as const)
+  process.on(signal, () => {
+    console.log(`  client: ${signal}, stopping`);
+    process.exit(3);
+  });
+
 main().then(
   (code) => process.exit(code),
   (err) => {
