@@ -18,6 +18,7 @@ import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { AlgorithmName } from "../../src/config/types.ts";
+import { REASONS } from "../../src/dataplane/xdp/layout.ts";
 import { Proc } from "./netns/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IP, NS, inNs, run, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -128,6 +129,24 @@ const CASES: Case[] = [
 ];
 const PASS_OBJ = join(ROOT, "build/bpf/xdp_pass.bpf.o");
 
+/** Diagnostics on failure: the pass reasons of the program attached to the LB's interface. */
+function reasons(): string {
+  try {
+    const link = JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "-d", "link", "show", "lb0")).stdout.toString())[0];
+    const progId = link?.xdp?.prog?.id ?? link?.xdp?.attached?.[0]?.prog?.id;
+    const prog = JSON.parse(Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(progId)]).stdout.toString());
+    for (const id of prog.map_ids as number[]) {
+      const info = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString());
+      if (info.name !== "flb_reasons") continue;
+      const rows = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)]).stdout.toString());
+      return "flb_reasons: " + JSON.stringify(rows.map((x: any) => [REASONS[x.formatted.key], x.formatted.values.reduce((a: number, v: any) => a + v.value, 0)]));
+    }
+    return "flb_reasons: map not found";
+  } catch (e) {
+    return `flb_reasons: ${(e as Error).message}`;
+  }
+}
+
 /** Figures for the report, printed at the end. */
 const report: Record<string, unknown>[] = [];
 
@@ -163,6 +182,8 @@ if (bpfSuiteEnabled("xdp netns integration")) {
       test(
         c.attach ? `${c.algorithm} (native XDP; the peer veth runs an XDP_PASS program)` : c.algorithm,
         async () => {
+          // Cases are independent: bring back any backend an earlier (failed) case left dead.
+          for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
           const attach = c.attach ?? process.env.FLBX_ATTACH ?? "auto";
           if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "obj", PASS_OBJ, "sec", "xdp");
           const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights, attach));
@@ -178,7 +199,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
 
             // 1. Spread of new connections.
             const spread = client(["spread", LB_IP, "80", String(c.count), "8", c.hold ? "1" : "0", CLIENT_IPS.join(",")]);
-            expect(spread.failures).toBe(0);
+            expect(spread.failures, `${JSON.stringify(spread.errors)}\n${lb.tail(30)}\n${spread.failures ? reasons() : ""}`).toBe(0);
             figures.spread = totals(spread.byIp);
             c.check(spread.byIp);
 
@@ -203,16 +224,19 @@ if (bpfSuiteEnabled("xdp netns integration")) {
             const from = lb.lines.length;
             const killedAt = Date.now();
             await backends[victim]!.stop();
-            const down = await lb.waitFor((j) => j.msg === "backend down" && String(j.backend).startsWith(BACKEND_IPS[victim]!), 10000, from);
+            await lb.waitFor((j) => j.msg === "backend down" && String(j.backend).startsWith(BACKEND_IPS[victim]!), 10000, from);
+            // The health flip is logged just before the plan is rebuilt; the data plane logs when the
+            // new plan is in the kernel tables. That is the moment that counts.
+            const down = await lb.waitFor((j) => j.msg === "xdp plan written" && Array.isArray(j.members) && !j.members.includes(victim), 10000, from);
             const tookMs = down.at - killedAt;
             figures.downDetectedMs = tookMs;
             expect(tookMs).toBeLessThanOrEqual(HEALTH.fall * HEALTH.interval + HEALTH.interval + HEALTH.timeout + 1500);
             const after = client(["spread", LB_IP, "80", "60", "4", "0", CLIENT_IPS.join(",")]);
-            expect(after.failures).toBe(0);
+            expect(after.failures, `${JSON.stringify(after.errors)}\n${lb.tail(30)}\n${after.failures ? reasons() : ""}`).toBe(0);
             expect(totals(after.byIp).b2).toBe(0);
             const upFrom = lb.lines.length;
             await startBackend(victim);
-            await lb.waitFor((j) => j.msg === "backend up", 10000, upFrom);
+            await lb.waitFor((j) => j.msg === "xdp plan written" && Array.isArray(j.members) && j.members.includes(victim), 10000, upFrom);
 
             // 5. SIGKILL leaves no XDP program behind (the bpf_link dies with the process).
             lb.kill("SIGKILL");

@@ -177,7 +177,10 @@ export class XdpDataPlane implements DataPlane {
       m.slots.delete(id);
     }
     try {
-      this.program.writePlan(index, service.picker.plan);
+      const plan = service.picker.plan;
+      this.program.writePlan(index, plan);
+      // Once per plan change (health flips, reloads): says when the kernel tables changed.
+      this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length });
     } catch (err) {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
     }
