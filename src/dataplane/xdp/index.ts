@@ -14,6 +14,7 @@ import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, reservePorts } from "./netif.ts";
+import { PlanTooLargeError } from "./pool.ts";
 import type { XdpProgram } from "./program.ts";
 
 type Libbpf = typeof import("./libbpf.ts");
@@ -144,16 +145,22 @@ export class XdpDataPlane implements DataPlane {
       m.unsubscribe();
       m.service = service;
       const mirror = m;
-      m.unsubscribe = service.onPlan(() => this.write(mirror));
-      this.write(m);
+      m.unsubscribe = service.onPlan(() => void this.write(mirror));
+      const failed = this.write(m);
+      if (failed instanceof PlanTooLargeError) {
+        throw new UserError("config", `Service ${service.name}'s plan (${service.picker.plan.slots.length} slots) does not fit the XDP plan tables next to the other services'; lower maglev.table_size or weights, or use mode: proxy.`);
+      }
       this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
   }
 
-  /** Mirror one service's backends and current plan (called on apply and on every onPlan event). */
-  private write(m: Mirrored): void {
-    if (this.closed) return;
+  /**
+   * Mirror one service's backends and current plan (called on apply and on every onPlan event). A plan
+   * that cannot be written is logged and the service keeps its previous plan; the error is returned.
+   */
+  private write(m: Mirrored): Error | undefined {
+    if (this.closed) return undefined;
     const { service, index } = m;
     for (const [id, backend] of service.backends) {
       if (m.slots.get(id) !== backend) {
@@ -183,7 +190,9 @@ export class XdpDataPlane implements DataPlane {
       this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length });
     } catch (err) {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
+      return err as Error;
     }
+    return undefined;
   }
 
   private keepResolved(ip: string): void {

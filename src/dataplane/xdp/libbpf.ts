@@ -9,7 +9,7 @@
  * Conventions (libbpf ≥ 1.0): int functions return 0/fd or −errno; pointer functions return NULL and set
  * errno.
  */
-import { CString, dlopen, JSCallback, ptr, read, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, ptr, read, type Pointer } from "bun:ffi";
 import libzPath from "../../../build/lib/libz.so.1" with { type: "file" };
 import libelfPath from "../../../build/lib/libelf.so.1" with { type: "file" };
 import libbpfPath from "../../../build/lib/libbpf.so.1" with { type: "file" };
@@ -297,9 +297,4 @@ export function monotonicSeconds(): number {
 
 export function closeFd(fd: number): void {
   if (fd >= 0) libc.symbols.close(fd);
-}
-
-/** For messages: the C string at a pointer (unused by callers today, kept next to the FFI). */
-export function cString(p: Pointer): string {
-  return new CString(p).toString();
 }

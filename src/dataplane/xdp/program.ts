@@ -28,6 +28,7 @@ import {
   type MapKey,
   type Reason,
 } from "./layout.ts";
+import { PlanTooLargeError, SlotPool } from "./pool.ts";
 import {
   BpfError,
   BpfObject,
@@ -61,43 +62,12 @@ export type CounterSums = Record<keyof ReturnType<typeof COUNTERS.decode>, numbe
 const u32key = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
 const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
 
-/** First-fit allocator of ranges in flb_slots, with coalescing on release. */
-class SlotPool {
-  private free: { start: number; len: number }[] = [{ start: 0, len: SLOT_POOL_SIZE }];
-
-  alloc(len: number): number {
-    const i = this.free.findIndex((r) => r.len >= len);
-    if (i < 0) return -1;
-    const r = this.free[i]!;
-    const start = r.start;
-    r.start += len;
-    r.len -= len;
-    if (r.len === 0) this.free.splice(i, 1);
-    return start;
-  }
-
-  release(start: number, len: number): void {
-    if (len === 0) return;
-    this.free.push({ start, len });
-    this.free.sort((a, b) => a.start - b.start);
-    const merged: { start: number; len: number }[] = [];
-    for (const r of this.free) {
-      const last = merged.at(-1);
-      if (last && last.start + last.len === r.start) last.len += r.len;
-      else merged.push({ ...r });
-    }
-    this.free = merged;
-  }
-}
-
 interface PlanState {
   /** The live buffer (0/1), as written to flb_svc_act. */
   active: number;
   /** Slot range of each buffer. */
   ranges: ({ start: number; len: number } | undefined)[];
 }
-
-export class PlanTooLargeError extends Error {}
 
 export class XdpProgram {
   readonly progFd: number;

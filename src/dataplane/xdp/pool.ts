@@ -1,0 +1,41 @@
+/**
+ * Slot-pool bookkeeping for plan tables (pure TypeScript, no FFI: index.ts may import it statically).
+ */
+import { SLOT_POOL_SIZE } from "./layout.ts";
+
+/** A plan does not fit in what is left of flb_slots. */
+export class PlanTooLargeError extends Error {}
+
+/** First-fit allocator of ranges in flb_slots, with coalescing on release. */
+export class SlotPool {
+  private free: { start: number; len: number }[];
+
+  constructor(size = SLOT_POOL_SIZE) {
+    this.free = [{ start: 0, len: size }];
+  }
+
+  alloc(len: number): number {
+    const i = this.free.findIndex((r) => r.len >= len);
+    if (i < 0) return -1;
+    const r = this.free[i]!;
+    const start = r.start;
+    r.start += len;
+    r.len -= len;
+    if (r.len === 0) this.free.splice(i, 1);
+    return start;
+  }
+
+  release(start: number, len: number): void {
+    if (len === 0) return;
+    this.free.push({ start, len });
+    this.free.sort((a, b) => a.start - b.start);
+    const merged: { start: number; len: number }[] = [];
+    for (const r of this.free) {
+      const last = merged.at(-1);
+      if (last && last.start + last.len === r.start) last.len += r.len;
+      else merged.push({ ...r });
+    }
+    this.free = merged;
+  }
+}
+
