@@ -195,7 +195,7 @@ run_mode() {
              if (seen[k]++) { more++; next } }
            { print } END { if (more) print "(" more " more \"did not resolve\" lines like the above)" }' \
     | tail -n 60 | sed 's/^/  /' >> "$LOG"
-  if ! compose ps lb 2>/dev/null | grep -q Up; then log "  (the LB container is not running any more: $(compose ps lb 2>&1 | tail -1))"; fi
+  [[ $(docker inspect -f "{{.State.Running}}" "$(container_of lb)" 2>/dev/null) == true ]] || log "  (the LB container is not running any more: it exited during the run)"
   t=$(date +%s)
   down
   log "  compose down: $(elapsed "$t") s"

@@ -326,15 +326,16 @@ async function faultScenario(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Prom
       : undefined;
 
   // featherlb's view, sampled every 100 ms.
-  const health: { t: number; up: boolean | undefined }[] = [];
+  // Each service health-checks its own copy of the backend, so both services are watched.
+  const health: { t: number; rr: boolean | undefined; mg: boolean | undefined }[] = [];
   let polling = true;
   const poller = (async () => {
     while (polling) {
       try {
         const m = await scrape(o.metricsUrl, 500);
-        health.push({ t: now() - t0, up: m.up(rr.name, victim.address) });
+        health.push({ t: now() - t0, rr: m.up(rr.name, victim.address), mg: mg ? m.up(mg.name, victim.address) : undefined });
       } catch {
-        health.push({ t: now() - t0, up: undefined });
+        health.push({ t: now() - t0, rr: undefined, mg: undefined });
       }
       await Bun.sleep(100);
     }
@@ -350,13 +351,17 @@ async function faultScenario(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Prom
   await Bun.sleep(2500);
   const killAt = now() - t0;
   io.action("kill", victim.id);
-  await waitFor(() => health.some((h) => h.t > killAt && h.up === false), 15_000);
-  const downAt = health.find((h) => h.t > killAt && h.up === false)?.t;
+  const first = (key: "rr" | "mg", after: number, up: boolean) => health.find((h) => h.t > after && h[key] === up)?.t;
+  const both = (after: number, up: boolean) => first("rr", after, up) !== undefined && (!mg || first("mg", after, up) !== undefined);
+  await waitFor(() => both(killAt, false), 15_000);
+  const downAt = first("rr", killAt, false);
+  const downMg = first("mg", killAt, false);
   await Bun.sleep(3000);
   const startAt = now() - t0;
   io.action("start", victim.id);
-  await waitFor(() => health.some((h) => h.t > startAt && h.up === true), 30_000);
-  const upAt = health.find((h) => h.t > startAt && h.up === true)?.t;
+  await waitFor(() => both(startAt, true), 30_000);
+  const upAt = first("rr", startAt, true);
+  const upMg = first("mg", startAt, true);
   const servedAgain = () => A.stats.events.find((e) => e.ok && e.backend === victim.id && e.t + (A.stats.started - t0) > startAt);
   await waitFor(() => servedAgain() !== undefined, 10_000);
   await Bun.sleep(1500);
@@ -404,23 +409,28 @@ async function faultScenario(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Prom
   // does, so a connection sent to the dead backend before the health check removed it fails too. Its
   // bound adds every connection opened between the kill request and the removal.
   const noRetry = o.mode === "xdp";
-  const openedBeforeRemoval = (ev: readonly ConnEvent[]) =>
-    noRetry && downAt !== undefined ? ev.filter((e) => e.start >= killAt && e.start <= downAt).length : 0;
-  const boundA = boundOf(evA) + openedBeforeRemoval(evA);
-  const boundB = boundOf(evB) + openedBeforeRemoval(evB);
+  const openedBeforeRemoval = (ev: readonly ConnEvent[], removed: number | undefined) =>
+    noRetry && removed !== undefined ? ev.filter((e) => e.start >= killAt && e.start <= removed).length : 0;
+  const boundA = boundOf(evA) + openedBeforeRemoval(evA, downAt);
+  const boundB = boundOf(evB) + openedBeforeRemoval(evB, downMg);
   const settle = 500;
 
   // Timeline.
   const s = (t: number | undefined) => (t === undefined ? "never" : `+${(t / 1000).toFixed(1)} s`);
   io.out(`  load      rr: 16 concurrent short connections, each held ${holdMs} ms by the backend${b ? `; maglev: ${o.sources.length} client IPs, one connection per IP every ~100 ms` : ""}`);
-  io.out(`  timeline  +0.0 s      loads start`);
-  io.out(`            ${s(killAt).padEnd(10)} runner told to kill ${victim.id}`);
-  io.out(`            ${s(firstErr).padEnd(10)} first failed client connection`);
-  io.out(`            ${s(downAt).padEnd(10)} featherlb_backend_up{backend="${victim.address}"} = 0 (health check took it out)`);
-  io.out(`            ${s(startAt).padEnd(10)} runner told to start ${victim.id}`);
-  io.out(`            ${s(upAt).padEnd(10)} featherlb_backend_up = 1 (rise)`);
-  io.out(`            ${s(rejoin?.t).padEnd(10)} ${victim.id} serves again (instance ${oldInstance ?? "?"} → ${rejoin?.instance ?? "?"})`);
-  io.out(`            ${s(end).padEnd(10)} loads stop`);
+  // In time order; the metrics are polled every 100 ms, so a state change can show after its effect.
+  const timeline: [number | undefined, string][] = [
+    [0, "loads start"],
+    [killAt, `runner told to kill ${victim.id}`],
+    [firstErr, "first failed client connection"],
+    [downAt, `featherlb_backend_up{service="${rr.name}",backend="${victim.address}"} = 0 (health check took it out)${mg ? `; service ${mg.name} at ${s(downMg)}` : ""}`],
+    [startAt, `runner told to start ${victim.id}`],
+    [upAt, `featherlb_backend_up = 1 (rise)${mg ? `; service ${mg.name} at ${s(upMg)}` : ""}`],
+    [rejoin?.t, `${victim.id} serves again (instance ${oldInstance ?? "?"} → ${rejoin?.instance ?? "?"})`],
+    [end, "loads stop"],
+  ];
+  timeline.sort((x, y) => (x[0] ?? Infinity) - (y[0] ?? Infinity));
+  timeline.forEach(([t, what], i) => io.out(`  ${i ? "          " : "timeline  "}${s(t).padEnd(10)} ${what}`));
 
   // Connections per second per backend on the rr service: the gap and the return are visible.
   io.out(`  rr connections completed per second (✗ = failed):`);
@@ -443,11 +453,15 @@ async function faultScenario(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Prom
       `rr ${errA.length} ≤ ${boundA}${b ? `, maglev ${errB.length} ≤ ${boundB}` : ""} (connections open when ${victim.id} died, greeted by it or by nobody yet` +
       `${noRetry ? ", plus those opened before featherlb removed it: XDP cannot retry a connect" : ""})`,
   });
-  const lateErrors = downAt === undefined ? [] : evA.concat(evB).filter((e) => !e.ok && e.t > downAt + settle);
+  const late = (ev: readonly ConnEvent[], removed: number | undefined) => (removed === undefined ? [] : ev.filter((e) => !e.ok && e.t > removed + settle));
+  const lateErrors = [...late(evA, downAt), ...late(evB, downMg)];
+  const removed = downAt !== undefined && (!b || downMg !== undefined);
   checks.push({
     name: "no errors once the health check removed it",
-    pass: downAt !== undefined && lateErrors.length === 0,
-    detail: downAt === undefined ? "it was never marked down" : `${lateErrors.length} errors after ${s(downAt + settle)}${lateErrors.length ? `: ${kinds(lateErrors)}` : ""}`,
+    pass: removed && lateErrors.length === 0,
+    detail: !removed
+      ? "it was never marked down"
+      : `${lateErrors.length} errors later than ${settle} ms after its removal (rr ${s(downAt)}${b ? `, maglev ${s(downMg)}` : ""})${lateErrors.length ? `: ${kinds(lateErrors)}` : ""}`,
   });
   const limit = 5000;
   checks.push({
@@ -476,15 +490,15 @@ async function faultScenario(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Prom
     pass: ipAfter !== undefined && ipAfter === dnsNow,
     detail: `featherlb used ${ipBefore ?? "?"} before the kill and ${ipAfter ?? "?"} after the restart; DNS now says ${dnsNow ?? "?"}${ipBefore && dnsNow && ipBefore !== dnsNow ? " (a new address)" : " (the same address: the restart did not move it)"}`,
   });
-  if (mg && b && downAt !== undefined && upAt !== undefined) {
+  if (mg && b && downMg !== undefined && upMg !== undefined) {
     const full = predictor(mg);
     const less = predictor(mg, [victim.id]);
     const moved = o.sources.filter((ip) => full(ip) !== less(ip));
     const movedOff = moved.filter((ip) => full(ip) === victim.id).length;
     io.out(`  maglev    ${moved.length} of ${o.sources.length} client IPs map elsewhere without ${victim.id} (${movedOff} were on it, ${moved.length - movedOff} table churn)`);
     checks.push(predicted(sourcesOf(evB, 0, killAt), full, "maglev before the kill: every IP on its predicted backend"));
-    checks.push(predicted(sourcesOf(evB, downAt + settle, startAt), less, `maglev while ${victim.id} is out: every IP on the backend predicted without it`));
-    const afterFrom = Math.max(upAt, rejoin?.t ?? upAt) + settle;
+    checks.push(predicted(sourcesOf(evB, downMg + settle, startAt), less, `maglev while ${victim.id} is out: every IP on the backend predicted without it`));
+    const afterFrom = upMg + settle;
     checks.push(predicted(sourcesOf(evB, afterFrom, end), full, "maglev after it rejoins: every IP back on its original backend"));
   }
   for (const c of checks) io.out(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}: ${c.detail}`);
