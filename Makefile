@@ -8,9 +8,9 @@ SRC := $(shell find src -name '*.ts' -not -name '*.test.ts') package.json
 
 # Fragments owned by each part (they may add to BPF_OBJ, TEST_PREREQS, EMBED_FILES); included
 # before the rules below so those variables are set when the prerequisites are read.
--include bpf/bpf.mk
--include test/e2e/e2e.mk
--include test/bench/bench.mk
+include bpf/bpf.mk
+include test/e2e/e2e.mk
+include test/bench/bench.mk
 
 .PHONY: help deps build test typecheck demo clean
 
@@ -31,10 +31,11 @@ dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .
 
+# The integration tests run the compiled binary (FEATHERLB_BIN); without it they run `bun src/main.ts`.
 test: node_modules/.installed $(TEST_PREREQS) ## run every test (installs what it needs; XDP tests need root)
 	$(MAKE) typecheck
 	$(MAKE) build
-	$(BUN) test $(BUN_TEST_FLAGS)
+	FEATHERLB_BIN=dist/featherlb $(BUN) test $(BUN_TEST_FLAGS)
 
 demo: dist/featherlb ## run featherlb + 3 demo backends on loopback, print how a short load spreads
 	$(BUN) run test/demo/demo.ts

@@ -80,3 +80,25 @@ describe("featherlb CLI", () => {
     expectUserError(await runCli([path]), /interface flb-no-such-if does not exist; set xdp\.interface/);
   });
 });
+
+describe("the compiled binary", () => {
+  test("runs from an empty directory with no Bun and no node_modules on the machine's PATH", async () => {
+    const { mkdtempSync, copyFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "featherlb-bin-"));
+    const bin = join(dir, "featherlb");
+    if (process.env.FEATHERLB_BIN) copyFileSync(resolve(ROOT, process.env.FEATHERLB_BIN), bin);
+    else {
+      const b = Bun.spawnSync([process.execPath, "build", "--compile", resolve(ROOT, "src/main.ts"), "--outfile", bin], { stderr: "pipe" });
+      expect(b.exitCode, b.stderr.toString()).toBe(0);
+    }
+    copyFileSync(resolve(ROOT, "config/minimal.yaml"), join(dir, "lb.yaml"));
+    const env = { PATH: "/nonexistent", HOME: dir };
+    const version = Bun.spawnSync([bin, "--version"], { cwd: dir, env, stdout: "pipe" });
+    expect(version.stdout.toString().trim()).toBe(`featherlb ${pkg.version}`);
+    const check = Bun.spawnSync([bin, "check", "lb.yaml"], { cwd: dir, env, stdout: "pipe", stderr: "pipe" });
+    expect(check.stderr.toString()).toBe("");
+    expect(check.exitCode).toBe(0);
+  }, 60_000);
+});
