@@ -6,7 +6,7 @@
 BENCH_XDP ?= auto
 BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc ethtool iproute2
 
-.PHONY: bench bench-deps bench-report
+.PHONY: bench bench-deps bench-report bench-profile
 
 bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -25,3 +25,6 @@ bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct â
 
 bench-report: ## re-render docs/benchmarks.md + .svg from the last build/bench/results.jsonl
 	$(BUN) run test/bench/report.ts build/bench/results.jsonl
+
+bench-profile: node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) â†’ build/bench/profile
+	bash test/bench/run.sh profile

@@ -14,7 +14,9 @@
 # Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
 # "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (auto|on|off: the xdp row),
-# BENCH_BACKEND_WORKERS (nginx workers per backend, 1), FEATHERLB (binary, dist/featherlb).
+# BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (off: wire-like frames; on: veth
+# TSO/checksum offload, under which XDP sees 64 KiB super-frames), FEATHERLB (binary, dist/featherlb).
+# `run.sh profile`: featherlb proxy from source under Bun's CPU profiler and perf (make bench-profile).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,10 +30,11 @@ REPS=${BENCH_REPS:-3}
 DUR=${BENCH_DURATION:-5}
 STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
-BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-1}
+BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
 SYSTEMS=${BENCH_SYSTEMS:-direct haproxy nginx featherlb-proxy featherlb-xdp}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
+OFFLOAD=${BENCH_OFFLOAD:-off} # off: wire-like MTU-sized frames; on: veth defaults (TSO/GSO, checksum offload)
 
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
@@ -125,10 +128,15 @@ setup_topology() {
   nsx "$NS_SW" sysctl -qw net.bridge.bridge-nf-call-iptables=0 2>/dev/null || true
   add_host "$NS_CLI" "$CLI_IP"
   add_host "$NS_LB" "$VIP"
-  local i
+  local i ns
   for i in 0 1 2; do add_host "${BE_NS[$i]}" "${BE_IPS[$i]}"; done
-  # XDP_TX/redirect on a veth needs NAPI on the receiving peer; GRO on the bridge port enables it.
-  nsx "$NS_SW" ethtool -K flbb-lb gro on >/dev/null 2>&1 || true
+  if [[ $OFFLOAD == off ]]; then
+    # Wire-like frames: without TX checksum offload a veth gets no TSO, so every sender hands the
+    # bridge MTU-sized frames with complete checksums, as a real NIC puts them on the wire (default
+    # veths pass 64 KiB GSO "super-frames" with partial checksums, which no XDP program ever sees
+    # from a real NIC).
+    for ns in "$NS_CLI" "$NS_LB" "${BE_NS[@]}"; do nsx "$ns" ethtool -K flbb0 tx off >/dev/null; done
+  fi
 }
 
 # ---------------------------------------------------------------- backends
@@ -153,10 +161,11 @@ start_backends() {
   done
 }
 
-wait_port() { # wait_port IP PORT: up to 10 s for a TCP connect from the client namespace
+wait_port() { # wait_port IP PORT [PID]: up to 10 s for a TCP connect from the client namespace
   local i
   for i in $(seq 50); do
     nsx "$NS_CLI" timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0
+    [[ -z ${3:-} ]] || kill -0 "$3" 2>/dev/null || return 1 # the server exited: no point waiting
     sleep 0.2
   done
   return 1
@@ -189,7 +198,7 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
   esac
   LB_PID=$!
   track "$LB_PID"
-  if ! wait_port "$VIP" 8080 || ! kill -0 "$LB_PID" 2>/dev/null; then
+  if ! wait_port "$VIP" 8080 "$LB_PID" || ! kill -0 "$LB_PID" 2>/dev/null; then
     LB_ERR=$(grep -hv '^\s*$' "$RUN/lb.log" "$RUN/nginx-lb.error.log" 2>/dev/null | tail -n 3 | tr '\n"' ' ' | cut -c1-300)
     [[ -n $LB_ERR ]] || LB_ERR="did not accept connections on $VIP:8080 within 10 s"
     stop_pid "$LB_PID"
@@ -271,7 +280,7 @@ idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, r
   hpid=$!
   track "$hpid"
   for i in $(seq 600); do # up to 60 s
-    ready=$(grep -o '^READY [0-9]*' "$RUN/hold.out" || true)
+    ready=$(grep -o '^READY [0-9]* [0-9.]*' "$RUN/hold.out" || true)
     [[ -n $ready ]] && break
     kill -0 "$hpid" 2>/dev/null || break
     sleep 0.1
@@ -283,9 +292,9 @@ idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, r
   done
   sleep 1 # let the balancer settle (lazy allocations, GC)
   rss1=$(rss_kib "$LB_WORK_PID")
-  local held=${ready#READY }
-  [[ -n $held ]] || held=0
-  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"idle\",\"result\":{\"conns\":$held,\"backend_established\":$est,\"rss_before_kib\":$rss0,\"rss_held_kib\":$rss1,\"setup_ms\":$(($(now_ms) - t0))}}"
+  local held connect_s
+  read -r _ held connect_s <<<"${ready:-READY 0 0}"
+  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"idle\",\"result\":{\"conns\":$held,\"connect_s\":$connect_s,\"backend_established\":$est,\"rss_before_kib\":$rss0,\"rss_held_kib\":$rss1,\"setup_ms\":$(($(now_ms) - t0))}}"
   log "$sys/idle rep $rep: held=$held backend_established=$est rss ${rss0} -> ${rss1} KiB"
   stop_pid "$hpid"
   sleep 2 # let the balancer see 2 x $IDLE_CONNS closes before the next workload
@@ -337,7 +346,7 @@ main() {
   setup_topology
   start_backends
   : >"$RESULTS"
-  emit "{\"meta\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)\",\"kernel\":\"$(uname -r)\",\"cpus\":$(nproc),\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"reps\":$REPS,\"duration_s\":$DUR,\"stream_s\":$STREAM_SECS,\"idle_conns\":$IDLE_CONNS,\"fd_limit\":$fdmax,\"backend_workers\":$BACKEND_WORKERS,\"wrk_threads\":$WRK_THREADS,\"xdp\":\"$XDP\",\"haproxy\":\"$(haproxy -v | head -1 | awk '{print $3}')\",\"nginx\":\"$(nginx -v 2>&1 | sed 's|.*/||')\",\"wrk\":\"$(wrk -v 2>&1 | head -1 | awk '{print $2}')\",\"featherlb\":\"$( [[ -x $FLB ]] && stat -c %y "$FLB" | cut -c1-19 || echo missing)\"}}"
+  emit "{\"meta\":{\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)\",\"kernel\":\"$(uname -r)\",\"cpus\":$(nproc),\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"reps\":$REPS,\"duration_s\":$DUR,\"stream_s\":$STREAM_SECS,\"idle_conns\":$IDLE_CONNS,\"fd_limit\":$fdmax,\"backend_workers\":$BACKEND_WORKERS,\"wrk_threads\":$WRK_THREADS,\"offload\":\"$OFFLOAD\",\"xdp\":\"$XDP\",\"haproxy\":\"$(haproxy -v | head -1 | awk '{print $3}')\",\"nginx\":\"$(nginx -v 2>&1 | sed 's|.*/||')\",\"wrk\":\"$(wrk -v 2>&1 | head -1 | awk '{print $2}')\",\"featherlb\":\"$( [[ -x $FLB ]] && stat -c %y "$FLB" | cut -c1-19 || echo missing)\"}}"
 
   local rep sys
   for rep in $(seq "$REPS"); do # systems interleaved inside each repetition: noise hits them all
@@ -350,4 +359,49 @@ main() {
   log "raw results: $RESULTS"
 }
 
-main "$@"
+# ---------------------------------------------------------------- profile (make bench-profile)
+# featherlb proxy from source under Bun's CPU profiler (JS view) and perf (kernel/native view), one
+# balancer process per workload so each profile shows one workload. Output: build/bench/profile/.
+profile_main() {
+  local dir=$OUT/profile secs=${BENCH_PROFILE_SECONDS:-8} bun=$ROOT/node_modules/.bin/bun wl pid ppid
+  mkdir -p "$OUT" "$RUN"
+  stop_stale
+  : >"$PIDFILE"
+  gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"
+  ulimit -n "$(ulimit -Hn)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  setup_topology
+  start_backends
+  sed "s|@MODE@|proxy|g" "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
+  for wl in short keepalive bulk stream; do
+    log "profile: $wl (${secs} s)"
+    ip netns exec "$NS_LB" "$bun" --cpu-prof --cpu-prof-md --cpu-prof-dir="$dir/$wl" \
+      "$ROOT/src/main.ts" "$RUN/profile.yaml" >"$RUN/lb.log" 2>&1 &
+    pid=$!
+    track "$pid"
+    wait_port "$VIP" 8080 "$pid" || die "featherlb (bun src/main.ts) did not start: $(tail -n 3 "$RUN/lb.log")"
+    LB_WORK_PID=$pid
+    DUR=1 wrk_run "$VIP:8080" / 64 >/dev/null 2>&1 || true
+    perf record -q -F 499 -g -p "$pid" -o "$dir/$wl.perf.data" -- sleep "$secs" >/dev/null 2>&1 &
+    ppid=$!
+    case $wl in
+      short) DUR=$secs measure 0 profile short wrk_run "$VIP:8080" / 64 -H "Connection: close" ;;
+      keepalive) DUR=$secs measure 0 profile keepalive wrk_run "$VIP:8080" / 64 ;;
+      bulk) DUR=$secs measure 0 profile bulk wrk_run "$VIP:8080" /1m.bin 8 ;;
+      stream) measure 0 profile stream nsx "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$VIP" 9000 ;;
+    esac
+    wait "$ppid" 2>/dev/null || true
+    stop_pid "$pid"
+    perf report -i "$dir/$wl.perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 >"$dir/$wl.perf-dso.txt" || true
+    perf report -i "$dir/$wl.perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$dir/$wl.perf-sym.txt" || true
+  done
+  log "profiles in $dir (*.md: Bun CPU profile; *.perf-*.txt: perf by library and symbol)"
+}
+
+if [[ ${1:-} == profile ]]; then
+  RESULTS=$OUT/profile-results.jsonl
+  : >"$RESULTS"
+  profile_main
+else
+  main "$@"
+fi
