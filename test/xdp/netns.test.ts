@@ -254,5 +254,35 @@ if (bpfSuiteEnabled("xdp netns integration")) {
         120000,
       );
     }
+
+    test("SIGHUP reload switches the plan in place; SIGTERM drains, detaches and restores reserved ports", async () => {
+      for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
+      const path = writeConfig(dir, "round_robin", [1, 1, 1], "auto");
+      const { cmd, kind } = lbCommand(path);
+      if (kind === "harness") return; // the harness has no reload; the real runtime is wired
+      const reservedBefore = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
+      const lb = new Proc(inNs(NS.lb, ...cmd));
+      try {
+        await lb.waitFor((j) => j.msg === "xdp services applied", 20000);
+        expect(Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString()).toContain("40000-49999");
+        expect(totals(client(["spread", LB_IP, "80", "30", "4", "0", CLIENT_IPS.join(",")]).byIp)).toEqual({ b1: 10, b2: 10, b3: 10 });
+
+        writeFileSync(path, readFileSync(writeConfig(dir, "weighted_round_robin", [1, 2, 3], "auto"), "utf8"));
+        const from = lb.lines.length;
+        lb.kill("SIGHUP");
+        await lb.waitFor((j) => j.msg === "config reloaded", 10000, from);
+        const spread = client(["spread", LB_IP, "80", "60", "4", "0", CLIENT_IPS.join(",")]);
+        expect(totals(spread.byIp)).toEqual({ b1: 10, b2: 20, b3: 30 });
+
+        lb.kill("SIGTERM");
+        expect(await lb.proc.exited).toBe(0);
+        expect(xdpAttached()).toBe("");
+        const reservedAfter = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
+        expect(reservedAfter).toBe(reservedBefore);
+      } finally {
+        lb.kill("SIGKILL");
+        await lb.proc.exited;
+      }
+    }, 60000);
   });
 }

@@ -314,6 +314,21 @@ if (bpfSuiteEnabled("xdp packet table")) {
       p.setBackend(0, 2, ipv4ToU32(BACKENDS[2]!), BE_PORT);
       p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
     });
+    test("SNAT ports exhausted: the SYN is passed and counted, no state is left behind", () => {
+      const cfg = p.readConfig();
+      p.writeConfig({ ...cfg, snatFirst: 50000, snatLast: 50001, staticSmac: mac(LB_MAC) }); // 2 ports
+      p.writePlan(0, ALGORITHMS.round_robin.plan([{ id: 0, weight: 1, key: "a" }], { maglevTableSize: 65537 }));
+      const before = p.flowCounts();
+      expect(p.run(tcpPacket(client(7100, TCP.SYN))).retval).toBe(XDP_TX);
+      expect(p.run(tcpPacket(client(7101, TCP.SYN))).retval).toBe(XDP_TX);
+      const failed = p.serviceCounters(0).snat_fail;
+      row(tcpPacket(client(7102, TCP.SYN)), XDP_PASS);
+      expect(p.serviceCounters(0).snat_fail).toBe(failed + 1);
+      expect(p.flowCounts()).toEqual({ fwd: before.fwd + 2, rev: before.rev + 2 });
+      for (const port of [7100, 7101]) expect(p.run(tcpPacket(client(port, TCP.RST))).retval).toBe(XDP_TX);
+      p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
+      p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+    });
     test("draining: new SYNs are passed, established flows keep working", () => {
       const r = p.run(tcpPacket(client(7002, TCP.SYN)));
       expect(r.retval).toBe(XDP_TX);
