@@ -85,3 +85,12 @@ describe("maps", () => {
     expect(maxEntries(MAPS.reasons)).toBe(REASONS.length);
   });
 });
+
+test("only src/dataplane/xdp/libbpf.ts imports bun:ffi", async () => {
+  const importers: string[] = [];
+  for await (const file of new Bun.Glob("src/**/*.ts").scan({ cwd: new URL("../../", import.meta.url).pathname })) {
+    const text = await Bun.file(new URL(`../../${file}`, import.meta.url)).text();
+    if (/from\s+["']bun:ffi["']|import\(["']bun:ffi["']\)/.test(text)) importers.push(file);
+  }
+  expect(importers).toEqual(["src/dataplane/xdp/libbpf.ts"]);
+});
