@@ -24,3 +24,5 @@ else
   ctx | docker build -f test/e2e/images/builder.Dockerfile --target backend -t featherlb-e2e-backend:latest -
   ctx | docker build -f test/e2e/images/builder.Dockerfile --target client -t featherlb-e2e-client:latest -
 fi
+# A rebuilt image leaves its predecessor untagged (~110 MB each): drop those, and only ours.
+docker image prune -f --filter label=org.featherlb.e2e=1 >/dev/null

@@ -26,15 +26,18 @@ RUN mkdir -p node_modules build && touch node_modules/.installed build/.bpf-deps
 
 FROM scratch AS lb
 COPY --from=build /out/lb/ /
+LABEL org.featherlb.e2e="1"
 ENTRYPOINT ["/usr/local/bin/featherlb"]
 CMD ["/etc/featherlb/lb.yaml"]
 
 FROM scratch AS backend
 COPY --from=build /out/backend/ /
+LABEL org.featherlb.e2e="1"
 ENV PORT=7000
 EXPOSE 7000
 ENTRYPOINT ["/usr/local/bin/featherlb-e2e-backend"]
 
 FROM scratch AS client
 COPY --from=build /out/client/ /
+LABEL org.featherlb.e2e="1"
 ENTRYPOINT ["/usr/local/bin/featherlb-e2e-client"]
