@@ -93,11 +93,14 @@ export async function runSuite(cfg: E2eConfig, o: SuiteOptions, io: SuiteIO): Pr
       fmtMs(percentile(lat, 50)),
       fmtMs(percentile(lat, 90)),
       fmtMs(percentile(lat, 99)),
+      fmtBytes([r.short, r.bulk, r.hold].reduce((sum, l) => sum + (l ? l.bytesSent + l.bytesReceived : 0), 0)),
       `${(r.bulk.bytesSent / 1024 / 1024 / (bulkSecs || 1)).toFixed(0)} MiB/s`,
       failed ? `FAIL (${failed}/${r.checks.length})` : `PASS (${r.checks.length})`,
     ];
   });
-  for (const line of table(["algorithm", "service", "conns", "errors", "conn/s", "p50", "p90", "p99", "bulk", "checks"], rows)) io.out(line);
+  for (const line of table(["algorithm", "service", "conns", "errors", "conn/s", "p50", "p90", "p99", "bytes", "bulk", "checks"], rows)) io.out(line);
+  io.out("  (latency: short connections, from connect() to the backend's close; bytes: sent + received by the");
+  io.out("  client over all loads of the service; bulk: MiB/s each way with the transfers running concurrently)");
   const failed = allChecks.filter((c) => !c.pass);
   io.out("");
   io.out(`  ${o.mode}: ${allChecks.length - failed.length} of ${allChecks.length} checks passed`);
