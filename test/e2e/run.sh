@@ -54,6 +54,8 @@ log() { printf '%s\n' "$*" | tee -a "$LOG"; }
 logonly() { printf '%s\n' "$*" >> "$LOG"; }
 elapsed() { echo $(( $(date +%s) - ${1:-$STARTED} )); }
 TTY=0; [[ -t 1 ]] && TTY=1
+# A progress line is redrawn in place on a terminal, so it must not wrap.
+COLS=$( ((TTY)) && tput cols 2>/dev/null || echo 120)
 
 trap 'down' EXIT
 trap 'say ""; say "e2e: interrupted, removing the containers…"; exit 130' INT TERM
@@ -93,7 +95,7 @@ handle_output() {
   while IFS= read -r line; do
     case $line in
       "~ "*)
-        if ((TTY)); then printf '\r\033[K%s' "${line:2}"; else say "${line:2}"; fi ;;
+        if ((TTY)); then printf '\r\033[K%s' "${line:2:COLS-1}"; else say "${line:2}"; fi ;;
       "@@ACTION "*)
         read -r _ verb target <<<"$line"
         ((TTY)) && printf '\r\033[K'
