@@ -35,13 +35,13 @@ function peer(open: (s: Bun.Socket<unknown>) => void, data?: (s: Bun.Socket<unkn
 describe("backend ↔ client on loopback", () => {
   test("a short echo is verified byte for byte and names the backend", async () => {
     const r = await runConn(base(backend.port));
-    expect(r).toMatchObject({ ok: true, backend: "backend-t", instance: backend.instance, bytesSent: 64 });
+    expect(r).toMatchObject({ ok: true, backend: "backend-t", instance: backend.instance, bytesSent: 64 + "ECHO 64 0\n".length });
   });
 
   test("a 8 MiB bulk echo passes SHA-256 at both ends", async () => {
     const r = await runConn(base(backend.port, { payload: randomPayload(8 << 20), timeoutMs: 20_000 }));
     expect(r.ok).toBe(true);
-    expect(r.bytesSent).toBe(8 << 20);
+    expect(r.bytesSent).toBe((8 << 20) + `ECHO ${8 << 20} 0\n`.length);
     expect(r.bytesReceived).toBeGreaterThan(8 << 20);
   });
 

@@ -51,7 +51,6 @@ mkdir -p "$RUNS"
 LOG=$RUNS/$(date -u +%Y-%m-%dT%H-%M-%SZ).log
 : > "$LOG"
 log() { printf '%s\n' "$*" | tee -a "$LOG"; }
-logonly() { printf '%s\n' "$*" >> "$LOG"; }
 elapsed() { echo $(( $(date +%s) - ${1:-$STARTED} )); }
 TTY=0; [[ -t 1 ]] && TTY=1
 # A progress line is redrawn in place on a terminal, so it must not wrap.

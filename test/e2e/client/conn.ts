@@ -45,6 +45,7 @@ export interface ConnResult {
   latencyMs: number;
   /** From connect() to the HELLO, in ms (undefined without one). */
   helloMs?: number;
+  /** Every byte written / read on the socket, protocol lines included. */
   bytesSent: number;
   bytesReceived: number;
 }
@@ -143,7 +144,9 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
           who = h;
           helloMs = performance.now() - started;
           o.onHello?.(h);
-          socket.write(formatRequest({ length: o.payload.length, holdMs: o.holdMs(h.backend) }));
+          const request = formatRequest({ length: o.payload.length, holdMs: o.holdMs(h.backend) });
+          bytesSent += request.length;
+          socket.write(request);
           chunks = o.payload.chunks()[Symbol.iterator]();
           pump();
           phase = echoLeft > 0 ? "echo" : "trailer";

@@ -146,7 +146,21 @@ async function lbTotals(o: SuiteOptions, service: E2eService): Promise<Map<strin
   }
   const out = new Map<string, number>();
   for (const b of service.backends) out.set(b.id, m.get("featherlb_backend_connections_total", { service: service.name, backend: b.address }) ?? NaN);
+  for (const direction of ["in", "out"]) out.set(`@${direction}`, m.get("featherlb_service_bytes_total", { service: service.name, direction }) ?? NaN);
   return out;
+}
+
+/**
+ * The proxy counts payload bytes it relays: client → backend ("in") must equal every byte the client
+ * sent, backend → client ("out") every byte it received. (The XDP plane counts IP bytes, headers
+ * included, so there the numbers are only shown.)
+ */
+function bytesAgree(before: Map<string, number> | string, after: Map<string, number> | string, sent: number, received: number): Check {
+  const name = "LB byte counters = bytes the client sent and received";
+  if (typeof before === "string" || typeof after === "string") return { name, pass: false, detail: "scrape failed" };
+  const lbIn = after.get("@in")! - before.get("@in")!;
+  const lbOut = after.get("@out")! - before.get("@out")!;
+  return { name, pass: lbIn === sent && lbOut === received, detail: `in: lb ${fmtInt(lbIn)} / client sent ${fmtInt(sent)}; out: lb ${fmtInt(lbOut)} / client received ${fmtInt(received)}` };
 }
 
 function metricsAgree(before: Map<string, number> | string, after: Map<string, number> | string, counts: BackendCount[]): Check {
@@ -233,6 +247,10 @@ async function testService(service: E2eService, o: SuiteOptions, io: SuiteIO): P
     }
   }
   checks.push(metricsAgree(before, after, all));
+  const sent = loads.reduce((sum, l) => sum + l.bytesSent, 0);
+  const received = loads.reduce((sum, l) => sum + l.bytesReceived, 0);
+  const bytes = bytesAgree(before, after, sent, received);
+  if (o.mode === "proxy") checks.push(bytes);
 
   // The report section for this service.
   io.out("");
@@ -263,6 +281,7 @@ async function testService(service: E2eService, o: SuiteOptions, io: SuiteIO): P
     for (const [ip, m] of perSource) for (const b of m.keys()) byBackend.set(b, [...(byBackend.get(b) ?? []), ip.split(".").at(-1)!]);
     io.out(`  client IPs per backend: ${[...byBackend].map(([b, ips]) => `${b} ← .${ips.join(" .")}`).join(";  ")}`);
   }
+  if (o.mode !== "proxy") io.out(`  LB bytes  (IP bytes, headers included) ${bytes.detail}`);
   for (const l of loads) for (const s of l.errorSamples) io.out(`  error     ${s}`);
   for (const c of checks) io.out(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}: ${c.detail}`);
   return { service, short, bulk, hold, checks };
