@@ -271,9 +271,12 @@ backend_established() { # established connections to the backends' port 80, all 
   echo "$n"
 }
 
+counter() { nsx "$1" nstat -asz "$2" 2>/dev/null | awk -v k="$2" '$1 == k { print $2 }'; } # counter NS NAME
+
 idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, record its memory
-  local rep=$1 sys=$2 base rss0 rss1 i ready="" est=0 t0 hpid
+  local rep=$1 sys=$2 base rss0 rss1 i ready="" est=0 t0 hpid ovf0 syn0
   base=$(backend_established)
+  ovf0=$(counter "$NS_LB" TcpExtListenOverflows) syn0=$(counter "$NS_CLI" TcpExtTCPSynRetrans)
   rss0=$(rss_kib "$LB_WORK_PID")
   t0=$(now_ms)
   ip netns exec "$NS_CLI" "$TOOL" hold "$VIP" 8080 "$IDLE_CONNS" 60 >"$RUN/hold.out" 2>&1 &
@@ -294,8 +297,9 @@ idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, r
   rss1=$(rss_kib "$LB_WORK_PID")
   local held connect_s
   read -r _ held connect_s <<<"${ready:-READY 0 0}"
-  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"idle\",\"result\":{\"conns\":$held,\"connect_s\":$connect_s,\"backend_established\":$est,\"rss_before_kib\":$rss0,\"rss_held_kib\":$rss1,\"setup_ms\":$(($(now_ms) - t0))}}"
-  log "$sys/idle rep $rep: held=$held backend_established=$est rss ${rss0} -> ${rss1} KiB"
+  local ovf=$(($(counter "$NS_LB" TcpExtListenOverflows) - ovf0)) syn=$(($(counter "$NS_CLI" TcpExtTCPSynRetrans) - syn0))
+  emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"idle\",\"result\":{\"conns\":$held,\"connect_s\":$connect_s,\"listen_overflows\":$ovf,\"syn_retrans\":$syn,\"backend_established\":$est,\"rss_before_kib\":$rss0,\"rss_held_kib\":$rss1,\"setup_ms\":$(($(now_ms) - t0))}}"
+  log "$sys/idle rep $rep: held=$held in ${connect_s}s (listen overflows $ovf, SYN retransmits $syn) backend_established=$est rss ${rss0} -> ${rss1} KiB"
   stop_pid "$hpid"
   sleep 2 # let the balancer see 2 x $IDLE_CONNS closes before the next workload
 }
@@ -373,7 +377,7 @@ profile_main() {
   setup_topology
   start_backends
   sed "s|@MODE@|proxy|g" "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
-  for wl in short keepalive bulk stream; do
+  for wl in ${BENCH_PROFILE_WORKLOADS:-idle short keepalive bulk stream}; do
     log "profile: $wl (${secs} s)"
     ip netns exec "$NS_LB" "$bun" --cpu-prof --cpu-prof-md --cpu-prof-dir="$dir/$wl" \
       "$ROOT/src/main.ts" "$RUN/profile.yaml" >"$RUN/lb.log" 2>&1 &
@@ -385,6 +389,8 @@ profile_main() {
     perf record -q -F 499 -g -p "$pid" -o "$dir/$wl.perf.data" -- sleep "$secs" >/dev/null 2>&1 &
     ppid=$!
     case $wl in
+      idle) IDLE_CONNS=$(((${BENCH_IDLE_CONNS:-10000} < ($(ulimit -n) - 200) / 2) ? ${BENCH_IDLE_CONNS:-10000} : ($(ulimit -n) - 200) / 2 / 100 * 100))
+        idle_test 0 profile ;;
       short) DUR=$secs measure 0 profile short wrk_run "$VIP:8080" / 64 -H "Connection: close" ;;
       keepalive) DUR=$secs measure 0 profile keepalive wrk_run "$VIP:8080" / 64 ;;
       bulk) DUR=$secs measure 0 profile bulk wrk_run "$VIP:8080" /1m.bin 8 ;;
@@ -395,13 +401,62 @@ profile_main() {
     perf report -i "$dir/$wl.perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12 >"$dir/$wl.perf-dso.txt" || true
     perf report -i "$dir/$wl.perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$dir/$wl.perf-sym.txt" || true
   done
-  log "profiles in $dir (*.md: Bun CPU profile; *.perf-*.txt: perf by library and symbol)"
+  compare_syscalls "$dir"
+  log "profiles in $dir (*.md: Bun CPU profile; *.perf-*.txt: perf by library and symbol; syscalls.md)"
 }
 
-if [[ ${1:-} == profile ]]; then
+# Per request (or per MiB), what each balancer process costs the machine: CPU time, system calls,
+# context switches (perf stat over the middle of a wrk run), and which system calls (perf trace -s).
+compare_syscalls() {
+  local dir=$1 sys wl wpid secs=4 out=$1/syscalls.md
+  {
+    echo "| balancer | workload | req/s | CPU µs / req | syscalls / req | ctx switches / req | top syscalls (count share) |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | --- |"
+  } >"$out"
+  for sys in haproxy nginx featherlb-proxy; do
+    start_lb "$sys" || { log "$sys: $LB_ERR"; continue; }
+    DUR=1 wrk_run "$VIP:8080" / 64 >/dev/null 2>&1 || true
+    for wl in short keepalive bulk; do
+      local args=(/ 64)
+      [[ $wl == short ]] && args=(/ 64 -H "Connection: close")
+      [[ $wl == bulk ]] && args=(/1m.bin 8)
+      DUR=$((secs + 2)) wrk_run "$VIP:8080" "${args[@]}" >"$RUN/cmp.wrk" 2>&1 &
+      wpid=$!
+      sleep 1
+      perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "$LB_WORK_PID" -o "$RUN/cmp.stat" -- sleep "$secs" >/dev/null 2>&1 || true
+      wait "$wpid" || true
+      local json rps clk cs sc top
+      json=$(grep -o 'FLBB_WRK {.*}' "$RUN/cmp.wrk" | sed 's/^FLBB_WRK //')
+      rps=$(awk -v j="$json" 'BEGIN { match(j, /"requests":[0-9]+/); r = substr(j, RSTART + 11, RLENGTH - 11); match(j, /"duration_us":[0-9]+/); d = substr(j, RSTART + 14, RLENGTH - 14); printf "%d", r / (d / 1e6) }')
+      clk=$(awk -F, '$3 == "task-clock" { print $1 }' "$RUN/cmp.stat")
+      cs=$(awk -F, '$3 == "context-switches" { print $1 }' "$RUN/cmp.stat")
+      sc=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$RUN/cmp.stat")
+      # which calls: a short perf trace summary in a second run window would perturb the numbers
+      # above, so it runs separately, on a 2 s slice
+      DUR=4 wrk_run "$VIP:8080" "${args[@]}" >/dev/null 2>&1 &
+      wpid=$!
+      sleep 1
+      top=$(timeout 10 perf trace -s -p "$LB_WORK_PID" -- sleep 2 2>&1 | tee "$dir/trace-$sys-$wl.txt" | awk '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ { n[$1] += $2; t += $2 } END { for (k in n) printf "%d %s\n", n[k], k; }' | sort -rn | head -5 | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')
+      wait "$wpid" || true
+      awk -v s="$sys" -v w="$wl" -v rps="$rps" -v clk="$clk" -v cs="$cs" -v sc="$sc" -v secs="$secs" -v top="$top" 'BEGIN {
+        req = rps * secs; if (req <= 0) req = 1
+        printf "| %s | %s | %d | %.1f | %.2f | %.2f | %s |\n", s, w, rps, clk * 1000 / req, sc / req, cs / req, top }' >>"$out"
+    done
+    stop_lb
+  done
+  cat "$out" >&2
+}
+
+if [[ ${1:-} == profile || ${1:-} == syscalls ]]; then
   RESULTS=$OUT/profile-results.jsonl
   : >"$RESULTS"
-  profile_main
+  if [[ $1 == profile ]]; then
+    profile_main
+  else # only the per-request syscall/CPU comparison
+    mkdir -p "$OUT/profile" "$RUN"; stop_stale; : >"$PIDFILE"
+    gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
+    setup_topology; start_backends; compare_syscalls "$OUT/profile"
+  fi
 else
   main "$@"
 fi
