@@ -46,8 +46,9 @@ export class HealthChecker {
       if (live.has(backend)) continue;
       if (streak.timer) clearTimeout(streak.timer);
       this.streaks.delete(backend);
-      // Checks turned off: nothing would ever bring it back, so it is up by definition.
-      if (backend.health === "down") this.flip(backend, "up", "health checks disabled");
+      // Checks turned off for a backend still in use: nothing would ever bring it back, so it is up by
+      // definition. (A backend removed by a reload keeps its state while it drains.)
+      if (backend.enabled && backend.health === "down") this.flip(backend, "up", "health checks disabled");
     }
     for (const backend of this.owner.keys()) if (!services.some((s) => s.backends.get(backend.id) === backend)) this.owner.delete(backend);
   }
