@@ -140,6 +140,34 @@ if (bpfSuiteEnabled("xdp data plane")) {
     });
   });
 
+  test("two services on one address: each port follows its own plan and counters", async () => {
+    const env = await plane();
+    try {
+      const text = `mode: xdp
+services:
+  - name: rr
+    listen: "10.0.0.1:80"
+    algorithm: round_robin
+    backends: [{ address: "10.0.0.21:8080" }, { address: "10.0.0.22:8080" }]
+  - name: one
+    listen: "10.0.0.1:90"
+    algorithm: source_hash
+    backends: [{ address: "10.0.0.23:8080" }]
+`;
+      const cfg = parseConfig(text, "two.yaml");
+      const services = cfg.services.map((c) => new Service(c));
+      await env.p.apply(cfg, services);
+      const to80 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(80)).data));
+      const to90 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(90)).data));
+      expect(to80).toEqual([0, 1, 0, 1]);
+      expect(to90).toEqual([2, 2, 2, 2]);
+      env.p.refreshStats();
+      expect(services.map((s) => s.stats.total)).toEqual([4, 4]);
+    } finally {
+      env.p.close();
+    }
+  });
+
   test("LRU-evicted flows stop counting as active after a sweep", async () => {
     const env = await plane(1024);
     try {
