@@ -46,7 +46,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, bpf_ntohs(p->iph->tot_len), NULL, NULL, &out);
+	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, NULL, NULL, &out);
 	if (action >= 0)
 		return action;
 
@@ -96,7 +96,7 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	}
 
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, bpf_ntohs(p->iph->tot_len), NULL, NULL, &out);
+	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, NULL, NULL, &out);
 	if (action >= 0)
 		return action;
 	touch_flow(f);
@@ -129,7 +129,7 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	__u8 ours[ETH_ALEN];
 	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
 	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, bpf_ntohs(p->iph->tot_len), fv.client_mac, ours, &out);
+	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, fv.client_mac, ours, &out);
 	if (action >= 0)
 		return action;
 	touch_flow(f);

@@ -64,7 +64,7 @@ static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, 
 }
 
 static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_config *cfg, __be32 src,
-				      __be32 dst, __u16 tot_len, const __u8 *learned, const __u8 *ours,
+				      __be32 dst, const __u8 *learned, const __u8 *ours,
 				      struct l2_out *out)
 {
 	if (cfg_static_neigh(cfg)) {
@@ -80,7 +80,10 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
 	fib.l4_protocol = IPPROTO_TCP;
-	fib.tot_len = tot_len;
+	/* fib.tot_len stays 0 so the lookup skips its MTU check: we never fragment, and a packet above
+	 * the MTU here is a GSO/GRO super-packet (generic XDP sees them, e.g. from a TSO-enabled veth
+	 * peer) that the egress device segments. With the length set, the lookup answers FRAG_NEEDED, the
+	 * packet would be passed to our own stack, and the kernel would reset a connection it does not know. */
 	fib.ipv4_src = src;
 	fib.ipv4_dst = dst;
 	fib.ifindex = ctx->ingress_ifindex;
