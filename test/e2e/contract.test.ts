@@ -101,9 +101,12 @@ describe("checks", () => {
     expect(weightedExact(rows(100, 101, 199)).every((c) => c.pass)).toBe(true);
     expect(weightedExact(rows(95, 100, 205))[0]!.pass).toBe(false);
   });
-  test("random: ±5 points of weight share", () => {
-    expect(shareWithin(rows(260, 240, 500), 0.05).pass).toBe(true);
-    expect(shareWithin(rows(310, 190, 500), 0.05).pass).toBe(false);
+  test("random: ±5 points of weight share, or 4.5 σ when N is small", () => {
+    expect(shareWithin(rows(260, 240, 500), 0.05, undefined, true).pass).toBe(true);
+    expect(shareWithin(rows(330, 170, 500), 0.05, undefined, true).pass).toBe(false);
+    // N = 100: σ of a 25 % share is 4.3 points; 33 vs 25 is 1.8 σ, within 4.5 σ.
+    expect(shareWithin(rows(33, 17, 50), 0.05, undefined, true).pass).toBe(true);
+    expect(shareWithin(rows(33, 17, 50), 0.05).pass).toBe(false);
   });
   test("slow backend avoided", () => {
     expect(slowBackendAvoided(rows(10, 400, 800), "a", 0.25).pass).toBe(true);

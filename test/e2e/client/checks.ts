@@ -58,16 +58,31 @@ export function weightedExact(rows: readonly BackendCount[]): Check[] {
   ];
 }
 
-/** Every backend's share within ±`tolerance` (absolute) of its weight share. */
-export function shareWithin(rows: readonly BackendCount[], tolerance: number, name = `share within ±${tolerance * 100} points of weight share`): Check {
+/**
+ * Every backend's share within ±`tolerance` (absolute) of its weight share. With `random`, a share is
+ * a binomial sample: when N is too small for the tolerance to be a fair test (σ = √(p(1−p)/N)), the
+ * allowance widens to 4.5 σ, so the check fails on a bias, not on bad luck (about 1 in 150,000).
+ */
+export function shareWithin(
+  rows: readonly BackendCount[],
+  tolerance: number,
+  name = `share within ±${tolerance * 100} points of weight share`,
+  random = false,
+): Check {
   const n = total(rows);
   const w = totalWeight(rows);
-  const dev = rows.map((r) => ({ r, share: n ? r.count / n : 0, expect: r.weight / w }));
+  const dev = rows.map((r) => {
+    const expect = r.weight / w;
+    const sigma = n ? Math.sqrt((expect * (1 - expect)) / n) : 0;
+    return { r, share: n ? r.count / n : 0, expect, allowed: random ? Math.max(tolerance, 4.5 * sigma) : tolerance };
+  });
+  const bad = dev.filter((d) => Math.abs(d.share - d.expect) > d.allowed);
   const worst = Math.max(...dev.map((d) => Math.abs(d.share - d.expect)));
+  const allowed = Math.max(...dev.map((d) => d.allowed));
   return {
     name,
-    pass: n > 0 && worst <= tolerance,
-    detail: `worst deviation ${(worst * 100).toFixed(2)} points (allowed ${tolerance * 100}): ${dev
+    pass: n > 0 && bad.length === 0,
+    detail: `worst deviation ${(worst * 100).toFixed(2)} points (allowed ${(allowed * 100).toFixed(allowed > tolerance ? 1 : 0)}${allowed > tolerance ? ", 4.5 σ at this N" : ""}): ${dev
       .map((d) => `${d.r.backend} ${pct(d.share)} vs ${pct(d.expect)}`)
       .join(", ")} over ${n}`,
   };

@@ -38,6 +38,8 @@ async function main(): Promise<number> {
     only: env("E2E_ONLY", "").split(",").filter(Boolean),
     timeoutMs: num("E2E_TIMEOUT_MS", 10_000),
     readyTimeoutMs: num("E2E_READY_SECONDS", 30) * 1000,
+    faultKillAfterMs: 2500,
+    faultOutageMs: 3000,
   };
   console.log(
     `  client: ${o.mode} mode, LB ${lbHost}, ${cfg.services.length} services, ${sources.length} client source IPs` +
