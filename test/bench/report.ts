@@ -289,7 +289,8 @@ function svg(R: Results, meta: Meta): string {
     { title: "Bulk: one TCP stream", m: "stream_gbps", unit: "Gbit/s", better: "higher is better" },
     { title: "Memory per idle connection", m: "idle_kib_per_conn", unit: "KiB", better: "lower is better" },
   ];
-  const W = 1000, cols = 2, pw = 480, gap = 40 - 0, left = 130, barH = 18, barGap = 6;
+  const cols = 2, pw = 540, gap = 20, left = 120, barH = 18, barGap = 6, labelRoom = 170;
+  const W = 20 + cols * pw + (cols - 1) * gap + 20;
   const sysList = R.present;
   const ph = 48 + sysList.length * (barH + barGap) + 10;
   const top = 70;
@@ -308,7 +309,7 @@ function svg(R: Results, meta: Meta): string {
     const y0 = top + Math.floor(i / cols) * (ph + 20);
     const stats = sysList.map((s) => ({ s, st: R.get(s, p.m) }));
     const maxV = Math.max(1e-9, ...stats.map(({ st }) => (st ? st.max : 0)));
-    const scale = (pw - left - 70) / maxV;
+    const scale = (pw - left - labelRoom) / maxV;
     o.push(`<g transform="translate(${x0},${y0})">`);
     o.push(`<rect x="0" y="0" width="${pw}" height="${ph}" fill="#fafafa" stroke="#ddd"/>`);
     o.push(`<text x="10" y="20" font-size="14" font-weight="bold">${esc(p.title)}</text>`);
@@ -316,8 +317,12 @@ function svg(R: Results, meta: Meta): string {
     stats.forEach(({ s, st }, j) => {
       const y = 48 + j * (barH + barGap);
       o.push(`<text x="${left - 8}" y="${y + barH - 5}" text-anchor="end">${esc(LABEL[s])}</text>`);
-      if (!st) {
-        o.push(`<text x="${left + 4}" y="${y + barH - 5}" fill="#999">not measured</text>`);
+      const na =
+        p.m === "idle_kib_per_conn" && s === "direct" ? "n/a (no balancer)"
+        : p.m === "idle_kib_per_conn" && s === "featherlb-xdp" ? "n/a (flows live in BPF maps)"
+        : !st ? "not measured" : undefined;
+      if (na || !st) {
+        o.push(`<text x="${left + 4}" y="${y + barH - 5}" fill="#999">${esc(na ?? "not measured")}</text>`);
         return;
       }
       const w = Math.max(1, st.median * scale);
@@ -327,7 +332,7 @@ function svg(R: Results, meta: Meta): string {
         o.push(`<path d="M${a.toFixed(1)} ${m}H${b.toFixed(1)}M${a.toFixed(1)} ${m - 5}V${m + 5}M${b.toFixed(1)} ${m - 5}V${m + 5}" stroke="#222" stroke-width="1.2"/>`);
       }
       const hr = s !== "haproxy" ? R.ratio(s, "haproxy", p.m) : undefined;
-      const label = fmt(st.median) + (hr !== undefined ? `  (${hr.toFixed(2)}× HAProxy)` : "");
+      const label = fmt(st.median) + (hr !== undefined ? `  ·  ${hr.toFixed(2)}× HAProxy` : "");
       o.push(`<text x="${(left + Math.max(w, st.max * scale) + 6).toFixed(1)}" y="${y + barH - 5}" fill="#222">${esc(label)}</text>`);
     });
     o.push(`</g>`);
