@@ -6,11 +6,11 @@
  *   "@@ACTION kill X"  the runner kills backend container X now ("start X" brings it back)
  *   anything else      the report: console and the run log
  */
+import { lookup } from "node:dns/promises";
 import { allServed, exactEqual, noErrors, predicted, shareWithin, slowBackendAvoided, sticky, weightedExact, type BackendCount, type Check } from "./checks.ts";
 import { randomPayload, type Payload } from "./conn.ts";
 import type { E2eConfig, E2eService } from "./lbconfig.ts";
 import { percentile, runLoad, startLoad, type ConnEvent, type LoadStats } from "./load.ts";
-import { lookup } from "node:dns/promises";
 import { backendIp, scrape, type Metrics } from "./metrics.ts";
 import { predictor } from "./predict.ts";
 import { bar, fmtBytes, fmtInt, fmtMs, rule, spreadChart, table } from "./report.ts";
