@@ -413,7 +413,7 @@ compare_syscalls() {
     echo "| balancer | workload | req/s | CPU µs / req | syscalls / req | ctx switches / req | top syscalls (count share) |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | --- |"
   } >"$out"
-  for sys in haproxy nginx featherlb-proxy; do
+  for sys in ${BENCH_COMPARE_SYSTEMS:-haproxy nginx featherlb-proxy}; do
     start_lb "$sys" || { log "$sys: $LB_ERR"; continue; }
     DUR=1 wrk_run "$VIP:8080" / 64 >/dev/null 2>&1 || true
     for wl in short keepalive bulk; do
