@@ -93,6 +93,8 @@ const METRICS = {
   stream_cpu: { wl: "stream", f: (r: Row) => r.lb_cpu_pct ?? NaN },
   idle_conns: { wl: "idle", f: (r: Row) => num(r, "conns") },
   idle_backend: { wl: "idle", f: (r: Row) => num(r, "backend_established") },
+  idle_setup_s: { wl: "idle", f: (r: Row) => num(r, "connect_s") },
+  idle_syn: { wl: "idle", f: (r: Row) => num(r, "syn_retrans") },
   idle_rss0: { wl: "idle", f: (r: Row) => num(r, "rss_before_kib") / 1024 },
   idle_rss1: { wl: "idle", f: (r: Row) => num(r, "rss_held_kib") / 1024 },
   idle_kib_per_conn: {
@@ -131,6 +133,7 @@ class Results {
 
 // ------------------------------------------------------------------ formatting
 function fmt(x: number): string {
+  if (Number.isInteger(x)) return x.toLocaleString("en-US");
   const a = Math.abs(x);
   if (a >= 1000) return Math.round(x).toLocaleString("en-US");
   if (a >= 100) return x.toFixed(0);
@@ -198,13 +201,15 @@ function workloadTables(R: Results): string {
   out.push("### Concurrency — idle connections held open through the balancer\n");
   out.push(
     table(
-      ["system", "connections held", "reached the backends", "LB RSS before, MiB", "LB RSS held, MiB", "KiB per connection", "× HAProxy"],
+      ["system", "connections held", "reached the backends", "time to open them, s", "client SYN retransmits", "LB RSS before, MiB", "LB RSS held, MiB", "KiB per connection", "× HAProxy"],
       R.present
         .filter((s) => s !== "direct")
         .map((s) => [
           sysCell(s),
           cell(R.get(s, "idle_conns")),
           cell(R.get(s, "idle_backend")),
+          cell(R.get(s, "idle_setup_s")),
+          cell(R.get(s, "idle_syn")),
           cell(R.get(s, "idle_rss0")),
           cell(R.get(s, "idle_rss1")),
           cell(R.get(s, "idle_kib_per_conn")),
