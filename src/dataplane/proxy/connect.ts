@@ -1,6 +1,7 @@
 /**
  * Choosing and connecting a backend for one client, with a connect timeout and retries on other healthy
- * backends. Failures are reported to the health module (passive checks).
+ * backends. Failures are reported to the health module (passive checks). Timeouts are enforced by the
+ * data plane's 250 ms tick (`expire`), so a timeout fires within 250 ms after its deadline.
  */
 import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../control/backend.ts";
@@ -36,7 +37,21 @@ function backendHandlers(): SocketHandler<Relay> {
 }
 const BACKEND_HANDLERS = backendHandlers();
 
+/** One connect to one backend for one relay, settled exactly once: opened, failed or timed out. */
+class Attempt {
+  settled = false;
+  constructor(
+    readonly relay: Relay,
+    readonly backend: Backend,
+    /** Epoch ms; the data plane's tick expires it (no timer per connect). */
+    readonly deadline: number,
+  ) {}
+}
+
 export class Connector {
+  /** Attempts not settled yet, checked against their deadline by `expire`. */
+  private readonly pending = new Set<Attempt>();
+
   constructor(private readonly hooks: ConnectHooks) {}
 
   /** Pick a backend for `relay` and connect; on failure retry others; finish the relay if none works. */
@@ -56,52 +71,65 @@ export class Connector {
     // Counted as active from the pick, not the connect: a burst of accepts must already see it, or
     // least_connections would send the whole burst to one backend.
     backend.stats.active++;
-    relay.backend = null;
-    this.attempt(relay, backend, backend.ip);
-  }
-
-  private attempt(relay: Relay, backend: Backend, ip: string): void {
-    const { service } = relay;
-    let settled = false;
-    const fail = (reason: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      backend.stats.active--;
-      backend.stats.connectFailures++;
-      service.stats.connectFailures++;
-      this.hooks.onConnectFailure(backend, reason);
-      if (relay.finished) return;
-      (relay.failed ??= new Set()).add(backend.id);
-      if (relay.failed.size > service.config.connect_retries) return relay.finish(false);
-      this.start(relay);
-    };
-    const timer = setTimeout(() => fail("connect timeout"), service.config.connect_timeout_ms);
+    const attempt = new Attempt(relay, backend, Date.now() + service.config.connect_timeout_ms);
+    this.pending.add(attempt);
+    // Bun sets TCP_NODELAY on connected sockets itself; setting it again would cost a syscall.
     Bun.connect<Relay>({
-      hostname: ip,
+      hostname: backend.ip,
       port: backend.config.port,
       allowHalfOpen: true,
       data: relay,
       socket: BACKEND_HANDLERS,
     }).then(
-      (socket) => {
-        if (settled || relay.finished) {
-          // Timed out meanwhile, or the client left: this socket is not wanted.
-          if (!settled) {
-            settled = true;
-            clearTimeout(timer);
-            backend.stats.active--;
-          }
-          socket.terminate();
-          return;
-        }
-        settled = true;
-        clearTimeout(timer);
-        socket.setNoDelay(true);
-        this.hooks.onConnectSuccess(backend);
-        relay.attach(socket, backend);
-      },
-      (err: { code?: string }) => fail(err.code ?? "connect failed"),
+      (socket) => this.opened(attempt, socket),
+      (err: { code?: string }) => this.failed(attempt, err.code ?? "connect failed"),
     );
+  }
+
+  /** Fail every attempt whose deadline has passed (called from the data plane's periodic tick). */
+  expire(now: number): void {
+    for (const attempt of this.pending) if (now >= attempt.deadline) this.failed(attempt, "connect timeout");
+  }
+
+  get connecting(): number {
+    return this.pending.size;
+  }
+
+  private settle(attempt: Attempt): boolean {
+    if (attempt.settled) return false;
+    attempt.settled = true;
+    this.pending.delete(attempt);
+    return true;
+  }
+
+  private opened(attempt: Attempt, socket: Socket<Relay>): void {
+    const { relay, backend } = attempt;
+    if (!this.settle(attempt)) {
+      // Timed out already (and counted as a failure): this socket is not wanted.
+      socket.terminate();
+      return;
+    }
+    if (relay.finished) {
+      // The client left while we connected.
+      backend.stats.active--;
+      socket.terminate();
+      return;
+    }
+    this.hooks.onConnectSuccess(backend);
+    relay.attach(socket, backend);
+  }
+
+  private failed(attempt: Attempt, reason: string): void {
+    if (!this.settle(attempt)) return;
+    const { relay, backend } = attempt;
+    const { service } = relay;
+    backend.stats.active--;
+    backend.stats.connectFailures++;
+    service.stats.connectFailures++;
+    this.hooks.onConnectFailure(backend, reason);
+    if (relay.finished) return;
+    (relay.failed ??= new Set()).add(backend.id);
+    if (relay.failed.size > service.config.connect_retries) return relay.finish(false);
+    this.start(relay);
   }
 }

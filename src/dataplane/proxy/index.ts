@@ -11,6 +11,11 @@ import type { DataPlane } from "../types.ts";
 import { type ConnectHooks, Connector } from "./connect.ts";
 import { clock, Relay } from "./relay.ts";
 
+/** Clock and connect-timeout resolution. */
+const TICK_MS = 250;
+/** Idle timeouts are checked every second (a walk over all connections; idle timeouts are long). */
+const IDLE_SWEEP_TICKS = 4;
+
 /** What a listener serves; reload swaps `service` in place so the listening socket stays open. */
 interface Binding {
   service: Service;
@@ -29,14 +34,16 @@ export class ProxyDataPlane implements DataPlane {
   private readonly connector: Connector;
   private readonly sweeper: ReturnType<typeof setInterval>;
   private idleDrainResolve: (() => void) | null = null;
+  private ticks = 0;
 
   constructor(
     private readonly log: Logger,
     hooks: ConnectHooks,
   ) {
     this.connector = new Connector(hooks);
-    // Idle timeouts and the coarse clock: one timer for all connections instead of one per socket.
-    this.sweeper = setInterval(() => this.sweep(), 250);
+    // One timer for all connections instead of any per socket: it advances the coarse clock and
+    // expires connect attempts every tick, and checks idle timeouts every IDLE_SWEEP_TICKS ticks.
+    this.sweeper = setInterval(() => this.tick(), TICK_MS);
     this.sweeper.unref();
   }
 
@@ -119,7 +126,7 @@ export class ProxyDataPlane implements DataPlane {
     stats.active++;
     stats.total++;
     this.relays.add(relay);
-    socket.setNoDelay(true);
+    // Bun sets TCP_NODELAY on accepted sockets itself; setting it again would cost a syscall.
     this.connector.start(relay);
   }
 
@@ -130,8 +137,10 @@ export class ProxyDataPlane implements DataPlane {
     if (this.relays.size === 0) this.idleDrainResolve?.();
   }
 
-  private sweep(): void {
+  private tick(): void {
     clock.now = Date.now();
+    this.connector.expire(clock.now);
+    if (++this.ticks % IDLE_SWEEP_TICKS !== 0) return;
     for (const relay of this.relays) {
       const idle = relay.service.config.idle_timeout_ms;
       if (idle > 0 && clock.now - relay.lastActive >= idle) relay.finish(true);

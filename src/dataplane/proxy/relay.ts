@@ -129,8 +129,9 @@ export class Relay {
 
   private shut(dir: Direction, dst: Socket<Relay>): void {
     dir.shut = true;
+    // The last FIN: end() sends it as it closes both sockets; a shutdown() first would be a wasted syscall.
+    if (this.up.shut && this.down.shut) return this.finish(false);
     dst.shutdown();
-    if (this.up.shut && this.down.shut) this.finish(false);
   }
 
   /**
