@@ -242,7 +242,8 @@ measure() {
   local rep=$1 sys=$2 wl=$3; shift 3
   local c0 c1 m0 m1 t0 t1 out json
   c0=$(cpu_ticks "$LB_WORK_PID"); read -r m0 mt0 < <(machine_busy); t0=$(now_ms)
-  out=$("$@" 2>&1) || log "$sys/$wl: command exited non-zero"
+  run_bg "$RUN/measure.out" "$@" || log "$sys/$wl: command exited non-zero"
+  out=$(cat "$RUN/measure.out")
   t1=$(now_ms); c1=$(cpu_ticks "$LB_WORK_PID"); read -r m1 mt1 < <(machine_busy)
   json=$(grep -o 'FLBB_WRK {.*}' <<<"$out" | sed 's/^FLBB_WRK //' || true)
   [[ -n $json ]] || json=$(grep -o '^{.*}$' <<<"$out" || true)
@@ -254,12 +255,27 @@ measure() {
   log "$sys/$wl rep $rep: $json lb_cpu=$lb_cpu% machine=$busy%"
 }
 
-wrk_run() { # wrk_run HOST:PORT PATH CONNS [header]: one bounded wrk run from the client namespace
+# Loads run as external commands in the background, tracked, while the script `wait`s: a signal
+# interrupts `wait` at once (it would wait for a foreground command), and cleanup stops the load.
+run_bg() { # run_bg OUTFILE CMD...: run CMD, wait for it, return its status
+  local f=$1 p; shift
+  "$@" >"$f" 2>&1 &
+  p=$!
+  track "$p"
+  wait "$p"
+}
+
+wrk_cmd() { # wrk_cmd HOST:PORT PATH CONNS [wrk args]: CMD=(one bounded wrk run from the client namespace)
   local target=$1 path=$2 conns=$3; shift 3
   local threads=$WRK_THREADS
   ((conns < threads)) && threads=$conns
-  nsx "$NS_CLI" timeout $((DUR + 20)) wrk -t"$threads" -c"$conns" -d"${DUR}s" --timeout 2s \
-    -s "$HERE/tools/report.lua" "$@" "http://$target$path"
+  CMD=(ip netns exec "$NS_CLI" timeout $((DUR + 20)) wrk -t"$threads" -c"$conns" -d"${DUR}s" --timeout 2s
+    -s "$HERE/tools/report.lua" "$@" "http://$target$path")
+}
+
+warm_up() { # warm_up HOST:PORT: 1 s of keep-alive load, not recorded (JIT, pools, ARP)
+  DUR=1 wrk_cmd "$1" / 64
+  run_bg /dev/null "${CMD[@]}" || true
 }
 
 backend_established() { # established connections to the backends' port 80, all three summed
@@ -313,14 +329,17 @@ run_system() { # run_system REP SYS
     return 0
   fi
   [[ $sys == direct ]] || idle_test "$rep" "$sys"
-  DUR=1 wrk_run "$target" / 64 >/dev/null 2>&1 || true # warm-up (JIT, pools, ARP), not recorded
-  measure "$rep" "$sys" short wrk_run "$target" / 64 -H "Connection: close"
+  warm_up "$target"
+  wrk_cmd "$target" / 64 -H "Connection: close"
+  measure "$rep" "$sys" short "${CMD[@]}"
   sleep 1
-  measure "$rep" "$sys" keepalive wrk_run "$target" / 64
+  wrk_cmd "$target" / 64
+  measure "$rep" "$sys" keepalive "${CMD[@]}"
   sleep 1
-  measure "$rep" "$sys" bulk wrk_run "$target" /1m.bin 8
+  wrk_cmd "$target" /1m.bin 8
+  measure "$rep" "$sys" bulk "${CMD[@]}"
   sleep 1
-  measure "$rep" "$sys" stream nsx "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" 9000
+  measure "$rep" "$sys" stream ip netns exec "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" 9000
   stop_lb
 }
 
@@ -385,16 +404,16 @@ profile_main() {
     track "$pid"
     wait_port "$VIP" 8080 "$pid" || die "featherlb (bun src/main.ts) did not start: $(tail -n 3 "$RUN/lb.log")"
     LB_WORK_PID=$pid
-    DUR=1 wrk_run "$VIP:8080" / 64 >/dev/null 2>&1 || true
+    warm_up "$VIP:8080"
     perf record -q -F 499 -g -p "$pid" -o "$dir/$wl.perf.data" -- sleep "$secs" >/dev/null 2>&1 &
     ppid=$!
     case $wl in
       idle) IDLE_CONNS=$(((${BENCH_IDLE_CONNS:-10000} < ($(ulimit -n) - 200) / 2) ? ${BENCH_IDLE_CONNS:-10000} : ($(ulimit -n) - 200) / 2 / 100 * 100))
         idle_test 0 profile ;;
-      short) DUR=$secs measure 0 profile short wrk_run "$VIP:8080" / 64 -H "Connection: close" ;;
-      keepalive) DUR=$secs measure 0 profile keepalive wrk_run "$VIP:8080" / 64 ;;
-      bulk) DUR=$secs measure 0 profile bulk wrk_run "$VIP:8080" /1m.bin 8 ;;
-      stream) measure 0 profile stream nsx "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$VIP" 9000 ;;
+      short) DUR=$secs wrk_cmd "$VIP:8080" / 64 -H "Connection: close"; measure 0 profile short "${CMD[@]}" ;;
+      keepalive) DUR=$secs wrk_cmd "$VIP:8080" / 64; measure 0 profile keepalive "${CMD[@]}" ;;
+      bulk) DUR=$secs wrk_cmd "$VIP:8080" /1m.bin 8; measure 0 profile bulk "${CMD[@]}" ;;
+      stream) measure 0 profile stream ip netns exec "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$VIP" 9000 ;;
     esac
     wait "$ppid" 2>/dev/null || true
     stop_pid "$pid"
@@ -415,13 +434,15 @@ compare_syscalls() {
   } >"$out"
   for sys in ${BENCH_COMPARE_SYSTEMS:-haproxy nginx featherlb-proxy}; do
     start_lb "$sys" || { log "$sys: $LB_ERR"; continue; }
-    DUR=1 wrk_run "$VIP:8080" / 64 >/dev/null 2>&1 || true
+    warm_up "$VIP:8080"
     for wl in short keepalive bulk; do
       local args=(/ 64)
       [[ $wl == short ]] && args=(/ 64 -H "Connection: close")
       [[ $wl == bulk ]] && args=(/1m.bin 8)
-      DUR=$((secs + 2)) wrk_run "$VIP:8080" "${args[@]}" >"$RUN/cmp.wrk" 2>&1 &
+      DUR=$((secs + 2)) wrk_cmd "$VIP:8080" "${args[@]}"
+      "${CMD[@]}" >"$RUN/cmp.wrk" 2>&1 &
       wpid=$!
+      track "$wpid"
       sleep 1
       perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "$LB_WORK_PID" -o "$RUN/cmp.stat" -- sleep "$secs" >/dev/null 2>&1 || true
       wait "$wpid" || true
@@ -433,8 +454,10 @@ compare_syscalls() {
       sc=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$RUN/cmp.stat")
       # which calls: a short perf trace summary in a second run window would perturb the numbers
       # above, so it runs separately, on a 2 s slice
-      DUR=4 wrk_run "$VIP:8080" "${args[@]}" >/dev/null 2>&1 &
+      DUR=4 wrk_cmd "$VIP:8080" "${args[@]}"
+      "${CMD[@]}" >/dev/null 2>&1 &
       wpid=$!
+      track "$wpid"
       sleep 1
       top=$(timeout 10 perf trace -s -p "$LB_WORK_PID" -- sleep 2 2>&1 | tee "$dir/trace-$sys-$wl.txt" | awk '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ { n[$1] += $2; t += $2 } END { for (k in n) printf "%d %s\n", n[k], k; }' | sort -rn | head -5 | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')
       wait "$wpid" || true
