@@ -38,6 +38,14 @@
 #define FLOW_FIN_B2C (1U << 1)      /* backend sent FIN */
 #define FLOW_LAST_FIN_B2C (1U << 2) /* the second FIN came from the backend (so the client ACKs last) */
 #define FLOW_CLOSED (1U << 3)       /* counted as closed */
+#define FLOW_TS_MOD (1U << 4)       /* the SYN carried a timestamp option: TSval/TSecr are rewritten (nat.h) */
+
+/* TCP options (RFC 9293, RFC 7323). A TCP header holds at most 40 bytes of options. */
+#define TCP_OPTS_MAX 40
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_TIMESTAMP 8
+#define TCPOLEN_TIMESTAMP 10 /* kind, len, TSval (4), TSecr (4) */
 
 /* Direction of a packet through the LB. */
 #define DIR_C2B 0 /* client → backend */

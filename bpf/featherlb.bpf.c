@@ -62,6 +62,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 		.last_seen = now_seconds(),
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
+	__u8 *ts = ts_start_flow(ctx, p, &f);
 	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
 		struct flow_key rk = {};
 		reverse_key(fk, &f, &rk);
@@ -71,6 +72,8 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	count_flow_open(s, id);
 	count_packet(s, id, DIR_C2B, p->payload);
 	count_reason(REASON_TX_C2B);
+	if (ts)
+		ts_field_add(p->tcph, ts, f.ts_off); /* TSval' = TSval + ts_off */
 	rewrite(p, &out, fk->daddr, snat, be_addr, be_port);
 	return transmit(ctx, &out);
 }
@@ -106,6 +109,7 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	count_reason(REASON_TX_C2B);
 	if (done)
 		forget_flow(&fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_C2B);
 	rewrite(p, &out, fk.daddr, fv.snat_port, fv.be_addr, fv.be_port);
 	return transmit(ctx, &out);
 }
@@ -139,6 +143,7 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	count_reason(REASON_TX_B2C);
 	if (done)
 		forget_flow(&fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_B2C);
 	/* Back to the client as if it came from the service address. */
 	rewrite(p, &out, fk.daddr, fk.dport, fk.saddr, fk.sport);
 	return transmit(ctx, &out);

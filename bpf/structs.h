@@ -31,6 +31,7 @@ struct flow_fwd {
 			     * neighbour entry for the client (it need not: ARP was for the service IP) */
 	__u16 pad;
 	__u32 last_seen; /* CLOCK_MONOTONIC seconds of the last packet (coarse); the TS sweeper expires idle flows */
+	__u32 ts_off;    /* FLOW_TS_MOD only: LB ms clock − the client's TSval on its SYN (u32, wraps); see nat.h */
 };
 
 /* Service table key: a listen address. */

@@ -7,13 +7,17 @@
  * connections succeed on the others, that ping/UDP/another TCP port still reach the LB's own stack,
  * and that SIGKILL of the LB leaves no XDP program attached.
  *
+ * A last case reuses SNAT ports toward a backend that closes first (its TIME_WAIT sockets) from two
+ * client addresses: PAWS must not reject any SYN (TCP timestamp modulation, bpf/nat.h).
+ *
  * The LB process: test/xdp/netns/lb-harness.ts until src/control/runtime.ts wires mode: xdp, then the
- * real thing (dist/featherlb if built, else `bun src/main.ts`). FLBX_LB=harness|binary|source overrides.
+ * real thing (dist/featherlb if built, else `bun src/main.ts`). FLBX_LB=harness|binary|source overrides;
+ * FEATHERLB_BIN picks another binary.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
@@ -32,7 +36,7 @@ const NAMES = ["b1", "b2", "b3"];
 function lbCommand(config: string): { cmd: string[]; kind: string } {
   const wired = readFileSync(join(ROOT, "src/control/runtime.ts"), "utf8").includes("createXdpDataPlane");
   const want = process.env.FLBX_LB ?? (wired ? (existsSync(join(ROOT, "dist/featherlb")) ? "binary" : "source") : "harness");
-  if (want === "binary") return { kind: want, cmd: [join(ROOT, "dist/featherlb"), config] };
+  if (want === "binary") return { kind: want, cmd: [resolve(ROOT, process.env.FEATHERLB_BIN ?? "dist/featherlb"), config] };
   if (want === "source") return { kind: want, cmd: [BUN, join(ROOT, "src/main.ts"), config] };
   return { kind: "harness", cmd: [BUN, join(HERE, "lb-harness.ts"), config] };
 }
@@ -273,6 +277,60 @@ if (bpfSuiteEnabled("xdp netns integration")) {
         await lb.proc.exited;
       }
     }, 60000);
+
+    test("SNAT ports reused within the backend's TIME_WAIT by two clients: no PAWS rejects, no SYN-retransmit stalls", async () => {
+      // The backend closes first, so each connection leaves a TIME_WAIT socket keyed by (LB, SNAT port)
+      // holding the last TSval it saw. 1024 SNAT ports (the minimum) and 3000 connections reuse every
+      // port about three times within TIME_WAIT (60 s), alternating two client addresses whose Linux TS
+      // offsets differ (random per address pair). Without modulation about a quarter of the
+      // cross-client reuses are rejected by PAWS (TcpExtPAWSTimewait) and wait ≥ 1 s for a retransmit.
+      const COUNT = 3000;
+      const ns = NS.backends[0]!;
+      const tw = new Proc(inNs(ns, BUN, join(HERE, "backend.ts"), "tw", "8081", "close-first"));
+      const path = join(dir, "paws.yaml");
+      writeFileSync(
+        path,
+        `mode: xdp
+log:
+  level: info
+admin:
+  listen: off
+drain_timeout: 1s
+xdp:
+  snat_ports: "40000-41023"
+services:
+  - name: svc
+    listen: "${LB_IP}:80"
+    algorithm: round_robin
+    health_check: { interval: 500ms, timeout: 300ms, rise: 1, fall: 2 }
+    backends:
+      - { address: "${BACKEND_IPS[0]}:8081" }
+`,
+      );
+      const lb = new Proc(inNs(NS.lb, ...lbCommand(path).cmd));
+      const pawsTimewait = () => {
+        const lines = run(ns, "cat", "/proc/net/netstat").split("\n").filter((l) => l.startsWith("TcpExt:"));
+        const names = lines[0]!.split(/\s+/);
+        return Number(lines[1]!.split(/\s+/)[names.indexOf("PAWSTimewait")]);
+      };
+      try {
+        await tw.waitFor((j) => j.event === "ready", 15000);
+        await lb.waitFor((j) => j.msg === "xdp services applied", 20000);
+        const before = pawsTimewait();
+        const churn = client(["churn", LB_IP, "80", String(COUNT), "4", CLIENT_IPS.slice(0, 2).join(",")], 100);
+        const paws = pawsTimewait() - before;
+        const timeWait = run(ns, "ss", "-Htan", "state", "time-wait", "( sport = :8081 and dport >= :40000 and dport <= :41023 )").trim().split("\n").filter(Boolean).length;
+        report.push({ case: "snat reuse in TIME_WAIT", connections: churn.count, slowOver500ms: churn.slow, maxMs: churn.maxMs, p50Ms: churn.p50Ms, p99Ms: churn.p99Ms, pawsTimewait: paws, backendTimeWait: timeWait });
+        // A client that hit its deadline (stalled connections) reports {error} instead of figures.
+        expect({ pawsTimewait: paws, slow: churn.slow, failures: churn.failures, error: churn.error }).toEqual({ pawsTimewait: 0, slow: 0, failures: 0, error: undefined });
+        expect(churn.count).toBe(COUNT);
+        expect(timeWait).toBeGreaterThan(900); // nearly every SNAT port sits in TIME_WAIT, and COUNT is ~3× the ports
+      } finally {
+        lb.kill("SIGKILL");
+        await lb.proc.exited;
+        await tw.stop();
+      }
+    }, 120000);
 
     test("SIGHUP reload switches the plan in place; SIGTERM drains, detaches and restores reserved ports", async () => {
       for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);

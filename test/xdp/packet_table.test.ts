@@ -12,7 +12,7 @@ import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { Member } from "../../src/control/algorithms/types.ts";
-import { CFG_FLAGS, FLOW_KEY, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
 import { EINVAL, BpfError } from "../../src/dataplane/xdp/libbpf.ts";
 import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
 import {
@@ -24,12 +24,20 @@ import {
   LB_MAC,
   TCP,
   ethernet,
+  TCPOPT,
   hex,
   ipv4,
+  linuxDataOptions,
+  linuxSynOptions,
   mac,
+  monotonicMs,
   parseTcp,
+  tcpChecksumOk,
+  tcpOptionsOf,
   tcpPacket,
   tcpSegment,
+  timestamps,
+  tsOption,
   type TcpSpec,
 } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -208,6 +216,158 @@ if (bpfSuiteEnabled("xdp packet table")) {
         const out = p.run(back.input);
         expect(out.retval).toBe(XDP_TX);
         expect(hex(out.data)).toBe(hex(tcpPacket({ ...back, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: s.src, sport: VPORT, dport: s.sport, flags: TCP.SYN | TCP.ACK, seq: rnd[0]!, ack: (s.seq! + 1) >>> 0, payload: back.input.slice(54) })));
+      }
+    });
+  });
+
+  describe("TCP timestamp modulation: TSvals toward backends come from one LB clock", () => {
+    const u32 = (n: number) => n >>> 0;
+    const s32 = (n: number) => n | 0;
+    const onlyBackend0 = () => p.writePlan(0, ALGORITHMS.round_robin.plan([{ id: 0, weight: 1, key: "a" }], { maglevTableSize: 65537 }));
+    const flowOf = (src: string, port: number) =>
+      p.lookupFlow(FLOW_KEY.encode({ saddr: ipv4ToU32(src), daddr: ipv4ToU32(VIP), sport: port, dport: VPORT }));
+    /** The backend reply `o` and what the client must get for it when its options become `outOptions`. */
+    const reply = (snat: number, port: number, flags: number, o: Partial<TcpSpec>, outOptions: Uint8Array) => ({
+      input: fromBackend(0, snat, port, flags, o).input,
+      expected: fromBackend(0, snat, port, flags, { ...o, tcpOptions: outOptions }).expected,
+    });
+    /** Run `input` bracketed by CLOCK_MONOTONIC reads: the TSval' it got must lie in [before, after] (u32 ms). */
+    function runOnLbClock(input: Uint8Array) {
+      const before = monotonicMs();
+      const r = p.run(input);
+      const after = monotonicMs();
+      expect(r.retval).toBe(XDP_TX);
+      const ts = timestamps(r.data)!;
+      expect(ts).toBeDefined();
+      expect({ tsvalSinceBefore: u32(ts.tsval - before) <= u32(after - before) }).toEqual({ tsvalSinceBefore: true });
+      return { r, ts };
+    }
+
+    beforeAll(onlyBackend0);
+    afterAll(() => p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 })));
+
+    describe("one flow (client TSvals near the u32 wrap)", () => {
+      const PORT = 5200;
+      const TS0 = 0xfffffff0; // the client's clock wraps during the flow
+      let snat = 0;
+      let off = 0;
+
+      test("SYN: TSval' = LB clock, ts_off stored; MSS, SACK-permitted, NOP, wscale untouched; checksum exact", () => {
+        const syn = client(PORT, TCP.SYN, { seq: 500, tcpOptions: linuxSynOptions(TS0) });
+        const { r, ts } = runOnLbClock(tcpPacket(syn));
+        snat = parseTcp(r.data).sport;
+        off = u32(ts.tsval - TS0);
+        expect(ts.tsecr).toBe(0);
+        // Byte for byte what a from-scratch build with only TSval changed gives (all other options equal).
+        expect(hex(r.data)).toBe(hex(toBackend({ ...syn, tcpOptions: linuxSynOptions(ts.tsval) }, 0, snat)));
+        expect(tcpChecksumOk(r.data)).toBe(true);
+        const f = flowOf("10.0.0.10", PORT)!;
+        expect((f.state as number) & FLOW_STATE.TS_MOD).toBe(FLOW_STATE.TS_MOD);
+        expect(f.ts_off).toBe(off);
+      });
+      test("backend SYN-ACK: TSecr' = TSecr − ts_off echoes the client's own TSval; the backend's TSval untouched", () => {
+        const { input, expected } = reply(snat, PORT, TCP.SYN | TCP.ACK, { seq: 7000, ack: 501, tcpOptions: linuxSynOptions(424242, u32(TS0 + off)) }, linuxSynOptions(424242, TS0));
+        const r = row(input, XDP_TX, expected);
+        expect(tcpChecksumOk(r.data)).toBe(true);
+      });
+      test("two client segments: TSval' = TSval + ts_off, so their difference is exactly the input's (1000)", () => {
+        const outs = [TS0 + 7, TS0 + 1007].map((tsval, i) => {
+          const s = client(PORT, TCP.ACK | TCP.PSH, { seq: 501 + i * 3, ack: 7001, payload: Uint8Array.of(1, 2, 3), tcpOptions: linuxDataOptions(u32(tsval), 424242) });
+          const r = row(tcpPacket(s), XDP_TX, toBackend({ ...s, tcpOptions: linuxDataOptions(u32(tsval + off), 424242) }, 0, snat));
+          expect(tcpChecksumOk(r.data)).toBe(true);
+          return timestamps(r.data)!.tsval;
+        });
+        expect(u32(outs[1]! - outs[0]!)).toBe(1000);
+      });
+      test("backend data: TSecr' restores the client's TSval (across the client's u32 wrap)", () => {
+        const payload = crypto.getRandomValues(new Uint8Array(333));
+        const { input, expected } = reply(snat, PORT, TCP.ACK, { seq: 7001, ack: 507, payload, tcpOptions: linuxDataOptions(424300, u32(TS0 + 1007 + off)) }, linuxDataOptions(424300, u32(TS0 + 1007)));
+        const r = row(input, XDP_TX, expected);
+        expect(tcpChecksumOk(r.data)).toBe(true);
+      });
+      test("retransmitted SYN keeps its flow: same backend, same SNAT port, same ts_off (not re-stamped)", () => {
+        const { fwd, rev } = p.flowCounts();
+        const active = p.backendActive(0, 0);
+        const syn = client(PORT, TCP.SYN, { seq: 500, tcpOptions: linuxSynOptions(u32(TS0 + 1000)) });
+        row(tcpPacket(syn), XDP_TX, toBackend({ ...syn, tcpOptions: linuxSynOptions(u32(TS0 + 1000 + off)) }, 0, snat));
+        expect(p.flowCounts()).toEqual({ fwd, rev });
+        expect(p.backendActive(0, 0)).toBe(active);
+        expect(flowOf("10.0.0.10", PORT)!.ts_off).toBe(off);
+      });
+      const malformed: [string, Uint8Array, Uint8Array?][] = [
+        ["timestamp option of length 9", Uint8Array.of(TCPOPT.NOP, TCPOPT.NOP, TCPOPT.TIMESTAMP, 9, 0, 0, 0, 1, 0, 0, 0, 2)],
+        ["an option of length 0 before the timestamps", Uint8Array.of(TCPOPT.WSCALE, 0, ...tsOption(1, 2))],
+        ["an option of length 1 before the timestamps", Uint8Array.of(TCPOPT.WSCALE, 1, ...tsOption(1, 2))],
+        ["EOL before the timestamps", Uint8Array.of(TCPOPT.EOL, TCPOPT.EOL, ...tsOption(1, 2))],
+        ["timestamps running past doff into the payload", Uint8Array.of(TCPOPT.NOP, TCPOPT.NOP, TCPOPT.TIMESTAMP, 10, 0, 0, 0, 1), Uint8Array.of(0, 0, 0, 2)],
+        ["40 bytes of NOPs (the longest walk)", new Uint8Array(40).fill(TCPOPT.NOP)],
+      ];
+      for (const [desc, opts, payload] of malformed) {
+        test(`${desc}: NAT only, options and payload unmodified`, () => {
+          const s = client(PORT, TCP.ACK, { seq: 510, ack: 7334, tcpOptions: opts, payload });
+          const r = row(tcpPacket(s), XDP_TX, toBackend(s, 0, snat));
+          expect(hex(tcpOptionsOf(r.data))).toBe(hex(opts));
+        });
+      }
+      test("a client segment without options in a modulated flow: NAT only", () => {
+        const s = client(PORT, TCP.RST, { seq: 510 });
+        row(tcpPacket(s), XDP_TX, toBackend(s, 0, snat));
+        expect(flowOf("10.0.0.10", PORT)).toBeUndefined();
+      });
+    });
+
+    test("SYN without timestamps: no modulation, and a later timestamp option passes through unchanged", () => {
+      const syn = client(5210, TCP.SYN, { tcpOptions: Uint8Array.of(TCPOPT.MSS, 4, 0x05, 0xb4) });
+      const r = p.run(tcpPacket(syn));
+      expect(r.retval).toBe(XDP_TX);
+      const snat = parseTcp(r.data).sport;
+      expect(hex(r.data)).toBe(hex(toBackend(syn, 0, snat)));
+      expect((flowOf("10.0.0.10", 5210)!.state as number) & FLOW_STATE.TS_MOD).toBe(0);
+      const d = client(5210, TCP.ACK, { seq: 1001, ack: 1, tcpOptions: linuxDataOptions(77, 88) });
+      row(tcpPacket(d), XDP_TX, toBackend(d, 0, snat));
+      const back = reply(snat, 5210, TCP.ACK, { tcpOptions: linuxDataOptions(99, 77) }, linuxDataOptions(99, 77));
+      row(back.input, XDP_TX, back.expected);
+      row(tcpPacket(client(5210, TCP.RST)), XDP_TX, toBackend(client(5210, TCP.RST), 0, snat));
+    });
+
+    test("SYN whose options run past the end of the frame: forwarded, nothing read or written beyond data_end", () => {
+      // doff says 40 bytes of options; the frame ends 30 bytes in, inside the timestamp option at 28.
+      const opts = Uint8Array.of(...new Array(28).fill(TCPOPT.NOP), ...tsOption(5, 0), TCPOPT.NOP, TCPOPT.NOP);
+      const full = tcpPacket(client(5220, TCP.SYN, { tcpOptions: opts }));
+      const cut = full.slice(0, 14 + 20 + 20 + 30);
+      const r = p.run(cut);
+      expect(r.retval).toBe(XDP_TX);
+      expect(r.data.length).toBe(cut.length);
+      expect(hex(r.data.slice(14 + 20 + 20))).toBe(hex(cut.slice(14 + 20 + 20)));
+      expect((flowOf("10.0.0.10", 5220)!.state as number) & FLOW_STATE.TS_MOD).toBe(0);
+      expect(p.run(tcpPacket(client(5220, TCP.RST))).retval).toBe(XDP_TX);
+    });
+
+    test("a SNAT port reused toward one backend by a client with a far-off clock: TSval' continues on the LB clock", async () => {
+      const cfg = p.readConfig();
+      p.writeConfig({ ...cfg, snatFirst: 50010, snatLast: 50010, staticSmac: mac(LB_MAC) }); // one port: reuse is certain
+      try {
+        const X = { src: "10.0.1.1", port: 5300, ts: 123 };
+        const Y = { src: "10.0.1.2", port: 5301, ts: 0x9abcdef0 }; // "older" than X by s32 comparison
+        const sx: TcpSpec = { src: X.src, dst: VIP, sport: X.port, dport: VPORT, flags: TCP.SYN, tcpOptions: linuxSynOptions(X.ts) };
+        const a = runOnLbClock(tcpPacket(sx));
+        expect(parseTcp(a.r.data).sport).toBe(50010);
+        // X's last segment, 3 ms later on X's clock; then X resets and its entries go.
+        const last: TcpSpec = { ...sx, flags: TCP.ACK, tcpOptions: linuxDataOptions(X.ts + 3, 1) };
+        const lastOut = timestamps(p.run(tcpPacket(last)).data)!.tsval;
+        expect(u32(lastOut - a.ts.tsval)).toBe(3);
+        expect(p.run(tcpPacket({ ...sx, flags: TCP.RST, tcpOptions: undefined })).retval).toBe(XDP_TX);
+        await Bun.sleep(5);
+        const sy: TcpSpec = { src: Y.src, dst: VIP, sport: Y.port, dport: VPORT, flags: TCP.SYN, tcpOptions: linuxSynOptions(Y.ts) };
+        const b = runOnLbClock(tcpPacket(sy));
+        expect(parseTcp(b.r.data).sport).toBe(50010);
+        expect(backendOf(b.r.data)).toBe(0);
+        // What PAWS on the backend's TIME_WAIT socket asks: the new SYN's TSval is after the last one seen.
+        expect(s32(b.ts.tsval - lastOut)).toBeGreaterThan(0);
+        expect(s32(Y.ts - (X.ts + 3))).toBeLessThan(0); // …which the clients' own TSvals were not
+        expect(p.run(tcpPacket({ ...sy, flags: TCP.RST, tcpOptions: undefined })).retval).toBe(XDP_TX);
+      } finally {
+        p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
       }
     });
   });

@@ -3,6 +3,7 @@
  * the whole header/segment), never incrementally, so comparing the BPF program's output byte-for-byte
  * against a freshly built packet catches any incremental-update mistake.
  */
+import { readFileSync } from "node:fs";
 import { ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
 
 export const ETH_P_IP = 0x0800;
@@ -130,4 +131,73 @@ export function parseTcp(frame: Uint8Array): { src: number; dst: number; sport: 
 
 export function hex(b: Uint8Array): string {
   return Buffer.from(b).toString("hex");
+}
+
+// ---- TCP options (RFC 9293 §3.2, RFC 7323) ----
+
+export const TCPOPT = { EOL: 0, NOP: 1, MSS: 2, WSCALE: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
+
+const be32 = (n: number) => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+
+/** The timestamp option: kind 8, length 10, TSval, TSecr (RFC 7323 §3). */
+export function tsOption(tsval: number, tsecr: number): number[] {
+  return [TCPOPT.TIMESTAMP, 10, ...be32(tsval >>> 0), ...be32(tsecr >>> 0)];
+}
+
+/** Options as Linux sends them on a SYN: MSS 1460, SACK permitted, timestamps, NOP, window scale 7 (20 bytes). */
+export function linuxSynOptions(tsval: number, tsecr = 0): Uint8Array {
+  return Uint8Array.of(TCPOPT.MSS, 4, 0x05, 0xb4, TCPOPT.SACK_PERM, 2, ...tsOption(tsval, tsecr), TCPOPT.NOP, TCPOPT.WSCALE, 3, 7);
+}
+
+/** Options on Linux data/ACK segments: NOP, NOP, timestamps (12 bytes). */
+export function linuxDataOptions(tsval: number, tsecr: number): Uint8Array {
+  return Uint8Array.of(TCPOPT.NOP, TCPOPT.NOP, ...tsOption(tsval, tsecr));
+}
+
+/** The TCP header's options of a frame (IPv4 header length from IHL, TCP header length from doff). */
+export function tcpOptionsOf(frame: Uint8Array): Uint8Array {
+  const ihl = (frame[14]! & 0xf) * 4;
+  const tcp = 14 + ihl;
+  const doff = (frame[tcp + 12]! >> 4) * 4;
+  return frame.slice(tcp + 20, tcp + doff);
+}
+
+/** TSval/TSecr of a frame's timestamp option (walked here independently of the BPF parser), or undefined. */
+export function timestamps(frame: Uint8Array): { tsval: number; tsecr: number } | undefined {
+  const o = tcpOptionsOf(frame);
+  for (let i = 0; i < o.length; ) {
+    const kind = o[i]!;
+    if (kind === TCPOPT.EOL) return undefined;
+    if (kind === TCPOPT.NOP) {
+      i += 1;
+      continue;
+    }
+    const len = o[i + 1] ?? 0;
+    if (len < 2 || i + len > o.length) return undefined;
+    if (kind === TCPOPT.TIMESTAMP && len === 10) {
+      const v = new DataView(o.buffer, o.byteOffset + i + 2, 8);
+      return { tsval: v.getUint32(0), tsecr: v.getUint32(4) };
+    }
+    i += len;
+  }
+  return undefined;
+}
+
+/** Does the frame's TCP checksum verify when recomputed from scratch over pseudo-header + segment? */
+export function tcpChecksumOk(frame: Uint8Array): boolean {
+  const v = new DataView(frame.buffer, frame.byteOffset);
+  const ihl = (frame[14]! & 0xf) * 4;
+  const seg = frame.subarray(14 + ihl, 14 + v.getUint16(16));
+  let sum = 0;
+  for (const i of [26, 28, 30, 32]) sum += v.getUint16(i);
+  sum += 6 + seg.length;
+  return inetChecksum(seg, sum) === 0;
+}
+
+/** CLOCK_MONOTONIC in ms, truncated to u32: the clock bpf_ktime_get_ns() reads (needs root: /proc/timer_list). */
+export function monotonicMs(): number {
+  const text = readFileSync("/proc/timer_list", "utf8");
+  const m = /now at (\d+) nsecs/.exec(text);
+  if (!m) throw new Error("/proc/timer_list has no 'now at' line");
+  return Number((BigInt(m[1]!) / 1_000_000n) & 0xffffffffn);
 }

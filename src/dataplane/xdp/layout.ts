@@ -131,6 +131,7 @@ export const FLOW_FWD = new Struct("flow_fwd", [
   ["client_mac", "mac"],
   ["pad", "u16"],
   ["last_seen", "u32"],
+  ["ts_off", "u32"],
 ]);
 
 export const SVC_KEY = new Struct("svc_key", [
@@ -201,7 +202,7 @@ export const SLOT_POOL_SIZE = 1 << 22;
 /** PlanKind → PLAN_* (bpf/consts.h). */
 export const PLAN_KIND = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 } as const;
 
-export const FLOW_STATE = { FIN_C2B: 1, FIN_B2C: 2, LAST_FIN_B2C: 4, CLOSED: 8 } as const;
+export const FLOW_STATE = { FIN_C2B: 1, FIN_B2C: 2, LAST_FIN_B2C: 4, CLOSED: 8, TS_MOD: 16 } as const;
 export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2 } as const;
 export const BACKEND_PRESENT = 1;
 

@@ -2,14 +2,21 @@
  * A test backend (run inside a backend namespace): greets each connection with its name and a newline,
  * then echoes every byte back. When a connection ends it prints {"event":"conn","bytes","sha256"} of
  * what it received, so the test can check the client→backend leg on its own.
- *   bun backend.ts <name> <port>
+ * With `close-first` it sends its name and closes at once instead (the backend's side of each
+ * connection then goes to TIME_WAIT, the case timestamp modulation is for).
+ *   bun backend.ts <name> <port> [close-first]
  */
 import { createHash } from "node:crypto";
 import net from "node:net";
 
-const [name = "backend", port = "8080"] = process.argv.slice(2);
+const [name = "backend", port = "8080", behaviour = "echo"] = process.argv.slice(2);
 
 const server = net.createServer((sock) => {
+  if (behaviour === "close-first") {
+    sock.on("error", () => {});
+    sock.end(`${name}\n`);
+    return;
+  }
   const hash = createHash("sha256");
   let bytes = 0;
   sock.write(`${name}\n`);

@@ -6,6 +6,9 @@
  *   line <host> <port>                                              → {line} (first line the server sends)
  *   udp <host> <port>                                               → {reply}
  *   bench <host[,host…]> <port> <seconds> <concurrency> <ip,ip,…>   → {requests, failures, seconds}
+ *   churn <host> <port> <count> <concurrency> <ip,ip,…>            → {count, failures, slow, maxMs, p50Ms, p99Ms}
+ *     short connections the server closes first; `slow` counts those over 500 ms (a SYN retransmit
+ *     takes ≥ 1 s), connections rotate over the source addresses
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
@@ -116,8 +119,55 @@ async function bench(seconds: number, concurrency: number, ips: string[]) {
   return { requests, failures, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** One connection the server closes: connect, read until its FIN, close; resolves with the time taken. */
+function shortConnection(localAddress: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const sock = net.connect({ host, port, localAddress });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error("timeout"));
+    }, 5000);
+    sock.on("data", () => {});
+    sock.on("end", () => sock.end());
+    sock.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve(performance.now() - t0);
+    });
+  });
+}
+
+async function churn(count: number, concurrency: number, ips: string[]) {
+  const ms: number[] = [];
+  const errors: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      try {
+        ms.push(await shortConnection(ips[i % ips.length]!));
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  ms.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] ?? -1);
+  return { count: ms.length, failures: errors.length, errors: errors.slice(0, 5), slow: ms.filter((x) => x > 500).length, maxMs: Math.round(ms.at(-1) ?? -1), p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
 let result: unknown;
 switch (mode) {
+  case "churn": {
+    const [count = "2000", conc = "2", ips = ""] = rest;
+    result = await churn(Number(count), Number(conc), ips.split(","));
+    break;
+  }
   case "spread": {
     const [count = "300", conc = "8", hold = "0", ips = ""] = rest;
     result = await spread(Number(count), Number(conc), hold === "1", ips.split(","));
