@@ -1,5 +1,5 @@
 # `make bench`: featherlb against HAProxy, NGINX and a direct connection (test/bench/run.sh), then
-# docs/benchmarks.md + docs/benchmarks.svg. Root only (network namespaces); about 10-12 minutes on
+# docs/benchmarks.md + docs/benchmarks.svg. Root only (network namespaces); about 10 minutes on
 # 2 cores. Not part of `make test` / CI. Knobs are passed through, e.g.
 #   make bench BENCH_REPS=1 BENCH_SYSTEMS="direct haproxy"
 # BENCH_XDP: the featherlb xdp row. auto = try it and mark it unavailable if the binary refuses.
@@ -17,7 +17,7 @@ bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@# the distribution starts these as services on install; the bench runs its own instances
 	@for s in haproxy nginx; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s || true; done
 
-bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct → docs/benchmarks.md (root, ~12 min)
+bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct → docs/benchmarks.md (root, ~10 min)
 	@start=$$(date +%s); \
 	if $(MAKE) --no-print-directory build; then :; else echo "bench: featherlb did not build; its rows will be marked unavailable"; fi; \
 	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh && \
