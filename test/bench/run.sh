@@ -13,7 +13,8 @@
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
-# "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (auto|on|off: the xdp row),
+# "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (the xdp row: auto = measured if
+# the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
 # BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (off: wire-like frames; on: veth
 # TSO/checksum offload, under which XDP sees 64 KiB super-frames), FEATHERLB (binary, dist/featherlb).
 # `run.sh profile`: featherlb proxy from source under Bun's CPU profiler and perf (make bench-profile).
@@ -324,6 +325,7 @@ run_system() { # run_system REP SYS
   local rep=$1 sys=$2 target=$VIP:8080 shost=$VIP
   if [[ $sys == direct ]]; then target=${BE_IPS[0]}:80 shost=${BE_IPS[0]}; fi
   if ! start_lb "$sys"; then
+    [[ $sys == featherlb-xdp && $XDP == on ]] && die "BENCH_XDP=on but the xdp row did not start: $LB_ERR"
     log "$sys: unavailable: $LB_ERR"
     emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"unavailable\",\"result\":{\"reason\":\"$LB_ERR\"}}"
     return 0
