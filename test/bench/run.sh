@@ -6,7 +6,8 @@
 # Topology (all names start with flbb, subnet 10.88.0.0/24, the root namespace is not touched):
 #
 #   flbb-cli 10.88.0.1 ─┐
-#   flbb-lb  10.88.0.2 ─┤  bridge flbb-br in namespace flbb-sw
+#   flbb-lb  10.88.0.2 ─┤  bridge flbb-br in namespace flbb-sw; each balancer gets its own address
+#                       │  (.2-.5, one at a time on the interface), see use_vip
 #   flbb-be1 10.88.0.11 ┤  backends: nginx :80 (static files) + flbbtool serve :9000 (10 s streams)
 #   flbb-be2 10.88.0.12 ┤
 #   flbb-be3 10.88.0.13 ┘
@@ -40,6 +41,7 @@ OFFLOAD=${BENCH_OFFLOAD:-off} # off: wire-like MTU-sized frames; on: veth defaul
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
+declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5)
 BE_IPS=(10.88.0.11 10.88.0.12 10.88.0.13)
 HZ=$(getconf CLK_TCK)
 
@@ -173,6 +175,18 @@ wait_port() { # wait_port IP PORT [PID]: up to 10 s for a TCP connect from the c
 }
 
 # ---------------------------------------------------------------- the balancers
+# Each balancer has its own address, the only one on the LB interface while it runs. Why: the
+# backends keep TIME_WAIT entries keyed by the balancer's address and port for 60 s. A kernel proxy's
+# SYN that reuses such a port carries TCP timestamps from the same per-address clock, so the backend
+# accepts it; the XDP plane rewrites timestamps on its own clock, so after a kernel proxy on the same
+# address its SYNs were dropped by PAWS (hundreds of 1 s retransmits). Separate addresses keep one
+# system's leftovers from penalising the next; a system meets only its own, as in production.
+use_vip() { # use_vip SYSTEM: make that system's address the LB interface's only address
+  VIP=${VIPS[$1]:-10.88.0.2}
+  ip -n "$NS_LB" addr flush dev flbb0
+  ip -n "$NS_LB" addr add "$VIP/24" dev flbb0
+}
+
 LB_PID=""      # the process we start
 LB_WORK_PID="" # the process doing the work (NGINX: its single worker), measured for CPU and memory
 LB_ERR=""
@@ -183,16 +197,16 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
   case $sys in
     direct) return 0 ;;
     haproxy)
-      sed -e "s|@RUN@|$RUN|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
       ip netns exec "$NS_LB" haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/lb.log" 2>&1 &
       ;;
     nginx)
-      sed "s|@RUN@|$RUN|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
       ip netns exec "$NS_LB" nginx -p "$RUN/" -e "$RUN/nginx-lb.error.log" -c "$RUN/nginx-lb.conf" >"$RUN/lb.log" 2>&1 &
       ;;
     featherlb-proxy | featherlb-xdp)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
-      sed "s|@MODE@|${sys#featherlb-}|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
+      sed -e "s|@MODE@|${sys#featherlb-}|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
       ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
       ;;
     *) die "unknown system $sys" ;;
@@ -322,7 +336,9 @@ idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, r
 }
 
 run_system() { # run_system REP SYS
-  local rep=$1 sys=$2 target=$VIP:8080 shost=$VIP
+  local rep=$1 sys=$2
+  [[ $sys == direct ]] || use_vip "$sys"
+  local target=$VIP:8080 shost=$VIP
   if [[ $sys == direct ]]; then target=${BE_IPS[0]}:80 shost=${BE_IPS[0]}; fi
   if ! start_lb "$sys"; then
     [[ $sys == featherlb-xdp && $XDP == on ]] && die "BENCH_XDP=on but the xdp row did not start: $LB_ERR"
@@ -397,7 +413,8 @@ profile_main() {
   rm -rf "$dir" && mkdir -p "$dir"
   setup_topology
   start_backends
-  sed "s|@MODE@|proxy|g" "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
+  use_vip featherlb-proxy
+  sed -e "s|@MODE@|proxy|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
   for wl in ${BENCH_PROFILE_WORKLOADS:-idle short keepalive bulk stream}; do
     log "profile: $wl (${secs} s)"
     ip netns exec "$NS_LB" "$bun" --cpu-prof --cpu-prof-md --cpu-prof-dir="$dir/$wl" \
@@ -435,6 +452,7 @@ compare_syscalls() {
     echo "| --- | --- | ---: | ---: | ---: | ---: | --- |"
   } >"$out"
   for sys in ${BENCH_COMPARE_SYSTEMS:-haproxy nginx featherlb-proxy}; do
+    use_vip "$sys"
     start_lb "$sys" || { log "$sys: $LB_ERR"; continue; }
     warm_up "$VIP:8080"
     for wl in short keepalive bulk; do
