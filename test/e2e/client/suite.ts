@@ -155,8 +155,8 @@ async function lbTotals(o: SuiteOptions, service: E2eService): Promise<Map<strin
 
 /**
  * The proxy counts payload bytes it relays: client → backend ("in") must equal every byte the client
- * sent, backend → client ("out") every byte it received. (The XDP plane counts IP bytes, headers
- * included, so there the numbers are only shown.)
+ * sent, backend → client ("out") every byte it received. (The XDP plane counts bytes in the packets it
+ * forwards, retransmissions included, so there the numbers are only shown.)
  */
 function bytesAgree(before: Map<string, number> | string, after: Map<string, number> | string, sent: number, received: number): Check {
   const name = "LB byte counters = bytes the client sent and received";
@@ -296,7 +296,7 @@ async function testService(service: E2eService, o: SuiteOptions, io: SuiteIO): P
     for (const [ip, m] of perSource) for (const b of m.keys()) byBackend.set(b, [...(byBackend.get(b) ?? []), ip.split(".").at(-1)!]);
     io.out(`  client IPs per backend: ${[...byBackend].map(([b, ips]) => `${b} ← .${ips.join(" .")}`).join(";  ")}`);
   }
-  if (o.mode !== "proxy") io.out(`  LB bytes  (IP bytes, headers included) ${bytes.detail}`);
+  if (o.mode !== "proxy") io.out(`  LB bytes  (shown, not checked: the XDP plane counts what it sees in packets, retransmissions included) ${bytes.detail}`);
   for (const l of loads) for (const s of l.errorSamples) io.out(`  error     ${s}`);
   for (const c of checks) io.out(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}: ${c.detail}`);
   return { service, short, bulk, hold, checks };
