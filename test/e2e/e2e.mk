@@ -1,7 +1,7 @@
 # `make e2e`: the load test of featherlb in Docker (docs/e2e.md). Included by the top Makefile.
 #
-# The modes to run. xdp joins once `mode: xdp` works in the binary: E2E_MODES ?= proxy xdp
-E2E_MODES ?= proxy
+# The modes to run, in order (`make e2e E2E_MODES=proxy` skips xdp, e.g. on a kernel without XDP).
+E2E_MODES ?= proxy xdp
 # host: compile with this checkout's Bun (needs npm for `make deps`), as CI does; docker: build
 # everything inside Docker (test/e2e/images/builder.Dockerfile) for machines with Docker only.
 E2E_BUILD ?= $(if $(shell command -v npm 2>/dev/null),host,docker)

@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 PROJECT=${E2E_PROJECT:-featherlb-e2e}
-MODES=${E2E_MODES:-proxy}
+MODES=${E2E_MODES:-proxy xdp}
 BUILD=${E2E_BUILD:-host}
 MAKE=${MAKE:-make}
 RUNS=test/e2e/runs
