@@ -141,7 +141,8 @@ fault_start() {
   else
     log "  [runner] start $1 FAILED"
   fi
-  docker rm -f "$HOLDER" >/dev/null 2>&1
+  # The placeholder stays until the mode's `down`: removing a container mid-measurement is one more
+  # disturbance on a loaded 2-core host.
 }
 
 declare -A RESULT=()
