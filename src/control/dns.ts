@@ -42,28 +42,42 @@ export class Resolver {
     this.timer.unref?.();
   }
 
+  /** One lookup per distinct name per round, however many services and backends share it. */
   private async refresh(): Promise<void> {
-    await Promise.all(this.services.map((service) => this.refreshService(service)));
-  }
-
-  private async refreshService(service: Service): Promise<void> {
-    let changed = false;
+    const names = new Set<string>();
+    for (const service of this.services) {
+      for (const b of service.backends.values()) if (b.enabled && !isIpLiteral(b.config.host)) names.add(b.config.host);
+    }
+    const answers = new Map<string, string | { error: string }>();
     await Promise.all(
-      [...service.backends.values()].map(async (backend) => {
-        const host = backend.config.host;
-        if (isIpLiteral(host) || !backend.enabled) return;
+      [...names].map(async (name) => {
         try {
-          const { address } = await lookup(host, { family: 4 });
-          if (address !== backend.ip) {
-            this.log.info("backend address resolved", { service: service.name, backend: backend.key, ip: address, previous: backend.ip ?? null });
-            backend.ip = address;
-            changed = true;
-          }
+          answers.set(name, (await lookup(name, { family: 4 })).address);
         } catch (err) {
-          this.log.warn("backend name did not resolve", { service: service.name, backend: backend.key, error: (err as { code?: string }).code ?? String(err), keeping: backend.ip ?? null });
+          answers.set(name, { error: (err as { code?: string }).code ?? String(err) });
         }
       }),
     );
-    if (changed) service.rebuild();
+    const failed = new Set<string>();
+    for (const service of this.services) {
+      let changed = false;
+      for (const backend of service.backends.values()) {
+        const answer = answers.get(backend.config.host);
+        if (answer === undefined || !backend.enabled) continue;
+        if (typeof answer !== "string") {
+          if (!failed.has(backend.config.host)) {
+            failed.add(backend.config.host);
+            this.log.warn("backend name did not resolve", { backend: backend.key, name: backend.config.host, error: answer.error, keeping: backend.ip ?? null });
+          }
+          continue;
+        }
+        if (answer !== backend.ip) {
+          this.log.info("backend address resolved", { service: service.name, backend: backend.key, ip: answer, previous: backend.ip ?? null });
+          backend.ip = answer;
+          changed = true;
+        }
+      }
+      if (changed) service.rebuild();
+    }
   }
 }
