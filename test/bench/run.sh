@@ -16,8 +16,9 @@
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
 # "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (the xdp row: auto = measured if
 # the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
-# BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (off: wire-like frames; on: veth
-# TSO/checksum offload, under which XDP sees 64 KiB super-frames), FEATHERLB (binary, dist/featherlb).
+# BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (on: veth defaults, TSO/GSO and
+# checksum offload, 64 KiB super-frames; off: wire-like MTU frames with full checksums, slower for
+# every row), FEATHERLB (binary, dist/featherlb).
 # `run.sh profile`: featherlb proxy from source under Bun's CPU profiler and perf (make bench-profile).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
 SYSTEMS=${BENCH_SYSTEMS:-direct haproxy nginx featherlb-proxy featherlb-xdp}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
-OFFLOAD=${BENCH_OFFLOAD:-off} # off: wire-like MTU-sized frames; on: veth defaults (TSO/GSO, checksum offload)
+OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
 
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
