@@ -44,7 +44,7 @@ class Attempt {
     readonly relay: Relay,
     readonly backend: Backend,
     /** Epoch ms; the data plane's tick expires it (no timer per connect). */
-    readonly deadline: number,
+    public deadline: number,
   ) {}
 }
 
@@ -86,9 +86,17 @@ export class Connector {
     );
   }
 
-  /** Fail every attempt whose deadline has passed (called from the data plane's periodic tick). */
-  expire(now: number): void {
-    for (const attempt of this.pending) if (now >= attempt.deadline) this.failed(attempt, "connect timeout");
+  /**
+   * Fail every attempt whose deadline has passed (called from the data plane's periodic tick).
+   * `stalledMs` is how late the tick itself ran: time our own event loop was blocked (GC, a busy
+   * host) is not the backend's fault, so deadlines move by it — otherwise one stall would time out
+   * every pending connect at once and the passive checks would mark healthy backends down.
+   */
+  expire(now: number, stalledMs: number): void {
+    for (const attempt of this.pending) {
+      if (stalledMs > 0) attempt.deadline += stalledMs;
+      else if (now >= attempt.deadline) this.failed(attempt, "connect timeout");
+    }
   }
 
   get connecting(): number {

@@ -138,8 +138,11 @@ export class ProxyDataPlane implements DataPlane {
   }
 
   private tick(): void {
-    clock.now = Date.now();
-    this.connector.expire(clock.now);
+    const now = Date.now();
+    // A tick more than one period late means the event loop was blocked for that long.
+    const late = now - clock.now - TICK_MS;
+    clock.now = now;
+    this.connector.expire(now, late > TICK_MS ? late : 0);
     if (++this.ticks % IDLE_SWEEP_TICKS !== 0) return;
     for (const relay of this.relays) {
       const idle = relay.service.config.idle_timeout_ms;
