@@ -59,6 +59,8 @@ export class Relay {
     this.backendSocket = socket;
     this.backend = backend;
     backend.stats.total++;
+    // Bytes the client sent while we connected were counted for the service only.
+    if (this.up.pending) backend.stats.bytesIn += this.up.pending.length;
     this.flush(this.up, socket);
     if (!this.up.pending) this.resume(this.up, this.client);
   }
