@@ -1,6 +1,6 @@
 /**
- * Health checks with HAProxy semantics: every `interval` a TCP connect to each backend, which fails
- * if it is refused or takes longer than `timeout`. `fall` consecutive failures take an up backend down,
+ * Health checks with HAProxy semantics: every `interval` a TCP connect to each backend (start to
+ * start), which fails if it is refused or takes longer than `timeout`. `fall` consecutive failures take an up backend down,
  * `rise` consecutive successes bring a down backend up. Connect failures seen by the data plane count
  * as failed checks too (passive checks), so a dead backend leaves the pick set after `fall` failed
  * client connects even before the next active check.
@@ -85,9 +85,12 @@ export class HealthChecker {
       this.schedule(backend, interval_ms);
       return;
     }
+    const started = Date.now();
     const error = await probe(backend.ip, backend.config.port, timeout_ms);
     this.result(backend, error === null, error ?? "ok");
-    this.schedule(backend, interval_ms);
+    // Checks start every `interval` (HAProxy's `inter`), not `interval` after the previous result: a
+    // timing-out backend would otherwise be probed every interval + timeout and take longer to leave.
+    this.schedule(backend, Math.max(0, interval_ms - (Date.now() - started)));
   }
 
   private result(backend: Backend, ok: boolean, reason: string): void {
