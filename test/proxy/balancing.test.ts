@@ -4,27 +4,18 @@
  */
 import { describe, expect, test } from "bun:test";
 import { connect as netConnect } from "node:net";
+import { type BackendSpec, lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
 import { blackhole, refusing } from "../support/blackhole.ts";
 import { connect, freePort, startBackend, waitFor, whoServes } from "../support/net.ts";
 
 interface Svc {
   algorithm?: string;
-  backends: Array<string | { address: string; weight: number }>;
+  backends: BackendSpec[];
   extra?: string;
 }
 function config(port: number, svc: Svc): string {
-  return `
-admin: { listen: ADMIN }
-log: { level: info }
-services:
-  - name: svc
-    listen: 127.0.0.1:${port}
-    algorithm: ${svc.algorithm ?? "round_robin"}
-${svc.extra ?? "    health_check: { enabled: false }"}
-    backends:
-${svc.backends.map((b) => (typeof b === "string" ? `      - address: ${b}` : `      - { address: "${b.address}", weight: ${b.weight} }`)).join("\n")}
-`;
+  return lbYaml({ services: [{ name: "svc", port, algorithm: svc.algorithm, backends: svc.backends, settings: svc.extra }] });
 }
 
 async function spread(port: number, n: number): Promise<string[]> {

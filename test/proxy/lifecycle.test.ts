@@ -2,22 +2,12 @@
  * Lifecycle of a featherlb process: SIGHUP reload (valid and invalid), SIGTERM drain, admin endpoints.
  */
 import { expect, test } from "bun:test";
+import { lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
 import { connect, freePort, startBackend, waitFor, whoServes } from "../support/net.ts";
 
 function config(port: number, backends: string[], opts: { algorithm?: string; drain?: string; extraService?: string } = {}): string {
-  return `
-admin: { listen: ADMIN }
-log: { level: info }
-drain_timeout: ${opts.drain ?? "5s"}
-services:
-  - name: web
-    listen: 127.0.0.1:${port}
-    algorithm: ${opts.algorithm ?? "round_robin"}
-    health_check: { enabled: false }
-    backends:
-${backends.map((b) => `      - address: ${b}`).join("\n")}
-${opts.extraService ?? ""}`;
+  return lbYaml({ top: `drain_timeout: ${opts.drain ?? "5s"}`, services: [{ name: "web", port, algorithm: opts.algorithm, backends }] }) + (opts.extraService ?? "");
 }
 
 test("SIGHUP: a valid config applies to new connections while an established one keeps flowing", async () => {

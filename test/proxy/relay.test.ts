@@ -4,31 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { Socket } from "bun";
-import { type RunningLB, startLB } from "../support/lb.ts";
+import { lbYaml } from "../support/config.ts";
+import { type RunningLB, rssKiB, startLB } from "../support/lb.ts";
 import { connect, flushPending, freePort, sha256, startBackend, writeAll } from "../support/net.ts";
 
 const MiB = 1 << 20;
 
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Number(m?.[1]);
-}
-
 function config(port: number, backends: string[], extra = ""): string {
-  return `
-admin: { listen: ADMIN }
-log: { level: warn }
-services:
-  - name: relay
-    listen: 127.0.0.1:${port}
-    algorithm: round_robin
-    health_check: { enabled: false }
-${extra}
-    backends:
-${backends.map((b) => `      - address: ${b}`).join("\n")}
-`;
+  const settings = `    health_check: { enabled: false }${extra ? `\n${extra}` : ""}`;
+  return lbYaml({ level: "warn", services: [{ name: "relay", port, backends, settings }] });
 }
 
 describe("relay through a featherlb process", () => {

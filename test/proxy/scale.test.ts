@@ -3,12 +3,10 @@
  * for capacity — resident memory per connection — is printed (a measurement, not a timed assertion).
  */
 import { expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { type RunningLB, startLB } from "../support/lb.ts";
+import { type RunningLB, rssKiB, startLB } from "../support/lb.ts";
 import { type Client, connect, freePort, startBackend, waitFor } from "../support/net.ts";
 
 const N = 1000;
-const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 
 test(`${N} idle connections are all relayed; RSS per connection is reported`, async () => {
   const backend = startBackend("a");

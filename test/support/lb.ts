@@ -3,12 +3,17 @@
  * sets it — else `bun src/main.ts`), with a config file written to a temp dir. Exposes its JSON log
  * lines and its admin endpoints.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort, waitFor } from "./net.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
+
+/** Resident set size of a process, from /proc. */
+export function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+}
 
 export function featherlbCommand(): string[] {
   const bin = process.env.FEATHERLB_BIN;
