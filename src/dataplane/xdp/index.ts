@@ -15,7 +15,8 @@ import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, reservePorts } from "./netif.ts";
 import { PlanTooLargeError } from "./pool.ts";
-import type { XdpProgram } from "./program.ts";
+import type { CounterSums, XdpProgram } from "./program.ts";
+import type { Counters } from "../../control/stats.ts";
 
 type Libbpf = typeof import("./libbpf.ts");
 type ProgramModule = typeof import("./program.ts");
@@ -41,6 +42,15 @@ interface Mirrored {
   unsubscribe: () => void;
   /** Which Backend object owns each id slot, to reset counters when an id is reused. */
   slots: Map<number, Backend>;
+}
+
+/** The per-CPU map sums that services and backends share, into the Counters /metrics reads. */
+function copyTraffic(to: Counters, from: CounterSums): void {
+  to.packetsIn = from.packets_in;
+  to.bytesIn = from.bytes_in;
+  to.packetsOut = from.packets_out;
+  to.bytesOut = from.bytes_out;
+  to.total = from.flows_new;
 }
 
 export class XdpDataPlane implements DataPlane {
@@ -222,23 +232,14 @@ export class XdpDataPlane implements DataPlane {
     for (const { service, index } of this.mirrored.values()) {
       const s = this.program.serviceCounters(index);
       const st = service.stats;
-      st.packetsIn = s.packets_in;
-      st.bytesIn = s.bytes_in;
-      st.packetsOut = s.packets_out;
-      st.bytesOut = s.bytes_out;
-      st.total = s.flows_new;
+      copyTraffic(st, s);
       st.rejectedNoBackend = s.no_backend;
       // Active = the gauge least-connection picks read (opened − closed − swept), so /metrics and the
       // picks agree; the service's is the sum over its backends.
       let active = 0;
       for (const [id, backend] of service.backends) {
-        const b = this.program.backendCounters(index, id);
         const bs = backend.stats;
-        bs.packetsIn = b.packets_in;
-        bs.bytesIn = b.bytes_in;
-        bs.packetsOut = b.packets_out;
-        bs.bytesOut = b.bytes_out;
-        bs.total = b.flows_new;
+        copyTraffic(bs, this.program.backendCounters(index, id));
         bs.active = this.program.backendActive(index, id);
         active += bs.active;
       }
