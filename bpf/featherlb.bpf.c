@@ -45,7 +45,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	__be16 be_port = be->port;
 
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
-	struct l2_out out = {};
+	struct next_hop out = {};
 	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, NULL, NULL, &out);
 	if (action >= 0)
 		return action;
@@ -57,9 +57,11 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 			c->snat_fail += 1;
 		return pass(REASON_SNAT_EXHAUSTED);
 	}
+	__u32 now = now_seconds();
+	out.at = now;
 	struct flow_fwd f = {
 		.be_addr = be_addr, .be_port = be_port, .snat_port = snat, .svc = s, .backend = id, .state = 0,
-		.last_seen = now_seconds(),
+		.last_seen = now, .to_backend = out, /* .to_client: resolved by the first reply */
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
 	__u8 *ts = ts_start_flow(ctx, p, &f);
@@ -98,11 +100,12 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 		return new_flow(ctx, cfg, p, &fk, svc);
 	}
 
-	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, f->be_addr, NULL, NULL, &out);
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int action = next_hop(ctx, cfg, &f->to_backend, now, fk.daddr, f->be_addr, NULL, NULL, &out);
 	if (action >= 0)
 		return action;
-	touch_flow(f);
+	touch_flow(f, now);
 	int done = track_state(f, p->tcph, DIR_C2B);
 	struct flow_fwd fv = *f;
 	count_packet(fv.svc, fv.backend, DIR_C2B, p->payload);
@@ -132,11 +135,12 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	struct flow_fwd fv = *f;
 	__u8 ours[ETH_ALEN];
 	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
-	struct l2_out out = {};
-	int action = resolve_l2(ctx, cfg, fk.daddr, fk.saddr, fv.client_mac, ours, &out);
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int action = next_hop(ctx, cfg, &f->to_client, now, fk.daddr, fk.saddr, fv.client_mac, ours, &out);
 	if (action >= 0)
 		return action;
-	touch_flow(f);
+	touch_flow(f, now);
 	int done = track_state(f, p->tcph, DIR_B2C);
 	fv.state = f->state;
 	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);

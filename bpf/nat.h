@@ -17,13 +17,6 @@
 #define AF_INET 2
 #endif
 
-/* Where a rewritten packet goes. */
-struct l2_out {
-	__u8 smac[6];
-	__u8 dmac[6];
-	__u32 ifindex;
-};
-
 static __always_inline struct flb_config *config(void)
 {
 	__u32 zero = 0;
@@ -52,7 +45,7 @@ static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 p
  * MACs come from flb_nbr and the egress is the ingress interface.
  */
 static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, const __u8 *ours,
-				       struct l2_out *out)
+				       struct next_hop *out)
 {
 	if (!learned)
 		return pass(REASON_NO_NEIGH);
@@ -65,7 +58,7 @@ static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, 
 
 static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_config *cfg, __be32 src,
 				      __be32 dst, const __u8 *learned, const __u8 *ours,
-				      struct l2_out *out)
+				      struct next_hop *out)
 {
 	if (cfg_static_neigh(cfg)) {
 		struct nbr_mac *m = bpf_map_lookup_elem(&flb_nbr, &dst);
@@ -104,8 +97,35 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 	return FLB_GO_ON;
 }
 
+/**
+ * The next hop of a packet of an existing flow, in *out: the flow's cached hop for this direction if it
+ * was resolved this second, else resolve_l2() again (FLB_GO_ON, or the action for the packet) and
+ * cache the answer. So bpf_fib_lookup, the costliest step of a packet's path, runs about once per
+ * flow, direction and second instead of once per packet; a route or neighbour change reaches an
+ * established flow within a second.
+ *
+ * Concurrency: packets of one flow on two CPUs may both refresh `cache` in the same second; both write
+ * what the FIB answered (the same bytes unless the neighbour changed in that instant). A reader copies
+ * the cache once, so the worst case is one packet sent to a MAC that has just been replaced — TCP
+ * retransmits it.
+ */
+static __always_inline int next_hop(struct xdp_md *ctx, const struct flb_config *cfg, struct next_hop *cache,
+				    __u32 now, __be32 src, __be32 dst, const __u8 *learned, const __u8 *ours,
+				    struct next_hop *out)
+{
+	*out = *cache;
+	if (out->ifindex && out->at == now)
+		return FLB_GO_ON;
+	int action = resolve_l2(ctx, cfg, src, dst, learned, ours, out);
+	if (action >= 0)
+		return action;
+	out->at = now;
+	*cache = *out;
+	return FLB_GO_ON;
+}
+
 /** Transmit a rewritten packet: back out of the ingress interface, or redirected to another one. */
-static __always_inline int transmit(struct xdp_md *ctx, const struct l2_out *out)
+static __always_inline int transmit(struct xdp_md *ctx, const struct next_hop *out)
 {
 	if (out->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
@@ -116,7 +136,7 @@ static __always_inline int transmit(struct xdp_md *ctx, const struct l2_out *out
  * Rewrite the packet to saddr:sport → daddr:dport with the MACs of `out`, updating both checksums
  * incrementally (csum.h). Every argument is in network order.
  */
-static __always_inline void rewrite(struct packet *p, const struct l2_out *out, __be32 saddr, __be16 sport,
+static __always_inline void rewrite(struct packet *p, const struct next_hop *out, __be32 saddr, __be16 sport,
 				    __be32 daddr, __be16 dport)
 {
 	struct iphdr *iph = p->iph;
@@ -174,9 +194,8 @@ static __always_inline __u32 now_seconds(void)
 }
 
 /** Refresh last_seen, writing only when the second changed (avoids dirtying a shared cache line per packet). */
-static __always_inline void touch_flow(struct flow_fwd *f)
+static __always_inline void touch_flow(struct flow_fwd *f, __u32 now)
 {
-	__u32 now = now_seconds();
 	if (f->last_seen != now)
 		f->last_seen = now;
 }

@@ -19,6 +19,15 @@ struct flow_key {
 	__be16 dport;
 };
 
+/* A resolved L2 next hop, cached in each flow per direction (nat.h next_hop): bpf_fib_lookup costs more
+ * than the rest of a packet's work, so a flow resolves each direction once and again once a second. */
+struct next_hop {
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 ifindex; /* egress interface; 0 = not resolved yet */
+	__u32 at;      /* coarse CLOCK_MONOTONIC second it was resolved */
+};
+
 /* Forward-table value: where a client flow goes. */
 struct flow_fwd {
 	__be32 be_addr;   /* backend IPv4 */
@@ -32,6 +41,8 @@ struct flow_fwd {
 	__u16 pad;
 	__u32 last_seen; /* CLOCK_MONOTONIC seconds of the last packet (coarse); the TS sweeper expires idle flows */
 	__u32 ts_off;    /* FLOW_TS_MOD only: LB ms clock − the client's TSval on its SYN (u32, wraps); see nat.h */
+	struct next_hop to_backend; /* set by the SYN */
+	struct next_hop to_client;  /* set by the backend's first reply */
 };
 
 /* Service table key: a listen address. */

@@ -491,7 +491,31 @@ compare_syscalls() {
   cat "$out" >&2
 }
 
-if [[ ${1:-} == profile || ${1:-} == syscalls ]]; then
+# `run.sh lab SYSTEM [SECONDS]`: the topology, the backends and one balancer, left running for SECONDS
+# (default 600) for manual measurements (perf, bpftool, wrk from flbb-cli), then removed like a run.
+lab_main() {
+  local sys=${1:-featherlb-xdp} secs=${2:-600}
+  mkdir -p "$OUT" "$RUN"; stop_stale; : >"$PIDFILE"
+  gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
+  setup_topology; start_backends
+  local target=${BE_IPS[0]}:80
+  if [[ $sys != direct ]]; then
+    use_vip "$sys"
+    start_lb "$sys" || die "$sys did not start: $LB_ERR"
+    target=$VIP:8080
+  fi
+  warm_up "$target"
+  log "lab: $sys at $target (pid ${LB_WORK_PID:-none}); e.g. ip netns exec $NS_CLI wrk -c64 -d5s http://$target/"
+  log "lab: removed in $secs s (or on Ctrl-C / SIGTERM to this script, pid $$)"
+  sleep "$secs" &
+  track $!
+  wait $! || true
+}
+
+if [[ ${1:-} == lab ]]; then
+  RESULTS=$OUT/lab-results.jsonl
+  lab_main "${@:2}"
+elif [[ ${1:-} == profile || ${1:-} == syscalls ]]; then
   RESULTS=$OUT/profile-results.jsonl
   : >"$RESULTS"
   if [[ $1 == profile ]]; then

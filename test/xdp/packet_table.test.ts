@@ -193,6 +193,38 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(hex(r.data)).toBe(hex(toBackend(syn, be, snat)));
       expect(p.backendActive(0, be)).toBe(1);
     });
+    test("a backend's new MAC reaches its open flow within a second (the per-flow next hop is re-resolved each second)", async () => {
+      const s = client(5200, TCP.SYN);
+      const r = p.run(tcpPacket(s));
+      expect(r.retval).toBe(XDP_TX);
+      const b = backendOf(r.data);
+      const port = parseTcp(r.data).sport;
+      const data = client(5200, TCP.ACK, { seq: 1, ack: 1 });
+      /** Client packets until the backend-facing destination MAC is `want`; ms it took (or -1 after 2.5 s). */
+      const msUntil = async (want: string) => {
+        const t0 = performance.now();
+        while (performance.now() - t0 < 2500) {
+          const out = p.run(tcpPacket(data));
+          expect(out.retval).toBe(XDP_TX);
+          if (hex(out.data.subarray(0, 6)) === hex(mac(want))) return performance.now() - t0;
+          await Bun.sleep(20);
+        }
+        return -1;
+      };
+      expect(await msUntil(beMac(b))).toBeGreaterThanOrEqual(0);
+      const moved = "02:00:00:00:00:99";
+      p.setNeighbour(ipv4ToU32(BACKENDS[b]!), mac(moved));
+      try {
+        const ms = await msUntil(moved);
+        expect(ms).toBeGreaterThanOrEqual(0);
+        expect(ms).toBeLessThan(1200); // one coarse second plus a jiffy or two
+        expect(hex(p.run(tcpPacket(data)).data)).toBe(hex(toBackend(data, b, port).map((x, i) => (i < 6 ? mac(moved)[i]! : x))));
+      } finally {
+        p.setNeighbour(ipv4ToU32(BACKENDS[b]!), mac(beMac(b)));
+        expect(await msUntil(beMac(b))).toBeGreaterThanOrEqual(0); // no stale hop left for later rows
+        p.run(tcpPacket(client(5200, TCP.RST)));
+      }
+    });
     test("200 random flows: every rewrite is byte-exact (incremental checksums vs from scratch)", () => {
       for (let i = 0; i < 200; i++) {
         const rnd = crypto.getRandomValues(new Uint32Array(3));

@@ -5,10 +5,11 @@
  * compiled object's BTF (Cilium's alignchecker idea), so a drift fails CI instead of corrupting maps.
  */
 
-export type FieldType = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "mac";
+/** `hop` is a nested struct next_hop (opaque bytes here: only the BPF program reads it). */
+export type FieldType = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "mac" | "hop";
 
-const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, mac: 6 };
-const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, mac: 1 };
+const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, mac: 6, hop: 20 };
+const ALIGN: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, mac: 1, hop: 4 };
 
 export interface Field {
   readonly name: string;
@@ -89,7 +90,8 @@ function writeField(view: DataView, f: Field, v: Value): void {
     case "be32":
       return view.setUint32(f.offset, Number(v) >>> 0, false);
     case "mac":
-      new Uint8Array(view.buffer, view.byteOffset + f.offset, 6).set((v as Uint8Array).subarray(0, 6));
+    case "hop":
+      new Uint8Array(view.buffer, view.byteOffset + f.offset, f.size).set((v as Uint8Array).subarray(0, f.size));
   }
 }
 
@@ -108,7 +110,8 @@ function readField(view: DataView, f: Field): number | bigint | Uint8Array {
     case "be32":
       return view.getUint32(f.offset, false);
     case "mac":
-      return new Uint8Array(view.buffer.slice(view.byteOffset + f.offset, view.byteOffset + f.offset + 6));
+    case "hop":
+      return new Uint8Array(view.buffer.slice(view.byteOffset + f.offset, view.byteOffset + f.offset + f.size));
   }
 }
 
@@ -132,6 +135,15 @@ export const FLOW_FWD = new Struct("flow_fwd", [
   ["pad", "u16"],
   ["last_seen", "u32"],
   ["ts_off", "u32"],
+  ["to_backend", "hop"],
+  ["to_client", "hop"],
+]);
+
+export const NEXT_HOP = new Struct("next_hop", [
+  ["dmac", "mac"],
+  ["smac", "mac"],
+  ["ifindex", "u32"],
+  ["at", "u32"],
 ]);
 
 export const SVC_KEY = new Struct("svc_key", [
@@ -190,7 +202,7 @@ export const NBR_MAC = new Struct("nbr_mac", [
 ]);
 
 /** Every shared struct, for the layout test. */
-export const STRUCTS = [FLOW_KEY, FLOW_FWD, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, NBR_MAC];
+export const STRUCTS = [FLOW_KEY, FLOW_FWD, NEXT_HOP, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, NBR_MAC];
 
 // ---- constants (bpf/consts.h) ----
 
