@@ -11,7 +11,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-xdp"] as const;
+const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-xdp", "xdp-floor"] as const;
 type System = (typeof SYSTEMS)[number];
 const LABEL: Record<System, string> = {
   direct: "direct (no LB)",
@@ -19,6 +19,7 @@ const LABEL: Record<System, string> = {
   nginx: "NGINX stream",
   "featherlb-proxy": "featherlb proxy",
   "featherlb-xdp": "featherlb xdp",
+  "xdp-floor": "XDP floor (reference)",
 };
 const COLOR: Record<System, string> = {
   direct: "#9e9e9e",
@@ -26,6 +27,7 @@ const COLOR: Record<System, string> = {
   nginx: "#2ca02c",
   "featherlb-proxy": "#ff7f0e",
   "featherlb-xdp": "#d62728",
+  "xdp-floor": "#c9a0a0",
 };
 
 type Workload = "short" | "keepalive" | "bulk" | "stream" | "idle";
@@ -203,7 +205,7 @@ function workloadTables(R: Results): string {
     table(
       ["system", "connections held", "reached the backends", "time to open them, s", "client SYN retransmits", "LB RSS before, MiB", "LB RSS held, MiB", "KiB per connection", "× HAProxy"],
       R.present
-        .filter((s) => s !== "direct")
+        .filter((s) => s !== "direct" && s !== "xdp-floor")
         .map((s) => [
           sysCell(s),
           cell(R.get(s, "idle_conns")),
@@ -224,12 +226,41 @@ function workloadTables(R: Results): string {
         "(kernel memory, preallocated at load), so the process RSS per connection above is not comparable.\n",
     );
   }
+  if (R.present.includes("featherlb-xdp") && R.present.includes("xdp-floor")) out.push(floorTable(R));
   if (R.unavailable.size) {
     out.push("Not measured in this run:\n");
     for (const [s, why] of R.unavailable) out.push(`- ${LABEL[s]}: ${why.trim()}`);
     out.push("");
   }
   return out.join("\n");
+}
+
+/** featherlb xdp against the stateless floor program: what the hop costs vs what featherlb's work costs. */
+function floorTable(R: Results): string {
+  const rows = (
+    [
+      ["short connections, req/s", "short_rps"],
+      ["keep-alive, req/s", "ka_rps"],
+      ["bulk 1 MiB × 8, Gbit/s", "bulk_gbps"],
+      ["one stream, Gbit/s", "stream_gbps"],
+    ] as const
+  ).map(([what, m]) => [
+    what,
+    cell(R.get("direct", m)),
+    cell(R.get("xdp-floor", m)),
+    cell(R.get("featherlb-xdp", m)),
+    ratio(R.ratio("xdp-floor", "direct", m)),
+    ratio(R.ratio("featherlb-xdp", "xdp-floor", m)),
+  ]);
+  return [
+    "### The XDP rows against the XDP floor\n",
+    "*XDP floor* is a reference, not a balancer: test/bench/tools/xdp_floor.bpf.c rewrites addresses and MACs " +
+      "with compile-time constants and sends the packet back out, with no flow table, SNAT, lookups or counters, " +
+      "attached like featherlb (generic XDP on the LB's veth). *floor × direct* is what the extra hop itself " +
+      "costs on this machine; *featherlb × floor* is what featherlb's own per-packet work costs on top.\n",
+    table(["workload", "direct", "XDP floor", "featherlb xdp", "floor × direct", "featherlb × floor"], rows),
+    "",
+  ].join("\n");
 }
 
 // ------------------------------------------------------------------ targets
@@ -266,7 +297,8 @@ function targets(R: Results): { md: string; pass: number; total: number } {
     const ok = r !== undefined && (t.op === ">=" ? r >= t.goal : r <= t.goal);
     if (ok) pass++;
     const verdict = r === undefined ? "NOT MEASURED" : ok ? "**PASS**" : "**MISS**";
-    rows.push([LABEL[t.system], t.what, `${t.op} ${t.goal.toFixed(1)}× ${LABEL[t.base]}`, ratio(r), verdict]);
+    const floor = t.system === "featherlb-xdp" ? ratio(R.ratio("xdp-floor", t.base, t.metric)) : "";
+    rows.push([LABEL[t.system], t.what, `${t.op} ${t.goal.toFixed(1)}× ${LABEL[t.base]}`, ratio(r), verdict, floor]);
   }
   const cpus = (["short_cpu", "ka_cpu", "bulk_cpu", "stream_cpu"] as const).map((m) => R.get("featherlb-xdp", m));
   const measured = cpus.filter((c): c is Stat => c !== undefined);
@@ -279,9 +311,10 @@ function targets(R: Results): { md: string; pass: number; total: number } {
     `near 0 % (≤ ${XDP_CPU_MAX} %)`,
     worst === undefined ? "—" : `${worst.toFixed(1)} % worst`,
     worst === undefined ? "NOT MEASURED" : cpuOk ? "**PASS**" : "**MISS**",
+    "",
   ]);
   const total = TARGETS.length + 1;
-  return { md: table(["mode", "target", "goal", "measured (ratio of medians)", "verdict"], rows, 3), pass, total };
+  return { md: table(["mode", "target", "goal", "measured (ratio of medians)", "verdict", "XDP floor, same ratio"], rows, 3), pass, total };
 }
 
 // ------------------------------------------------------------------ SVG chart
@@ -323,7 +356,7 @@ function svg(R: Results, meta: Meta): string {
       const y = 48 + j * (barH + barGap);
       o.push(`<text x="${left - 8}" y="${y + barH - 5}" text-anchor="end">${esc(LABEL[s])}</text>`);
       const na =
-        p.m === "idle_kib_per_conn" && s === "direct" ? "n/a (no balancer)"
+        p.m === "idle_kib_per_conn" && (s === "direct" || s === "xdp-floor") ? "n/a (no balancer process)"
         : p.m === "idle_kib_per_conn" && s === "featherlb-xdp" ? "n/a (flows live in BPF maps)"
         : !st ? "not measured" : undefined;
       if (na || !st) {

@@ -14,7 +14,7 @@
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
-# "direct haproxy nginx featherlb-proxy featherlb-xdp"), BENCH_XDP (the xdp row: auto = measured if
+# "direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor"), BENCH_XDP (the xdp rows: auto = measured if
 # the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
 # BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (on: veth defaults, TSO/GSO and
 # checksum offload, 64 KiB super-frames; off: wire-like MTU frames with full checksums, slower for
@@ -35,14 +35,14 @@ STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
 BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
-SYSTEMS=${BENCH_SYSTEMS:-direct haproxy nginx featherlb-proxy featherlb-xdp}
+SYSTEMS=${BENCH_SYSTEMS:-direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
 
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
-declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5)
+declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6)
 BE_IPS=(10.88.0.11 10.88.0.12 10.88.0.13)
 HZ=$(getconf CLK_TCK)
 
@@ -205,6 +205,11 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
       sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
       ip netns exec "$NS_LB" nginx -p "$RUN/" -e "$RUN/nginx-lb.error.log" -c "$RUN/nginx-lb.conf" >"$RUN/lb.log" 2>&1 &
       ;;
+    xdp-floor) # a reference, not a balancer process: see tools/xdp_floor.bpf.c
+      attach_floor || return 1
+      wait_port "$VIP" 8080 || { LB_ERR="the XDP floor program did not forward $VIP:8080"; detach_floor; return 1; }
+      return 0
+      ;;
     featherlb-proxy | featherlb-xdp)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
       sed -e "s|@MODE@|${sys#featherlb-}|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
@@ -233,7 +238,29 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
   return 0
 }
 
-stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; }
+stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; detach_floor; }
+
+# The XDP floor: compiled for this topology's addresses and MACs, attached in generic mode (what
+# featherlb's auto picks on a veth), so the two XDP rows differ only in what the program does.
+ns_mac() { ip -n "$1" link show flbb0 | awk '/link\/ether/ { print "0x" $2 }' | sed 's/:/,0x/g'; }
+ip_num() { local IFS=.; set -- $1; echo $((($1 << 24) | ($2 << 16) | ($3 << 8) | $4)); }
+attach_floor() {
+  local obj=$RUN/xdp_floor.o
+  if ! clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+    -DVIP="$(ip_num "$VIP")" -DCLIENT_IP="$(ip_num "$CLI_IP")" \
+    -DBE0="$(ip_num "${BE_IPS[0]}")" -DBE1="$(ip_num "${BE_IPS[1]}")" -DBE2="$(ip_num "${BE_IPS[2]}")" \
+    -DLB_MAC="$(ns_mac "$NS_LB")" -DCLIENT_MAC="$(ns_mac "$NS_CLI")" -DBE0_MAC="$(ns_mac "${BE_NS[0]}")" \
+    -DBE1_MAC="$(ns_mac "${BE_NS[1]}")" -DBE2_MAC="$(ns_mac "${BE_NS[2]}")" \
+    -c "$HERE/tools/xdp_floor.bpf.c" -o "$obj" 2>"$RUN/lb.log"; then
+    LB_ERR="could not compile tools/xdp_floor.bpf.c: $(head -c 200 "$RUN/lb.log")"
+    return 1
+  fi
+  if ! ip -n "$NS_LB" link set dev flbb0 xdpgeneric obj "$obj" sec xdp 2>"$RUN/lb.log"; then
+    LB_ERR="could not attach the XDP floor: $(head -c 200 "$RUN/lb.log")"
+    return 1
+  fi
+}
+detach_floor() { ip -n "$NS_LB" link set dev flbb0 xdpgeneric off 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- measurements
 cpu_ticks() { # utime+stime of a process, in clock ticks (0 when there is none)
@@ -347,7 +374,7 @@ run_system() { # run_system REP SYS
     emit "{\"rep\":$rep,\"system\":\"$sys\",\"workload\":\"unavailable\",\"result\":{\"reason\":\"$LB_ERR\"}}"
     return 0
   fi
-  [[ $sys == direct ]] || idle_test "$rep" "$sys"
+  [[ $sys == direct || $sys == xdp-floor ]] || idle_test "$rep" "$sys"
   warm_up "$target"
   wrk_cmd "$target" / 64 -H "Connection: close"
   measure "$rep" "$sys" short "${CMD[@]}"
@@ -380,7 +407,7 @@ main() {
   log "fd limit $fdmax: $IDLE_CONNS idle connections"
 
   case $XDP in
-    off) SYSTEMS=${SYSTEMS//featherlb-xdp/} ;;
+    off) SYSTEMS=${SYSTEMS//featherlb-xdp/} SYSTEMS=${SYSTEMS//xdp-floor/} ;;
     on | auto) ;;
     *) die "BENCH_XDP must be auto, on or off" ;;
   esac
