@@ -4,7 +4,7 @@
 #   make bench BENCH_REPS=1 BENCH_SYSTEMS="direct haproxy"
 # BENCH_XDP: the featherlb xdp row. auto = try it and mark it unavailable if the binary refuses.
 BENCH_XDP ?= auto
-BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc ethtool iproute2
+BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc clang ethtool iproute2
 
 .PHONY: bench bench-deps bench-report bench-profile
 
