@@ -73,7 +73,8 @@
 #define REASON_DRAINING 11
 #define REASON_TX_C2B 12         /* not a pass: packets rewritten toward a backend */
 #define REASON_TX_B2C 13         /* not a pass: packets rewritten toward a client */
-#define REASON_NEIGH_LEARNED 14  /* not a pass: reply sent to the MAC the client's SYN came from */
+#define REASON_NEIGH_LEARNED 14  /* not a pass: a flow's reply hop resolved to the MAC the client's SYN came from
+				  * (counted per resolution, i.e. per flow and second, not per packet) */
 #define REASON_MAX 15
 
 #endif
