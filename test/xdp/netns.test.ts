@@ -24,7 +24,7 @@ import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { REASONS } from "../../src/dataplane/xdp/layout.ts";
 import { Proc } from "./netns/proc.ts";
-import { BACKEND_IPS, CLIENT_IPS, LB_IP, NS, inNs, run, setup, teardown, xdpAttached } from "./netns/topology.ts";
+import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -332,15 +332,23 @@ services:
       }
     }, 120000);
 
-    test("SIGHUP reload switches the plan in place; SIGTERM drains, detaches and restores reserved ports", async () => {
+    test("SIGHUP reload switches the plan in place; SIGTERM drains, detaches, restores reserved ports and removes the managed neighbours", async () => {
       for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
       const path = writeConfig(dir, "round_robin", [1, 1, 1], "auto");
       const { cmd, kind } = lbCommand(path);
       if (kind === "harness") return; // the harness has no reload; the real runtime is wired
       const reservedBefore = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
+      // Earlier cases' entries go first, so every backend entry below is this run's.
+      for (const ip of BACKEND_IPS) Bun.spawnSync(inNs(NS.lb, "ip", "neigh", "del", ip, "dev", LB_IF));
+      const managed = () =>
+        (JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "neigh", "show", "dev", LB_IF)).stdout.toString() || "[]") as { dst: string; managed?: null }[])
+          .filter((n) => "managed" in n && BACKEND_IPS.includes(n.dst))
+          .map((n) => n.dst)
+          .sort();
       const lb = new Proc(inNs(NS.lb, ...cmd));
       try {
         await lb.waitFor((j) => j.msg === "xdp services applied", 20000);
+        expect(managed()).toEqual([...BACKEND_IPS].sort());
         expect(Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString()).toContain("40000-49999");
         expect(totals(client(["spread", LB_IP, "80", "30", "4", "0", CLIENT_IPS.join(",")]).byIp)).toEqual({ b1: 10, b2: 10, b3: 10 });
 
@@ -356,6 +364,7 @@ services:
         expect(xdpAttached()).toBe("");
         const reservedAfter = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
         expect(reservedAfter).toBe(reservedBefore);
+        expect(managed()).toEqual([]);
       } finally {
         lb.kill("SIGKILL");
         await lb.proc.exited;

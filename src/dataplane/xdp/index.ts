@@ -13,7 +13,7 @@ import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
-import { ifindexOf, interfaceOwning, manageNeighbour, reservePorts } from "./netif.ts";
+import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservePorts } from "./netif.ts";
 import { PlanTooLargeError } from "./pool.ts";
 import type { CounterSums, XdpProgram } from "./program.ts";
 import type { Counters } from "../../control/stats.ts";
@@ -60,6 +60,8 @@ export class XdpDataPlane implements DataPlane {
   private warnedV6 = new Set<string>();
   /** Backend IPs whose next hop we asked the kernel to keep resolved. */
   private readonly neighbours = new Set<string>();
+  /** Next hops whose managed neighbour entry we created (removed again by close). */
+  private readonly createdNeighbours: string[] = [];
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
 
@@ -211,6 +213,8 @@ export class XdpDataPlane implements DataPlane {
     const r = manageNeighbour(this.ifname, ip);
     if ("error" in r) {
       this.log.warn("could not ask the kernel to keep a backend's MAC resolved; its first SYNs may be reset until ARP resolves it", { backend: ip, reason: r.error });
+    } else if (r.created) {
+      this.createdNeighbours.push(r.nexthop);
     }
   }
 
@@ -268,6 +272,7 @@ export class XdpDataPlane implements DataPlane {
     this.ffi.closeFd(this.linkFd); // detaches the program
     this.program.close();
     this.releasePorts();
+    for (const nexthop of this.createdNeighbours.splice(0)) releaseNeighbour(this.ifname, nexthop);
     this.log.info("xdp program detached", { interface: this.ifname });
   }
 }

@@ -42,10 +42,12 @@ export function reservePorts(first: number, last: number): () => void {
 /**
  * Ask the kernel to keep the next hop toward `ip` resolved (a "managed" neighbour entry, Linux ≥ 5.16):
  * the XDP program reads MACs with bpf_fib_lookup and passes a backend's SYN to the kernel while the
- * MAC is unknown, and nothing else would make the kernel resolve it. Returns the next hop managed, or
- * an error message. Uses iproute2 (`ip`), present on every host that runs XDP.
+ * MAC is unknown, and nothing else would make the kernel resolve it. Returns the next hop and whether
+ * this call made it managed (`created`: false when it was already managed, permanent or NOARP — then
+ * it is someone else's and releaseNeighbour must leave it), or an error message. Uses iproute2 (`ip`),
+ * present on every host that runs XDP.
  */
-export function manageNeighbour(ifname: string, ip: string): { nexthop: string } | { error: string } {
+export function manageNeighbour(ifname: string, ip: string): { nexthop: string; created: boolean } | { error: string } {
   const route = Bun.spawnSync(["ip", "-j", "route", "get", ip], { stdout: "pipe", stderr: "pipe" });
   if (route.exitCode !== 0) return { error: route.stderr.toString().trim() || "ip route get failed" };
   const r = (JSON.parse(route.stdout.toString()) as { dev?: string; gateway?: string; type?: string }[])[0];
@@ -53,9 +55,19 @@ export function manageNeighbour(ifname: string, ip: string): { nexthop: string }
   if (r.dev !== ifname) return { error: `it is routed via ${r.dev}, not ${ifname}` };
   const nexthop = r.gateway ?? ip;
   const shown = Bun.spawnSync(["ip", "-j", "neigh", "show", nexthop, "dev", ifname], { stdout: "pipe", stderr: "pipe" });
-  const existing = shown.exitCode === 0 ? (JSON.parse(shown.stdout.toString() || "[]") as { state?: string[] }[])[0] : undefined;
-  if (existing?.state?.some((s) => s === "PERMANENT" || s === "NOARP")) return { nexthop };
+  // `ip -j` marks a managed entry with a "managed" key (value null).
+  const existing = shown.exitCode === 0 ? (JSON.parse(shown.stdout.toString() || "[]") as { state?: string[]; managed?: null }[])[0] : undefined;
+  if (existing && ("managed" in existing || existing.state?.some((s) => s === "PERMANENT" || s === "NOARP"))) return { nexthop, created: false };
   const set = Bun.spawnSync(["ip", "neigh", "replace", nexthop, "dev", ifname, "managed"], { stdout: "pipe", stderr: "pipe" });
   if (set.exitCode !== 0) return { error: set.stderr.toString().trim() || "ip neigh replace failed" };
-  return { nexthop };
+  return { nexthop, created: true };
+}
+
+/**
+ * Undo a neighbour entry manageNeighbour created (at exit, best effort): the entry is deleted, and the
+ * kernel resolves the address again the next time something sends to it. A managed entry would
+ * otherwise stay, and keep the kernel probing the backend, after featherlb is gone.
+ */
+export function releaseNeighbour(ifname: string, nexthop: string): void {
+  Bun.spawnSync(["ip", "neigh", "del", nexthop, "dev", ifname], { stdout: "ignore", stderr: "ignore" });
 }
