@@ -24,28 +24,15 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
-
-/* RFC 1624 incremental update, HC' = ~(~HC + ~m + m'), folded twice (the sum fits in 18 bits). */
-static __always_inline void csum_replace(__u16 *sum, __u32 old_folded, __u32 new_folded)
-{
-	__u32 c = (__u16)~*sum + old_folded + new_folded;
-	c = (c & 0xffff) + (c >> 16);
-	c = (c & 0xffff) + (c >> 16);
-	*sum = ~c;
-}
-static __always_inline void csum4(__u16 *sum, __be32 from, __be32 to)
-{
-	csum_replace(sum, (__u16)~(from & 0xffff) + (__u16)~(from >> 16), (to & 0xffff) + (to >> 16));
-}
-static __always_inline void csum2(__u16 *sum, __be16 from, __be16 to) { csum_replace(sum, (__u16)~from, to); }
+#include "../../../bpf/csum.h" /* the same RFC 1624 updates featherlb uses */
 
 static __always_inline void set_addrs(struct iphdr *ip, struct tcphdr *t, __be32 src, __be32 dst)
 {
-	csum4(&ip->check, ip->saddr, src);
-	csum4(&t->check, ip->saddr, src);
+	csum_replace4(&ip->check, ip->saddr, src);
+	csum_replace4(&t->check, ip->saddr, src);
 	ip->saddr = src;
-	csum4(&ip->check, ip->daddr, dst);
-	csum4(&t->check, ip->daddr, dst);
+	csum_replace4(&ip->check, ip->daddr, dst);
+	csum_replace4(&t->check, ip->daddr, dst);
 	ip->daddr = dst;
 }
 
@@ -70,7 +57,7 @@ int xdp_floor(struct xdp_md *ctx)
 		__be32 be = i == 0 ? bpf_htonl(BE0) : i == 1 ? bpf_htonl(BE1) : bpf_htonl(BE2);
 		__be16 port = t->dest == http ? bpf_htons(80) : stream;
 		set_addrs(ip, t, bpf_htonl(VIP), be);
-		csum2(&t->check, t->dest, port);
+		csum_replace2(&t->check, t->dest, port);
 		t->dest = port;
 		/* constant indices only: the verifier rejects a variable offset into .rodata here */
 		__builtin_memcpy(eth->h_dest, i == 0 ? be_mac[0] : i == 1 ? be_mac[1] : be_mac[2], ETH_ALEN);
@@ -80,7 +67,7 @@ int xdp_floor(struct xdp_md *ctx)
 	if (t->source == bpf_htons(80) || t->source == stream) { /* backend → client */
 		__be16 port = t->source == stream ? stream : http;
 		set_addrs(ip, t, bpf_htonl(VIP), bpf_htonl(CLIENT_IP));
-		csum2(&t->check, t->source, port);
+		csum_replace2(&t->check, t->source, port);
 		t->source = port;
 		__builtin_memcpy(eth->h_dest, client_mac, ETH_ALEN);
 		__builtin_memcpy(eth->h_source, lb_mac, ETH_ALEN);
