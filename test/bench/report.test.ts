@@ -1,0 +1,103 @@
+/**
+ * test/bench/report.ts turns run.sh's raw results into docs/benchmarks.md and the chart. Fed a small
+ * hand-made results file, it must report medians with min–max, ratios of medians, the target verdicts
+ * and the XDP-floor table, and replace only the generated section of an existing document.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const REPORT = new URL("./report.ts", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "flb-report-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** One wrk result: `rps` requests per second over 5 s. */
+const wrk = (rps: number, p99ms = 10) => ({ requests: rps * 5, bytes: rps * 5 * 300, duration_us: 5_000_000, p50_us: 1000, p99_us: p99ms * 1000 });
+/** One bulk result moving `gbps` for 5 s. */
+const bulk = (gbps: number) => ({ requests: 100, bytes: (gbps * 1e9 * 5) / 8, duration_us: 5_000_000, p50_us: 1000, p99_us: 2000 });
+
+// Three repetitions; the middle value of each triple is the median the report must use.
+const SHORT: Record<string, number[]> = {
+  direct: [20000, 18000, 22000],
+  haproxy: [9000, 8000, 10000],
+  "featherlb-proxy": [9800, 9500, 12000], // median 9800 = 1.09× HAProxy: PASS (≥ 1.0)
+  "featherlb-xdp": [15000, 14000, 16000], // 0.75× direct: MISS (≥ 0.9); 1.67× HAProxy: MISS (≥ 2.0)
+  "xdp-floor": [16000, 15500, 17000], // 0.80× direct
+};
+
+function results(): string {
+  const lines: object[] = [{ meta: { date: "2026-01-01T00:00:00Z", commit: "abc1234", kernel: "6.x", cpus: 2, reps: 3, duration_s: 5, stream_s: 10, idle_conns: 100, fd_limit: 1000, backend_workers: 2, wrk_threads: 2, offload: "on", haproxy: "2.6", nginx: "1.22", wrk: "4.1", featherlb: "now" } }];
+  for (let rep = 1; rep <= 3; rep++) {
+    for (const sys of Object.keys(SHORT)) {
+      const cpu = sys === "featherlb-xdp" ? 0.2 : sys === "direct" || sys === "xdp-floor" ? null : 80;
+      const row = (workload: string, result: object) => lines.push({ rep, system: sys, workload, lb_cpu_pct: cpu, machine_busy_pct: 99, wall_ms: 5000, result });
+      row("short", wrk(SHORT[sys]![rep - 1]!));
+      row("keepalive", wrk(sys === "direct" ? 80000 : sys === "haproxy" ? 40000 : 70000));
+      row("bulk", bulk(sys === "haproxy" ? 8 : 20));
+      row("stream", { bytes: 1, seconds: 10, gbps: sys === "haproxy" ? 10 : 13 });
+      if (sys === "haproxy" || sys === "featherlb-proxy") {
+        const held = sys === "haproxy" ? 3 * 1024 * 100 : 2 * 1024 * 100; // KiB: 3 vs 2 KiB per connection
+        row("idle", { conns: 100, connect_s: 0.2, listen_overflows: 0, syn_retrans: 0, backend_established: 100, rss_before_kib: 1000, rss_held_kib: 1000 + held / 1024 });
+      }
+    }
+  }
+  lines.push({ rep: 1, system: "nginx", workload: "unavailable", result: { reason: "nginx not installed" } });
+  lines.push({ end: { loadavg_end: "1 1 1", elapsed_s: 600 } });
+  return lines.map((l) => JSON.stringify(l)).join("\n") + "\n";
+}
+
+function render(): { md: string; svg: string; exitCode: number; stderr: string } {
+  writeFileSync(join(dir, "results.jsonl"), results());
+  writeFileSync(join(dir, "benchmarks.md"), "# Bench\n\nProse before.\n\n<!-- BEGIN RESULTS -->old<!-- END RESULTS -->\n\nProse after.\n");
+  const p = Bun.spawnSync([process.execPath, "run", REPORT, join(dir, "results.jsonl"), "--docs", dir], { stdout: "pipe", stderr: "pipe" });
+  return {
+    md: readFileSync(join(dir, "benchmarks.md"), "utf8"),
+    svg: readFileSync(join(dir, "benchmarks.svg"), "utf8"),
+    exitCode: p.exitCode,
+    stderr: p.stderr.toString(),
+  };
+}
+
+const out = render();
+const rowOf = (md: string, heading: string, label: string) => {
+  const section = md.slice(md.indexOf(heading));
+  return section.split("\n").find((l) => l.startsWith(`| **${label}**`) || l.startsWith(`| ${label} |`)) ?? "";
+};
+
+test("renders without error and keeps the prose around the generated section", () => {
+  expect(out.stderr).toBe("");
+  expect(out.exitCode).toBe(0);
+  expect(out.md).toStartWith("# Bench\n\nProse before.\n\n<!-- BEGIN RESULTS");
+  expect(out.md).toEndWith("<!-- END RESULTS -->\n\nProse after.\n");
+  expect(out.md).not.toContain("-->old<!--");
+});
+
+test("each cell is the median of the repetitions with min–max; ratios are ratios of medians", () => {
+  const haproxy = rowOf(out.md, "### Short connections", "HAProxy 2.6");
+  expect(haproxy).toContain("| 9,000 (8,000–10,000) | 1.00× | 0.45× |");
+  const proxy = rowOf(out.md, "### Short connections", "featherlb proxy");
+  expect(proxy).toContain("| 9,800 (9,500–12,000) | 1.09× | 0.49× |");
+});
+
+test("target verdicts follow the goals, with the floor's ratio beside the xdp ones", () => {
+  const targets = out.md.slice(out.md.indexOf("### Targets"));
+  expect(targets).toContain("| featherlb proxy | short-conn req/s | >= 1.0× HAProxy 2.6 | 1.09× | **PASS** |");
+  expect(targets).toContain("| featherlb xdp | short-conn req/s | >= 0.9× direct (no LB) | 0.75× | **MISS** | 0.80× |");
+  expect(targets).toContain("| featherlb xdp | short-conn req/s | >= 2.0× HAProxy 2.6 | 1.67× | **MISS** | 1.78× |");
+  expect(targets).toContain("| featherlb proxy | memory per idle connection | <= 2.0× HAProxy 2.6 | 0.67× | **PASS** |");
+  expect(targets).toContain("| featherlb xdp | featherlb process CPU, every workload | near 0 % (≤ 5 %) | 0.2 % worst | **PASS** |");
+  expect(out.md).toMatch(/### Targets \(\d+ of 13 met\)/);
+});
+
+test("the XDP floor table compares featherlb xdp with the floor and the floor with direct", () => {
+  const row = rowOf(out.md, "### The XDP rows against the XDP floor", "short connections, req/s");
+  expect(row).toBe("| short connections, req/s | 20,000 (18,000–22,000) | 16,000 (15,500–17,000) | 15,000 (14,000–16,000) | 0.80× | 0.94× |");
+});
+
+test("a system that could not run is listed with its reason, and the chart names every measured system", () => {
+  expect(out.md).toContain("- NGINX stream: nginx not installed");
+  expect(out.svg).toStartWith("<svg");
+  for (const label of ["direct (no LB)", "HAProxy 2.6", "featherlb proxy", "featherlb xdp", "XDP floor (reference)"]) expect(out.svg).toContain(label);
+  expect(out.svg).not.toContain(">NGINX stream<");
+});
