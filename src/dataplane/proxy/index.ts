@@ -8,6 +8,7 @@ import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
+import { raiseBacklog } from "./backlog.ts";
 import { type ConnectHooks, Connector } from "./connect.ts";
 import { clock, Relay } from "./relay.ts";
 
@@ -92,6 +93,11 @@ export class ProxyDataPlane implements DataPlane {
       });
     } catch (err) {
       throw listenError(err as { code?: string }, address, service.name);
+    }
+    if (process.platform === "linux") {
+      const raised = raiseBacklog(host, binding.listener.port);
+      if ("error" in raised) this.log.warn("accept backlog left at Bun's 512", { address, reason: raised.error });
+      else this.log.debug("accept backlog raised", { address, backlog: raised.backlog });
     }
     return binding;
   }
