@@ -4,18 +4,23 @@
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { endianness } from "node:os";
-import { WANTED_BACKLOG, procNetAddress } from "../../src/dataplane/proxy/backlog.ts";
+import { WANTED_BACKLOG, canonical, sockaddrText } from "../../src/dataplane/proxy/backlog.ts";
 import { lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
 import { freePort, startBackend } from "../support/net.ts";
 
-test("addresses are written the way /proc/net/tcp and tcp6 print them", () => {
-  const le = endianness() === "LE";
-  expect(procNetAddress("127.0.0.1", 8080)).toBe(le ? "0100007F:1F90" : "7F000001:1F90");
-  expect(procNetAddress("0.0.0.0", 80)).toBe("00000000:0050");
-  expect(procNetAddress("::1", 443)).toBe(le ? "00000000000000000000000001000000:01BB" : "00000000000000000000000000000001:01BB");
-  expect(procNetAddress("fe80::1:2", 1)).toBe(le ? "000080FE000000000000000002000100:0001" : "FE800000000000000000000000010002:0001");
+test("a listener is recognised by the address getsockname() reports, IPv4 and IPv6", () => {
+  const v4 = new Uint8Array(16);
+  v4.set([2, 0, 0x1f, 0x90, 127, 0, 0, 1]); // AF_INET (little-endian u16), port 8080, 127.0.0.1
+  expect(sockaddrText(v4)).toBe("127.0.0.1 8080");
+  const v6 = new Uint8Array(28);
+  v6.set([10, 0, 0x01, 0xbb]); // AF_INET6, port 443
+  v6.set([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2], 8); // fe80::1:2
+  expect(sockaddrText(v6)).toBe(`${canonical("fe80::1:2")} 443`);
+  expect(canonical("fe80::1:2")).toBe("fe80:0:0:0:0:0:1:2");
+  expect(canonical("::")).toBe("0:0:0:0:0:0:0:0");
+  expect(canonical("::1")).toBe(canonical("0:0:0:0:0:0:0:1"));
+  expect(canonical("2001:DB8::")).toBe("2001:db8:0:0:0:0:0:0");
 });
 
 test("a proxy listener's backlog is net.core.somaxconn (capped at 65535), not Bun's 512", async () => {

@@ -8,102 +8,93 @@
  *
  * Linux lets listen() be called again on a listening socket to change its backlog (inet_listen stores
  * the new value; the kernel caps it at net.core.somaxconn). The listener does not expose its fd, so it
- * is found by inode: /proc/net/tcp{,6} lists the LISTEN socket of host:port with its inode, and
- * /proc/self/fd has the descriptor linked to "socket:[inode]". listen() itself comes from libc through
- * bun:ffi. Everything here is best effort: on any failure the listener keeps Bun's 512.
+ * is found among this process's own descriptors (/proc/self/fd): the socket that is listening
+ * (SO_ACCEPTCONN) on the listener's address and port (getsockname). Only our descriptors are looked
+ * at — never the namespace-wide /proc/net/tcp, which is megabytes on a busy host. The libc calls go
+ * through bun:ffi. Best effort: on any failure the listener keeps Bun's 512.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
-import { endianness } from "node:os";
-import { dlopen } from "bun:ffi";
+import { dlopen, ptr } from "bun:ffi";
 
 /** What we ask for; the kernel lowers it to net.core.somaxconn (4096 by default since Linux 5.4). */
 export const WANTED_BACKLOG = 65535;
 
-const TCP_LISTEN = "0A"; // the `st` column of /proc/net/tcp for TCP_LISTEN
+const SOL_SOCKET = 1;
+const SO_ACCEPTCONN = 30;
+const AF_INET = 2;
+const AF_INET6 = 10;
 
-/** The effective backlog after raising: min(WANTED_BACKLOG, somaxconn), or an error sentence. */
+/** The effective backlog after raising: min(WANTED_BACKLOG, somaxconn), or why it was not raised. */
 export function raiseBacklog(host: string, port: number): { backlog: number } | { error: string } {
+  const libc = dlopen("libc.so.6", {
+    listen: { args: ["i32", "i32"], returns: "i32" },
+    getsockname: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+    getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  });
   try {
-    const fd = listeningFd(host, port);
-    if (fd === undefined) return { error: `no listening socket of this process for ${host}:${port} in /proc/net` };
-    if (libcListen(fd, WANTED_BACKLOG) !== 0) return { error: "listen() refused the new backlog" };
-    return { backlog: Math.min(WANTED_BACKLOG, somaxconn()) };
+    const { listen, getsockname, getsockopt } = libc.symbols;
+    const want = `${canonical(host)} ${port}`;
+    const addr = new Uint8Array(128); // sockaddr_storage
+    const int = new Int32Array(1);
+    const len = new Uint32Array(1);
+    for (const fd of socketFds()) {
+      len[0] = 4;
+      if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, ptr(int), ptr(len)) !== 0 || int[0] !== 1) continue;
+      len[0] = addr.length;
+      if (getsockname(fd, ptr(addr), ptr(len)) !== 0 || sockaddrText(addr) !== want) continue;
+      if (listen(fd, WANTED_BACKLOG) !== 0) return { error: "listen() refused the new backlog" };
+      return { backlog: Math.min(WANTED_BACKLOG, somaxconn()) };
+    }
+    return { error: `no listening socket of this process is bound to ${host}:${port}` };
   } catch (err) {
     return { error: (err as Error).message };
+  } finally {
+    libc.close(); // bun:ffi compiles a trampoline per symbol; closing gives that memory back
   }
 }
 
 /**
- * An address as /proc/net/tcp prints it: each 32-bit word of the network-order bytes read as a
- * native-endian integer, in %08X (so 127.0.0.1 is 0100007F on x86), then ":" and the port in %04X.
+ * "address port" of a sockaddr_in / sockaddr_in6 as getsockname() fills it: sa_family (native u16),
+ * then the port (network order) at offset 2, the IPv4 address at 4 or the IPv6 address at 8.
  */
-export function procNetAddress(host: string, port: number): string {
-  const bytes = isIPv4(host) ? Uint8Array.from(host.split(".").map(Number)) : ipv6Bytes(host);
-  const view = new DataView(bytes.buffer);
-  let hex = "";
-  for (let i = 0; i < bytes.length; i += 4) hex += view.getUint32(i, endianness() === "LE").toString(16).toUpperCase().padStart(8, "0");
-  return `${hex}:${port.toString(16).toUpperCase().padStart(4, "0")}`;
-}
-
-function ipv6Bytes(host: string): Uint8Array {
-  if (!isIPv6(host)) throw new Error(`${host} is not an IP address`);
-  const [head = "", tail = ""] = host.split("::");
-  const words = (s: string) => (s ? s.split(":").map((w) => parseInt(w, 16)) : []);
-  const h = words(head);
-  const t = host.includes("::") ? words(tail) : [];
-  const all = [...h, ...new Array(8 - h.length - t.length).fill(0), ...t];
-  const out = new Uint8Array(16);
-  all.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  return out;
-}
-
-/** This process's descriptor of the LISTEN socket bound to host:port. */
-function listeningFd(host: string, port: number): number | undefined {
-  const want = procNetAddress(host, port);
-  const ours = socketFds();
-  const table = readFileSync(isIPv4(host) ? "/proc/net/tcp" : "/proc/net/tcp6", "utf8");
-  for (const line of table.split("\n").slice(1)) {
-    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-    const f = line.trim().split(/\s+/);
-    if (f[1] === want && f[3] === TCP_LISTEN && ours.has(f[9]!)) return ours.get(f[9]!);
+export function sockaddrText(sa: Uint8Array): string {
+  const view = new DataView(sa.buffer, sa.byteOffset, sa.byteLength);
+  const family = sa[0]! | (sa[1]! << 8); // little-endian hosts (x86-64, arm64), where featherlb runs
+  const port = view.getUint16(2, false);
+  if (family === AF_INET) return `${sa.subarray(4, 8).join(".")} ${port}`;
+  if (family === AF_INET6) {
+    const words = Array.from({ length: 8 }, (_, i) => view.getUint16(8 + 2 * i, false).toString(16));
+    return `${canonical(words.join(":"))} ${port}`;
   }
-  return undefined;
+  return `family ${family}`;
 }
 
-/** inode → descriptor, for this process's sockets. */
-function socketFds(): Map<string, number> {
-  const map = new Map<string, number>();
+/** One spelling per address: IPv4 as is, IPv6 expanded to eight lower-case hex groups. */
+export function canonical(host: string): string {
+  if (isIPv4(host)) return host;
+  if (!isIPv6(host)) return host;
+  const [head = "", tail = ""] = host.toLowerCase().split("::");
+  const groups = (s: string) => (s ? s.split(":").map((g) => parseInt(g, 16).toString(16)) : []);
+  const h = groups(head);
+  const t = host.includes("::") ? groups(tail) : [];
+  return [...h, ...new Array<string>(8 - h.length - t.length).fill("0"), ...t].join(":");
+}
+
+/** This process's socket descriptors (from /proc/self/fd, where sockets link to "socket:[inode]"). */
+function socketFds(): number[] {
+  const fds: number[] = [];
   for (const name of readdirSync("/proc/self/fd")) {
-    let link: string;
     try {
-      link = readlinkSync(`/proc/self/fd/${name}`);
+      if (readlinkSync(`/proc/self/fd/${name}`).startsWith("socket:")) fds.push(Number(name));
     } catch {
-      continue; // closed meanwhile
+      // closed meanwhile
     }
-    const m = /^socket:\[(\d+)\]$/.exec(link);
-    if (m) map.set(m[1]!, Number(name));
   }
-  return map;
+  return fds;
 }
 
 function somaxconn(): number {
   const n = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8").trim());
   return Number.isFinite(n) && n > 0 ? n : WANTED_BACKLOG;
-}
-
-/**
- * listen(2) through bun:ffi, with libc opened for this call only: bun:ffi compiles a trampoline per
- * symbol, and closing the library afterwards gives that memory back.
- */
-function libcListen(fd: number, backlog: number): number {
-  const libc = dlopen("libc.so.6", { listen: { args: ["i32", "i32"], returns: "i32" } });
-  try {
-    return libc.symbols.listen(fd, backlog) as number;
-  } finally {
-    libc.close();
-  }
 }
