@@ -27,12 +27,9 @@ const AF_INET6 = 10;
 
 /** The effective backlog after raising: min(WANTED_BACKLOG, somaxconn), or why it was not raised. */
 export function raiseBacklog(host: string, port: number): { backlog: number } | { error: string } {
-  const libc = dlopen("libc.so.6", {
-    listen: { args: ["i32", "i32"], returns: "i32" },
-    getsockname: { args: ["i32", "ptr", "ptr"], returns: "i32" },
-    getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
-  });
+  let libc: ReturnType<typeof openLibc> | undefined;
   try {
+    libc = openLibc(); // throws where there is no glibc (musl): then Bun's 512 stays
     const { listen, getsockname, getsockopt } = libc.symbols;
     const want = `${canonical(host)} ${port}`;
     const addr = new Uint8Array(128); // sockaddr_storage
@@ -50,8 +47,16 @@ export function raiseBacklog(host: string, port: number): { backlog: number } | 
   } catch (err) {
     return { error: (err as Error).message };
   } finally {
-    libc.close(); // bun:ffi compiles a trampoline per symbol; closing gives that memory back
+    libc?.close(); // bun:ffi compiles a trampoline per symbol; closing gives that memory back
   }
+}
+
+function openLibc() {
+  return dlopen("libc.so.6", {
+    listen: { args: ["i32", "i32"], returns: "i32" },
+    getsockname: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+    getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  });
 }
 
 /**
