@@ -244,9 +244,10 @@ stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; de
 # featherlb's auto picks on a veth), so the two XDP rows differ only in what the program does.
 ns_mac() { ip -n "$1" link show flbb0 | awk '/link\/ether/ { print "0x" $2 }' | sed 's/:/,0x/g'; }
 ip_num() { local IFS=.; set -- $1; echo $((($1 << 24) | ($2 << 16) | ($3 << 8) | $4)); }
+FLOOR_OBJ="" # compiled once per run: the namespaces, and so the MACs, live as long as the run
 attach_floor() {
   local obj=$RUN/xdp_floor.o
-  if ! clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+  if [[ -z $FLOOR_OBJ ]] && ! clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
     -DVIP="$(ip_num "$VIP")" -DCLIENT_IP="$(ip_num "$CLI_IP")" \
     -DBE0="$(ip_num "${BE_IPS[0]}")" -DBE1="$(ip_num "${BE_IPS[1]}")" -DBE2="$(ip_num "${BE_IPS[2]}")" \
     -DLB_MAC="$(ns_mac "$NS_LB")" -DCLIENT_MAC="$(ns_mac "$NS_CLI")" -DBE0_MAC="$(ns_mac "${BE_NS[0]}")" \
@@ -255,6 +256,7 @@ attach_floor() {
     LB_ERR="could not compile tools/xdp_floor.bpf.c: $(head -c 200 "$RUN/lb.log")"
     return 1
   fi
+  FLOOR_OBJ=$obj
   if ! ip -n "$NS_LB" link set dev flbb0 xdpgeneric obj "$obj" sec xdp 2>"$RUN/lb.log"; then
     LB_ERR="could not attach the XDP floor: $(head -c 200 "$RUN/lb.log")"
     return 1
@@ -390,12 +392,18 @@ run_system() { # run_system REP SYS
 }
 
 # ---------------------------------------------------------------- main
-main() {
-  local t_start; t_start=$(now_ms)
+# What every entry point (run, profile, syscalls, lab) does first: output folders, leftovers of a
+# killed earlier run stopped, and the bench's own client/server tool built.
+prepare_run() {
   mkdir -p "$OUT" "$RUN"
   stop_stale
   : >"$PIDFILE"
   gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"
+}
+
+main() {
+  local t_start; t_start=$(now_ms)
+  prepare_run
 
   # Idle connections: the balancer needs two descriptors per proxied connection. Raise the soft
   # limit to the hard one; where the hard limit cannot be raised (no CAP_SYS_RESOURCE), hold fewer.
@@ -433,10 +441,7 @@ main() {
 # balancer process per workload so each profile shows one workload. Output: build/bench/profile/.
 profile_main() {
   local dir=$OUT/profile secs=${BENCH_PROFILE_SECONDS:-8} bun=$ROOT/node_modules/.bin/bun wl pid ppid
-  mkdir -p "$OUT" "$RUN"
-  stop_stale
-  : >"$PIDFILE"
-  gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"
+  prepare_run
   ulimit -n "$(ulimit -Hn)"
   rm -rf "$dir" && mkdir -p "$dir"
   setup_topology
@@ -522,8 +527,7 @@ compare_syscalls() {
 # (default 600) for manual measurements (perf, bpftool, wrk from flbb-cli), then removed like a run.
 lab_main() {
   local sys=${1:-featherlb-xdp} secs=${2:-600}
-  mkdir -p "$OUT" "$RUN"; stop_stale; : >"$PIDFILE"
-  gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
+  prepare_run; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
   setup_topology; start_backends
   local target=${BE_IPS[0]}:80
   if [[ $sys != direct ]]; then
@@ -548,8 +552,7 @@ elif [[ ${1:-} == profile || ${1:-} == syscalls ]]; then
   if [[ $1 == profile ]]; then
     profile_main
   else # only the per-request syscall/CPU comparison
-    mkdir -p "$OUT/profile" "$RUN"; stop_stale; : >"$PIDFILE"
-    gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
+    prepare_run; mkdir -p "$OUT/profile"; ulimit -n "$(ulimit -Hn)"; IDLE_CONNS=100
     setup_topology; start_backends; compare_syscalls "$OUT/profile"
   fi
 else

@@ -14,8 +14,8 @@
  * through bun:ffi. Best effort: on any failure the listener keeps Bun's 512.
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { isIPv4, isIPv6 } from "node:net";
 import { dlopen, ptr } from "bun:ffi";
+import { parseIPv6 } from "../../config/address.ts";
 
 /** What we ask for; the kernel lowers it to net.core.somaxconn (4096 by default since Linux 5.4). */
 export const WANTED_BACKLOG = 65535;
@@ -75,15 +75,9 @@ export function sockaddrText(sa: Uint8Array): string {
   return `family ${family}`;
 }
 
-/** One spelling per address: IPv4 as is, IPv6 expanded to eight lower-case hex groups. */
+/** One spelling per address (parseIPv6's eight groups for IPv6), so different spellings compare equal. */
 export function canonical(host: string): string {
-  if (isIPv4(host)) return host;
-  if (!isIPv6(host)) return host;
-  const [head = "", tail = ""] = host.toLowerCase().split("::");
-  const groups = (s: string) => (s ? s.split(":").map((g) => parseInt(g, 16).toString(16)) : []);
-  const h = groups(head);
-  const t = host.includes("::") ? groups(tail) : [];
-  return [...h, ...new Array<string>(8 - h.length - t.length).fill("0"), ...t].join(":");
+  return parseIPv6(host)?.groups.map((g) => g.toString(16)).join(":") ?? host;
 }
 
 /** This process's socket descriptors (from /proc/self/fd, where sockets link to "socket:[inode]"). */
