@@ -52,7 +52,7 @@
 #define DIR_B2C 1 /* backend → client */
 
 /* struct flb_config.flags */
-#define CFG_STATIC_NEIGH (1U << 0) /* TEST ONLY: MACs from flb_nbr instead of bpf_fib_lookup (see nat.h) */
+#define CFG_STATIC_NEIGH (1U << 0) /* TEST ONLY: skip bpf_fib_lookup, next hops from flb_nbr (see nat.h resolve_l2) */
 #define CFG_DRAINING (1U << 1)     /* no new flows: SYNs of unknown flows are passed (the kernel resets them) */
 
 /* struct backend.flags */
@@ -75,6 +75,8 @@
 #define REASON_TX_B2C 13         /* not a pass: packets rewritten toward a client */
 #define REASON_NEIGH_LEARNED 14  /* not a pass: a flow's reply hop resolved to the MAC the client's SYN came from
 				  * (counted per resolution, i.e. per flow and second, not per packet) */
-#define REASON_MAX 15
+#define REASON_NEIGH_TABLE 15    /* not a pass: a hop resolved from featherlb's neighbour table (flb_nbr) because
+				  * IPv4 forwarding is off on the interface (per resolution, as above) */
+#define REASON_MAX 16
 
 #endif

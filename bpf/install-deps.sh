@@ -2,7 +2,7 @@
 # Install what the XDP data plane needs to build and test (Debian/Ubuntu; idempotent).
 # Used by `make test` (bpf/bpf.mk) and CI, which runs as root on a fresh machine.
 set -euo pipefail
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping)
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

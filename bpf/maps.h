@@ -138,11 +138,12 @@ struct {
 	__type(value, __u32);
 } flb_port_cur SEC(".maps");
 
-/* TEST ONLY (CFG_STATIC_NEIGH): IPv4 → MAC, replacing bpf_fib_lookup under BPF_PROG_TEST_RUN where the
- * test has no routes or neighbours. The loader never sets CFG_STATIC_NEIGH in production. */
+/* featherlb's neighbour table: backend IPv4 → MAC of its next hop on the attached interface, kept by
+ * the loader (src/dataplane/xdp/nexthops.ts). Used when bpf_fib_lookup refuses because forwarding is
+ * off (nat.h resolve_l2), and by the packet tables (CFG_STATIC_NEIGH). One entry per backend address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, MAX_SERVICES * MAX_BACKENDS);
 	__type(key, __be32);
 	__type(value, struct nbr_mac);
 } flb_nbr SEC(".maps");

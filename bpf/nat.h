@@ -33,16 +33,30 @@ static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 p
 
 /**
  * Resolve the MACs and egress interface toward `dst` (sent from `src`). FLB_GO_ON with *out filled, or
- * XDP_PASS: an unknown neighbour (BPF_FIB_LKUP_RET_NO_NEIGH) is left to the kernel, which resolves ARP.
+ * XDP_PASS: an unknown neighbour is left to the kernel, which resolves ARP.
+ *
+ * Two sources, tried in this order:
+ *
+ * 1. bpf_fib_lookup: the kernel's routing table and neighbour cache, exactly as a forwarded packet
+ *    would see them (policy routing, several interfaces, immediate neighbour updates).
+ * 2. featherlb's neighbour table (flb_nbr, dst → MAC, written by the loader: src/dataplane/xdp/nexthops.ts)
+ *    when the kernel refuses the lookup because IPv4 forwarding is off on the ingress interface
+ *    (BPF_FIB_LKUP_RET_FWD_DISABLED, the default on a fresh host: net.ipv4.ip_forward=0).
+ *    bpf_ipv4_fib_lookup checks IN_DEV_FORWARD of params->ifindex before anything else, with or without
+ *    BPF_FIB_LOOKUP_OUTPUT, so there is no lookup flavour that works with forwarding off. A one-arm NAT
+ *    is not forwarding: the program answers for the service address and originates its own packets
+ *    toward backends, so it needs no sysctl changed. The loader resolves each backend's next hop from
+ *    the main routing table and the ARP cache once a second and keeps the kernel resolving it (managed
+ *    neighbour entries); egress is the ingress interface and the source MAC its address (flb_config.smac).
  *
  * `learned` (replies to clients only) is the MAC the client's SYN arrived from and `ours` the MAC it
- * was sent to: used when the kernel has no neighbour entry for the client, which is common (the client
- * ARPed for the service IP, so the LB's kernel never needed the client's MAC). Sending the reply back
- * to where the request came from is what a one-arm balancer behind a router wants anyway.
- * Backends have no such fallback; the loader asks the kernel to keep them resolved (managed neighbours).
+ * was sent to: used when neither source knows the client, which is common (the client ARPed for the
+ * service IP, so the LB's kernel never needed the client's MAC, and the loader's table holds backends
+ * only). Sending the reply back to where the request came from is what a one-arm balancer behind a
+ * router wants anyway. Backends have no such fallback.
  *
- * CFG_STATIC_NEIGH (tests under BPF_PROG_TEST_RUN only, where the test process has no such routes):
- * MACs come from flb_nbr and the egress is the ingress interface.
+ * CFG_STATIC_NEIGH (BPF_PROG_TEST_RUN packet tables only, where the test process has no such routes)
+ * skips step 1.
  */
 static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, const __u8 *ours,
 				       struct next_hop *out)
@@ -56,19 +70,26 @@ static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, 
 	return FLB_GO_ON;
 }
 
+/** Step 2 of resolve_l2: featherlb's own neighbour table. */
+static __always_inline int resolve_from_table(struct xdp_md *ctx, const struct flb_config *cfg, __be32 dst,
+					      const __u8 *learned, const __u8 *ours, struct next_hop *out)
+{
+	struct nbr_mac *m = bpf_map_lookup_elem(&flb_nbr, &dst);
+	if (!m)
+		return use_learned(ctx, learned, ours, out);
+	__builtin_memcpy(out->dmac, m->mac, ETH_ALEN);
+	__builtin_memcpy(out->smac, cfg->smac, ETH_ALEN);
+	out->ifindex = ctx->ingress_ifindex;
+	count_reason(REASON_NEIGH_TABLE);
+	return FLB_GO_ON;
+}
+
 static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_config *cfg, __be32 src,
 				      __be32 dst, const __u8 *learned, const __u8 *ours,
 				      struct next_hop *out)
 {
-	if (cfg_static_neigh(cfg)) {
-		struct nbr_mac *m = bpf_map_lookup_elem(&flb_nbr, &dst);
-		if (!m)
-			return use_learned(ctx, learned, ours, out);
-		__builtin_memcpy(out->dmac, m->mac, ETH_ALEN);
-		__builtin_memcpy(out->smac, cfg->static_smac, ETH_ALEN);
-		out->ifindex = ctx->ingress_ifindex;
-		return FLB_GO_ON;
-	}
+	if (cfg_static_neigh(cfg))
+		return resolve_from_table(ctx, cfg, dst, learned, ours, out);
 
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -81,12 +102,8 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 	fib.ipv4_dst = dst;
 	fib.ifindex = ctx->ingress_ifindex;
 	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
-		/* net.ipv4.ip_forward=0 on the ingress interface: look the route up as locally originated
-		 * traffic instead (which is what a one-arm NAT is). The first call left fib untouched. */
-		fib.ifindex = ctx->ingress_ifindex;
-		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-	}
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
+		return resolve_from_table(ctx, cfg, dst, learned, ours, out);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return use_learned(ctx, learned, ours, out);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)

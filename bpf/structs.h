@@ -97,11 +97,11 @@ struct flb_config {
 	__u16 snat_first; /* host order, inclusive */
 	__u16 snat_last;
 	__u32 flags;         /* CFG_* */
-	__u8 static_smac[6]; /* CFG_STATIC_NEIGH only: our MAC */
+	__u8 smac[6];        /* the attached interface's MAC: source MAC of hops from flb_nbr (nat.h) */
 	__u16 pad;
 };
 
-/* flb_nbr value (CFG_STATIC_NEIGH only). */
+/* flb_nbr value: the MAC of a backend's next hop, written by the loader (nat.h resolve_from_table). */
 struct nbr_mac {
 	__u8 mac[6];
 	__u16 pad;

@@ -43,7 +43,7 @@ async function plane(flowTableSize = 65536) {
   const cfg = config(80);
   const p = new XdpDataPlane(program, ffi, log, cfg, -1, "flbxtest0", "generic", () => {});
   // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
-  program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, staticSmac: mac(LB_MAC) });
+  program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
   for (let i = 0; i < 256; i++) program.setNeighbour(ipv4ToU32(`10.0.1.${i}`), mac(CLIENT_MAC));
   return { p, program, cfg, lines };

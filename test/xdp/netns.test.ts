@@ -24,7 +24,7 @@ import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { REASONS } from "../../src/dataplane/xdp/layout.ts";
 import { Proc } from "./netns/proc.ts";
-import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setup, teardown, xdpAttached } from "./netns/topology.ts";
+import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -100,6 +100,8 @@ interface Case {
   check: (byIp: Record<string, Record<string, number>>) => void;
   /** Default auto (generic on a veth). native: the peer veth gets an XDP_PASS program so XDP_TX delivers. */
   attach?: "native";
+  /** IPv4 forwarding in the LB namespace; default off, as on a fresh host. */
+  forwarding?: "on";
 }
 
 function shares(weights: number[], count: number, tolerance = 0.05) {
@@ -130,22 +132,34 @@ const CASES: Case[] = [
   { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky("source_hash") },
   { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky("maglev") },
   { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), attach: "native" },
+  { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), forwarding: "on" },
 ];
+
+function caseName(c: Case): string {
+  if (c.attach) return `${c.algorithm} (native XDP; the peer veth runs an XDP_PASS program)`;
+  if (c.forwarding) return `${c.algorithm} (IPv4 forwarding on in the LB namespace: next hops from bpf_fib_lookup)`;
+  return c.algorithm;
+}
 const PASS_OBJ = join(ROOT, "build/bpf/xdp_pass.bpf.o");
 
-/** Diagnostics on failure: the pass reasons of the program attached to the LB's interface. */
+/** The pass/transmit reasons counted by the program attached to the LB's interface (flb_reasons). */
+function reasonCounts(): Record<string, number> {
+  const link = JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "-d", "link", "show", "lb0")).stdout.toString())[0];
+  const progId = link?.xdp?.prog?.id ?? link?.xdp?.attached?.[0]?.prog?.id;
+  const prog = JSON.parse(Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(progId)]).stdout.toString());
+  for (const id of prog.map_ids as number[]) {
+    const info = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString());
+    if (info.name !== "flb_reasons") continue;
+    const rows = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)]).stdout.toString());
+    return Object.fromEntries(rows.map((x: any) => [REASONS[x.formatted.key], x.formatted.values.reduce((a: number, v: any) => a + v.value, 0)]));
+  }
+  throw new Error("flb_reasons: map not found");
+}
+
+/** Diagnostics on failure. */
 function reasons(): string {
   try {
-    const link = JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "-d", "link", "show", "lb0")).stdout.toString())[0];
-    const progId = link?.xdp?.prog?.id ?? link?.xdp?.attached?.[0]?.prog?.id;
-    const prog = JSON.parse(Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(progId)]).stdout.toString());
-    for (const id of prog.map_ids as number[]) {
-      const info = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString());
-      if (info.name !== "flb_reasons") continue;
-      const rows = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)]).stdout.toString());
-      return "flb_reasons: " + JSON.stringify(rows.map((x: any) => [REASONS[x.formatted.key], x.formatted.values.reduce((a: number, v: any) => a + v.value, 0)]));
-    }
-    return "flb_reasons: map not found";
+    return "flb_reasons: " + JSON.stringify(reasonCounts());
   } catch (e) {
     return `flb_reasons: ${(e as Error).message}`;
   }
@@ -184,12 +198,13 @@ if (bpfSuiteEnabled("xdp netns integration")) {
   describe("mode: xdp in network namespaces", () => {
     for (const c of CASES) {
       test(
-        c.attach ? `${c.algorithm} (native XDP; the peer veth runs an XDP_PASS program)` : c.algorithm,
+        caseName(c),
         async () => {
           // Cases are independent: bring back any backend an earlier (failed) case left dead.
           for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
           const attach = c.attach ?? process.env.FLBX_ATTACH ?? "auto";
           if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "obj", PASS_OBJ, "sec", "xdp");
+          setLbForwarding(c.forwarding === "on");
           const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights, attach));
           const lb = new Proc(inNs(NS.lb, ...cmd));
           const figures: Record<string, unknown> = { algorithm: c.algorithm, lb: kind };
@@ -206,6 +221,16 @@ if (bpfSuiteEnabled("xdp netns integration")) {
             expect(spread.failures, `${JSON.stringify(spread.errors)}\n${lb.tail(30)}\n${spread.failures ? reasons() : ""}`).toBe(0);
             figures.spread = totals(spread.byIp);
             c.check(spread.byIp);
+            // Which next-hop source served the backends: the kernel's FIB with forwarding on, featherlb's
+            // neighbour table with it off (the kernel refuses bpf_fib_lookup then). Never a route failure.
+            const r = reasonCounts();
+            figures.forwarding = c.forwarding ?? "off";
+            figures.neighTable = r.neigh_table;
+            expect({ fib_fail: r.fib_fail, no_neigh: r.no_neigh, neigh_table_used: r.neigh_table! > 0 }).toEqual({
+              fib_fail: 0,
+              no_neigh: 0,
+              neigh_table_used: c.forwarding !== "on",
+            });
 
             // 2. 16 MiB echoed intact both ways.
             const echoFrom = backends.map((b) => b!.lines.length);
@@ -253,6 +278,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
             lb.kill("SIGKILL");
             await lb.proc.exited;
             if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "off");
+            setLbForwarding(false);
           }
         },
         120000,
@@ -357,7 +383,7 @@ services:
         lb.kill("SIGHUP");
         await lb.waitFor((j) => j.msg === "config reloaded", 10000, from);
         const spread = client(["spread", LB_IP, "80", "60", "4", "0", CLIENT_IPS.join(",")]);
-        expect(totals(spread.byIp)).toEqual({ b1: 10, b2: 20, b3: 30 });
+        expect(totals(spread.byIp), `${JSON.stringify(spread.errors)}\n${lb.tail(30)}\n${reasons()}`).toEqual({ b1: 10, b2: 20, b3: 30 });
 
         lb.kill("SIGTERM");
         expect(await lb.proc.exited).toBe(0);

@@ -53,7 +53,7 @@ const beMac = (i: number) => `02:00:00:00:00:${(0x21 + i).toString(16)}`;
 const SNAT = { first: 40000, last: 59999 };
 
 function setupProgram(p: XdpProgram): void {
-  p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, staticSmac: mac(LB_MAC) });
+  p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (let c = 0; c < 256; c++) p.setNeighbour(ipv4ToU32(`10.0.1.${c}`), mac(CLIENT_MAC));
   p.setNeighbour(ipv4ToU32("10.0.0.10"), mac(CLIENT_MAC));
   BACKENDS.forEach((ip, i) => p.setNeighbour(ipv4ToU32(ip), mac(beMac(i))));
@@ -377,7 +377,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
 
     test("a SNAT port reused toward one backend by a client with a far-off clock: TSval' continues on the LB clock", async () => {
       const cfg = p.readConfig();
-      p.writeConfig({ ...cfg, snatFirst: 50010, snatLast: 50010, staticSmac: mac(LB_MAC) }); // one port: reuse is certain
+      p.writeConfig({ ...cfg, snatFirst: 50010, snatLast: 50010, smac: mac(LB_MAC) }); // one port: reuse is certain
       try {
         const X = { src: "10.0.1.1", port: 5300, ts: 123 };
         const Y = { src: "10.0.1.2", port: 5301, ts: 0x9abcdef0 }; // "older" than X by s32 comparison
@@ -399,7 +399,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
         expect(s32(Y.ts - (X.ts + 3))).toBeLessThan(0); // …which the clients' own TSvals were not
         expect(p.run(tcpPacket({ ...sy, flags: TCP.RST, tcpOptions: undefined })).retval).toBe(XDP_TX);
       } finally {
-        p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
+        p.writeConfig({ ...cfg, smac: mac(LB_MAC) });
       }
     });
   });
@@ -508,7 +508,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
     });
     test("SNAT ports exhausted: the SYN is passed and counted, no state is left behind", () => {
       const cfg = p.readConfig();
-      p.writeConfig({ ...cfg, snatFirst: 50000, snatLast: 50001, staticSmac: mac(LB_MAC) }); // 2 ports
+      p.writeConfig({ ...cfg, snatFirst: 50000, snatLast: 50001, smac: mac(LB_MAC) }); // 2 ports
       p.writePlan(0, ALGORITHMS.round_robin.plan([{ id: 0, weight: 1, key: "a" }], { maglevTableSize: 65537 }));
       const before = p.flowCounts();
       expect(p.run(tcpPacket(client(7100, TCP.SYN))).retval).toBe(XDP_TX);
@@ -518,17 +518,17 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(p.serviceCounters(0).snat_fail).toBe(failed + 1);
       expect(p.flowCounts()).toEqual({ fwd: before.fwd + 2, rev: before.rev + 2 });
       for (const port of [7100, 7101]) expect(p.run(tcpPacket(client(port, TCP.RST))).retval).toBe(XDP_TX);
-      p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
+      p.writeConfig({ ...cfg, smac: mac(LB_MAC) });
       p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
     });
     test("draining: new SYNs are passed, established flows keep working", () => {
       const r = p.run(tcpPacket(client(7002, TCP.SYN)));
       expect(r.retval).toBe(XDP_TX);
       const cfg = p.readConfig();
-      p.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING, staticSmac: mac(LB_MAC) });
+      p.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING, smac: mac(LB_MAC) });
       row(tcpPacket(client(7003, TCP.SYN)), XDP_PASS);
       expect(p.run(tcpPacket(client(7002, TCP.ACK))).retval).toBe(XDP_TX);
-      p.writeConfig({ ...cfg, staticSmac: mac(LB_MAC) });
+      p.writeConfig({ ...cfg, smac: mac(LB_MAC) });
     });
   });
 

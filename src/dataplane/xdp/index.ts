@@ -14,6 +14,7 @@ import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservePorts } from "./netif.ts";
+import { NeighbourTable, forwardingOn, interfaceMac } from "./nexthops.ts";
 import { PlanTooLargeError } from "./pool.ts";
 import type { CounterSums, XdpProgram } from "./program.ts";
 import type { Counters } from "../../control/stats.ts";
@@ -30,6 +31,10 @@ export const SWEEP_INTERVAL_MS = 10_000;
 export const DEFAULT_IDLE_S = 3 * 3600;
 /** A closed flow (both FINs or a RST seen) whose final ACK never came is removed after this long. */
 export const CLOSED_LINGER_S = 60;
+/** How often the neighbour table (nexthops.ts) is re-read; a moved backend MAC reaches flows this fast. */
+export const NEIGHBOUR_REFRESH_MS = 1000;
+/** While a backend's MAC is still unknown (just after start), the table is re-read this often. */
+const NEIGHBOUR_RETRY_MS = 50;
 
 export type AttachedMode = "native" | "generic";
 
@@ -64,6 +69,9 @@ export class XdpDataPlane implements DataPlane {
   private readonly createdNeighbours: string[] = [];
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
+  /** Backend next-hop MACs for the program when forwarding is off (nexthops.ts). */
+  private readonly neighbourTable: NeighbourTable;
+  private neighbourTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly program: XdpProgram,
@@ -78,7 +86,36 @@ export class XdpDataPlane implements DataPlane {
     // Deliberately not unref'd: while the program is attached this timer is what keeps the process
     // (and so the bpf_link) alive — unlike the proxy, the XDP plane has no listening socket.
     this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.neighbourTable = new NeighbourTable(ifname, {
+      set: (ip, mac) => program.setNeighbour(ip, mac),
+      delete: (ip) => program.deleteNeighbour(ip),
+    });
   }
+
+  /**
+   * Re-read the next hops of every IPv4 backend into flb_nbr, then again in NEIGHBOUR_REFRESH_MS, or
+   * sooner while a MAC is still being resolved (the managed entries resolve within milliseconds).
+   */
+  private refreshNeighbours(): void {
+    if (this.closed) return;
+    clearTimeout(this.neighbourTimer);
+    const ips = new Set<string>();
+    for (const { service } of this.mirrored.values()) {
+      for (const backend of service.backends.values()) if (backend.ip && IPV4.test(backend.ip)) ips.add(backend.ip);
+    }
+    this.neighbourTable.setBackends(ips);
+    let missing: string[] = [];
+    try {
+      missing = this.neighbourTable.refresh();
+    } catch (err) {
+      this.log.warn("could not refresh the neighbour table", { reason: (err as Error).message });
+    }
+    const retry = missing.length > 0 && Date.now() - this.neighbourSince < 5000;
+    this.neighbourTimer = setTimeout(() => this.refreshNeighbours(), retry ? NEIGHBOUR_RETRY_MS : NEIGHBOUR_REFRESH_MS);
+    this.neighbourTimer.unref();
+  }
+  /** When the set of backends last changed: the fast retries stop 5 s after it. */
+  private neighbourSince = Date.now();
 
   /**
    * Expire abandoned flows and re-derive the least-connection correction (flb_be_adj) from what is
@@ -164,6 +201,8 @@ export class XdpDataPlane implements DataPlane {
       }
       this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
+    this.neighbourSince = Date.now();
+    this.refreshNeighbours();
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
   }
 
@@ -194,6 +233,11 @@ export class XdpDataPlane implements DataPlane {
       if (service.backends.has(id)) continue;
       this.program.clearBackend(index, id);
       m.slots.delete(id);
+    }
+    if (this.neighbourTimer !== undefined) {
+      // A plan event may carry a new backend address (DNS): resolve it now, not at the next tick.
+      this.neighbourSince = Date.now();
+      this.refreshNeighbours();
     }
     try {
       const plan = service.picker.plan;
@@ -268,6 +312,7 @@ export class XdpDataPlane implements DataPlane {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    clearTimeout(this.neighbourTimer);
     for (const m of this.mirrored.values()) m.unsubscribe();
     this.ffi.closeFd(this.linkFd); // detaches the program
     this.program.close();
@@ -340,7 +385,7 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
   let linkFd = -1;
   let attachMode: AttachedMode = "generic";
   try {
-    program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0 });
+    program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0, smac: interfaceMac(ifname) });
     // auto on a veth: generic. Native XDP_TX on a veth reaches the wire only if the peer veth runs an
     // XDP program too (or has GRO on), which is outside our control; generic XDP has no such condition.
     const veth = config.xdp.attach === "auto" && (await isVeth(ifname));
@@ -373,6 +418,10 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
   }
   const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log);
   log.info("xdp program attached", { interface: ifname, ifindex, mode: attachMode, flow_table_size: config.xdp.flow_table_size });
+  if (forwardingOn(ifname) === false) {
+    // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.
+    log.info("IPv4 forwarding is off on the interface: backend next hops come from featherlb's neighbour table (main routing table + ARP cache, re-read every second)", { interface: ifname });
+  }
   if (attachMode === "native" && (await isVeth(ifname))) {
     log.warn("native XDP on a veth transmits (XDP_TX) only if the peer veth also has an XDP program; use xdp.attach: generic or auto if packets do not arrive", { interface: ifname });
   }

@@ -192,7 +192,7 @@ export const CONFIG = new Struct("flb_config", [
   ["snat_first", "u16"],
   ["snat_last", "u16"],
   ["flags", "u32"],
-  ["static_smac", "mac"],
+  ["smac", "mac"],
   ["pad", "u16"],
 ]);
 
@@ -235,6 +235,7 @@ export const REASONS = [
   "tx_c2b",
   "tx_b2c",
   "neigh_learned",
+  "neigh_table",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

@@ -53,13 +53,18 @@ export interface RuntimeConfig {
   snatFirst: number;
   snatLast: number;
   flags: number;
-  /** Only with CFG_FLAGS.STATIC_NEIGH (tests). */
-  staticSmac?: Uint8Array;
+  /** The attached interface's MAC: the source MAC of next hops taken from the neighbour table (flb_nbr). */
+  smac?: Uint8Array;
 }
 
 export type CounterSums = Record<keyof ReturnType<typeof COUNTERS.decode>, number>;
 
 const u32key = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+const be32key = (ip: number) => {
+  const key = new Uint8Array(4);
+  new DataView(key.buffer).setUint32(0, ip, false);
+  return key;
+};
 const roundUp8 = (n: number) => Math.ceil(n / 8) * 8;
 
 interface PlanState {
@@ -109,7 +114,7 @@ export class XdpProgram {
       snat_first: c.snatFirst,
       snat_last: c.snatLast,
       flags: c.flags,
-      static_smac: c.staticSmac ?? new Uint8Array(6),
+      smac: c.smac ?? new Uint8Array(6),
     });
     this.check(mapUpdate(this.fds.config, u32key(0), value), "flb_config");
   }
@@ -118,14 +123,16 @@ export class XdpProgram {
     const out = new Uint8Array(CONFIG.size);
     mapLookup(this.fds.config, u32key(0), out);
     const d = CONFIG.decode(out);
-    return { snatFirst: d.snat_first as number, snatLast: d.snat_last as number, flags: d.flags as number };
+    return { snatFirst: d.snat_first as number, snatLast: d.snat_last as number, flags: d.flags as number, smac: d.smac as Uint8Array };
   }
 
-  /** TEST ONLY (CFG_STATIC_NEIGH): the MAC for an IPv4 address. */
+  /** featherlb's neighbour table (flb_nbr): the next-hop MAC toward an IPv4 address (nat.h resolve_l2). */
   setNeighbour(ip: number, mac: Uint8Array): void {
-    const key = new Uint8Array(4);
-    new DataView(key.buffer).setUint32(0, ip, false);
-    this.check(mapUpdate(this.fds.nbr, key, NBR_MAC.encode({ mac })), "flb_nbr");
+    this.check(mapUpdate(this.fds.nbr, be32key(ip), NBR_MAC.encode({ mac })), "flb_nbr");
+  }
+
+  deleteNeighbour(ip: number): void {
+    mapDelete(this.fds.nbr, be32key(ip));
   }
 
   // ---- services, backends, plans ----

@@ -9,6 +9,12 @@
  *
  * Client and backend interfaces have TX checksum offload off, so a packet with a wrong checksum is
  * dropped by the receiver and the transfer fails instead of passing by luck.
+ *
+ * Host state never leaks in: a new namespace inherits the host's IPv4 forwarding (and dockerd turns
+ * that on), so every namespace sets it explicitly — off, as on a fresh host; setLbForwarding() turns it
+ * on in the LB namespace for the cases that want it. The bridge namespace also turns off
+ * bridge-netfilter when the br_netfilter module is loaded (dockerd loads it), so bridged frames never
+ * depend on whatever iptables holds.
  */
 
 export const NS = { br: "flbx-br", lb: "flbx-lb", client: "flbx-c", backends: ["flbx-b1", "flbx-b2", "flbx-b3"] } as const;
@@ -37,7 +43,14 @@ export function teardown(): void {
 export function setup(): void {
   teardown();
   for (const ns of ALL) sh(["ip", "netns", "add", ns]);
-  for (const ns of ALL) run(ns, "ip", "link", "set", "lo", "up");
+  for (const ns of ALL) {
+    run(ns, "ip", "link", "set", "lo", "up");
+    sysctl(ns, "net.ipv4.conf.all.forwarding", "0");
+    sysctl(ns, "net.ipv4.conf.default.forwarding", "0");
+  }
+  for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"]) {
+    if (run(NS.br, "sh", "-c", `test -e /proc/sys/${key.replaceAll(".", "/")} && echo yes || true`).trim() === "yes") sysctl(NS.br, key, "0");
+  }
   run(NS.br, "ip", "link", "add", "br0", "type", "bridge");
   run(NS.br, "ip", "link", "set", "br0", "up");
 
@@ -52,6 +65,19 @@ export function setup(): void {
   attach(NS.lb, LB_IF, "p-lb", [LB_IP], false);
   attach(NS.client, "c0", "p-c", CLIENT_IPS, true);
   NS.backends.forEach((ns, i) => attach(ns, "b0", `p-b${i + 1}`, [BACKEND_IPS[i]!], true));
+}
+
+/** Set a sysctl inside a namespace (and fail loudly if it does not take). */
+export function sysctl(ns: string, key: string, value: string): void {
+  run(ns, "sysctl", "-q", "-w", `${key}=${value}`);
+  const now = run(ns, "sysctl", "-n", key).trim();
+  if (now !== value) throw new Error(`${ns}: ${key} is ${now}, wanted ${value}`);
+}
+
+/** IPv4 forwarding in the LB namespace, host-wide and on the LB interface (off after setup()). */
+export function setLbForwarding(on: boolean): void {
+  sysctl(NS.lb, "net.ipv4.conf.all.forwarding", on ? "1" : "0");
+  sysctl(NS.lb, `net.ipv4.conf.${LB_IF}.forwarding`, on ? "1" : "0");
 }
 
 /** The XDP programs attached to the LB interface (empty when none). */
