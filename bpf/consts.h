@@ -77,6 +77,8 @@
 				  * (counted per resolution, i.e. per flow and second, not per packet) */
 #define REASON_NEIGH_TABLE 15    /* not a pass: a hop resolved from featherlb's neighbour table (flb_nbr) because
 				  * IPv4 forwarding is off on the interface (per resolution, as above) */
-#define REASON_MAX 16
+#define REASON_SYN_RACE 16       /* not a pass: a SYN found its flow created by another CPU a moment earlier
+				  * (a duplicate in flight) and followed it */
+#define REASON_MAX 17
 
 #endif

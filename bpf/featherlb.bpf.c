@@ -11,6 +11,7 @@
  *   counters.h nat.h (rewrite, SNAT, flow state).
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
 #include "structs.h"
@@ -22,7 +23,11 @@
 #include "select.h"
 #include "nat.h"
 
-/** A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. */
+/**
+ * A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. Returns the action
+ * for the packet, or FLB_GO_ON when another CPU recorded this 4-tuple first (two copies of one SYN in
+ * flight at once): the caller then carries the packet along that flow.
+ */
 static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
 				    const struct flow_key *fk, const struct svc_val *svc)
 {
@@ -65,10 +70,18 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
 	__u8 *ts = ts_start_flow(ctx, p, &f);
-	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
+	/* BPF_NOEXIST: the lookup in from_client and this insert are not atomic, so two CPUs can both get
+	 * here for one 4-tuple. Exactly one insert wins; the other gives its SNAT port back and follows the
+	 * winner, so a flow is counted (flows_new, be_active) once and never has two reverse entries. */
+	long err = bpf_map_update_elem(&flb_fwd, fk, &f, BPF_NOEXIST);
+	if (err != 0) {
 		struct flow_key rk = {};
 		reverse_key(fk, &f, &rk);
 		bpf_map_delete_elem(&flb_rev, &rk);
+		if (err == -EEXIST) {
+			count_reason(REASON_SYN_RACE);
+			return FLB_GO_ON;
+		}
 		return pass(REASON_SNAT_EXHAUSTED);
 	}
 	count_flow_open(s, id);
@@ -97,7 +110,12 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	if (!f) {
 		if (!tcp_is_syn_only(p->tcph))
 			return pass(REASON_NO_FLOW);
-		return new_flow(ctx, cfg, p, &fk, svc);
+		int action = new_flow(ctx, cfg, p, &fk, svc);
+		if (action >= 0)
+			return action;
+		f = bpf_map_lookup_elem(&flb_fwd, &fk);
+		if (!f)
+			return pass(REASON_NO_FLOW);
 	}
 
 	__u32 now = now_seconds();

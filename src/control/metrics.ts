@@ -47,13 +47,15 @@ function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels,
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
-export function renderMetrics(info: RuntimeInfo, services: readonly Service[]): string {
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>): string {
   const e = new Exposition();
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
   e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", { result: "ok" }, info.reloads.ok);
   e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
+  const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
+  for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
   for (const s of services) {
     const labels = { service: s.name };
     addTraffic(e, "service", labels, s.stats);

@@ -40,7 +40,7 @@ export class Runtime {
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
-        return renderMetrics(this.info, this.services);
+        return renderMetrics(this.info, this.services, this.plane.packetReasons?.());
       },
       status: () => {
         this.plane.refreshStats();

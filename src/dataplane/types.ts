@@ -16,6 +16,8 @@ export interface DataPlane {
   apply(config: Config, services: readonly Service[]): Promise<void>;
   /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape). */
   refreshStats(): void;
+  /** xdp: packets by what the program did with them (flb_reasons: passes, transmits), for /metrics. */
+  packetReasons?(): Readonly<Record<string, number>>;
   /** Stop accepting new connections; resolve once established ones finished or `deadline` (epoch ms) passed. */
   drain(deadline: number): Promise<void>;
   /** Release everything now (close sockets, detach programs). */

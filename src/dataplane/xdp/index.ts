@@ -295,6 +295,10 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
+  packetReasons(): Readonly<Record<string, number>> {
+    return this.program.reasons();
+  }
+
   /** Stop new flows (their SYNs go to the kernel, which resets them); wait for open flows to close. */
   async drain(deadline: number): Promise<void> {
     if (this.closed) return;

@@ -236,6 +236,7 @@ export const REASONS = [
   "tx_b2c",
   "neigh_learned",
   "neigh_table",
+  "syn_race",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

@@ -150,6 +150,8 @@ async function lbTotals(o: SuiteOptions, service: E2eService): Promise<Map<strin
   const out = new Map<string, number>();
   for (const b of service.backends) out.set(b.id, m.get("featherlb_backend_connections_total", { service: service.name, backend: b.address }) ?? NaN);
   for (const direction of ["in", "out"]) out.set(`@${direction}`, m.get("featherlb_service_bytes_total", { service: service.name, direction }) ?? NaN);
+  // xdp: what the program did with packets (global, not per service; the services are tested one after another).
+  for (const s of m.samples) if (s.name === "featherlb_xdp_packets_total" && s.labels.reason) out.set(`#${s.labels.reason}`, s.value);
   return out;
 }
 
@@ -183,8 +185,19 @@ function metricsAgree(before: Map<string, number> | string, after: Map<string, n
   return {
     name,
     pass: rows.every((r) => r.lb >= r.count) && extra <= allowed,
-    detail: `${rows.map((r) => `${r.backend} lb ${r.lb} / client ${r.count}`).join(", ")}${xdp ? `; ${extra} extra (allowed ${allowed})` : ""}`,
+    detail: `${rows.map((r) => `${r.backend} lb ${r.lb} / client ${r.count}`).join(", ")}${xdp ? `; ${extra} extra (allowed ${allowed}); packets by reason: ${reasonDeltas(before, after)}` : ""}`,
   };
+}
+
+/** xdp: the program's packet outcomes that changed between two scrapes ("no_flow +3, tx_c2b +120"). */
+function reasonDeltas(before: Map<string, number>, after: Map<string, number>): string {
+  const out: string[] = [];
+  for (const [k, v] of after) {
+    if (!k.startsWith("#")) continue;
+    const d = v - (before.get(k) ?? 0);
+    if (d) out.push(`${k.slice(1)} +${d}`);
+  }
+  return out.join(", ") || "none";
 }
 
 async function testService(service: E2eService, o: SuiteOptions, io: SuiteIO): Promise<ServiceResult> {
