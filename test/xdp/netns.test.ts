@@ -170,6 +170,8 @@ const report: Record<string, unknown>[] = [];
 
 if (bpfSuiteEnabled("xdp netns integration")) {
   let dir = "";
+  /** ip_local_reserved_ports of flbx-lb before the suite's first LB started there. */
+  let reservedBefore = "";
   const backends: (Proc | undefined)[] = [];
   let lbstack: Proc | undefined;
 
@@ -182,6 +184,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
 
   beforeAll(async () => {
     setup();
+    reservedBefore = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
     dir = mkdtempSync(join(tmpdir(), "flbx-"));
     await Promise.all([0, 1, 2].map(startBackend));
     lbstack = new Proc(inNs(NS.lb, BUN, join(HERE, "lbstack.ts"), LB_IP));
@@ -363,9 +366,9 @@ services:
       const path = writeConfig(dir, "round_robin", [1, 1, 1], "auto");
       const { cmd, kind } = lbCommand(path);
       if (kind === "harness") return; // the harness has no reload; the real runtime is wired
-      const reservedBefore = Bun.spawnSync(inNs(NS.lb, "cat", "/proc/sys/net/ipv4/ip_local_reserved_ports")).stdout.toString().trim();
-      // Earlier cases' entries go first, so every backend entry below is this run's.
-      for (const ip of BACKEND_IPS) Bun.spawnSync(inNs(NS.lb, "ip", "neigh", "del", ip, "dev", LB_IF));
+      // The earlier cases ended with SIGKILL and left the SNAT range reserved and their tagged managed
+      // entries behind; this LB adopts them, so its SIGTERM must restore the value from before the first
+      // LB of the suite and remove every managed backend entry, the leftovers included.
       const managed = () =>
         (JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "neigh", "show", "dev", LB_IF)).stdout.toString() || "[]") as { dst: string; managed?: null }[])
           .filter((n) => "managed" in n && BACKEND_IPS.includes(n.dst))

@@ -13,7 +13,8 @@ import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
-import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservePorts } from "./netif.ts";
+import { HostState } from "./hoststate.ts";
+import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { NeighbourTable, forwardingOn, interfaceMac } from "./nexthops.ts";
 import { PlanTooLargeError } from "./pool.ts";
 import type { CounterSums, XdpProgram } from "./program.ts";
@@ -65,8 +66,6 @@ export class XdpDataPlane implements DataPlane {
   private warnedV6 = new Set<string>();
   /** Backend IPs whose next hop we asked the kernel to keep resolved. */
   private readonly neighbours = new Set<string>();
-  /** Next hops whose managed neighbour entry we created (removed again by close). */
-  private readonly createdNeighbours: string[] = [];
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
   /** Backend next-hop MACs for the program when forwarding is off (nexthops.ts). */
@@ -82,6 +81,8 @@ export class XdpDataPlane implements DataPlane {
     readonly ifname: string,
     readonly attachMode: AttachedMode,
     private releasePorts: () => void,
+    /** What we changed on the host, recorded so a start after a crash can undo it (hoststate.ts). */
+    private readonly host: HostState = HostState.unrecorded(log, reservedPorts),
   ) {
     // Deliberately not unref'd: while the program is attached this timer is what keeps the process
     // (and so the bpf_link) alive — unlike the proxy, the XDP plane has no listening socket.
@@ -257,8 +258,8 @@ export class XdpDataPlane implements DataPlane {
     const r = manageNeighbour(this.ifname, ip);
     if ("error" in r) {
       this.log.warn("could not ask the kernel to keep a backend's MAC resolved; its first SYNs may be reset until ARP resolves it", { backend: ip, reason: r.error });
-    } else if (r.created) {
-      this.createdNeighbours.push(r.nexthop);
+    } else if (r.ours) {
+      this.host.ownNeighbour({ dev: this.ifname, dst: r.nexthop });
     }
   }
 
@@ -270,7 +271,7 @@ export class XdpDataPlane implements DataPlane {
     }
     if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) {
       this.releasePorts();
-      this.releasePorts = tryReserve(b.snat_ports.first, b.snat_ports.last, this.log);
+      this.releasePorts = tryReserve(b.snat_ports.first, b.snat_ports.last, this.log, this.host);
       const cfg = this.program.readConfig();
       this.program.writeConfig({ ...cfg, snatFirst: b.snat_ports.first, snatLast: b.snat_ports.last });
     }
@@ -321,14 +322,18 @@ export class XdpDataPlane implements DataPlane {
     this.ffi.closeFd(this.linkFd); // detaches the program
     this.program.close();
     this.releasePorts();
-    for (const nexthop of this.createdNeighbours.splice(0)) releaseNeighbour(this.ifname, nexthop);
+    for (const n of this.host.neighbours()) {
+      releaseNeighbour(n.dev, n.dst);
+      this.host.forgetNeighbour(n);
+    }
+    this.host.close();
     this.log.info("xdp program detached", { interface: this.ifname });
   }
 }
 
-function tryReserve(first: number, last: number, log: Logger): () => void {
+function tryReserve(first: number, last: number, log: Logger, host: HostState): () => void {
   try {
-    return reservePorts(first, last);
+    return host.reservePorts(first, last);
   } catch (err) {
     log.warn("could not reserve the SNAT ports in net.ipv4.ip_local_reserved_ports; the LB's own connections may collide with them", {
       reason: (err as Error).message,
@@ -386,9 +391,12 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
     throw loadError(err, ffi);
   }
 
+  let host: HostState | undefined;
   let linkFd = -1;
   let attachMode: AttachedMode = "generic";
   try {
+    // Before changing anything on the host: refuses if another featherlb owns this namespace's changes.
+    host = HostState.claim(log, reservedPorts, taggedNeighbours());
     program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0, smac: interfaceMac(ifname) });
     // auto on a veth: generic. Native XDP_TX on a veth reaches the wire only if the peer veth runs an
     // XDP program too (or has GRO on), which is outside our control; generic XDP has no such condition.
@@ -418,9 +426,10 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
     if (linkFd < 0) throw attachError(-rc, ifname, config.xdp.attach, ffi);
   } catch (err) {
     program.close();
+    host?.close();
     throw err;
   }
-  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log);
+  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log, host);
   log.info("xdp program attached", { interface: ifname, ifindex, mode: attachMode, flow_table_size: config.xdp.flow_table_size });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.
@@ -429,7 +438,7 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
   if (attachMode === "native" && (await isVeth(ifname))) {
     log.warn("native XDP on a veth transmits (XDP_TX) only if the peer veth also has an XDP program; use xdp.attach: generic or auto if packets do not arrive", { interface: ifname });
   }
-  return new XdpDataPlane(program, ffi, log, config, linkFd, ifname, attachMode, release);
+  return new XdpDataPlane(program, ffi, log, config, linkFd, ifname, attachMode, release, host);
 }
 
 async function isVeth(ifname: string): Promise<boolean> {

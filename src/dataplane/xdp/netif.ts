@@ -1,7 +1,9 @@
-/** Host facts the XDP plane needs: which interface owns an address, interface indexes, reserved ports. */
+/** Host facts and changes the XDP plane needs: which interface owns an address, interface indexes,
+ * reserved ports, neighbour entries. What it changes is recorded by hoststate.ts. */
 import { readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { UserError } from "../../errors.ts";
+import type { Neighbour, Sysctl } from "./hoststate.ts";
 
 /** The interface that has `ip` configured, or undefined. */
 export function interfaceOwning(ip: string): string | undefined {
@@ -22,52 +24,93 @@ export function ifindexOf(name: string): number {
 const RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
 /**
- * Reserve the SNAT range in net.ipv4.ip_local_reserved_ports so the LB's own sockets (health checks)
- * never pick a port the XDP program hands out. Returns a function restoring the previous value.
+ * net.ipv4.ip_local_reserved_ports of this network namespace. featherlb adds its SNAT range so the LB's
+ * own sockets (health checks) never pick a port the XDP program hands out; HostState (hoststate.ts)
+ * records the change and undoes it.
  */
-export function reservePorts(first: number, last: number): () => void {
-  const before = readFileSync(RESERVED, "utf8").trim();
-  const range = `${first}-${last}`;
-  if (before.split(",").includes(range)) return () => {};
-  writeFileSync(RESERVED, before ? `${before},${range}` : range);
-  return () => {
-    try {
-      writeFileSync(RESERVED, before || "\n");
-    } catch {
-      // Best effort at exit.
-    }
-  };
+export const reservedPorts: Sysctl = {
+  read: () => readFileSync(RESERVED, "utf8").trim(),
+  write: (value) => writeFileSync(RESERVED, value),
+};
+
+/**
+ * The `protocol` (NDA_PROTOCOL) featherlb tags its neighbour entries with, so that a later start, or an
+ * operator, can tell them from anyone else's even after a crash. The kernel stores values from 4
+ * (RTPROT_STATIC) up without interpreting them; 241 is assigned by neither linux/rtnetlink.h nor
+ * iproute2's rt_protos. An operator may name it: echo "241 featherlb" >/etc/iproute2/rt_protos.d/featherlb.conf
+ */
+export const NEIGH_PROTOCOL = 241;
+
+/** An entry as `ip -N -j neigh` prints it (-N: the protocol as a number even if rt_protos names it). */
+interface NeighEntry {
+  dst: string;
+  dev?: string;
+  state?: string[];
+  /** Present (value null) when the entry is managed. */
+  managed?: null;
+  protocol?: string;
+}
+
+/** The entries `ip neigh show <args>` lists; none when `ip` fails or is missing. */
+function neighShow(args: string[]): NeighEntry[] {
+  try {
+    const r = Bun.spawnSync(["ip", "-N", "-j", "neigh", "show", ...args], { stdout: "pipe", stderr: "pipe" });
+    return r.exitCode === 0 ? (JSON.parse(r.stdout.toString() || "[]") as NeighEntry[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+const pinned = (e: NeighEntry) => !!e.state?.some((s) => s === "PERMANENT" || s === "NOARP");
+/** Ours: managed and tagged. An operator who turns our entry into a permanent one makes it theirs (the
+ * kernel keeps the tag but drops the managed flag). */
+const isOurs = (e: NeighEntry) => e.protocol === String(NEIGH_PROTOCOL) && "managed" in e && !pinned(e);
+/** Someone else's, left as it is: managed without our tag, permanent or NOARP. */
+const isTheirs = (e: NeighEntry) => !isOurs(e) && ("managed" in e || pinned(e));
+
+/** Every neighbour entry in this network namespace that carries our tag: ours, whoever created it. */
+export function taggedNeighbours(): Neighbour[] {
+  return neighShow(["proto", String(NEIGH_PROTOCOL)])
+    .filter(isOurs)
+    .flatMap((e) => (e.dev ? [{ dev: e.dev, dst: e.dst }] : []));
 }
 
 /**
  * Ask the kernel to keep the next hop toward `ip` resolved (a "managed" neighbour entry, Linux ≥ 5.16):
  * the XDP program reads MACs with bpf_fib_lookup and passes a backend's SYN to the kernel while the
  * MAC is unknown, and nothing else would make the kernel resolve it. Returns the next hop and whether
- * this call made it managed (`created`: false when it was already managed, permanent or NOARP — then
- * it is someone else's and releaseNeighbour must leave it), or an error message. Uses iproute2 (`ip`),
- * present on every host that runs XDP.
+ * the entry is ours (`ours`: made by this call, or tagged by an earlier featherlb; false when it was
+ * already managed, permanent or NOARP without our tag — then it is someone else's and
+ * releaseNeighbour must leave it), or an error message. Uses iproute2 (`ip`), present on every host
+ * that runs XDP.
  */
-export function manageNeighbour(ifname: string, ip: string): { nexthop: string; created: boolean } | { error: string } {
+export function manageNeighbour(ifname: string, ip: string): { nexthop: string; ours: boolean } | { error: string } {
   const route = Bun.spawnSync(["ip", "-j", "route", "get", ip], { stdout: "pipe", stderr: "pipe" });
   if (route.exitCode !== 0) return { error: route.stderr.toString().trim() || "ip route get failed" };
   const r = (JSON.parse(route.stdout.toString()) as { dev?: string; gateway?: string; type?: string }[])[0];
   if (!r || r.type === "local") return { error: "the address is local" };
   if (r.dev !== ifname) return { error: `it is routed via ${r.dev}, not ${ifname}` };
   const nexthop = r.gateway ?? ip;
-  const shown = Bun.spawnSync(["ip", "-j", "neigh", "show", nexthop, "dev", ifname], { stdout: "pipe", stderr: "pipe" });
-  // `ip -j` marks a managed entry with a "managed" key (value null).
-  const existing = shown.exitCode === 0 ? (JSON.parse(shown.stdout.toString() || "[]") as { state?: string[]; managed?: null }[])[0] : undefined;
-  if (existing && ("managed" in existing || existing.state?.some((s) => s === "PERMANENT" || s === "NOARP"))) return { nexthop, created: false };
-  const set = Bun.spawnSync(["ip", "neigh", "replace", nexthop, "dev", ifname, "managed"], { stdout: "pipe", stderr: "pipe" });
+  const existing = neighShow([nexthop, "dev", ifname])[0];
+  if (existing && isOurs(existing)) return { nexthop, ours: true };
+  if (existing && isTheirs(existing)) return { nexthop, ours: false };
+  const set = Bun.spawnSync(["ip", "neigh", "replace", nexthop, "dev", ifname, "managed", "protocol", String(NEIGH_PROTOCOL)], { stdout: "pipe", stderr: "pipe" });
   if (set.exitCode !== 0) return { error: set.stderr.toString().trim() || "ip neigh replace failed" };
-  return { nexthop, created: true };
+  return { nexthop, ours: true };
 }
 
 /**
- * Undo a neighbour entry manageNeighbour created (at exit, best effort): the entry is deleted, and the
- * kernel resolves the address again the next time something sends to it. A managed entry would
- * otherwise stay, and keep the kernel probing the backend, after featherlb is gone.
+ * Undo a neighbour entry of ours (at exit, best effort): the entry is deleted, and the kernel resolves
+ * the address again the next time something sends to it. A managed entry would otherwise stay, and
+ * keep the kernel probing the backend, after featherlb is gone. An entry someone made theirs since
+ * (no longer managed, or no longer tagged) is left.
  */
 export function releaseNeighbour(ifname: string, nexthop: string): void {
-  Bun.spawnSync(["ip", "neigh", "del", nexthop, "dev", ifname], { stdout: "ignore", stderr: "ignore" });
+  const existing = neighShow([nexthop, "dev", ifname])[0];
+  if (!existing || !isOurs(existing)) return;
+  try {
+    Bun.spawnSync(["ip", "neigh", "del", nexthop, "dev", ifname], { stdout: "ignore", stderr: "ignore" });
+  } catch {
+    // Best effort at exit.
+  }
 }

@@ -1,0 +1,266 @@
+/**
+ * What mode: xdp leaves on a host after `kill -9` (issue 9): the compiled binary in network namespaces
+ * the test builds itself, started, killed with SIGKILL, started again and stopped with SIGTERM. At the
+ * end net.ipv4.ip_local_reserved_ports and the backends' neighbour entries (state, managed flag,
+ * protocol tag) must be exactly as before the first start, operator reservations and entries included.
+ *
+ *   flbh-lb (lb0: 10.79.0.1) ─┐
+ *   flbh-b1 (b0: 10.79.0.21) ─┼─ flbh-br (bridge br0)
+ *   flbh-b2 (b0: 10.79.0.22) ─┘
+ *
+ * Every name starts with "flbh" (other suites use flbx, flbe…), so leftovers of a crashed run are found
+ * and removed. Runs dist/featherlb or FEATHERLB_BIN (`make build` first). Nothing here forwards traffic:
+ * IPv4 forwarding is switched on inside flbh-lb only because the XDP data plane expects it.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { NEIGH_PROTOCOL } from "../../src/dataplane/xdp/netif.ts";
+import { Proc } from "./netns/proc.ts";
+import { bpfSuiteEnabled } from "./require.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const BIN = resolve(ROOT, process.env.FEATHERLB_BIN ?? "dist/featherlb");
+const BUN = process.execPath;
+const NS = { br: "flbh-br", lb: "flbh-lb", backends: ["flbh-b1", "flbh-b2"] } as const;
+const ALL = [NS.br, NS.lb, ...NS.backends];
+const LB_IP = "10.79.0.1";
+const LB_IF = "lb0";
+const BACKEND_IPS = ["10.79.0.21", "10.79.0.22"];
+const RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+const PROTOCOL = String(NEIGH_PROTOCOL); // as `ip -N -j neigh` prints it
+const STEP_MS = 20000; // the longest any single wait below may take
+
+function sh(cmd: string[], allowFail = false): string {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
+  if (r.exitCode !== 0 && !allowFail) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString().trim()}`);
+  return r.stdout.toString();
+}
+const inNs = (ns: string, ...cmd: string[]) => ["ip", "netns", "exec", ns, ...cmd];
+const run = (ns: string, ...cmd: string[]) => sh(inNs(ns, ...cmd));
+
+function teardown(): void {
+  const existing = sh(["ip", "netns", "list"], true);
+  for (const ns of ALL) if (new RegExp(`^${ns}\\b`, "m").test(existing)) sh(["ip", "netns", "del", ns], true);
+}
+
+function setup(): void {
+  teardown();
+  for (const ns of ALL) sh(["ip", "netns", "add", ns]);
+  for (const ns of ALL) run(ns, "ip", "link", "set", "lo", "up");
+  run(NS.br, "ip", "link", "add", "br0", "type", "bridge");
+  run(NS.br, "ip", "link", "set", "br0", "up");
+  const attach = (ns: string, inner: string, port: string, addr: string) => {
+    sh(["ip", "-n", NS.br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", ns]);
+    run(NS.br, "ip", "link", "set", port, "master", "br0");
+    run(NS.br, "ip", "link", "set", port, "up");
+    run(ns, "ip", "addr", "add", `${addr}/24`, "dev", inner);
+    run(ns, "ip", "link", "set", inner, "up");
+  };
+  attach(NS.lb, LB_IF, "p-lb", LB_IP);
+  NS.backends.forEach((ns, i) => attach(ns, "b0", `p-b${i + 1}`, BACKEND_IPS[i]!));
+  run(NS.lb, "sysctl", "-qw", "net.ipv4.ip_forward=1");
+}
+
+const reserved = () => run(NS.lb, "cat", RESERVED).trim();
+const setReserved = (value: string) => run(NS.lb, "sh", "-c", `echo '${value}' > ${RESERVED}`);
+
+/** The backends' neighbour entries on lb0 as the test compares them (null: no entry). */
+function neighbours(): Record<string, { state: string[]; managed: boolean; protocol: string | null; lladdr: string | null } | null> {
+  const all = JSON.parse(run(NS.lb, "ip", "-N", "-j", "neigh", "show", "dev", LB_IF) || "[]") as Record<string, any>[];
+  return Object.fromEntries(
+    BACKEND_IPS.map((ip) => {
+      const e = all.find((n) => n.dst === ip);
+      // A managed entry's MAC and state follow resolution; the rest is what featherlb decides.
+      const steady = e && !("managed" in e);
+      return [ip, e ? { state: steady ? e.state : ["(resolving)"], managed: "managed" in e, protocol: e.protocol ?? null, lladdr: steady ? (e.lladdr ?? null) : null } : null];
+    }),
+  );
+}
+const ours = () =>
+  Object.entries(neighbours())
+    .filter(([, e]) => e?.managed && e.protocol === PROTOCOL)
+    .map(([ip]) => ip);
+
+function writeConfig(dir: string, name: string, snat: string, backends = BACKEND_IPS): string {
+  const path = join(dir, `${name}.yaml`);
+  writeFileSync(
+    path,
+    `mode: xdp
+log:
+  level: info
+admin:
+  listen: off
+drain_timeout: 1s
+xdp:
+  interface: ${LB_IF}
+  snat_ports: "${snat}"
+services:
+  - name: svc
+    listen: "${LB_IP}:80"
+    algorithm: round_robin
+    health_check: { interval: 500ms, timeout: 300ms, rise: 1, fall: 2 }
+    backends:
+${backends.map((ip) => `      - { address: "${ip}:8080" }`).join("\n")}
+`,
+  );
+  return path;
+}
+
+/** Start featherlb in flbh-lb and wait until it runs (its services in the maps, its neighbours made). */
+async function startLB(config: string, runDir?: string): Promise<Proc> {
+  const env = runDir ? ["env", `FEATHERLB_RUN_DIR=${runDir}`] : [];
+  const lb = new Proc(inNs(NS.lb, ...env, BIN, config));
+  await lb.waitFor((j) => j.msg === "featherlb started", STEP_MS);
+  // main.ts installs its SIGTERM handler just after that line: a SIGTERM before it kills the process
+  // outright (exit 143). Wait until the kernel shows SIGTERM caught (SigCgt bit 14, i.e. signal 15).
+  const end = Date.now() + STEP_MS;
+  while (!(BigInt(`0x${/SigCgt:\s*([0-9a-f]+)/.exec(await Bun.file(`/proc/${lb.pid}/status`).text())![1]}`) & (1n << 14n))) {
+    if (Date.now() > end) throw new Error(`featherlb (pid ${lb.pid}) never installed its SIGTERM handler:\n${lb.tail()}`);
+    await Bun.sleep(20);
+  }
+  return lb;
+}
+
+async function crash(lb: Proc): Promise<void> {
+  lb.kill("SIGKILL");
+  expect(await lb.proc.exited).not.toBe(0);
+}
+
+async function stop(lb: Proc): Promise<void> {
+  lb.kill("SIGTERM");
+  const t = setTimeout(() => lb.kill("SIGKILL"), STEP_MS);
+  const code = await lb.proc.exited;
+  clearTimeout(t);
+  expect(code, lb.tail()).toBe(0);
+}
+
+const logged = (lb: Proc, level: string, prefix: string) => lb.lines.some((l) => l.json?.level === level && String(l.json.msg).startsWith(prefix));
+
+if (bpfSuiteEnabled("xdp host state after a crash")) {
+  let dir = "";
+  let netns = "";
+  const backends: Proc[] = [];
+  const lbs: Proc[] = [];
+  const track = (p: Proc) => (lbs.push(p), p);
+
+  /** Back to a namespace featherlb never touched: no reservation, no backend entries, no record. */
+  function reset(): void {
+    setReserved("");
+    for (const ip of BACKEND_IPS) sh(inNs(NS.lb, "ip", "neigh", "del", ip, "dev", LB_IF), true);
+    rmSync(join("/run/featherlb", `netns-${netns}.json`), { force: true });
+  }
+
+  beforeAll(async () => {
+    if (!existsSync(BIN)) throw new Error(`${BIN} does not exist: run "make build" first (or set FEATHERLB_BIN)`);
+    setup();
+    dir = mkdtempSync(join(tmpdir(), "flbh-"));
+    netns = /\[(\d+)\]/.exec(run(NS.lb, "readlink", "/proc/self/ns/net"))![1]!;
+    for (const [i, ns] of NS.backends.entries()) {
+      const b = new Proc(inNs(ns, BUN, join(ROOT, "test/xdp/netns/backend.ts"), `b${i + 1}`, "8080"));
+      backends.push(b);
+      await b.waitFor((j) => j.event === "ready", STEP_MS);
+    }
+  }, 60000);
+
+  // A failed case leaves no LB running into the next one.
+  afterEach(async () => {
+    for (const lb of lbs.splice(0)) {
+      lb.kill("SIGKILL");
+      await lb.proc.exited;
+    }
+  });
+
+  afterAll(async () => {
+    await Promise.all(backends.map((p) => p.stop()));
+    if (netns) rmSync(join("/run/featherlb", `netns-${netns}.json`), { force: true });
+    teardown();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 30000);
+
+  describe("mode: xdp host state", () => {
+    test("kill -9, start, SIGTERM: reserved ports and neighbour entries end as before the first start", async () => {
+      reset();
+      const config = writeConfig(dir, "plain", "40000-49999");
+      const record = join("/run/featherlb", `netns-${netns}.json`);
+      const before = { reserved: reserved(), neighbours: neighbours() };
+
+      const first = track(await startLB(config));
+      expect(reserved()).toBe("40000-49999");
+      expect(ours()).toEqual(BACKEND_IPS);
+      expect((await Bun.file(record).json()).pid).toBe(first.pid);
+      await crash(first);
+      expect({ reserved: reserved(), ours: ours() }).toEqual({ reserved: "40000-49999", ours: BACKEND_IPS }); // what a crash leaves
+
+      const second = track(await startLB(config));
+      expect(logged(second, "info", "adopting the host changes of a featherlb that did not exit cleanly"), second.tail()).toBe(true);
+      await stop(second);
+
+      const after = { reserved: reserved(), neighbours: neighbours() };
+      console.log("hoststate case 1", JSON.stringify({ before, after }));
+      expect(after).toEqual(before);
+      expect(existsSync(record)).toBe(false);
+    }, 90000);
+
+    test("operator ports overlapping the SNAT range and an operator entry survive a crash, a SIGHUP range change and a backend dropped meanwhile", async () => {
+      reset();
+      const runDir = join(dir, "run");
+      setReserved("8000-8010,40005-40010");
+      // The operator pins b2's MAC (its real one, so health checks still pass): someone else's entry.
+      const mac = JSON.parse(run(NS.backends[1]!, "ip", "-j", "link", "show", "b0"))[0].address as string;
+      run(NS.lb, "ip", "neigh", "replace", BACKEND_IPS[1]!, "dev", LB_IF, "lladdr", mac, "nud", "permanent");
+      const before = { reserved: reserved(), neighbours: neighbours() };
+      expect(before.reserved).toBe("8000-8010,40005-40010");
+
+      const path = writeConfig(dir, "operator", "40000-49999");
+      const first = track(await startLB(path, runDir));
+      expect(reserved()).toBe("8000-8010,40000-49999"); // the kernel merged 40005-40010 into our range
+      expect(ours()).toEqual([BACKEND_IPS[0]!]);
+      expect(neighbours()[BACKEND_IPS[1]!]).toEqual(before.neighbours[BACKEND_IPS[1]!]!);
+
+      writeFileSync(path, await Bun.file(writeConfig(dir, "operator-41k", "41000-42999")).text());
+      const from = first.lines.length;
+      first.kill("SIGHUP");
+      await first.waitFor((j) => j.msg === "config reloaded", STEP_MS, from);
+      expect(reserved()).toBe("8000-8010,40005-40010,41000-42999");
+      const recorded = await Bun.file(join(runDir, `netns-${netns}.json`)).json();
+      expect(recorded.reservedPorts).toEqual({ range: "41000-42999", before: "8000-8010,40005-40010", wrote: "8000-8010,40005-40010,41000-42999" });
+      await crash(first);
+
+      // The next start no longer balances b1: its leftover entry is adopted all the same, and removed at exit.
+      const second = track(await startLB(writeConfig(dir, "operator-b2", "41000-42999", [BACKEND_IPS[1]!]), runDir));
+      expect(logged(second, "info", "adopting the host changes"), second.tail()).toBe(true);
+      await stop(second);
+
+      const after = { reserved: reserved(), neighbours: neighbours() };
+      console.log("hoststate case 2", JSON.stringify({ before, after }));
+      expect(after).toEqual(before);
+      expect(readdirSync(runDir)).toEqual([]);
+    }, 90000);
+
+    test("a second featherlb in the namespace is refused while the first runs; a record the operator's edit contradicts is not adopted", async () => {
+      reset();
+      const runDir = join(dir, "run3");
+      const config = writeConfig(dir, "second", "40000-49999");
+      const first = track(await startLB(config, runDir));
+
+      const again = Bun.spawnSync(inNs(NS.lb, "env", `FEATHERLB_RUN_DIR=${runDir}`, BIN, config), { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
+      expect(again.exitCode).toBe(2);
+      expect(again.stderr.toString().trim().split("\n").at(-1)).toBe(
+        `featherlb: Another featherlb (pid ${first.pid}) runs mode: xdp in this network namespace and owns its host changes (${join(runDir, `netns-${netns}.json`)}); stop it first, or run this one in another network namespace or with mode: proxy.`,
+      );
+      expect(first.proc.exitCode).toBeNull();
+      await crash(first);
+
+      // The operator reserves one more port after the crash: the recorded value no longer holds.
+      setReserved("40000-49999,50005");
+      const third = track(await startLB(config, runDir));
+      expect(logged(third, "warn", "the featherlb record for this network namespace does not match"), third.tail()).toBe(true);
+      await stop(third);
+      // What was there at this start is kept (the operator's edit included); our entries go, found by their tag.
+      expect(reserved()).toBe("40000-49999,50005");
+      expect(neighbours()).toEqual({ [BACKEND_IPS[0]!]: null, [BACKEND_IPS[1]!]: null });
+    }, 90000);
+  });
+}
