@@ -58,6 +58,23 @@ test("SIGHUP: an invalid config is rejected with a clear message and the old one
   }
 });
 
+test("SIGHUP: a backend that loops back into featherlb is rejected with its place in the file", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(port, [a.address, `127.0.0.1:${port}`]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toMatch(new RegExp(`lb\\.yaml:\\d+:\\d+ services\\[0\\]\\.backends\\[1\\]\\.address: 127\\.0\\.0\\.1:${port} reaches featherlb itself`));
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
 test("SIGHUP: a new listen port that is taken rejects the reload, nothing changes", async () => {
   const a = startBackend("a");
   const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
