@@ -573,6 +573,12 @@ describe("loadConfig", () => {
     expect(loadConfig(dir)).rejects.toThrow(`cannot read config file ${dir}: it is a directory`);
   });
 
+  test("the Config names its file, for run-time messages that have no line to point at", async () => {
+    const path = join(dir, "named.yaml");
+    writeFileSync(path, "services: [{name: web, listen: 0.0.0.0:80, backends: [{address: 10.0.0.1:80}]}]\n");
+    expect((await loadConfig(path)).source).toBe(path);
+  });
+
   test("errors name the path as given", async () => {
     const path = join(dir, "bad.yaml");
     writeFileSync(path, "services: []\n");
