@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * featherlb BPF constants. Values shared with TypeScript are mirrored in src/dataplane/xdp/layout.ts;
- * the sizes that shape maps are pinned there too and checked by test/xdp/layout.test.ts via BTF.
+ * the sizes that shape maps are defined in src/config/limits.ts (a config that needs more is refused
+ * when it is loaded), re-exported by layout.ts and checked by test/xdp/layout.test.ts via BTF.
  */
 #ifndef FLB_CONSTS_H
 #define FLB_CONSTS_H
@@ -11,7 +12,7 @@
 
 /* Services the data plane can hold at once (array maps are sized MAX_SERVICES × …). */
 #define MAX_SERVICES 64
-/* Backends per service; equals src/control/service.ts MAX_BACKENDS. */
+/* Backends per service; equals MAX_BACKENDS in src/config/limits.ts. */
 #define MAX_BACKENDS 256
 /* Plan tables per service: one active, one being built (flip by index, see maps.h flb_svc_act). */
 #define PLAN_BUFFERS 2

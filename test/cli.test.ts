@@ -49,6 +49,29 @@ describe("featherlb CLI", () => {
     expectUserError(await runCli(["check", path]), /lb\.yaml:6:\d+ services\[0\]\.backends\[0\]\.address: .*70000/);
   });
 
+  test("check knows what mode: xdp refuses: a wildcard listen is file:line:col, exit 2, and so is run", async () => {
+    const path = tempConfig(`mode: xdp\nservices:\n  - name: web\n    listen: 0.0.0.0:8080\n    backends:\n      - address: 10.0.0.1:80\n`);
+    const message = /lb\.yaml:4:13 services\[0\]\.listen: mode: xdp needs a specific IPv4 address of this host, got 0\.0\.0\.0; set listen to that address or use mode: proxy$/;
+    expectUserError(await runCli(["check", path]), message);
+    expectUserError(await runCli([path]), message);
+  });
+
+  test("check accepts the same file in mode: auto (which falls back to the proxy at run time)", async () => {
+    const path = tempConfig(`mode: auto\nservices:\n  - name: web\n    listen: 0.0.0.0:8080\n    backends:\n      - address: 10.0.0.1:80\n`);
+    const r = await runCli(["check", path]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(": ok (1 service, mode auto)");
+  });
+
+  test("check refuses a backend that loops back into featherlb itself, with file:line:col and exit 2", async () => {
+    const path = tempConfig(`services:\n  - name: web\n    listen: 0.0.0.0:8080\n    backends:\n      - address: 10.0.0.1:80\n      - address: 127.0.0.1:8080\n`);
+    expectUserError(
+      await runCli(["check", path]),
+      /lb\.yaml:6:18 services\[0\]\.backends\[1\]\.address: 127\.0\.0\.1:8080 reaches featherlb itself, where this service listens on 0\.0\.0\.0:8080; .*point the backend at the real server$/,
+    );
+  });
+
   test("a missing config file is one sentence naming the path", async () => {
     expectUserError(await runCli(["/nonexistent/lb.yaml"]), /\/nonexistent\/lb\.yaml/);
   });
@@ -73,9 +96,10 @@ describe("featherlb CLI", () => {
 
   test("mode: xdp on a missing interface exits 2 with one sentence naming it", async () => {
     const admin = await freePort();
-    const port = await freePort();
+    // A fixed port outside the default xdp.snat_ports (mode: xdp binds no socket on it): a free port from
+    // the ephemeral range is often inside 40000-59999, which the config check now refuses first.
     const path = tempConfig(
-      `mode: xdp\nadmin: { listen: 127.0.0.1:${admin} }\nxdp: { interface: flb-no-such-if }\nservices:\n  - name: web\n    listen: 127.0.0.1:${port}\n    algorithm: round_robin\n    backends:\n      - address: 127.0.0.1:9\n`,
+      `mode: xdp\nadmin: { listen: 127.0.0.1:${admin} }\nxdp: { interface: flb-no-such-if }\nservices:\n  - name: web\n    listen: 127.0.0.1:8080\n    algorithm: round_robin\n    backends:\n      - address: 127.0.0.1:9\n`,
     );
     expectUserError(await runCli([path]), /interface flb-no-such-if does not exist; set xdp\.interface/);
   });

@@ -175,6 +175,25 @@ export function listenersConflict(a: HostPort, b: HostPort): boolean {
   return (x.wildcard && y.family === 4 && x.family === 4) || (y.wildcard && x.family === 4 && y.family === 4);
 }
 
+/**
+ * Whether connecting to `backend` reaches the listener `listen` on this host, as far as the text tells:
+ * the same IP (any spelling) and port, or a loopback address (127.0.0.0/8, ::1) on the port of a
+ * wildcard listener — 0.0.0.0 takes IPv4 only, [::] both (dual-stack). A hostname: unknown, false.
+ */
+export function reachesListener(backend: HostPort, listen: HostPort): boolean {
+  if (backend.port !== listen.port) return false;
+  if (parseIPv4(backend.host) === null && parseIPv6(backend.host) === null) return false;
+  const to = bindOf(backend.host);
+  const at = bindOf(listen.host);
+  if (to.family === at.family && to.addr === at.addr) return true;
+  if (!at.wildcard || !isLoopback(to)) return false;
+  return at.family === 6 || to.family === 4;
+}
+
+function isLoopback(bind: Bind): boolean {
+  return bind.family === 4 ? bind.addr.startsWith("127.") : bind.addr === "0:0:0:0:0:0:0:1";
+}
+
 /** A backend's identity for duplicate detection: case-insensitive names, canonical IPs, numeric port. */
 export function backendKey(hp: HostPort): string {
   const v6 = parseIPv6(hp.host);

@@ -1,12 +1,14 @@
 /**
  * Checks that span several values (and so cannot live on one field of the schema): unique service names,
- * listeners that cannot both bind, duplicate backends, Maglev table sizes. Each returns the problems
- * it finds as a path into the YAML document plus a message; schema.ts turns them into issues.
+ * listeners that cannot both bind, duplicate backends, backends that loop back into featherlb, Maglev
+ * table sizes, and what mode: xdp cannot do (xdp.ts). Each returns the problems it finds as a path into
+ * the YAML document plus a message; schema.ts turns them into issues.
  */
-import { backendKey, formatHostPort, listenersConflict } from "./address.ts";
+import { backendKey, formatHostPort, listenersConflict, reachesListener } from "./address.ts";
 import { MAGLEV_SLOTS_PER_BACKEND, MAGLEV_TABLE_SIZE_MAX } from "./limits.ts";
 import { isPrime, nextPrime } from "./primes.ts";
 import type { Config, HostPort, ServiceConfig } from "./types.ts";
+import { checkXdp } from "./xdp.ts";
 
 export type PathKey = string | number;
 export interface Problem {
@@ -14,11 +16,20 @@ export interface Problem {
   message: string;
 }
 
-/** Everything wrong with a resolved config, in service order. `adminInFile`: admin.listen was written. */
-export function checkConfig(config: Config, adminInFile: boolean): Problem[] {
+/** Which values with a default the file wrote itself: a clash is reported at the value the user chose. */
+export interface Written {
+  /** admin.listen */
+  admin: boolean;
+  /** xdp.snat_ports */
+  snatPorts: boolean;
+}
+
+/** Everything wrong with a resolved config, in service order (load.ts reports the first in the file). */
+export function checkConfig(config: Config, written: Written): Problem[] {
   const problems: Problem[] = [];
+  if (config.mode === "xdp") problems.push(...checkXdp(config, written.snatPorts));
   config.services.forEach((service, i) => {
-    problems.push(...checkBackends(service, i), ...checkMaglev(service, i));
+    problems.push(...checkBackends(service, i), ...checkLoops(service, i, config.services), ...checkMaglev(service, i));
     const twin = config.services.findIndex((other) => other.name === service.name);
     if (twin < i) {
       problems.push({
@@ -33,7 +44,7 @@ export function checkConfig(config: Config, adminInFile: boolean): Problem[] {
     const admin = config.admin.listen;
     if (admin !== undefined && listenersConflict(admin, service.listen)) {
       problems.push(
-        adminInFile
+        written.admin
           ? {
               path: ["admin", "listen"],
               message: `${formatHostPort(admin)} overlaps services[${i}] ("${service.name}") on ${formatHostPort(service.listen)}; they cannot both bind port ${admin.port}`,
@@ -71,6 +82,27 @@ function checkBackends(service: ServiceConfig, i: number): Problem[] {
         message: `duplicate backend ${backend.address} (also backends[${first}]); use weight to give it a bigger share`,
       });
     }
+  });
+  return problems;
+}
+
+/**
+ * A backend that is one of featherlb's own listeners sends every connection back into featherlb, in
+ * every mode. The file tells when it is the same address (any spelling of the IP) and port, or a
+ * loopback address on the port of a wildcard listener. A hostname may resolve to this host too, but
+ * only DNS knows that.
+ */
+function checkLoops(service: ServiceConfig, i: number, services: readonly ServiceConfig[]): Problem[] {
+  const problems: Problem[] = [];
+  service.backends.forEach((backend, b) => {
+    const k = services.findIndex((other) => reachesListener(backend, other.listen));
+    const target = services[k];
+    if (target === undefined) return;
+    const who = k === i ? "this service" : `services[${k}] ("${target.name}")`;
+    problems.push({
+      path: ["services", i, "backends", b, "address"],
+      message: `${backend.address} reaches featherlb itself, where ${who} listens on ${formatHostPort(target.listen)}; connections would loop back into it, so point the backend at the real server`,
+    });
   });
   return problems;
 }

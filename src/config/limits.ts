@@ -1,11 +1,14 @@
 /**
  * Defaults and bounds of every config value, in one place: the schema, the docs (docs/config.md) and
  * tests read them from here. Durations are in milliseconds.
+ *
+ * This is the config contract: the control plane and the data planes import their bounds from here,
+ * never the other way round (config imports nothing outside src/config).
  */
-import { MAX_BACKENDS } from "../control/service.ts";
 import type { AttachMode, HealthCheckConfig, LogLevel, Mode } from "./types.ts";
 
-export { MAX_BACKENDS };
+/** Backends per service. The BPF maps are sized from it (bpf/consts.h MAX_BACKENDS; test/xdp/layout.test.ts). */
+export const MAX_BACKENDS = 256;
 
 export const DEFAULT_MODE: Mode = "proxy";
 export const DEFAULT_LOG_LEVEL: LogLevel = "info";
@@ -62,3 +65,18 @@ export const DEFAULT_MAGLEV_TABLE_SIZE = 65_537;
 export const MAGLEV_SLOTS_PER_BACKEND = 100;
 /** Largest prime below 2^20: caps the table (4 MiB of slots) the data planes must hold per service. */
 export const MAGLEV_TABLE_SIZE_MAX = 1_048_573;
+
+/** Slots in the random and source_hash tables (control/algorithms/random.ts, source_hash.ts). */
+export const RANDOM_TABLE_SIZE = 4096;
+export const SOURCE_HASH_TABLE_SIZE = 4096;
+
+// mode: xdp — the sizes of the BPF maps (bpf/consts.h), which bound what one config may ask of them.
+// src/dataplane/xdp/layout.ts re-exports them and test/xdp/layout.test.ts checks them against the
+// compiled program's BTF.
+
+/** Services the XDP program holds at once (bpf/consts.h MAX_SERVICES). */
+export const MAX_SERVICES = 64;
+/** Plan tables per service: one live, one being written (bpf/consts.h PLAN_BUFFERS). */
+export const PLAN_BUFFERS = 2;
+/** Slots of the pool every service's plans are cut from (bpf/consts.h SLOT_POOL_SIZE). */
+export const SLOT_POOL_SIZE = 1 << 22;

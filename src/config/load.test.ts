@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { loadConfig, parseConfig } from "./load.ts";
-import { MAX_BACKENDS } from "./limits.ts";
+import { MAGLEV_TABLE_SIZE_MAX, MAX_BACKENDS, MAX_SERVICES, SLOT_POOL_SIZE } from "./limits.ts";
 import type { Config } from "./types.ts";
 
 /** A service "web" on 0.0.0.0:8080 with `lines` added at line 4 onward (4 spaces in: column 5). */
@@ -25,6 +25,20 @@ function webWithBackend(...lines: string[]): string[] {
 function backendAddress(address: string): string[] {
   return web("backends:", `  - address: ${address}`);
 }
+
+/**
+ * One service per entry, s0, s1, … on 10.0.0.1:1000, :1001, …, each a flow mapping on one line (services[k]
+ * on the line after "services:" + k, its "{" at column 5). An entry adds keys; one backend unless it lists them.
+ */
+function services(entries: readonly string[]): string[] {
+  const backends = (extra: string) => (extra.includes("backends:") ? "" : ", backends: [{address: 10.0.0.11:80}]");
+  return ["services:", ...entries.map((extra, k) => `  - {name: s${k}, listen: 10.0.0.1:${1000 + k}${extra}${backends(extra)}}`)];
+}
+/** Two services with the largest Maglev table: 2 × 2 × 1048573 = 4194292 of the 4194304 pool slots, 12 left. */
+const TWO_BIG_MAGLEVS = [", algorithm: maglev, maglev: {table_size: 1048573}", ", algorithm: maglev, maglev: {table_size: 1048573}"];
+/** A service with these backend weights (10.0.0.11, .12, …) and `algorithm`, as a flow-mapping tail. */
+const weighted = (algorithm: string, weights: number[]) =>
+  `, algorithm: ${algorithm}, backends: [${weights.map((w, i) => `{address: 10.0.0.${11 + i}:80, weight: ${w}}`).join(", ")}]`;
 
 function errorOf(text: string): string {
   try {
@@ -231,6 +245,80 @@ const ROWS: Array<[string, string[], string]> = [
   ["flow table not a power of two", ["xdp: {flow_table_size: 100000}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 100000; try 65536 or 131072"],
   ["flow table too small", ["xdp: {flow_table_size: 512}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 512"],
   ["interface name too long", ["xdp: {interface: this-is-too-long0}", ...webWithBackend()], 'lb.yaml:1:18 xdp.interface: expected a network interface name (1-15 characters, no "/", ":" or spaces), got "this-is-too-long0"'],
+
+  // --- what mode: xdp cannot do, known from the file alone
+  [
+    "mode: xdp on the IPv4 wildcard",
+    ["mode: xdp", ...webWithBackend()],
+    "lb.yaml:4:13 services[0].listen: mode: xdp needs a specific IPv4 address of this host, got 0.0.0.0; set listen to that address or use mode: proxy",
+  ],
+  [
+    "mode: xdp on an IPv6 address",
+    ["mode: xdp", "services:", "  - name: web", '    listen: "[::ffff:10.0.0.1]:8080"', "    backends: [{address: 10.0.0.11:8080}]"],
+    "lb.yaml:4:13 services[0].listen: mode: xdp needs a specific IPv4 address of this host, got the IPv6 address ::ffff:10.0.0.1; set listen to that address or use mode: proxy",
+  ],
+  [
+    "mode: xdp with one service more than the program holds",
+    ["mode: xdp", ...services(Array.from({ length: MAX_SERVICES + 1 }, () => ""))],
+    `lb.yaml:${3 + MAX_SERVICES}:5 services[${MAX_SERVICES}]: mode: xdp holds at most ${MAX_SERVICES} services and the file has ${MAX_SERVICES + 1}; remove 1 or use mode: proxy`,
+  ],
+  [
+    "mode: xdp, a Maglev table that no longer fits the plan slots",
+    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, ", algorithm: maglev, maglev: {table_size: 307}"])],
+    `lb.yaml:5:79 services[2].maglev.table_size: with this service the XDP plan tables would need ${4 * MAGLEV_TABLE_SIZE_MAX + 2 * 307} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's Maglev table has 307 slots); lower maglev.table_size or use mode: proxy`,
+  ],
+  [
+    "mode: xdp, the default Maglev table size 31 times fills the plan slots: the 32nd does not fit",
+    ["mode: xdp", ...services(Array.from({ length: 32 }, () => ", algorithm: maglev"))],
+    `lb.yaml:34:5 services[31].maglev.table_size: with this service the XDP plan tables would need ${32 * 2 * 65537} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's Maglev table has 65537 slots); lower maglev.table_size or use mode: proxy`,
+  ],
+  [
+    "mode: xdp, a weighted cycle of 5 + 2 slots after the two biggest Maglev tables (12 slots left)",
+    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, weighted("weighted_round_robin", [5, 2])])],
+    `lb.yaml:5:50 services[2].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_SIZE + 2} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's weighted_round_robin cycle has up to 7 slots, the sum of its weights divided by their gcd); lower the weights or use mode: proxy`,
+  ],
+  [
+    "mode: xdp, round robin over 7 backends after the two biggest Maglev tables",
+    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, weighted("round_robin", [1, 1, 1, 1, 1, 1, 1])])],
+    `lb.yaml:5:50 services[2].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_SIZE + 2} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's round_robin plan has up to 7 slots); lower the earlier services' maglev.table_size or weights or use mode: proxy`,
+  ],
+  [
+    "mode: xdp, a service port inside the default snat_ports",
+    ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:40000", "    backends: [{address: 10.0.0.11:8080}]"],
+    "lb.yaml:4:13 services[0].listen: port 40000 is inside xdp.snat_ports (40000-59999 by default), the source ports mode: xdp uses toward backends; choose a port outside it or set xdp.snat_ports",
+  ],
+  [
+    "mode: xdp, snat_ports written over a service port",
+    ["mode: xdp", "xdp:", "  snat_ports: 20000-29999", "services:", "  - name: web", "    listen: 10.0.0.1:8080", "    backends: [{address: 10.0.0.11:8080}]", "  - name: api", "    listen: 10.0.0.1:29999", "    backends: [{address: 10.0.0.11:8080}]"],
+    'lb.yaml:3:15 xdp.snat_ports: 20000-29999 contains port 29999, where services[1] ("api") listens on 10.0.0.1:29999; mode: xdp could not tell its clients from backend replies, so choose a range without 29999',
+  ],
+
+  // --- backends that loop back into featherlb (every mode)
+  [
+    "backend is the service's own listen address",
+    ["services:", "  - name: web", "    listen: 10.0.0.1:80", "    backends:", "      - address: 10.0.0.11:80", "      - address: 10.0.0.1:80"],
+    "lb.yaml:6:18 services[0].backends[1].address: 10.0.0.1:80 reaches featherlb itself, where this service listens on 10.0.0.1:80; connections would loop back into it, so point the backend at the real server",
+  ],
+  [
+    "backend on loopback, service on the IPv4 wildcard",
+    backendAddress("127.0.0.5:8080"),
+    "lb.yaml:5:18 services[0].backends[0].address: 127.0.0.5:8080 reaches featherlb itself, where this service listens on 0.0.0.0:8080; connections would loop back into it, so point the backend at the real server",
+  ],
+  [
+    "backend is another service's listener, spelt differently",
+    ["services:", "  - name: a", '    listen: "[::1]:80"', "    backends: [{address: 10.0.0.1:80}]", "  - name: b", "    listen: 10.0.0.2:80", '    backends: [{address: "[0:0::1]:80"}]'],
+    'lb.yaml:7:26 services[1].backends[0].address: [0:0::1]:80 reaches featherlb itself, where services[0] ("a") listens on [::1]:80; connections would loop back into it, so point the backend at the real server',
+  ],
+  [
+    "IPv4 loopback backend, service on the IPv6 wildcard (dual-stack)",
+    ["services:", "  - name: web", '    listen: "[::]:8080"', "    backends: [{address: 127.0.0.1:8080}]"],
+    "lb.yaml:4:26 services[0].backends[0].address: 127.0.0.1:8080 reaches featherlb itself, where this service listens on [::]:8080; connections would loop back into it, so point the backend at the real server",
+  ],
+  [
+    "a loop in mode: xdp too",
+    ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    backends: [{address: 10.0.0.1:80}]"],
+    "lb.yaml:5:26 services[0].backends[0].address: 10.0.0.1:80 reaches featherlb itself, where this service listens on 10.0.0.1:80; connections would loop back into it, so point the backend at the real server",
+  ],
 ];
 
 describe("parseConfig rejects mistakes with one located line", () => {
@@ -409,6 +497,54 @@ services:
   });
 });
 
+describe("just beside what mode: xdp refuses, and in the other modes, files load", () => {
+  const ok = (lines: string[]) => parseConfig(lines.join("\n") + "\n", "ok.yaml");
+  const webOn = (listen: string) => ["services:", "  - name: web", `    listen: ${listen}`, "    backends: [{address: 10.0.0.11:8080}]"];
+
+  test("the wildcard on a port inside the default snat_ports: proxy and auto (auto falls back at run time)", () => {
+    for (const mode of ["proxy", "auto"] as const) expect(ok([`mode: ${mode}`, ...webOn("0.0.0.0:45000")]).mode).toBe(mode);
+    expect(ok(["mode: auto", ...webOn('"[::]:8080"')]).mode).toBe("auto");
+  });
+
+  test("ports just outside snat_ports, the default range and a written one", () => {
+    expect(ok(["mode: xdp", ...webOn("10.0.0.1:39999")]).services).toHaveLength(1);
+    expect(ok(["mode: xdp", ...webOn("10.0.0.1:60000")]).services).toHaveLength(1);
+    expect(ok(["mode: xdp", "xdp: {snat_ports: 20000-29999}", ...webOn("10.0.0.1:45000")]).xdp.snat_ports).toEqual({ first: 20000, last: 29999 });
+    expect(ok(["mode: xdp", "xdp: {snat_ports: 20000-29999}", ...webOn("10.0.0.1:30000")]).services).toHaveLength(1);
+  });
+
+  test(`${MAX_SERVICES} services in mode: xdp; more in mode: proxy`, () => {
+    expect(ok(["mode: xdp", ...services(Array.from({ length: MAX_SERVICES }, () => ""))]).services).toHaveLength(MAX_SERVICES);
+    expect(ok(["mode: proxy", ...services(Array.from({ length: MAX_SERVICES + 1 }, () => ""))]).services).toHaveLength(MAX_SERVICES + 1);
+  });
+
+  test("plans that fill the slot pool exactly", () => {
+    expect(ok(["mode: xdp", ...services(Array.from({ length: 31 }, () => ", algorithm: maglev"))]).services).toHaveLength(31);
+    // The 12 slots left after the two largest Maglev tables: a weighted cycle of 3 (weights 4 and 2 reduce
+    // to 2 and 1), round robin over 3 backends, and least_connections, which has no slots.
+    const rest = [weighted("weighted_round_robin", [4, 2]), weighted("round_robin", [1, 1, 1]), ", algorithm: least_connections"];
+    expect(ok(["mode: xdp", ...services([...TWO_BIG_MAGLEVS, ...rest])]).services).toHaveLength(5);
+    // The same plans in mode: proxy are no concern of the XDP tables.
+    expect(ok(services([...TWO_BIG_MAGLEVS, ...TWO_BIG_MAGLEVS])).services).toHaveLength(4);
+  });
+
+  test("backends near a listener that do not loop", () => {
+    const config = ok([
+      "services:",
+      "  - name: web",
+      "    listen: 0.0.0.0:8080",
+      "    backends:",
+      '      - address: "[::1]:8080"', // 0.0.0.0 takes IPv4 only
+      "      - address: 127.0.0.1:8081", // another port
+      "      - address: localhost:8080", // a name: only DNS knows
+      "  - name: api",
+      "    listen: 127.0.0.1:80",
+      "    backends: [{address: 127.0.0.2:80}]", // another loopback address
+    ]);
+    expect(config.services.map((s) => s.backends.length)).toEqual([3, 1]);
+  });
+});
+
 describe("the documented example files", () => {
   for (const file of ["config/lb.yaml", "config/minimal.yaml"]) {
     test(`${file} loads`, async () => {
@@ -435,6 +571,12 @@ describe("loadConfig", () => {
 
   test("a directory is not a config file", async () => {
     expect(loadConfig(dir)).rejects.toThrow(`cannot read config file ${dir}: it is a directory`);
+  });
+
+  test("the Config names its file, for run-time messages that have no line to point at", async () => {
+    const path = join(dir, "named.yaml");
+    writeFileSync(path, "services: [{name: web, listen: 0.0.0.0:80, backends: [{address: 10.0.0.1:80}]}]\n");
+    expect((await loadConfig(path)).source).toBe(path);
   });
 
   test("errors name the path as given", async () => {

@@ -21,7 +21,7 @@ export async function loadConfig(path: string): Promise<Config> {
   } catch (err) {
     throw new UserError("config", `cannot read config file ${path}: ${osReason(err)}`);
   }
-  return parseConfig(text, path);
+  return { ...parseConfig(text, path), source: path };
 }
 
 /** The OS's reason without Node's "ENOENT: …, open 'x'" decoration. */

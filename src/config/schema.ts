@@ -256,7 +256,8 @@ const File = mapping(
       mapping({
         interface: v.optional(InterfaceName),
         attach: v.optional(choice(ATTACH_MODES, "attach mode"), DEFAULT_XDP_ATTACH),
-        snat_ports: v.optional(SnatPorts, `${DEFAULT_SNAT_PORTS.first}-${DEFAULT_SNAT_PORTS.last}`),
+        // No default here either: a clash with a service port is reported where the range was chosen.
+        snat_ports: v.optional(SnatPorts),
         flow_table_size: v.optional(FlowTableSize, DEFAULT_FLOW_TABLE_SIZE),
       }),
       {},
@@ -317,7 +318,7 @@ function checkHealthTiming(
 function resolve(file: FileOutput): { config: ReturnType<typeof build>; problems: Problem[] } {
   const problems: Problem[] = [];
   const config = build(file, problems);
-  problems.push(...checkConfig(config, file.admin.listen !== undefined));
+  problems.push(...checkConfig(config, { admin: file.admin.listen !== undefined, snatPorts: file.xdp.snat_ports !== undefined }));
   return { config, problems };
 }
 
@@ -350,7 +351,7 @@ function build(file: FileOutput, problems: Problem[]) {
     xdp: {
       interface: file.xdp.interface,
       attach: file.xdp.attach,
-      snat_ports: file.xdp.snat_ports,
+      snat_ports: file.xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
       flow_table_size: file.xdp.flow_table_size,
     },
     services,
@@ -381,7 +382,8 @@ export const ConfigSchema = v.pipe(
 
 // ---------------------------------------------------------------------------------------------------
 // The schema's output must be exactly the Config contract of types.ts: this line fails `tsc` on drift.
+// (`source` is not in the file: loadConfig adds it.)
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
-const outputIsConfig: Equal<v.InferOutput<typeof ConfigSchema>, Config> = true;
+const outputIsConfig: Equal<v.InferOutput<typeof ConfigSchema>, Omit<Config, "source">> = true;
 void outputIsConfig;

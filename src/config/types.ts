@@ -83,6 +83,8 @@ export interface Config {
   dns_refresh_ms: number;
   xdp: XdpConfig;
   services: ServiceConfig[];
+  /** The file it was read from (set by loadConfig), for run-time messages that cannot point at a line. */
+  source?: string;
 }
 
 /** Algorithm names, in the order README lists them. The registry in control/algorithms keys on these. */

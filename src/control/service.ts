@@ -5,6 +5,7 @@
  * eligible backends and swaps it in (Pingora's model). Data planes that mirror the plan elsewhere (the
  * XDP maps) subscribe with `onPlan`.
  */
+import { MAX_BACKENDS } from "../config/limits.ts";
 import type { ServiceConfig } from "../config/types.ts";
 import { ALGORITHMS } from "./algorithms/index.ts";
 import { Picker } from "./algorithms/picker.ts";
@@ -12,8 +13,8 @@ import type { Member } from "./algorithms/types.ts";
 import { Backend } from "./backend.ts";
 import { ServiceCounters } from "./stats.ts";
 
-/** Upper bound on backends per service; the BPF maps are sized from it (bpf/consts.h: MAX_BACKENDS). */
-export const MAX_BACKENDS = 256;
+/** Upper bound on backends per service (defined with the other config bounds in config/limits.ts). */
+export { MAX_BACKENDS };
 
 export type PlanListener = (service: Service) => void;
 

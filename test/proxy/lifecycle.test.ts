@@ -58,6 +58,23 @@ test("SIGHUP: an invalid config is rejected with a clear message and the old one
   }
 });
 
+test("SIGHUP: a backend that loops back into featherlb is rejected with its place in the file", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(port, [a.address, `127.0.0.1:${port}`]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toMatch(new RegExp(`lb\\.yaml:\\d+:\\d+ services\\[0\\]\\.backends\\[1\\]\\.address: 127\\.0\\.0\\.1:${port} reaches featherlb itself`));
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
 test("SIGHUP: a new listen port that is taken rejects the reload, nothing changes", async () => {
   const a = startBackend("a");
   const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
@@ -149,6 +166,21 @@ test("admin: /metrics in Prometheus text and /status as JSON, per service and ba
   }
 });
 
+test("mode: auto on the wildcard runs the proxy, and the logged reason names the file and the field", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(`mode: auto\n${config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`)}`);
+  try {
+    const line = await lb.waitForLog("xdp data plane unavailable, running the proxy");
+    expect(String(line.reason)).toMatch(/lb\.yaml: services\[0\]\.listen: mode: xdp needs a specific IPv4 address of this host, got 0\.0\.0\.0; /);
+    expect((await lb.status()).mode).toBe("proxy");
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
 test("logs are JSON lines with ts, level and msg", async () => {
   const a = startBackend("a");
   const port = await freePort();
@@ -167,7 +199,9 @@ test("logs are JSON lines with ts, level and msg", async () => {
 test("mode: auto runs the proxy when XDP cannot attach, and logs why", async () => {
   const a = startBackend("a");
   const port = await freePort();
-  const lb = await startLB(`mode: auto\nxdp: { interface: flb-no-such-if }\n${config(port, [a.address])}`);
+  // snat_ports off the ephemeral range freePort draws from: with the default 40000-59999 the port
+  // would often be inside it, and auto would fall back for that reason before looking at the interface.
+  const lb = await startLB(`mode: auto\nxdp: { interface: flb-no-such-if, snat_ports: 1024-2047 }\n${config(port, [a.address])}`);
   try {
     const line = await lb.waitForLog("xdp data plane unavailable, running the proxy");
     expect(String(line.reason)).toContain("flb-no-such-if");

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { ALGORITHM_NAMES } from "../../config/types.ts";
+import { planSlotsBound } from "../../config/xdp.ts";
 import { clientHash, fmix32 } from "./hash.ts";
 import { ALGORITHMS } from "./index.ts";
 import { maglevTable } from "./maglev.ts";
@@ -61,6 +62,20 @@ describe.each(ALGORITHM_NAMES.map((n) => [n]))("%s (conformance)", (name) => {
   test("plans are immutable data: building twice gives the same tables", () => {
     const set = members([1, 2, 3]);
     expect(algorithm.plan(set, OPTIONS)).toEqual(algorithm.plan(set, OPTIONS));
+  });
+
+  test("no healthy subset's plan has more slots than config/xdp.ts planSlotsBound, which the full set reaches", () => {
+    // Weights with a common divisor (2) whose subsets have larger ones ({6, 12}: 6), so the gcd reduction
+    // is exercised both ways; a small prime Maglev table keeps 64 subsets quick.
+    const weights = [6, 4, 10, 2, 8, 12];
+    const options = { maglevTableSize: 1009 };
+    const bound = planSlotsBound(name, weights, options.maglevTableSize);
+    const all = members(weights);
+    for (let mask = 0; mask < 1 << all.length; mask++) {
+      const subset = all.filter((_, i) => mask & (1 << i));
+      expect(algorithm.plan(subset, options).slots.length).toBeLessThanOrEqual(bound);
+    }
+    expect(algorithm.plan(all, options).slots.length).toBe(bound);
   });
 });
 

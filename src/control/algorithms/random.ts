@@ -1,12 +1,14 @@
+import { RANDOM_TABLE_SIZE } from "../../config/limits.ts";
 import { proportionalSlots } from "./plan.ts";
 import { makePlan } from "./plan.ts";
 import type { Algorithm } from "./types.ts";
 
 /**
  * Uniform random over a table in which each backend owns slots in proportion to its weight. 4096 slots
- * keep every share exact to within 1/4096 while staying one small map in the kernel.
+ * keep every share exact to within 1/4096 while staying one small map in the kernel. The size lives in
+ * config/limits.ts: the config check of mode: xdp counts it against the BPF plan tables.
  */
-export const RANDOM_TABLE_SIZE = 4096;
+export { RANDOM_TABLE_SIZE };
 
 export const random: Algorithm = {
   name: "random",

@@ -7,12 +7,13 @@
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
 import type { Config } from "../../config/types.ts";
+import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
-import { CFG_FLAGS, MAX_BACKENDS_BPF, MAX_SERVICES, ipv4ToU32 } from "./layout.ts";
+import { CFG_FLAGS, MAX_BACKENDS_BPF, ipv4ToU32 } from "./layout.ts";
 import { HostState } from "./hoststate.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { NeighbourTable, forwardingOn, interfaceMac } from "./nexthops.ts";
@@ -151,6 +152,10 @@ export class XdpDataPlane implements DataPlane {
   }
 
   async apply(config: Config, services: readonly Service[]): Promise<void> {
+    // The loader refuses these for mode: xdp. Under mode: auto it does not (auto may run the proxy),
+    // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
+    const refusal = xdpRefusal(config);
+    if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
     this.checkXdpChanges(config);
     this.config = config;
 
@@ -161,14 +166,8 @@ export class XdpDataPlane implements DataPlane {
       const c = config.services[i];
       const listen = c && c.name === s.name ? c.listen : s.config.listen;
       const { host, port } = listen;
-      if (!IPV4.test(host) || host === "0.0.0.0") {
-        throw new UserError("config", `Service ${s.name} listens on ${host}:${port}, but mode: xdp needs a specific IPv4 address of this host; set listen to that address or use mode: proxy.`);
-      }
       wanted.set(`${host}:${port}`, { service: s, listen: { host, port } });
     });
-    if (wanted.size > MAX_SERVICES) {
-      throw new UserError("config", `mode: xdp supports at most ${MAX_SERVICES} services, the config has ${wanted.size}; remove some or use mode: proxy.`);
-    }
 
     // Services gone from the config: stop matching their address (established flows keep translating
     // through the flow tables until they close).
@@ -198,7 +197,7 @@ export class XdpDataPlane implements DataPlane {
       m.unsubscribe = service.onPlan(() => void this.write(mirror));
       const failed = this.write(m);
       if (failed instanceof PlanTooLargeError) {
-        throw new UserError("config", `Service ${service.name}'s plan (${service.picker.plan.slots.length} slots) does not fit the XDP plan tables next to the other services'; lower maglev.table_size or weights, or use mode: proxy.`);
+        throw new UserError("config", inFile(config, `service ${service.name}'s plan (${service.picker.plan.slots.length} slots) does not fit the XDP plan tables next to the other services'; lower maglev.table_size or weights, or use mode: proxy.`));
       }
       this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
@@ -350,13 +349,13 @@ function chooseInterface(config: Config): string {
     const ip = s.listen.host;
     const owner = interfaceOwning(ip);
     if (!owner) {
-      throw new UserError("interface", `No network interface has the address ${ip} that service ${s.name} listens on; add it to an interface or set xdp.interface.`);
+      throw new UserError("interface", `service ${s.name} listens on ${ip}, which no network interface has; add the address to an interface or set xdp.interface.`);
     }
     owners.add(owner);
   }
   if (owners.size === 0) throw new UserError("interface", "mode: xdp needs at least one service to find its interface; add a service or set xdp.interface.");
   if (owners.size > 1) {
-    throw new UserError("interface", `The services listen on addresses of several interfaces (${[...owners].join(", ")}); mode: xdp attaches to one, so set xdp.interface.`);
+    throw new UserError("interface", `the services listen on addresses of several interfaces (${[...owners].join(", ")}); mode: xdp attaches to one, so set xdp.interface.`);
   }
   return [...owners][0]!;
 }
@@ -369,9 +368,29 @@ export async function createXdpDataPlane(config: Config, log: Logger): Promise<D
   return createXdpDataPlaneDetailed(config, log);
 }
 
-/** As createXdpDataPlane, typed with the XDP specifics (attach mode, interface) for tests and logs. */
+/**
+ * As createXdpDataPlane, typed with the XDP specifics (attach mode, interface) for tests and logs. Its
+ * errors name the config file: they cannot point at a line, because they depend on the host.
+ */
 export async function createXdpDataPlaneDetailed(config: Config, log: Logger): Promise<XdpDataPlane> {
+  try {
+    return await attach(config, log);
+  } catch (err) {
+    throw err instanceof UserError ? new UserError(err.code, inFile(config, err.message)) : err;
+  }
+}
+
+/** "lb.yaml: message" once loadConfig has named the file (a Config built in a test has no source). */
+function inFile(config: Config, message: string): string {
+  return config.source === undefined ? message : `${config.source}: ${message}`;
+}
+
+async function attach(config: Config, log: Logger): Promise<XdpDataPlane> {
   if (process.platform !== "linux") throw new UserError("unsupported", "mode: xdp needs Linux; use mode: proxy on this platform.");
+  // What the file alone rules out comes first: for mode: xdp the loader has refused it already, and
+  // mode: auto falls back to the proxy for it before anything is loaded or attached.
+  const refusal = xdpRefusal(config);
+  if (refusal) throw new UserError("config", `${refusal}.`);
   const ifname = chooseInterface(config);
   const ifindex = ifindexOf(ifname);
 
@@ -381,7 +400,7 @@ export async function createXdpDataPlaneDetailed(config: Config, log: Logger): P
     ffi = await import("./libbpf.ts");
     mod = await import("./program.ts");
   } catch (err) {
-    throw new UserError("unsupported", `The embedded libbpf could not be loaded (${(err as Error).message}); use mode: proxy.`);
+    throw new UserError("unsupported", `the embedded libbpf could not be loaded (${(err as Error).message}); use mode: proxy.`);
   }
 
   let program: XdpProgram;
@@ -456,22 +475,22 @@ function loadError(err: unknown, ffi: Libbpf): UserError {
   if (err instanceof UserError) return err;
   if (err instanceof ffi.BpfError) {
     if (err.errno === ffi.EPERM) {
-      return new UserError("permission", "Loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
+      return new UserError("permission", "loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `This kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
   }
-  return new UserError("unsupported", `The XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
+  return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }
 
 function attachError(errno: number, ifname: string, mode: string, ffi: Libbpf): UserError {
-  if (errno === ffi.EPERM) return new UserError("permission", `Attaching XDP to ${ifname} needs CAP_NET_ADMIN; run featherlb as root or use mode: proxy.`);
+  if (errno === ffi.EPERM) return new UserError("permission", `attaching XDP to ${ifname} needs CAP_NET_ADMIN; run featherlb as root or use mode: proxy.`);
   if (errno === ffi.EBUSY || errno === ffi.EEXIST) {
-    return new UserError("interface", `Interface ${ifname} already has an XDP program attached; detach it with "ip link set dev ${ifname} xdp off" or choose another xdp.interface.`);
+    return new UserError("interface", `interface ${ifname} already has an XDP program attached; detach it with "ip link set dev ${ifname} xdp off" or choose another xdp.interface.`);
   }
-  if (errno === ffi.ENODEV) return new UserError("interface", `Interface ${ifname} disappeared while attaching XDP; set xdp.interface to an existing interface.`);
+  if (errno === ffi.ENODEV) return new UserError("interface", `interface ${ifname} disappeared while attaching XDP; set xdp.interface to an existing interface.`);
   if (mode === "native" && (errno === ffi.EOPNOTSUPP || errno === ffi.EINVAL)) {
-    return new UserError("unsupported", `The driver of ${ifname} has no native XDP support; set xdp.attach: generic (or auto).`);
+    return new UserError("unsupported", `the driver of ${ifname} has no native XDP support; set xdp.attach: generic (or auto).`);
   }
-  return new UserError("unsupported", `Attaching XDP to ${ifname} failed (errno ${errno}); check the kernel supports XDP links (Linux ≥ 5.9) or use mode: proxy.`);
+  return new UserError("unsupported", `attaching XDP to ${ifname} failed (errno ${errno}); check the kernel supports XDP links (Linux ≥ 5.9) or use mode: proxy.`);
 }

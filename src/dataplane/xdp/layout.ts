@@ -5,6 +5,8 @@
  * compiled object's BTF (Cilium's alignchecker idea), so a drift fails CI instead of corrupting maps.
  */
 
+import { MAX_BACKENDS } from "../../config/limits.ts";
+
 /** `hop` is a nested struct next_hop (opaque bytes here: only the BPF program reads it). */
 export type FieldType = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "mac" | "hop";
 
@@ -206,10 +208,11 @@ export const STRUCTS = [FLOW_KEY, FLOW_FWD, NEXT_HOP, SVC_KEY, SVC_VAL, PLAN_HDR
 
 // ---- constants (bpf/consts.h) ----
 
-export const MAX_SERVICES = 64;
-export const MAX_BACKENDS_BPF = 256;
-export const PLAN_BUFFERS = 2;
-export const SLOT_POOL_SIZE = 1 << 22;
+// The map sizes are part of the config contract (a config that asks for more is refused when it is
+// loaded), so src/config/limits.ts defines them; they are re-exported here with the rest of the C mirror.
+export { MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_SIZE } from "../../config/limits.ts";
+/** bpf/consts.h MAX_BACKENDS: the config's per-service backend bound (the maps have a slot per id). */
+export const MAX_BACKENDS_BPF = MAX_BACKENDS;
 
 /** PlanKind → PLAN_* (bpf/consts.h). */
 export const PLAN_KIND = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 } as const;

@@ -17,7 +17,7 @@ export function ifindexOf(name: string): number {
   try {
     return Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim());
   } catch {
-    throw new UserError("interface", `Network interface ${name} does not exist; set xdp.interface to an existing interface (see "ip link").`);
+    throw new UserError("interface", `network interface ${name} does not exist; set xdp.interface to an existing interface (see "ip link").`);
   }
 }
 
