@@ -248,7 +248,7 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
       const again = Bun.spawnSync(inNs(NS.lb, "env", `FEATHERLB_RUN_DIR=${runDir}`, BIN, config), { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
       expect(again.exitCode).toBe(2);
       expect(again.stderr.toString().trim().split("\n").at(-1)).toBe(
-        `featherlb: Another featherlb (pid ${first.pid}) runs mode: xdp in this network namespace and owns its host changes (${join(runDir, `netns-${netns}.json`)}); stop it first, or run this one in another network namespace or with mode: proxy.`,
+        `featherlb: ${config}: another featherlb (pid ${first.pid}) runs mode: xdp in this network namespace and owns its host changes (${join(runDir, `netns-${netns}.json`)}); stop it first, or run this one in another network namespace or with mode: proxy.`,
       );
       expect(first.proc.exitCode).toBeNull();
       await crash(first);

@@ -175,7 +175,7 @@ describe("HostState", () => {
       }
       expect(err).toBeInstanceOf(UserError);
       expect((err as UserError).message).toBe(
-        `Another featherlb (pid ${child.pid}) runs mode: xdp in this network namespace and owns its host changes (${recordPath()}); stop it first, or run this one in another network namespace or with mode: proxy.`,
+        `another featherlb (pid ${child.pid}) runs mode: xdp in this network namespace and owns its host changes (${recordPath()}); stop it first, or run this one in another network namespace or with mode: proxy.`,
       );
       expect(record().pid).toBe(child.pid); // untouched
 

@@ -153,7 +153,7 @@ export class HostState {
     if (found && found.pid !== process.pid && isRunning(found)) {
       throw new UserError(
         "interface",
-        `Another featherlb (pid ${found.pid}) runs mode: xdp in this network namespace and owns its host changes (${path}); stop it first, or run this one in another network namespace or with mode: proxy.`,
+        `another featherlb (pid ${found.pid}) runs mode: xdp in this network namespace and owns its host changes (${path}); stop it first, or run this one in another network namespace or with mode: proxy.`,
       );
     }
 
