@@ -1,7 +1,7 @@
 /** The small parsers and helpers behind the schema: durations, addresses, primes, suggestions, limits. */
 import { describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../control/algorithms/index.ts";
-import { backendKey, listenersConflict, parseHostPort, parseIPv6 } from "./address.ts";
+import { backendKey, ipv4OfPeer, ipv4ToU32, isIpLiteral, isIPv4, listenersConflict, parseHostPort, parseIPv6, u32ToIpv4 } from "./address.ts";
 import { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 import {
   DEFAULT_FLOW_TABLE_SIZE,
@@ -96,6 +96,19 @@ describe("addresses", () => {
     for (const bad of ["1::2::3", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7", "12345::", "::g", "1:2:3:4:5:6:7::8"]) {
       expect(parseIPv6(bad)).toBeNull();
     }
+  });
+
+  test("IP literals and IPv4 as numbers (the one parser the data planes use)", () => {
+    expect(["10.0.0.1", "::1", "fe80::1%eth0", "::ffff:1.2.3.4"].every(isIpLiteral)).toBe(true);
+    expect(["backend.example", "web", "1.2.3", "999.0.0.1"].some(isIpLiteral)).toBe(false);
+    expect([isIPv4("10.0.0.1"), isIPv4("::1"), isIPv4("010.0.0.1")]).toEqual([true, false, false]);
+    expect(ipv4ToU32("10.0.0.1")).toBe(0x0a000001);
+    expect(ipv4ToU32("255.255.255.255")).toBe(0xffffffff);
+    expect(u32ToIpv4(0xc0a80101)).toBe("192.168.1.1");
+    expect(() => ipv4ToU32("::1")).toThrow("not an IPv4 address");
+    expect(ipv4OfPeer("::ffff:10.0.0.1")).toBe(0x0a000001);
+    expect(ipv4OfPeer("10.0.0.1")).toBe(0x0a000001);
+    expect(ipv4OfPeer("::1")).toBeNull();
   });
 
   const hp = (host: string, port = 80) => ({ host, port });

@@ -2,6 +2,7 @@
  * One backend of one service, as the control plane owns it: identity, resolved address, health and
  * counters. Only the control plane mutates it (single event loop: no locks), data planes read it.
  */
+import { isIpLiteral } from "../config/address.ts";
 import type { BackendConfig } from "../config/types.ts";
 import { Counters } from "./stats.ts";
 
@@ -35,8 +36,4 @@ export class Backend {
   get eligible(): boolean {
     return this.enabled && this.health === "up" && this.ip !== undefined;
   }
-}
-
-export function isIpLiteral(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
 }

@@ -4,7 +4,7 @@
  * after the LB). A changed address rebuilds the service's plan; a failed lookup keeps the last address.
  */
 import { lookup } from "node:dns/promises";
-import { isIpLiteral } from "./backend.ts";
+import { isIpLiteral } from "../config/address.ts";
 import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
 

@@ -6,6 +6,7 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
+import { isIPv4 } from "../../config/address.ts";
 import type { Config } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
@@ -23,8 +24,6 @@ import type { Counters } from "../../control/stats.ts";
 
 type Libbpf = typeof import("./libbpf.ts");
 type ProgramModule = typeof import("./program.ts");
-
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /** How often the flow sweeper walks the forward table. */
 export const SWEEP_INTERVAL_MS = 10_000;
@@ -103,7 +102,7 @@ export class XdpDataPlane implements DataPlane {
     clearTimeout(this.neighbourTimer);
     const ips = new Set<string>();
     for (const { service } of this.mirrored.values()) {
-      for (const backend of service.backends.values()) if (backend.ip && IPV4.test(backend.ip)) ips.add(backend.ip);
+      for (const backend of service.backends.values()) if (backend.ip && isIPv4(backend.ip)) ips.add(backend.ip);
     }
     this.neighbourTable.setBackends(ips);
     let missing: string[] = [];
@@ -218,7 +217,7 @@ export class XdpDataPlane implements DataPlane {
         this.program.resetBackendCounters(index, id);
         m.slots.set(id, backend);
       }
-      if (backend.ip && IPV4.test(backend.ip)) {
+      if (backend.ip && isIPv4(backend.ip)) {
         this.keepResolved(backend.ip);
         this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
       } else {
