@@ -78,11 +78,6 @@ export class Service {
     return () => this.listeners.delete(listener);
   }
 
-  /** Backends that health checks should probe (enabled, with an address). */
-  get checkable(): Backend[] {
-    return [...this.backends.values()].filter((b) => b.enabled && b.ip !== undefined);
-  }
-
   private freeId(): number {
     for (let id = 0; id < MAX_BACKENDS; id++) if (!this.backends.has(id)) return id;
     throw new Error(`service ${this.config.name}: more than ${MAX_BACKENDS} backends`);

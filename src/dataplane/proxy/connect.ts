@@ -99,10 +99,6 @@ export class Connector {
     }
   }
 
-  get connecting(): number {
-    return this.pending.size;
-  }
-
   private settle(attempt: Attempt): boolean {
     if (attempt.settled) return false;
     attempt.settled = true;

@@ -48,10 +48,6 @@ export class ProxyDataPlane implements DataPlane {
     this.sweeper.unref();
   }
 
-  get activeConnections(): number {
-    return this.relays.size;
-  }
-
   async apply(config: Config, services: readonly Service[]): Promise<void> {
     const wanted = new Map<string, Service>();
     config.services.forEach((cfg, i) => wanted.set(listenAddress(cfg.listen.host, cfg.listen.port), services[i]!));
