@@ -56,7 +56,7 @@ export class Runtime {
   static async start(path: string): Promise<Runtime> {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
-    const health = new HealthChecker(log);
+    const health = new HealthChecker();
     const plane = await createDataPlane(config, log, health);
     const runtime = new Runtime(config, path, log, plane, health);
     try {
@@ -115,7 +115,7 @@ export class Runtime {
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
-    const next = config.services.map((cfg) => byName.get(cfg.name) ?? new Service(cfg));
+    const next = config.services.map((cfg) => byName.get(cfg.name) ?? new Service(cfg, this.log));
     this.admin.apply(config.admin.listen);
     await this.plane.apply(config, next);
     config.services.forEach((cfg, i) => {
