@@ -115,12 +115,11 @@ export class Runtime {
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
-    const next = config.services.map((cfg) => byName.get(cfg.name) ?? new Service(cfg, this.log));
+    const pairs = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
     this.admin.apply(config.admin.listen);
-    await this.plane.apply(config, next);
-    config.services.forEach((cfg, i) => {
-      if (byName.has(cfg.name)) next[i]!.update(cfg);
-    });
+    await this.plane.apply(config, pairs);
+    for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
+    const next = pairs.map((p) => p.service);
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;

@@ -94,6 +94,23 @@ test("SIGHUP: a new listen port that is taken rejects the reload, nothing change
   }
 });
 
+test("SIGHUP: a service moved to another port listens there and leaves the old one", async () => {
+  const a = startBackend("a");
+  const [port, moved] = [await freePort(), await freePort()];
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(moved, [a.address]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(await whoServes("127.0.0.1", moved)).toBe("a");
+    await expect(connect("127.0.0.1", port)).rejects.toThrow();
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
 test("SIGTERM: stop accepting, let established connections finish, exit 0", async () => {
   const a = startBackend("a");
   const port = await freePort();

@@ -13,7 +13,7 @@ import type { Logger } from "../../control/log.ts";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane } from "../types.ts";
+import type { DataPlane, ServicePair } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, ipv4ToU32 } from "./layout.ts";
 import { HostState } from "./hoststate.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservedPorts, taggedNeighbours } from "./netif.ts";
@@ -150,7 +150,7 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  async apply(config: Config, services: readonly Service[]): Promise<void> {
+  async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
     // The loader refuses these for mode: xdp. Under mode: auto it does not (auto may run the proxy),
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config);
@@ -159,14 +159,12 @@ export class XdpDataPlane implements DataPlane {
     this.config = config;
 
     // The runtime calls apply before it updates existing Service objects to the new config, so the
-    // listen address comes from `config` (services[i] ↔ config.services[i]), not from service.config.
+    // listen address comes from each pair's config, not from service.config.
     const wanted = new Map<string, { service: Service; listen: { host: string; port: number } }>();
-    services.forEach((s, i) => {
-      const c = config.services[i];
-      const listen = c && c.name === s.name ? c.listen : s.config.listen;
-      const { host, port } = listen;
+    for (const { config: c, service: s } of services) {
+      const { host, port } = c.listen;
       wanted.set(`${host}:${port}`, { service: s, listen: { host, port } });
-    });
+    }
 
     // Services gone from the config: stop matching their address (established flows keep translating
     // through the flow tables until they close).

@@ -24,7 +24,7 @@ try {
   out({ event: "error", code: err instanceof UserError ? err.code : "bug", message: (err as Error).message });
   process.exit(2);
 }
-await plane.apply(config, services);
+await plane.apply(config, services.map((service, i) => ({ config: config.services[i]!, service })));
 for (const s of services) {
   s.onPlan(() => out({ event: "plan", service: s.name, members: [...s.picker.plan.members], at: Date.now() }));
 }
