@@ -1,23 +1,30 @@
 /**
- * The control plane: owns the config, the Service objects, health checks, DNS, the admin listener and
- * the data plane, and runs the lifecycle — start, SIGHUP reload, SIGTERM/SIGINT drain.
+ * The composition root: the one module that knows both data planes. It owns the config, the Service
+ * objects, health checks, DNS, the admin listener and the data plane, and runs the lifecycle — start,
+ * SIGHUP reload, SIGTERM/SIGINT drain.
  *
- * Everything runs on Bun's single event loop: the runtime is the one owner of backend state, data
- * planes and checkers only send it events (gobetween's model), so there are no locks.
+ * Folders depend one way: config ← control ← dataplane ← runtime/main (src/layers.test.ts). Everything
+ * runs on Bun's single event loop: each Service owns its backends' state, and health checks, DNS and
+ * the data planes' connect results only report to it (gobetween's model), so there are no locks.
  */
-import { loadConfig } from "../config/load.ts";
-import type { Config } from "../config/types.ts";
-import { ProxyDataPlane } from "../dataplane/proxy/index.ts";
-import { createXdpDataPlane } from "../dataplane/xdp/index.ts";
-import type { DataPlane } from "../dataplane/types.ts";
-import { UserError } from "../errors.ts";
-import { VERSION } from "../version.ts";
-import { AdminServer } from "./admin.ts";
-import { Resolver } from "./dns.ts";
-import { HealthChecker } from "./health.ts";
-import { Logger } from "./log.ts";
-import { type RuntimeInfo, renderMetrics, renderStatus } from "./metrics.ts";
-import { Service } from "./service.ts";
+import { MAX_BACKENDS } from "./config/limits.ts";
+import { loadConfig } from "./config/load.ts";
+import type { Config } from "./config/types.ts";
+import { AdminServer } from "./control/admin.ts";
+import { Resolver } from "./control/dns.ts";
+import { HealthChecker } from "./control/health.ts";
+import { Logger } from "./control/log.ts";
+import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
+import { Service } from "./control/service.ts";
+import type { ConnectHooks } from "./dataplane/proxy/connect.ts";
+import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
+import type { DataPlane, ServicePair } from "./dataplane/types.ts";
+import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
+import { UserError } from "./errors.ts";
+import { VERSION } from "./version.ts";
+
+/** Builds the data plane a config asks for; connect results go to `hooks` (passive health checks). */
+export type PlaneFactory = (config: Config, log: Logger, hooks: ConnectHooks) => Promise<DataPlane>;
 
 export class Runtime {
   services: Service[] = [];
@@ -36,6 +43,7 @@ export class Runtime {
     private readonly health: HealthChecker,
   ) {
     this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
+    if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms);
     this.admin = new AdminServer({
       metrics: () => {
@@ -52,12 +60,18 @@ export class Runtime {
     this.housekeeping.unref();
   }
 
-  /** Load `path`, start the data plane and everything around it. Throws UserError on user mistakes. */
-  static async start(path: string): Promise<Runtime> {
+  /**
+   * Load `path`, start the data plane and everything around it. Throws UserError on user mistakes.
+   * `createPlane` is for tests; featherlb runs the proxy or XDP plane the config asks for.
+   */
+  static async start(path: string, createPlane: PlaneFactory = createDataPlane): Promise<Runtime> {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
     const health = new HealthChecker();
-    const plane = await createDataPlane(config, log, health);
+    const plane = await createPlane(config, log, {
+      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
+      onConnectSuccess: (b) => health.reportSuccess(b),
+    });
     const runtime = new Runtime(config, path, log, plane, health);
     try {
       await runtime.applyConfig(config, []);
@@ -72,6 +86,11 @@ export class Runtime {
       admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
     });
     return runtime;
+  }
+
+  /** The admin listener's port, if it is on. */
+  get adminPort(): number | undefined {
+    return this.admin.port;
   }
 
   /**
@@ -109,15 +128,28 @@ export class Runtime {
   }
 
   /**
-   * Move from `current` services to `config`. The data plane binds/attaches first (it throws without
-   * side effects if, say, a new port is taken); only then are services updated in place, which
+   * Move from `current` services to `config`. What can fail comes first and changes nothing when it
+   * does: the admin listener's new address is bound but not yet switched to, then the data plane
+   * binds/attaches. Only then does the admin listener move and are services updated in place, which
    * rebuilds their plans.
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
-    const pairs = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
-    this.admin.apply(config.admin.listen);
-    await this.plane.apply(config, pairs);
+    for (const cfg of config.services) {
+      const needed = byName.get(cfg.name)?.backendsAfter(cfg) ?? 0;
+      if (needed > MAX_BACKENDS) {
+        throw new UserError("config", `${this.path}: service ${cfg.name} would hold ${needed} backends while removed ones drain, more than ${MAX_BACKENDS}; reload again once their connections have ended.`);
+      }
+    }
+    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    const admin = this.admin.prepare(config.admin.listen);
+    try {
+      await this.plane.apply(config, pairs);
+    } catch (err) {
+      admin.abort();
+      throw err;
+    }
+    admin.commit();
     for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
     const next = pairs.map((p) => p.service);
     this.config = config;
@@ -151,20 +183,14 @@ export class Runtime {
 }
 
 /** The data plane the config asks for. `auto` prefers XDP and falls back to the proxy, saying why. */
-async function createDataPlane(config: Config, log: Logger, health: HealthChecker): Promise<DataPlane> {
-  // Connect results seen by the proxy feed passive health checks.
-  const proxy = () =>
-    new ProxyDataPlane(log, {
-      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
-      onConnectSuccess: (b) => health.reportSuccess(b),
-    });
-  if (config.mode === "proxy") return proxy();
+async function createDataPlane(config: Config, log: Logger, hooks: ConnectHooks): Promise<DataPlane> {
+  if (config.mode === "proxy") return new ProxyDataPlane(log, hooks);
   try {
     return await createXdpDataPlane(config, log);
   } catch (err) {
     if (config.mode === "auto" && err instanceof UserError) {
       log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
-      return proxy();
+      return new ProxyDataPlane(log, hooks);
     }
     throw err;
   }
