@@ -2,10 +2,9 @@
 import { describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../control/algorithms/index.ts";
 import { backendKey, ipv4OfPeer, ipv4ToU32, isIpLiteral, isIPv4, listenersConflict, parseHostPort, parseIPv6, u32ToIpv4 } from "./address.ts";
+import { DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_TABLE_SIZE } from "./defaults.ts";
 import { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 import {
-  DEFAULT_FLOW_TABLE_SIZE,
-  DEFAULT_MAGLEV_TABLE_SIZE,
   FLOW_TABLE_SIZE_MAX,
   FLOW_TABLE_SIZE_MIN,
   FLOW_TABLE_SIZES,
