@@ -4,6 +4,7 @@
  * reload) → drain → close.
  */
 import type { Config, ServiceConfig } from "../config/types.ts";
+import type { Backend } from "../control/backend.ts";
 import type { Service } from "../control/service.ts";
 
 /**
@@ -14,6 +15,17 @@ import type { Service } from "../control/service.ts";
 export interface ServicePair {
   readonly config: ServiceConfig;
   readonly service: Service;
+}
+
+/**
+ * What a data plane sees of connects to backends: passive health checks. The runtime sends these to the
+ * health checker, which counts them with the active checks and tells the backend's Service on a flip.
+ */
+export interface ConnectHooks {
+  /** A connect to `backend` failed or timed out. */
+  onConnectFailure(backend: Backend, reason: string): void;
+  /** A connect to `backend` succeeded. */
+  onConnectSuccess(backend: Backend): void;
 }
 
 /** How an XDP program is attached to its interface (/status shows it). */

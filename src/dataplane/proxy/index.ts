@@ -8,9 +8,9 @@ import type { Config, HostPort } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane, ServicePair } from "../types.ts";
+import type { ConnectHooks, DataPlane, ServicePair } from "../types.ts";
 import { raiseBacklog } from "./backlog.ts";
-import { type ConnectHooks, Connector } from "./connect.ts";
+import { Connector } from "./connect.ts";
 import { clock, Relay } from "./relay.ts";
 
 /** Clock and connect-timeout resolution. */
