@@ -31,7 +31,7 @@ export class Runtime {
   private readonly resolver: Resolver;
   private readonly admin: AdminServer;
   private readonly housekeeping: ReturnType<typeof setInterval>;
-  private reloading: Promise<boolean> | null = null;
+  private reloading: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
 
   private constructor(
@@ -95,20 +95,21 @@ export class Runtime {
   /**
    * Re-read the file. A valid config takes effect for new connections while established ones keep
    * flowing; an invalid one is logged with the same message `check` prints and the old one keeps serving.
-   * Overlapping SIGHUPs are serialised.
+   * Either way the outcome is logged and counted (featherlb_config_reloads_total). Overlapping SIGHUPs
+   * are serialised.
    */
-  async reload(): Promise<boolean> {
+  async reload(): Promise<void> {
     while (this.reloading) await this.reloading;
     this.reloading = this.reloadOnce();
     try {
-      return await this.reloading;
+      await this.reloading;
     } finally {
       this.reloading = null;
     }
   }
 
-  private async reloadOnce(): Promise<boolean> {
-    if (this.stopping) return false;
+  private async reloadOnce(): Promise<void> {
+    if (this.stopping) return;
     try {
       const next = await loadConfig(this.path);
       if (next.mode !== this.config.mode) {
@@ -117,12 +118,10 @@ export class Runtime {
       await this.applyConfig(next, this.services);
       this.info.reloads.ok++;
       this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
-      return true;
     } catch (err) {
       this.info.reloads.failed++;
       if (!(err instanceof UserError)) throw err;
       this.log.error("reload rejected, still serving the previous config", { error: err.message });
-      return false;
     }
   }
 
