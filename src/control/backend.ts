@@ -1,6 +1,7 @@
 /**
- * One backend of one service, as the control plane owns it: identity, resolved address, health and
- * counters. Only the control plane mutates it (single event loop: no locks), data planes read it.
+ * One backend of one service: identity, resolved address, health, operator intent and counters. Its
+ * Service is the one writer of `ip`, `health` and `enabled` (service.ts: update, markHealth,
+ * setAddresses); the data planes read them and fill `stats`. Single event loop: no locks.
  */
 import { isIpLiteral } from "../config/address.ts";
 import type { BackendConfig } from "../config/types.ts";
