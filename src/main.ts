@@ -5,7 +5,7 @@
  */
 import { loadConfig } from "./config/load.ts";
 import { ALGORITHMS } from "./control/algorithms/index.ts";
-import { Runtime } from "./control/runtime.ts";
+import { Runtime } from "./runtime.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 

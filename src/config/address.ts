@@ -1,6 +1,7 @@
 /**
- * "host:port" addresses: parsing with precise complaints, IP literal checks, and the two comparisons the
- * validator needs (same backend? listeners that cannot both bind?).
+ * Addresses, in one place for the whole program: "host:port" parsing with precise complaints, IPv4 and
+ * IPv6 literals (text ↔ numbers), and the comparisons the validator needs (same backend? listeners
+ * that cannot both bind?). The control plane and both data planes parse addresses only through here.
  *
  * IPv6 literals are written in brackets ("[::1]:80") and stored without them, as HostPort says.
  */
@@ -93,6 +94,39 @@ export function parseIPv4(text: string): number[] | null {
     bytes.push(n);
   }
   return bytes;
+}
+
+/** Whether `host` is an IP literal (IPv4 or IPv6) rather than a name to resolve. */
+export function isIpLiteral(host: string): boolean {
+  return parseIPv4(host) !== null || parseIPv6(host) !== null;
+}
+
+export function isIPv4(host: string): boolean {
+  return parseIPv4(host) !== null;
+}
+
+/** "10.0.0.1" → 0x0a000001, a host-order u32 (what the BPF maps store big-endian). Throws on anything else. */
+export function ipv4ToU32(ip: string): number {
+  const b = parseIPv4(ip);
+  if (b === null) throw new Error(`not an IPv4 address: ${ip}`);
+  return bytesToU32(b);
+}
+
+export function u32ToIpv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+/**
+ * The IPv4 address of a dotted quad, or of the IPv4-mapped spelling a dual-stack socket reports
+ * ("::ffff:10.0.0.1"), as a host-order u32; null for anything else (IPv6 proper, names).
+ */
+export function ipv4OfPeer(ip: string): number | null {
+  const b = parseIPv4(ip.startsWith("::ffff:") ? ip.slice(7) : ip);
+  return b === null ? null : bytesToU32(b);
+}
+
+function bytesToU32(b: readonly number[]): number {
+  return (((b[0] ?? 0) << 24) | ((b[1] ?? 0) << 16) | ((b[2] ?? 0) << 8) | (b[3] ?? 0)) >>> 0;
 }
 
 /** An IPv6 address as its eight 16-bit groups, plus the zone ("%eth0") if any. */

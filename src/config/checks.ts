@@ -1,13 +1,15 @@
 /**
- * Checks that span several values (and so cannot live on one field of the schema): unique service names,
- * listeners that cannot both bind, duplicate backends, backends that loop back into featherlb, Maglev
- * table sizes, and what mode: xdp cannot do (xdp.ts). Each returns the problems it finds as a path into
- * the YAML document plus a message; schema.ts turns them into issues.
+ * Checks that span several values (and so cannot live on one field of the schema): health-check timing,
+ * unique service names, listeners that cannot both bind, duplicate backends, backends that loop back
+ * into featherlb, Maglev table sizes, and what mode: xdp cannot do (xdp.ts). Each returns the problems it
+ * finds as a path into the YAML document plus a message; schema.ts turns them into issues.
  */
 import { backendKey, formatHostPort, listenersConflict, reachesListener } from "./address.ts";
+import { formatDuration } from "./duration.ts";
 import { MAGLEV_SLOTS_PER_BACKEND, MAGLEV_TABLE_SIZE_MAX } from "./limits.ts";
 import { isPrime, nextPrime } from "./primes.ts";
-import type { Config, HostPort, ServiceConfig } from "./types.ts";
+import type { FileOutput, HealthCheckOutput } from "./sections.ts";
+import type { Config, HealthCheckConfig, HostPort, ServiceConfig } from "./types.ts";
 import { checkXdp } from "./xdp.ts";
 
 export type PathKey = string | number;
@@ -16,17 +18,18 @@ export interface Problem {
   message: string;
 }
 
-/** Which values with a default the file wrote itself: a clash is reported at the value the user chose. */
-export interface Written {
-  /** admin.listen */
-  admin: boolean;
-  /** xdp.snat_ports */
-  snatPorts: boolean;
-}
-
-/** Everything wrong with a resolved config, in service order (load.ts reports the first in the file). */
-export function checkConfig(config: Config, written: Written): Problem[] {
+/**
+ * Everything wrong with a resolved config, in service order (load.ts reports the first in the file).
+ * `file` is what the file itself wrote (before defaults): a problem is reported at the value the user
+ * chose, not at one they left to a default.
+ */
+export function checkConfig(config: Config, file: FileOutput): Problem[] {
   const problems: Problem[] = [];
+  config.services.forEach((service, i) => {
+    const timing = checkHealthTiming(service.health_check, file.services[i]?.health_check, i);
+    if (timing) problems.push(timing);
+  });
+  const written = { admin: file.admin?.listen !== undefined, snatPorts: file.xdp?.snat_ports !== undefined };
   if (config.mode === "xdp") problems.push(...checkXdp(config, written.snatPorts));
   config.services.forEach((service, i) => {
     problems.push(...checkBackends(service, i), ...checkLoops(service, i, config.services), ...checkMaglev(service, i));
@@ -57,6 +60,22 @@ export function checkConfig(config: Config, written: Written): Problem[] {
     }
   });
   return problems;
+}
+
+/**
+ * A check timeout longer than the interval would let checks of one backend overlap. The problem is
+ * reported where the user wrote the value: the service's own key if it has one, else `defaults:`.
+ */
+function checkHealthTiming(hc: HealthCheckConfig, own: HealthCheckOutput | undefined, i: number): Problem | undefined {
+  if (hc.timeout_ms <= hc.interval_ms) return undefined;
+  const where: PathKey[] =
+    own?.timeout !== undefined
+      ? ["services", i, "health_check", "timeout"]
+      : own?.interval !== undefined
+        ? ["services", i, "health_check", "interval"]
+        : ["defaults", "health_check", "timeout"];
+  const message = `health_check.timeout (${formatDuration(hc.timeout_ms)}) must not be longer than health_check.interval (${formatDuration(hc.interval_ms)})`;
+  return { path: where, message };
 }
 
 function listenClash(listen: HostPort, services: readonly ServiceConfig[], j: number): string {

@@ -1,30 +1,21 @@
 /**
- * Defaults and bounds of every config value, in one place: the schema, the docs (docs/config.md) and
- * tests read them from here. Durations are in milliseconds.
+ * Bounds of every config value, in one place: the schema, the docs (docs/config.md) and tests read them
+ * from here; the defaults are in defaults.ts. Durations are in milliseconds.
  *
  * This is the config contract: the control plane and the data planes import their bounds from here,
- * never the other way round (config imports nothing outside src/config).
+ * never the other way round (config imports nothing outside src/config; src/layers.test.ts).
  */
-import type { AttachMode, HealthCheckConfig, LogLevel, Mode } from "./types.ts";
 
 /** Backends per service. The BPF maps are sized from it (bpf/consts.h MAX_BACKENDS; test/xdp/layout.test.ts). */
 export const MAX_BACKENDS = 256;
 
-export const DEFAULT_MODE: Mode = "proxy";
-export const DEFAULT_LOG_LEVEL: LogLevel = "info";
-export const DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090";
-export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
-export const DEFAULT_DNS_REFRESH_MS = 30_000;
 /** Re-resolving more often than this would hammer the resolver for no benefit. */
 export const MIN_DNS_REFRESH_MS = 1000;
 
-export const DEFAULT_XDP_ATTACH: AttachMode = "auto";
-export const DEFAULT_SNAT_PORTS = { first: 40_000, last: 59_999 } as const;
 /** SNAT ports stay clear of the well-known range. */
 export const SNAT_PORT_MIN = 1024;
 /** Each SNAT port carries one flow per backend, so fewer ports than this cap concurrency too hard. */
 export const SNAT_PORTS_MIN_COUNT = 1024;
-export const DEFAULT_FLOW_TABLE_SIZE = 65_536;
 /** flow_table_size must be a power of two in [MIN, MAX]; both bounds are powers of two. */
 export const FLOW_TABLE_SIZE_MIN = 1024;
 export const FLOW_TABLE_SIZE_MAX = 1_048_576;
@@ -39,28 +30,14 @@ export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
 
 export const WEIGHT_MIN = 1;
 export const WEIGHT_MAX = 1000;
-export const DEFAULT_WEIGHT = 1;
 
-export const DEFAULT_ALGORITHM = "round_robin" as const;
-export const DEFAULT_MAX_CONNECTIONS = 10_000;
 /** Upper bound on max_connections (0 = unlimited is always allowed). */
 export const MAX_CONNECTIONS_MAX = 10_000_000;
-export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
-export const DEFAULT_CONNECT_RETRIES = 2;
 export const CONNECT_RETRIES_MAX = MAX_BACKENDS - 1;
-export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 
-export const DEFAULT_HEALTH_CHECK: Readonly<HealthCheckConfig> = {
-  enabled: true,
-  interval_ms: 2000,
-  timeout_ms: 1000,
-  rise: 2,
-  fall: 3,
-};
 /** rise and fall are counts of consecutive checks: 1..RISE_FALL_MAX. */
 export const RISE_FALL_MAX = 100;
 
-export const DEFAULT_MAGLEV_TABLE_SIZE = 65_537;
 /** Maglev's paper keeps M ≥ 100 × N so every backend's share is within ~1% of fair. */
 export const MAGLEV_SLOTS_PER_BACKEND = 100;
 /** Largest prime below 2^20: caps the table (4 MiB of slots) the data planes must hold per service. */

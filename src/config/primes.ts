@@ -13,10 +13,3 @@ export function nextPrime(n: number): number {
   while (!isPrime(p)) p++;
   return p;
 }
-
-/** The largest prime ≤ n (n ≥ 2). */
-export function prevPrime(n: number): number {
-  let p = Math.floor(n);
-  while (p > 2 && !isPrime(p)) p--;
-  return p;
-}

@@ -11,8 +11,8 @@
  */
 import { formatHostPort, parseIPv4, parseIPv6 } from "./address.ts";
 import type { Problem } from "./checks.ts";
+import { DEFAULT_SNAT_PORTS } from "./defaults.ts";
 import {
-  DEFAULT_SNAT_PORTS,
   MAX_SERVICES,
   PLAN_BUFFERS,
   RANDOM_TABLE_SIZE,

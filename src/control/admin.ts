@@ -11,33 +11,37 @@ export interface AdminSource {
   status(): unknown;
 }
 
+/** A listener change in two steps, so a reload can move the admin listener only once the rest applied. */
+export interface AdminMove {
+  /** Switch to the new listener (closing the old one). */
+  commit(): void;
+  /** Keep the old listener (closing the new one). */
+  abort(): void;
+}
+
 export class AdminServer {
   private server: Server<undefined> | null = null;
   private bound = "";
 
   constructor(private readonly source: AdminSource) {}
 
-  /** Start, move or stop the listener to match `listen` (undefined = off). */
-  apply(listen: HostPort | undefined): void {
+  /**
+   * Get ready to start, move or stop the listener to match `listen` (undefined = off). A new address is
+   * bound now (a UserError if it cannot be, with nothing changed); `commit` makes it the listener and
+   * closes the old one, `abort` closes it and keeps the old one.
+   */
+  prepare(listen: HostPort | undefined): AdminMove {
     const want = listen ? `${listen.host}:${listen.port}` : "";
-    if (want === this.bound) return;
-    let next: Server<undefined> | null = null;
-    if (listen) {
-      try {
-        next = Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req) => this.handle(req) });
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        throw new UserError(
-          code === "EADDRINUSE" ? "port_in_use" : "config",
-          code === "EADDRINUSE"
-            ? `the admin listener cannot bind ${want}: the address is already in use; change admin.listen or stop the other process.`
-            : `the admin listener cannot bind ${want}: ${code ?? String(err)}; change admin.listen.`,
-        );
-      }
-    }
-    this.server?.stop(true);
-    this.server = next;
-    this.bound = want;
+    if (want === this.bound) return { commit: () => {}, abort: () => {} };
+    const next = listen ? this.bind(listen, want) : null;
+    return {
+      commit: () => {
+        this.server?.stop(true);
+        this.server = next;
+        this.bound = want;
+      },
+      abort: () => next?.stop(true),
+    };
   }
 
   get port(): number | undefined {
@@ -48,6 +52,20 @@ export class AdminServer {
     this.server?.stop(true);
     this.server = null;
     this.bound = "";
+  }
+
+  private bind(listen: HostPort, want: string): Server<undefined> {
+    try {
+      return Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req) => this.handle(req) });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw new UserError(
+        code === "EADDRINUSE" ? "port_in_use" : "config",
+        code === "EADDRINUSE"
+          ? `the admin listener cannot bind ${want}: the address is already in use; change admin.listen or stop the other process.`
+          : `the admin listener cannot bind ${want}: ${code ?? String(err)}; change admin.listen.`,
+      );
+    }
   }
 
   private handle(req: Request): Response {

@@ -1,7 +1,9 @@
 /**
- * One backend of one service, as the control plane owns it: identity, resolved address, health and
- * counters. Only the control plane mutates it (single event loop: no locks), data planes read it.
+ * One backend of one service: identity, resolved address, health, operator intent and counters. Its
+ * Service is the one writer of `ip`, `health` and `enabled` (service.ts: update, markHealth,
+ * setAddresses); the data planes read them and fill `stats`. Single event loop: no locks.
  */
+import { isIpLiteral } from "../config/address.ts";
 import type { BackendConfig } from "../config/types.ts";
 import { Counters } from "./stats.ts";
 
@@ -35,8 +37,4 @@ export class Backend {
   get eligible(): boolean {
     return this.enabled && this.health === "up" && this.ip !== undefined;
   }
-}
-
-export function isIpLiteral(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
 }

@@ -1,10 +1,11 @@
 /**
  * Resolution of backend hostnames. IP literals need none. Names are resolved at start and every
  * `dns_refresh`; an unresolved name is retried every second until it answers (Compose starts backends
- * after the LB). A changed address rebuilds the service's plan; a failed lookup keeps the last address.
+ * after the LB). Answers go to each Service (`setAddresses`), which owns backend addresses, logs a
+ * change and rebuilds its plan; a failed lookup keeps the last address.
  */
 import { lookup } from "node:dns/promises";
-import { isIpLiteral } from "./backend.ts";
+import { isIpLiteral } from "../config/address.ts";
 import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
 
@@ -48,36 +49,27 @@ export class Resolver {
     for (const service of this.services) {
       for (const b of service.backends.values()) if (b.enabled && !isIpLiteral(b.config.host)) names.add(b.config.host);
     }
-    const answers = new Map<string, string | { error: string }>();
+    const resolved = new Map<string, string>();
+    const failures = new Map<string, string>();
     await Promise.all(
       [...names].map(async (name) => {
         try {
-          answers.set(name, (await lookup(name, { family: 4 })).address);
+          resolved.set(name, (await lookup(name, { family: 4 })).address);
         } catch (err) {
-          answers.set(name, { error: (err as { code?: string }).code ?? String(err) });
+          failures.set(name, (err as { code?: string }).code ?? String(err));
         }
       }),
     );
-    const failed = new Set<string>();
+    const warned = new Set<string>();
     for (const service of this.services) {
-      let changed = false;
       for (const backend of service.backends.values()) {
-        const answer = answers.get(backend.config.host);
-        if (answer === undefined || !backend.enabled) continue;
-        if (typeof answer !== "string") {
-          if (!failed.has(backend.config.host)) {
-            failed.add(backend.config.host);
-            this.log.warn("backend name did not resolve", { backend: backend.key, name: backend.config.host, error: answer.error, keeping: backend.ip ?? null });
-          }
-          continue;
-        }
-        if (answer !== backend.ip) {
-          this.log.info("backend address resolved", { service: service.name, backend: backend.key, ip: answer, previous: backend.ip ?? null });
-          backend.ip = answer;
-          changed = true;
-        }
+        const name = backend.config.host;
+        const error = failures.get(name);
+        if (error === undefined || !backend.enabled || warned.has(name)) continue;
+        warned.add(name);
+        this.log.warn("backend name did not resolve", { backend: backend.key, name, error, keeping: backend.ip ?? null });
       }
-      if (changed) service.rebuild();
+      service.setAddresses(resolved);
     }
   }
 }

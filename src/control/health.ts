@@ -5,10 +5,10 @@
  * as failed checks too (passive checks), so a dead backend leaves the pick set after `fall` failed
  * client connects even before the next active check.
  *
- * A flip rebuilds the service's plan and is logged once.
+ * The checker keeps only the streaks of results; when one crosses rise or fall it tells the backend's
+ * Service (`markHealth`), which owns the health state, logs the flip once and rebuilds its plan.
  */
 import type { Backend } from "./backend.ts";
-import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
 
 interface Streak {
@@ -20,14 +20,10 @@ interface Streak {
 export class HealthChecker {
   private readonly streaks = new Map<Backend, Streak>();
   private readonly owner = new Map<Backend, Service>();
-  private services: readonly Service[] = [];
   private stopped = false;
-
-  constructor(private readonly log: Logger) {}
 
   /** (Re)start checks for this set of services; backends already checked keep their streaks. */
   sync(services: readonly Service[]): void {
-    this.services = services;
     const live = new Set<Backend>();
     for (const service of services) {
       for (const backend of service.backends.values()) {
@@ -48,7 +44,7 @@ export class HealthChecker {
       this.streaks.delete(backend);
       // Checks turned off for a backend still in use: nothing would ever bring it back, so it is up by
       // definition. (A backend removed by a reload keeps its state while it drains.)
-      if (backend.enabled && backend.health === "down") this.flip(backend, "up", "health checks disabled");
+      if (backend.enabled && backend.health === "down") this.owner.get(backend)?.markHealth(backend, "up", "health checks disabled");
     }
     for (const backend of this.owner.keys()) if (!services.some((s) => s.backends.get(backend.id) === backend)) this.owner.delete(backend);
   }
@@ -101,21 +97,12 @@ export class HealthChecker {
     if (ok) {
       streak.ok++;
       streak.failed = 0;
-      if (backend.health === "down" && streak.ok >= rise) this.flip(backend, "up", reason);
+      if (backend.health === "down" && streak.ok >= rise) service.markHealth(backend, "up", reason);
     } else {
       streak.failed++;
       streak.ok = 0;
-      if (backend.health === "up" && streak.failed >= fall) this.flip(backend, "down", reason);
+      if (backend.health === "up" && streak.failed >= fall) service.markHealth(backend, "down", reason);
     }
-  }
-
-  private flip(backend: Backend, health: "up" | "down", reason: string): void {
-    const service = this.owner.get(backend);
-    backend.health = health;
-    const fields = { service: service?.name, backend: backend.key, reason };
-    if (health === "down") this.log.warn("backend down", fields);
-    else this.log.info("backend up", fields);
-    service?.rebuild();
   }
 }
 

@@ -11,6 +11,7 @@ export interface RuntimeInfo {
   mode: "proxy" | "xdp";
   startedAt: number;
   reloads: { ok: number; failed: number };
+  /** xdp: how the program is attached ("native" or "generic"), from the data plane. */
   attach?: string;
 }
 

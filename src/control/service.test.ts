@@ -1,6 +1,8 @@
 /** Service state across reloads: backends are diffed by address, removed ones drain, ids are reused. */
-import { expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
+import { MAX_BACKENDS } from "../config/limits.ts";
 import { parseConfig } from "../config/load.ts";
+import { Logger } from "./log.ts";
 import { Service } from "./service.ts";
 
 function serviceConfig(backends: string[], algorithm = "round_robin") {
@@ -55,4 +57,59 @@ test("changing the algorithm on reload rebuilds the plan kind", () => {
   s.update(serviceConfig(["10.0.0.1:80", "10.0.0.2:80"], "maglev"));
   expect(s.picker.plan.kind).toBe("hash");
   expect(s.picker.plan.slots.length).toBe(65537);
+});
+
+describe("the Service owns backend state: checkers and DNS report, it decides, logs once and rebuilds", () => {
+  function logged() {
+    const lines: Array<Record<string, unknown>> = [];
+    return { lines, log: new Logger("debug", (l) => void lines.push(JSON.parse(l))) };
+  }
+
+  test("markHealth: a flip is logged once and rebuilds; a repeated result changes nothing", () => {
+    const { lines, log } = logged();
+    const s = new Service(serviceConfig(["10.0.0.1:80", "10.0.0.2:80"]), log);
+    const [a, b] = [...s.backends.values()];
+    let plans = 0;
+    s.onPlan(() => plans++);
+    s.markHealth(a!, "down", "ECONNREFUSED");
+    s.markHealth(a!, "down", "ECONNREFUSED");
+    expect(Array.from(s.picker.plan.members)).toEqual([b!.id]);
+    expect(plans).toBe(1);
+    s.markHealth(a!, "up", "ok");
+    expect(Array.from(s.picker.plan.members)).toEqual([a!.id, b!.id]);
+    expect(plans).toBe(2);
+    expect(lines.map((l) => [l.level, l.msg, l.service, l.backend, l.reason])).toEqual([
+      ["warn", "backend down", "s", "10.0.0.1:80", "ECONNREFUSED"],
+      ["info", "backend up", "s", "10.0.0.1:80", "ok"],
+    ]);
+  });
+
+  test("setAddresses: changed names take their address, logged each, one rebuild for the lot", () => {
+    const { lines, log } = logged();
+    const s = new Service(serviceConfig(["10.0.0.1:80", "a.example:80", "b.example:80", "c.example:80"]), log);
+    let plans = 0;
+    s.onPlan(() => plans++);
+    s.setAddresses(new Map([["a.example", "10.0.0.2"], ["b.example", "10.0.0.3"]]));
+    expect(plans).toBe(1);
+    expect(Array.from(s.picker.plan.members)).toEqual([0, 1, 2]);
+    expect(lines.map((l) => [l.msg, l.backend, l.ip, l.previous])).toEqual([
+      ["backend address resolved", "a.example:80", "10.0.0.2", null],
+      ["backend address resolved", "b.example:80", "10.0.0.3", null],
+    ]);
+    // The same answers again: nothing changed, no rebuild.
+    s.setAddresses(new Map([["a.example", "10.0.0.2"]]));
+    expect(plans).toBe(1);
+  });
+
+  test("a reload frees the ids of removed idle backends before new ones take ids; backendsAfter counts draining ones", () => {
+    const full = Array.from({ length: MAX_BACKENDS }, (_, i) => `10.0.${i >> 8}.${i & 255}:80`);
+    const s = new Service(serviceConfig(full));
+    const next = full.map((a) => a.replace(":80", ":81"));
+    expect(s.backendsAfter(serviceConfig(next))).toBe(MAX_BACKENDS);
+    [...s.backends.values()][0]!.stats.active = 1;
+    expect(s.backendsAfter(serviceConfig(next))).toBe(MAX_BACKENDS + 1);
+    [...s.backends.values()][0]!.stats.active = 0;
+    s.update(serviceConfig(next));
+    expect(s.backends.size).toBe(MAX_BACKENDS);
+  });
 });

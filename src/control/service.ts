@@ -1,20 +1,21 @@
 /**
  * A service at run time: its config, its backends, and the current immutable Picker.
  *
- * Whenever membership, health, weights or the algorithm change, `rebuild()` computes a new Plan from the
- * eligible backends and swaps it in (Pingora's model). Data planes that mirror the plan elsewhere (the
- * XDP maps) subscribe with `onPlan`.
+ * The Service is the one owner of its backends' state (gobetween's model): membership and operator
+ * intent (`update`, on load and reload), health (`markHealth`, from active and passive checks) and
+ * addresses (`setAddresses`, from DNS). Checkers and resolvers only report to it; it decides, logs a
+ * change once, and rebuilds. Whenever the pick set may have changed, `rebuild()` computes a new Plan
+ * from the eligible backends and swaps it in (Pingora's model). Data planes that mirror the plan
+ * elsewhere (the XDP maps) subscribe with `onPlan`.
  */
 import { MAX_BACKENDS } from "../config/limits.ts";
 import type { ServiceConfig } from "../config/types.ts";
 import { ALGORITHMS } from "./algorithms/index.ts";
 import { Picker } from "./algorithms/picker.ts";
 import type { Member } from "./algorithms/types.ts";
-import { Backend } from "./backend.ts";
+import { Backend, type HealthState } from "./backend.ts";
+import { Logger } from "./log.ts";
 import { ServiceCounters } from "./stats.ts";
-
-/** Upper bound on backends per service (defined with the other config bounds in config/limits.ts). */
-export { MAX_BACKENDS };
 
 export type PlanListener = (service: Service) => void;
 
@@ -25,12 +26,27 @@ export class Service {
   picker!: Picker;
   private readonly listeners = new Set<PlanListener>();
 
-  constructor(public config: ServiceConfig) {
+  constructor(
+    public config: ServiceConfig,
+    private readonly log: Logger = new Logger(),
+  ) {
     this.update(config);
   }
 
   get name(): string {
     return this.config.name;
+  }
+
+  /**
+   * How many backends this service would hold after `update(config)`: the config's, plus removed ones
+   * that still drain connections. The runtime refuses a reload that would need more than MAX_BACKENDS
+   * ids before it changes anything.
+   */
+  backendsAfter(config: ServiceConfig): number {
+    const wanted = new Set(config.backends.map((b) => b.address));
+    let draining = 0;
+    for (const b of this.backends.values()) if (!wanted.has(b.key) && b.stats.active > 0) draining++;
+    return config.backends.length + draining;
   }
 
   /** Apply a new config for this service (initial load or reload): diff backends by address. */
@@ -47,12 +63,42 @@ export class Service {
         backend.enabled = false;
       }
     }
+    // Removed backends without connections free their ids before new backends take ids.
+    this.collectDrained();
     for (const cfg of wanted.values()) {
       const id = this.freeId();
       this.backends.set(id, new Backend(id, cfg));
     }
-    this.collectDrained();
-    this.rebuild();
+    this.changed();
+  }
+
+  /**
+   * The result of health checks (active or passive) for one of this service's backends. Only a flip
+   * counts: it is logged once and rebuilds the plan.
+   */
+  markHealth(backend: Backend, health: HealthState, reason: string): void {
+    if (backend.health === health) return;
+    backend.health = health;
+    const fields = { service: this.name, backend: backend.key, reason };
+    if (health === "down") this.log.warn("backend down", fields);
+    else this.log.info("backend up", fields);
+    this.changed();
+  }
+
+  /**
+   * DNS answers (name → IPv4 address) for backends written as names. Enabled backends of those names
+   * whose address changed take the new one (each change logged once); one rebuild covers them all.
+   */
+  setAddresses(answers: ReadonlyMap<string, string>): void {
+    let changed = false;
+    for (const backend of this.backends.values()) {
+      const ip = answers.get(backend.config.host);
+      if (ip === undefined || !backend.enabled || ip === backend.ip) continue;
+      this.log.info("backend address resolved", { service: this.name, backend: backend.key, ip, previous: backend.ip ?? null });
+      backend.ip = ip;
+      changed = true;
+    }
+    if (changed) this.changed();
   }
 
   /** Remove backends that a reload disabled once their last connection has ended. */
@@ -78,13 +124,18 @@ export class Service {
     return () => this.listeners.delete(listener);
   }
 
-  /** Backends that health checks should probe (enabled, with an address). */
-  get checkable(): Backend[] {
-    return [...this.backends.values()].filter((b) => b.enabled && b.ip !== undefined);
+  /**
+   * Something that decides the pick set changed (membership, health, an address). Every state change
+   * comes through here: today it rebuilds at once; coalescing rebuilds (say, once per tick) is a change
+   * to this method alone.
+   */
+  private changed(): void {
+    this.rebuild();
   }
 
   private freeId(): number {
     for (let id = 0; id < MAX_BACKENDS; id++) if (!this.backends.has(id)) return id;
+    // The runtime checks backendsAfter() before it updates a service, so this is a bug if reached.
     throw new Error(`service ${this.config.name}: more than ${MAX_BACKENDS} backends`);
   }
 }

@@ -8,7 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Runtime } from "../../src/control/runtime.ts";
+import { Runtime } from "../../src/runtime.ts";
 import { startBackend, type RunningBackend } from "./backend/server.ts";
 import { readLbConfig } from "./client/lbconfig.ts";
 import { parseSources } from "./client/sources.ts";

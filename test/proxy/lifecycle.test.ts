@@ -94,6 +94,53 @@ test("SIGHUP: a new listen port that is taken rejects the reload, nothing change
   }
 });
 
+test("SIGHUP: a service moved to another port listens there and leaves the old one", async () => {
+  const a = startBackend("a");
+  const [port, moved] = [await freePort(), await freePort()];
+  const lb = await startLB(config(port, [a.address]));
+  try {
+    lb.rewrite(config(moved, [a.address]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(await whoServes("127.0.0.1", moved)).toBe("a");
+    await expect(connect("127.0.0.1", port)).rejects.toThrow();
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("SIGHUP: the admin listener moves only with a reload that applies", async () => {
+  const a = startBackend("a");
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const [port, newAdmin] = [await freePort(), await freePort()];
+  const lb = await startLB(config(port, [a.address]));
+  const answers = (adminPort: number) => fetch(`http://127.0.0.1:${adminPort}/healthz`).then((r) => r.ok, () => false);
+  try {
+    // A new admin address and a service port that is taken: the reload fails, the admin stays put.
+    lb.rewrite(config(taken.port, [a.address]).replace("ADMIN", `127.0.0.1:${newAdmin}`));
+    let mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toContain("already in use");
+    expect(await answers(lb.adminPort)).toBe(true);
+    expect(await answers(newAdmin)).toBe(false);
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+    // The same admin move with a free service port applies, and the old admin port closes.
+    lb.rewrite(config(port, [a.address]).replace("ADMIN", `127.0.0.1:${newAdmin}`));
+    mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(await answers(newAdmin)).toBe(true);
+    expect(await answers(lb.adminPort)).toBe(false);
+  } finally {
+    await lb.stop();
+    a.stop();
+    taken.stop(true);
+  }
+});
+
 test("SIGTERM: stop accepting, let established connections finish, exit 0", async () => {
   const a = startBackend("a");
   const port = await freePort();

@@ -60,7 +60,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
     beforeAll(async () => {
       env = await plane();
       services = env.cfg.services.map((c) => new Service(c));
-      await env.p.apply(env.cfg, services);
+      await env.p.apply(env.cfg, services.map((service, i) => ({ config: env.cfg.services[i]!, service })));
     });
     afterAll(() => env?.p.close());
 
@@ -105,7 +105,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
     test("least_connections sees the swept counts", async () => {
       const cfg = config(80, "least_connections");
       services = cfg.services.map((c) => new Service(c));
-      await env.p.apply(cfg, services);
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       // 3 flows spread one per backend, then expire them all: the next three picks go 0, 1, 2 again.
       const first = Array.from({ length: 3 }, () => backendOf(env.program.run(syn()).data));
       expect(first).toEqual([0, 1, 2]);
@@ -116,7 +116,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
 
     test("reload to another port (as the runtime does it: apply first, then Service.update)", async () => {
       const cfg = config(81, "least_connections");
-      await env.p.apply(cfg, services); // same Service objects, still holding the old config
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service }))); // same Service objects, still holding the old config
       cfg.services.forEach((c, i) => services[i]!.update(c));
       expect(env.program.run(syn(80)).retval).toBe(XDP_PASS);
       expect(env.program.run(syn(81)).retval).toBe(XDP_TX);
@@ -136,7 +136,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
     test("a listen address that is not a specific IPv4 is a config UserError", async () => {
       const cfg = config(82);
       const bad = { ...cfg, services: [{ ...cfg.services[0]!, listen: { host: "0.0.0.0", port: 82 } }] };
-      await expect(env.p.apply(bad, bad.services.map((c) => new Service(c)))).rejects.toMatchObject({ name: "UserError", code: "config" });
+      await expect(env.p.apply(bad, bad.services.map((c) => ({ config: c, service: new Service(c) })))).rejects.toMatchObject({ name: "UserError", code: "config" });
     });
   });
 
@@ -156,7 +156,7 @@ services:
 `;
       const cfg = parseConfig(text, "two.yaml");
       const services = cfg.services.map((c) => new Service(c));
-      await env.p.apply(cfg, services);
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       const to80 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(80)).data));
       const to90 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(90)).data));
       expect(to80).toEqual([0, 1, 0, 1]);
@@ -173,7 +173,7 @@ services:
     try {
       const cfg = config(80, "least_connections");
       const services = cfg.services.map((c) => new Service(c));
-      await env.p.apply(cfg, services);
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       for (let i = 0; i < 1500; i++) expect(env.program.run(syn()).retval).toBe(XDP_TX);
       const raw = [0, 1, 2].reduce((n, id) => n + env.program.backendActiveRaw(0, id), 0);
       expect(raw).toBe(1500);

@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { MAPS, MAX_BACKENDS_BPF, MAX_SERVICES, PLAN_BUFFERS, REASONS, SLOT_POOL_SIZE, STRUCTS } from "../../src/dataplane/xdp/layout.ts";
-import { MAX_BACKENDS } from "../../src/control/service.ts";
+import { MAX_BACKENDS } from "../../src/config/limits.ts";
 
 const OBJ = new URL("../../build/bpf/featherlb.bpf.o", import.meta.url).pathname;
 

@@ -34,7 +34,7 @@ const HEALTH = { interval: 500, timeout: 300, rise: 1, fall: 2 };
 const NAMES = ["b1", "b2", "b3"];
 
 function lbCommand(config: string): { cmd: string[]; kind: string } {
-  const wired = readFileSync(join(ROOT, "src/control/runtime.ts"), "utf8").includes("createXdpDataPlane");
+  const wired = readFileSync(join(ROOT, "src/runtime.ts"), "utf8").includes("createXdpDataPlane");
   const want = process.env.FLBX_LB ?? (wired ? (existsSync(join(ROOT, "dist/featherlb")) ? "binary" : "source") : "harness");
   if (want === "binary") return { kind: want, cmd: [resolve(ROOT, process.env.FEATHERLB_BIN ?? "dist/featherlb"), config] };
   if (want === "source") return { kind: want, cmd: [BUN, join(ROOT, "src/main.ts"), config] };

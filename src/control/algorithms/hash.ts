@@ -2,6 +2,7 @@
  * The hash functions both data planes agree on. bpf/ implements the same arithmetic in C (see
  * bpf/hash.h); a test pins the values so the two cannot drift.
  */
+import { ipv4OfPeer, parseIPv6 } from "../../config/address.ts";
 
 /** MurmurHash3's 32-bit finalizer: full avalanche, cheap, trivially portable to BPF C. */
 export function fmix32(h: number): number {
@@ -18,22 +19,11 @@ export function fmix32(h: number): number {
  * host-order u32 — what the BPF program gets from bpf_ntohl(iph->saddr). IPv6 folds its eight groups.
  */
 export function clientHash(ip: string): number {
-  const v4 = ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-  if (v4.includes(".")) {
-    const p = v4.split(".");
-    return fmix32(((Number(p[0]) << 24) | (Number(p[1]) << 16) | (Number(p[2]) << 8) | Number(p[3])) >>> 0);
-  }
+  const v4 = ipv4OfPeer(ip);
+  if (v4 !== null) return fmix32(v4);
   let h = 0;
-  for (const group of expandIpv6(ip)) h = fmix32(h ^ group);
+  for (const group of parseIPv6(ip)?.groups ?? []) h = fmix32(h ^ group);
   return h;
-}
-
-function expandIpv6(ip: string): number[] {
-  const [head = "", tail] = ip.split("::");
-  const a = head ? head.split(":") : [];
-  const b = tail ? tail.split(":") : [];
-  const zeros = new Array<string>(Math.max(0, 8 - a.length - b.length)).fill("0");
-  return [...a, ...zeros, ...b].map((g) => parseInt(g, 16) || 0);
 }
 
 /** FNV-1a over the UTF-8 bytes of `s`, from a chosen basis so one key yields independent hashes. */

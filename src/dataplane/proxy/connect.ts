@@ -7,14 +7,8 @@ import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../control/backend.ts";
 import { clientHash } from "../../control/algorithms/hash.ts";
 import { NONE } from "../../control/algorithms/picker.ts";
+import type { ConnectHooks } from "../types.ts";
 import type { Relay } from "./relay.ts";
-
-export interface ConnectHooks {
-  /** A connect to `backend` failed or timed out (passive health). */
-  onConnectFailure(backend: Backend, reason: string): void;
-  /** A connect to `backend` succeeded. */
-  onConnectSuccess(backend: Backend): void;
-}
 
 /**
  * Handlers for every backend socket, declared once (Bun shares one handler set per object). The
@@ -97,10 +91,6 @@ export class Connector {
       if (stalledMs > 0) attempt.deadline += stalledMs;
       else if (now >= attempt.deadline) this.failed(attempt, "connect timeout");
     }
-  }
-
-  get connecting(): number {
-    return this.pending.size;
   }
 
   private settle(attempt: Attempt): boolean {

@@ -3,13 +3,14 @@
  * backend chosen by the service's Picker.
  */
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
-import type { Config } from "../../config/types.ts";
+import { formatHostPort } from "../../config/address.ts";
+import type { Config, HostPort } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane } from "../types.ts";
+import type { ConnectHooks, DataPlane, ServicePair } from "../types.ts";
 import { raiseBacklog } from "./backlog.ts";
-import { type ConnectHooks, Connector } from "./connect.ts";
+import { Connector } from "./connect.ts";
 import { clock, Relay } from "./relay.ts";
 
 /** Clock and connect-timeout resolution. */
@@ -22,10 +23,6 @@ interface Binding {
   service: Service;
   listener: TCPSocketListener<Relay>;
   address: string;
-}
-
-export function listenAddress(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 export class ProxyDataPlane implements DataPlane {
@@ -48,26 +45,22 @@ export class ProxyDataPlane implements DataPlane {
     this.sweeper.unref();
   }
 
-  get activeConnections(): number {
-    return this.relays.size;
-  }
-
-  async apply(config: Config, services: readonly Service[]): Promise<void> {
-    const wanted = new Map<string, Service>();
-    config.services.forEach((cfg, i) => wanted.set(listenAddress(cfg.listen.host, cfg.listen.port), services[i]!));
+  async apply(_config: Config, services: readonly ServicePair[]): Promise<void> {
+    const wanted = new Map<string, ServicePair>();
+    for (const pair of services) wanted.set(formatHostPort(pair.config.listen), pair);
     // Bind every new address before changing anything, so a failed bind leaves the old set serving.
     const fresh: Binding[] = [];
     try {
-      for (const [address, service] of wanted) {
-        if (!this.bindings.has(address)) fresh.push(this.bind(address, service));
+      for (const [address, { config, service }] of wanted) {
+        if (!this.bindings.has(address)) fresh.push(this.bind(address, config.listen, service));
       }
     } catch (err) {
       for (const b of fresh) b.listener.stop(true);
       throw err;
     }
     for (const [address, binding] of this.bindings) {
-      const service = wanted.get(address);
-      if (service) binding.service = service;
+      const pair = wanted.get(address);
+      if (pair) binding.service = pair.service;
       else {
         // Removed from the config: stop accepting; established connections keep flowing.
         binding.listener.stop(false);
@@ -81,8 +74,7 @@ export class ProxyDataPlane implements DataPlane {
     }
   }
 
-  private bind(address: string, service: Service): Binding {
-    const { host, port } = service.config.listen;
+  private bind(address: string, { host, port }: HostPort, service: Service): Binding {
     const binding = { service, address } as Binding;
     try {
       binding.listener = Bun.listen<Relay>({

@@ -6,13 +6,14 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
+import { isIPv4 } from "../../config/address.ts";
 import type { Config } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane } from "../types.ts";
+import type { DataPlane, ServicePair } from "../types.ts";
 import { CFG_FLAGS, MAX_BACKENDS_BPF, ipv4ToU32 } from "./layout.ts";
 import { HostState } from "./hoststate.ts";
 import { ifindexOf, interfaceOwning, manageNeighbour, releaseNeighbour, reservedPorts, taggedNeighbours } from "./netif.ts";
@@ -23,8 +24,6 @@ import type { Counters } from "../../control/stats.ts";
 
 type Libbpf = typeof import("./libbpf.ts");
 type ProgramModule = typeof import("./program.ts");
-
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /** How often the flow sweeper walks the forward table. */
 export const SWEEP_INTERVAL_MS = 10_000;
@@ -103,7 +102,7 @@ export class XdpDataPlane implements DataPlane {
     clearTimeout(this.neighbourTimer);
     const ips = new Set<string>();
     for (const { service } of this.mirrored.values()) {
-      for (const backend of service.backends.values()) if (backend.ip && IPV4.test(backend.ip)) ips.add(backend.ip);
+      for (const backend of service.backends.values()) if (backend.ip && isIPv4(backend.ip)) ips.add(backend.ip);
     }
     this.neighbourTable.setBackends(ips);
     let missing: string[] = [];
@@ -151,7 +150,7 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  async apply(config: Config, services: readonly Service[]): Promise<void> {
+  async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
     // The loader refuses these for mode: xdp. Under mode: auto it does not (auto may run the proxy),
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config);
@@ -160,14 +159,12 @@ export class XdpDataPlane implements DataPlane {
     this.config = config;
 
     // The runtime calls apply before it updates existing Service objects to the new config, so the
-    // listen address comes from `config` (services[i] ↔ config.services[i]), not from service.config.
+    // listen address comes from each pair's config, not from service.config.
     const wanted = new Map<string, { service: Service; listen: { host: string; port: number } }>();
-    services.forEach((s, i) => {
-      const c = config.services[i];
-      const listen = c && c.name === s.name ? c.listen : s.config.listen;
-      const { host, port } = listen;
+    for (const { config: c, service: s } of services) {
+      const { host, port } = c.listen;
       wanted.set(`${host}:${port}`, { service: s, listen: { host, port } });
-    });
+    }
 
     // Services gone from the config: stop matching their address (established flows keep translating
     // through the flow tables until they close).
@@ -218,7 +215,7 @@ export class XdpDataPlane implements DataPlane {
         this.program.resetBackendCounters(index, id);
         m.slots.set(id, backend);
       }
-      if (backend.ip && IPV4.test(backend.ip)) {
+      if (backend.ip && isIPv4(backend.ip)) {
         this.keepResolved(backend.ip);
         this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
       } else {

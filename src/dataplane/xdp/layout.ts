@@ -271,13 +271,5 @@ export { FLOW_TABLE_SIZES } from "../../config/limits.ts";
 
 // ---- address helpers ----
 
-/** "10.0.0.1" → 0x0a000001 (host-order number, which Struct writes big-endian into be32 fields). */
-export function ipv4ToU32(ip: string): number {
-  const p = ip.split(".").map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-
-export function u32ToIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-}
+/** IPv4 text ↔ the host-order u32 the maps store big-endian: src/config/address.ts owns address parsing. */
+export { ipv4ToU32, u32ToIpv4 } from "../../config/address.ts";

@@ -17,7 +17,7 @@
  */
 import { readFileSync } from "node:fs";
 import { endianness } from "node:os";
-import { ipv4ToU32 } from "./layout.ts";
+import { ipv4ToU32, u32ToIpv4 } from "./layout.ts";
 
 export interface Route {
   ifname: string;
@@ -97,13 +97,11 @@ export function bestRoute(routes: readonly Route[], ip: number): Route | undefin
   return best;
 }
 
-const u32ToDotted = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-
 /** The next hop toward `ip` on `ifname`: the gateway or `ip` itself; undefined when routed elsewhere or not at all. */
 export function nextHopOn(routes: readonly Route[], ip: string, ifname: string): string | undefined {
   const r = bestRoute(routes, ipv4ToU32(ip));
   if (!r || r.ifname !== ifname) return undefined;
-  return r.gateway ? u32ToDotted(r.gateway) : ip;
+  return r.gateway ? u32ToIpv4(r.gateway) : ip;
 }
 
 export const macBytes = (mac: string) => Uint8Array.from(mac.split(":").map((h) => Number.parseInt(h, 16)));

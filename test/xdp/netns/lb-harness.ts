@@ -15,7 +15,7 @@ import { UserError } from "../../../src/errors.ts";
 const out = (o: object) => process.stdout.write(JSON.stringify(o) + "\n");
 const config = await loadConfig(process.argv[2]!);
 const log = new Logger(config.log.level, (line) => process.stderr.write(line));
-const services = config.services.map((c) => new Service(c));
+const services = config.services.map((c) => new Service(c, log));
 
 let plane;
 try {
@@ -24,11 +24,11 @@ try {
   out({ event: "error", code: err instanceof UserError ? err.code : "bug", message: (err as Error).message });
   process.exit(2);
 }
-await plane.apply(config, services);
+await plane.apply(config, services.map((service, i) => ({ config: config.services[i]!, service })));
 for (const s of services) {
   s.onPlan(() => out({ event: "plan", service: s.name, members: [...s.picker.plan.members], at: Date.now() }));
 }
-const health = new HealthChecker(log);
+const health = new HealthChecker();
 health.sync(services);
 
 const stop = () => {

@@ -1,23 +1,29 @@
 /**
- * The control plane: owns the config, the Service objects, health checks, DNS, the admin listener and
- * the data plane, and runs the lifecycle — start, SIGHUP reload, SIGTERM/SIGINT drain.
+ * The composition root: the one module that knows both data planes. It owns the config, the Service
+ * objects, health checks, DNS, the admin listener and the data plane, and runs the lifecycle — start,
+ * SIGHUP reload, SIGTERM/SIGINT drain.
  *
- * Everything runs on Bun's single event loop: the runtime is the one owner of backend state, data
- * planes and checkers only send it events (gobetween's model), so there are no locks.
+ * Folders depend one way: config ← control ← dataplane ← runtime/main (src/layers.test.ts). Everything
+ * runs on Bun's single event loop: each Service owns its backends' state, and health checks, DNS and
+ * the data planes' connect results only report to it (gobetween's model), so there are no locks.
  */
-import { loadConfig } from "../config/load.ts";
-import type { Config } from "../config/types.ts";
-import { ProxyDataPlane } from "../dataplane/proxy/index.ts";
-import { createXdpDataPlane } from "../dataplane/xdp/index.ts";
-import type { DataPlane } from "../dataplane/types.ts";
-import { UserError } from "../errors.ts";
-import { VERSION } from "../version.ts";
-import { AdminServer } from "./admin.ts";
-import { Resolver } from "./dns.ts";
-import { HealthChecker } from "./health.ts";
-import { Logger } from "./log.ts";
-import { type RuntimeInfo, renderMetrics, renderStatus } from "./metrics.ts";
-import { Service } from "./service.ts";
+import { MAX_BACKENDS } from "./config/limits.ts";
+import { loadConfig } from "./config/load.ts";
+import type { Config } from "./config/types.ts";
+import { AdminServer } from "./control/admin.ts";
+import { Resolver } from "./control/dns.ts";
+import { HealthChecker } from "./control/health.ts";
+import { Logger } from "./control/log.ts";
+import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
+import { Service } from "./control/service.ts";
+import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
+import type { ConnectHooks, DataPlane, ServicePair } from "./dataplane/types.ts";
+import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
+import { UserError } from "./errors.ts";
+import { VERSION } from "./version.ts";
+
+/** Builds the data plane a config asks for; connect results go to `hooks` (passive health checks). */
+export type PlaneFactory = (config: Config, log: Logger, hooks: ConnectHooks) => Promise<DataPlane>;
 
 export class Runtime {
   services: Service[] = [];
@@ -25,7 +31,7 @@ export class Runtime {
   private readonly resolver: Resolver;
   private readonly admin: AdminServer;
   private readonly housekeeping: ReturnType<typeof setInterval>;
-  private reloading: Promise<boolean> | null = null;
+  private reloading: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
 
   private constructor(
@@ -36,6 +42,7 @@ export class Runtime {
     private readonly health: HealthChecker,
   ) {
     this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
+    if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms);
     this.admin = new AdminServer({
       metrics: () => {
@@ -52,12 +59,18 @@ export class Runtime {
     this.housekeeping.unref();
   }
 
-  /** Load `path`, start the data plane and everything around it. Throws UserError on user mistakes. */
-  static async start(path: string): Promise<Runtime> {
+  /**
+   * Load `path`, start the data plane and everything around it. Throws UserError on user mistakes.
+   * `createPlane` is for tests; featherlb runs the proxy or XDP plane the config asks for.
+   */
+  static async start(path: string, createPlane: PlaneFactory = createDataPlane): Promise<Runtime> {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
-    const health = new HealthChecker(log);
-    const plane = await createDataPlane(config, log, health);
+    const health = new HealthChecker();
+    const plane = await createPlane(config, log, {
+      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
+      onConnectSuccess: (b) => health.reportSuccess(b),
+    });
     const runtime = new Runtime(config, path, log, plane, health);
     try {
       await runtime.applyConfig(config, []);
@@ -74,23 +87,29 @@ export class Runtime {
     return runtime;
   }
 
+  /** The admin listener's port, if it is on. */
+  get adminPort(): number | undefined {
+    return this.admin.port;
+  }
+
   /**
    * Re-read the file. A valid config takes effect for new connections while established ones keep
    * flowing; an invalid one is logged with the same message `check` prints and the old one keeps serving.
-   * Overlapping SIGHUPs are serialised.
+   * Either way the outcome is logged and counted (featherlb_config_reloads_total). Overlapping SIGHUPs
+   * are serialised.
    */
-  async reload(): Promise<boolean> {
+  async reload(): Promise<void> {
     while (this.reloading) await this.reloading;
     this.reloading = this.reloadOnce();
     try {
-      return await this.reloading;
+      await this.reloading;
     } finally {
       this.reloading = null;
     }
   }
 
-  private async reloadOnce(): Promise<boolean> {
-    if (this.stopping) return false;
+  private async reloadOnce(): Promise<void> {
+    if (this.stopping) return;
     try {
       const next = await loadConfig(this.path);
       if (next.mode !== this.config.mode) {
@@ -99,28 +118,38 @@ export class Runtime {
       await this.applyConfig(next, this.services);
       this.info.reloads.ok++;
       this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
-      return true;
     } catch (err) {
       this.info.reloads.failed++;
       if (!(err instanceof UserError)) throw err;
       this.log.error("reload rejected, still serving the previous config", { error: err.message });
-      return false;
     }
   }
 
   /**
-   * Move from `current` services to `config`. The data plane binds/attaches first (it throws without
-   * side effects if, say, a new port is taken); only then are services updated in place, which
+   * Move from `current` services to `config`. What can fail comes first and changes nothing when it
+   * does: the admin listener's new address is bound but not yet switched to, then the data plane
+   * binds/attaches. Only then does the admin listener move and are services updated in place, which
    * rebuilds their plans.
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
-    const next = config.services.map((cfg) => byName.get(cfg.name) ?? new Service(cfg));
-    this.admin.apply(config.admin.listen);
-    await this.plane.apply(config, next);
-    config.services.forEach((cfg, i) => {
-      if (byName.has(cfg.name)) next[i]!.update(cfg);
-    });
+    for (const cfg of config.services) {
+      const needed = byName.get(cfg.name)?.backendsAfter(cfg) ?? 0;
+      if (needed > MAX_BACKENDS) {
+        throw new UserError("config", `${this.path}: service ${cfg.name} would hold ${needed} backends while removed ones drain, more than ${MAX_BACKENDS}; reload again once their connections have ended.`);
+      }
+    }
+    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    const admin = this.admin.prepare(config.admin.listen);
+    try {
+      await this.plane.apply(config, pairs);
+    } catch (err) {
+      admin.abort();
+      throw err;
+    }
+    admin.commit();
+    for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
+    const next = pairs.map((p) => p.service);
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;
@@ -152,20 +181,14 @@ export class Runtime {
 }
 
 /** The data plane the config asks for. `auto` prefers XDP and falls back to the proxy, saying why. */
-async function createDataPlane(config: Config, log: Logger, health: HealthChecker): Promise<DataPlane> {
-  // Connect results seen by the proxy feed passive health checks.
-  const proxy = () =>
-    new ProxyDataPlane(log, {
-      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
-      onConnectSuccess: (b) => health.reportSuccess(b),
-    });
-  if (config.mode === "proxy") return proxy();
+async function createDataPlane(config: Config, log: Logger, hooks: ConnectHooks): Promise<DataPlane> {
+  if (config.mode === "proxy") return new ProxyDataPlane(log, hooks);
   try {
     return await createXdpDataPlane(config, log);
   } catch (err) {
     if (config.mode === "auto" && err instanceof UserError) {
       log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
-      return proxy();
+      return new ProxyDataPlane(log, hooks);
     }
     throw err;
   }

@@ -1,0 +1,76 @@
+/**
+ * Every default of the config, in one place: the values (docs/config.md lists them) and how they are
+ * applied, in three layers — built in, then the file's `defaults:` section, then the service's own keys.
+ * Durations are in milliseconds. The bounds a value must stay within are in limits.ts.
+ */
+import type { FileOutput, HealthCheckOutput } from "./sections.ts";
+import type { AttachMode, Config, HealthCheckConfig, HostPort, LogLevel, Mode } from "./types.ts";
+
+export const DEFAULT_MODE: Mode = "proxy";
+export const DEFAULT_LOG_LEVEL: LogLevel = "info";
+export const DEFAULT_ADMIN_LISTEN: Readonly<HostPort> = { host: "127.0.0.1", port: 9090 };
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+export const DEFAULT_DNS_REFRESH_MS = 30_000;
+
+export const DEFAULT_XDP_ATTACH: AttachMode = "auto";
+export const DEFAULT_SNAT_PORTS = { first: 40_000, last: 59_999 } as const;
+export const DEFAULT_FLOW_TABLE_SIZE = 65_536;
+
+export const DEFAULT_WEIGHT = 1;
+export const DEFAULT_ALGORITHM = "round_robin" as const;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+export const DEFAULT_CONNECT_RETRIES = 2;
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+export const DEFAULT_HEALTH_CHECK: Readonly<HealthCheckConfig> = {
+  enabled: true,
+  interval_ms: 2000,
+  timeout_ms: 1000,
+  rise: 2,
+  fall: 3,
+};
+export const DEFAULT_MAGLEV_TABLE_SIZE = 65_537;
+
+/** Each health-check field from the service, else from `defaults:`, else built in. */
+function mergeHealthCheck(own: HealthCheckOutput = {}, inherited: HealthCheckOutput = {}): HealthCheckConfig {
+  return {
+    enabled: own.enabled ?? inherited.enabled ?? DEFAULT_HEALTH_CHECK.enabled,
+    interval_ms: own.interval ?? inherited.interval ?? DEFAULT_HEALTH_CHECK.interval_ms,
+    timeout_ms: own.timeout ?? inherited.timeout ?? DEFAULT_HEALTH_CHECK.timeout_ms,
+    rise: own.rise ?? inherited.rise ?? DEFAULT_HEALTH_CHECK.rise,
+    fall: own.fall ?? inherited.fall ?? DEFAULT_HEALTH_CHECK.fall,
+  };
+}
+
+/** The file with every key it left out filled in: exactly `Config` (without `source`, which load.ts adds). */
+export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
+  const inherited = file.defaults ?? {};
+  const xdp = file.xdp ?? {};
+  const admin = file.admin?.listen;
+  return {
+    mode: file.mode ?? DEFAULT_MODE,
+    log: { level: file.log?.level ?? DEFAULT_LOG_LEVEL },
+    // "off" is null: no admin listener.
+    admin: { listen: admin === undefined ? { ...DEFAULT_ADMIN_LISTEN } : (admin ?? undefined) },
+    drain_timeout_ms: file.drain_timeout ?? DEFAULT_DRAIN_TIMEOUT_MS,
+    dns_refresh_ms: file.dns_refresh ?? DEFAULT_DNS_REFRESH_MS,
+    xdp: {
+      interface: xdp.interface,
+      attach: xdp.attach ?? DEFAULT_XDP_ATTACH,
+      snat_ports: xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
+      flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
+    },
+    services: file.services.map((s) => ({
+      name: s.name,
+      listen: s.listen,
+      algorithm: s.algorithm ?? DEFAULT_ALGORITHM,
+      backends: s.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight ?? DEFAULT_WEIGHT })),
+      max_connections: s.max_connections ?? inherited.max_connections ?? DEFAULT_MAX_CONNECTIONS,
+      connect_timeout_ms: s.connect_timeout ?? inherited.connect_timeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      connect_retries: s.connect_retries ?? inherited.connect_retries ?? DEFAULT_CONNECT_RETRIES,
+      idle_timeout_ms: s.idle_timeout ?? inherited.idle_timeout ?? DEFAULT_IDLE_TIMEOUT_MS,
+      health_check: mergeHealthCheck(s.health_check, inherited.health_check),
+      maglev_table_size: s.maglev?.table_size ?? DEFAULT_MAGLEV_TABLE_SIZE,
+    })),
+  };
+}
