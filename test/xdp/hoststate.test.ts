@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { NEIGH_PROTOCOL } from "../../src/dataplane/xdp/netif.ts";
-import { Proc } from "./netns/proc.ts";
+import { Proc } from "../support/proc.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
