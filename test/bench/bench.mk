@@ -4,7 +4,15 @@
 #   make bench BENCH_REPS=1 BENCH_SYSTEMS="direct haproxy"
 # BENCH_XDP: the featherlb xdp row. auto = try it and mark it unavailable if the binary refuses.
 BENCH_XDP ?= auto
-BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc clang ethtool iproute2
+BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc clang ethtool iproute2 jq
+
+# `make test` runs test/bench/rows.test.ts, which drives run.sh's JSON writers (lib/rows.sh): they need
+# jq. Installed as root like the XDP test packages; without root the message says what to install.
+TEST_PREREQS += build/.bench-test-deps
+build/.bench-test-deps:
+	@command -v jq >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "make test needs jq (apt-get install jq)" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq; }
+	@mkdir -p build && touch $@
 
 .PHONY: bench bench-deps bench-report bench-profile
 
@@ -26,5 +34,5 @@ bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct �
 bench-report: ## re-render docs/benchmarks.md + .svg from the last build/bench/results.jsonl
 	$(BUN) run test/bench/report.ts build/bench/results.jsonl
 
-bench-profile: node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) → build/bench/profile
+bench-profile: bench-deps node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) → build/bench/profile
 	bash test/bench/run.sh profile

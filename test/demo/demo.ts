@@ -4,7 +4,10 @@
  */
 import { resolve } from "node:path";
 import { startLB } from "../support/lb.ts";
-import { freePort, startBackend } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { greetConn } from "../support/conn.ts";
+import { runLoad } from "../support/load.ts";
+import { freePort } from "../support/net.ts";
 import { ALGORITHM_NAMES } from "../../src/config/types.ts";
 
 const SECONDS_PER_SERVICE = 1.5;
@@ -18,7 +21,7 @@ const backends = [
   { name: "backend-c", weight: 3 },
 ].map((b) => ({ ...b, server: startBackend(b.name) }));
 
-const ports = await Promise.all(ALGORITHM_NAMES.map(() => freePort()));
+const ports = ALGORITHM_NAMES.map(() => freePort());
 const yaml = `admin: { listen: ADMIN }
 log: { level: warn }
 services:
@@ -31,45 +34,21 @@ ${backends.map((b) => `      - { address: "${b.server.address}", weight: ${b.wei
 ).join("\n")}
 `;
 
-/** One short request: connect, read the greeting (the backend's name), close. */
-function request(port: number): Promise<string> {
-  return new Promise((resolveName, reject) => {
-    let got = "";
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        data(s, d) {
-          got += d.toString();
-          if (got.includes("\n")) s.end();
-        },
-        close: () => resolveName(got.split("\n")[0] ?? ""),
-        connectError: (_s, e) => reject(e),
-      },
-    }).catch(reject);
-  });
-}
-
 const lb = await startLB(yaml);
 console.log(`featherlb ${lb.pid} in front of ${backends.map((b) => `${b.name} (weight ${b.weight})`).join(", ")}\n`);
 console.log("algorithm              requests   req/s   " + backends.map((b) => b.name.padEnd(24)).join(""));
 try {
   for (const [i, algorithm] of ALGORITHM_NAMES.entries()) {
-    const counts = new Map<string, number>();
-    let errors = 0;
-    const deadline = performance.now() + SECONDS_PER_SERVICE * 1000;
-    const worker = async () => {
-      while (performance.now() < deadline) {
-        try {
-          const name = await request(ports[i]!);
-          counts.set(name, (counts.get(name) ?? 0) + 1);
-        } catch {
-          errors++;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    const total = [...counts.values()].reduce((a, b) => a + b, 0);
+    // Short requests: connect, read the greeting (the backend's name), close.
+    const load = await runLoad({
+      label: algorithm,
+      concurrency: CONCURRENCY,
+      durationMs: SECONDS_PER_SERVICE * 1000,
+      conn: (_, onHello) => greetConn({ host: "127.0.0.1", port: ports[i]!, onHello }),
+    });
+    const counts = load.perBackend;
+    const errors = load.errorCount;
+    const total = load.ok;
     const cells = backends.map((b) => {
       const n = counts.get(b.name) ?? 0;
       const share = total ? n / total : 0;

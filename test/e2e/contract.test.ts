@@ -11,9 +11,9 @@ import { renderMetrics } from "../../src/control/metrics.ts";
 import { Service } from "../../src/control/service.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { allServed, exactEqual, predicted, shareWithin, slowBackendAvoided, sticky, weightedExact } from "./client/checks.ts";
-import { readLbConfig } from "./client/lbconfig.ts";
-import { parseMetrics, Metrics } from "./client/metrics.ts";
-import { predictor } from "./client/predict.ts";
+import { readLbConfig } from "../support/lbconfig.ts";
+import { parseMetrics, Metrics } from "../support/metrics.ts";
+import { predictor } from "../support/predict.ts";
 import { parseSources } from "./client/sources.ts";
 
 const root = new URL("../../", import.meta.url).pathname;

@@ -7,7 +7,7 @@ E2E_MODES ?= proxy xdp
 E2E_BUILD ?= $(if $(shell command -v npm 2>/dev/null),host,docker)
 
 E2E_BIN := build/e2e/bin
-E2E_TS := $(shell find test/e2e src -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
+E2E_TS := $(shell find test/e2e test/support src -name '*.ts' -not -name '*.test.ts' 2>/dev/null)
 E2E_BINARIES := $(E2E_BIN)/featherlb-e2e-backend $(E2E_BIN)/featherlb-e2e-client
 
 .PHONY: e2e e2e-images e2e-down e2e-bins

@@ -1,15 +1,16 @@
 /**
- * The e2e backend and client against each other on loopback: real sockets on 127.0.0.1, port 0, no
+ * The e2e backend and client pieces (test/support: the backend speaking the e2e protocol, the client
+ * connection, the load runner) against each other on loopback: real sockets on 127.0.0.1, port 0, no
  * LB in between (the LB is what `make e2e` adds). Also peers that misbehave on purpose, to show the
  * client's verdicts are earned.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { TCPSocketListener } from "bun";
-import { startBackend } from "./backend/server.ts";
-import { randomPayload, runConn, type ConnOptions } from "./client/conn.ts";
-import { runLoad } from "./client/load.ts";
+import { startBackend } from "../support/backend.ts";
+import { echoConns, randomPayload, runConn, type ConnOptions } from "../support/conn.ts";
+import { runLoad } from "../support/load.ts";
 
-const backend = startBackend({ id: "backend-t", hostname: "127.0.0.1", port: 0 });
+const backend = startBackend("backend-t", { behaviour: "e2e" });
 const listeners: TCPSocketListener<unknown>[] = [];
 afterAll(() => {
   backend.stop();
@@ -137,14 +138,10 @@ describe("load runner", () => {
     const sources = ["127.0.0.2", "127.0.0.3"];
     const stats = await runLoad({
       label: "t",
-      host: "127.0.0.1",
-      port: backend.port,
       concurrency: 4,
       durationMs: 2000,
       maxConns: 40,
-      payload: () => randomPayload(64),
-      source: (i) => sources[i % 2],
-      timeoutMs: 3000,
+      conn: echoConns({ host: "127.0.0.1", port: backend.port, payload: () => randomPayload(64), source: (i) => sources[i % 2], timeoutMs: 3000 }),
     });
     expect(stats.conns).toBe(40);
     expect(stats.ok).toBe(40);

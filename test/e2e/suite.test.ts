@@ -1,37 +1,28 @@
 /**
- * The whole e2e suite, shortened, against featherlb's real runtime (proxy mode) on loopback: three
- * e2e backends on 127.0.0.2-4, sixteen client source IPs 127.0.0.10-25, the fault scenario stopping
- * and restarting one backend in process. No Docker and no mocks: it proves the suite's checks pass
- * on a working LB before `make e2e` spends minutes on images.
+ * The whole e2e suite, shortened, against a real featherlb process (proxy mode; test/support/lb.ts) on
+ * loopback: three e2e backends on 127.0.0.2-4, sixteen client source IPs 127.0.0.10-25, the fault
+ * scenario stopping and restarting one backend in this process. No Docker and no mocks: it proves the
+ * suite's checks pass on a working LB before `make e2e` spends minutes on images.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { Runtime } from "../../src/runtime.ts";
-import { startBackend, type RunningBackend } from "./backend/server.ts";
-import { readLbConfig } from "./client/lbconfig.ts";
+import { readFileSync } from "node:fs";
+import { startBackend, type TestBackend } from "../support/backend.ts";
+import { startLB } from "../support/lb.ts";
+import { readLbConfig } from "../support/lbconfig.ts";
+import { freePort } from "../support/net.ts";
 import { parseSources } from "./client/sources.ts";
 import { runSuite } from "./client/suite.ts";
 
-/** A port that is free on 127.0.0.1 right now. */
-function freePort(hostname = "127.0.0.1"): number {
-  const l = Bun.listen({ hostname, port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
-
 const ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const backendPort = freePort(ips[0]);
-const backends: RunningBackend[] = ips.map((ip) => startBackend({ id: ip, hostname: ip, port: backendPort }));
+const e2eBackend = (ip: string) => startBackend(ip, { host: ip, port: backendPort, behaviour: "e2e" });
+const backends: TestBackend[] = ips.map(e2eBackend);
 const algorithms = ["round_robin", "weighted_round_robin", "least_connections", "random", "power_of_two", "source_hash", "maglev"];
 const ports = algorithms.map(() => freePort());
-const adminPort = freePort();
 
-const yaml = `mode: proxy
+const lb = await startLB(`mode: proxy
 log: { level: error }
-admin: { listen: "127.0.0.1:${adminPort}" }
+admin: { listen: ADMIN }
 drain_timeout: 100ms
 defaults:
   connect_timeout: 500ms
@@ -47,25 +38,21 @@ ${algorithms
 ${ips.map((ip, k) => `      - { address: "${ip}:${backendPort}", weight: ${k === 2 ? 2 : 1} }`).join("\n")}`,
   )
   .join("\n")}
-`;
-const dir = mkdtempSync(join(tmpdir(), "featherlb-e2e-"));
-const path = join(dir, "lb.yaml");
-writeFileSync(path, yaml);
-const runtime = await Runtime.start(path);
+`);
 
 afterAll(async () => {
-  await runtime.shutdown("test");
+  await lb.stop();
   for (const b of backends) b.stop();
 });
 
 test("every check of the e2e suite passes through featherlb's proxy", async () => {
   const lines: string[] = [];
   const pass = await runSuite(
-    readLbConfig(yaml, path),
+    readLbConfig(readFileSync(lb.configPath, "utf8"), lb.configPath),
     {
       mode: "proxy",
       lbHost: "127.0.0.1",
-      metricsUrl: `http://127.0.0.1:${adminPort}/metrics`,
+      metricsUrl: `http://127.0.0.1:${lb.adminPort}/metrics`,
       seconds: 0.5,
       concurrency: 8,
       payloadBytes: 64,
@@ -89,7 +76,7 @@ test("every check of the e2e suite passes through featherlb's proxy", async () =
       action: (verb, id) => {
         const i = ips.indexOf(id);
         if (verb === "kill") backends[i]!.stop();
-        else backends[i] = startBackend({ id, hostname: id, port: backendPort });
+        else backends[i] = e2eBackend(id);
       },
     },
   );

@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs";
 import { WANTED_BACKLOG, canonical, sockaddrText } from "../../src/dataplane/proxy/backlog.ts";
 import { lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
-import { freePort, startBackend } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { freePort } from "../support/net.ts";
 
 test("a listener is recognised by the address getsockname() reports, IPv4 and IPv6", () => {
   const v4 = new Uint8Array(16);

@@ -3,11 +3,12 @@
  * and real backends on 127.0.0.x.
  */
 import { describe, expect, test } from "bun:test";
-import { connect as netConnect } from "node:net";
 import { type BackendSpec, lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
 import { blackhole, refusing } from "../support/blackhole.ts";
-import { connect, freePort, startBackend, waitFor, whoServes } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { whoServes } from "../support/conn.ts";
+import { connect, freePort, waitFor } from "../support/net.ts";
 
 interface Svc {
   algorithm?: string;
@@ -54,20 +55,6 @@ test("weighted_round_robin: smooth 5:1:1 through the proxy", async () => {
   }
 });
 
-/** Connect from a chosen loopback source address and return the greeting's backend name. */
-function whoServesFrom(source: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let got = "";
-    const s = netConnect({ host: "127.0.0.1", port, localAddress: source });
-    s.on("data", (d) => {
-      got += d.toString();
-      if (got.includes("\n")) s.end();
-    });
-    s.on("close", () => resolve(got.split("\n")[0] ?? ""));
-    s.on("error", reject);
-  });
-}
-
 test.each([["source_hash"], ["maglev"]])("%s: one client IP sticks to one backend, clients spread", async (algorithm) => {
   const backends = ["a", "b", "c"].map((n) => startBackend(n));
   const port = await freePort();
@@ -77,7 +64,7 @@ test.each([["source_hash"], ["maglev"]])("%s: one client IP sticks to one backen
     // 30 client IPs (127.0.1.x are all this host's on lo), four connections each.
     for (let i = 1; i <= 30; i++) {
       const got: string[] = [];
-      for (let k = 0; k < 4; k++) got.push(await whoServesFrom(`127.0.1.${i}`, port));
+      for (let k = 0; k < 4; k++) got.push(await whoServes("127.0.0.1", port, `127.0.1.${i}`));
       expect(new Set(got).size).toBe(1);
       seen.add(got[0]!);
     }

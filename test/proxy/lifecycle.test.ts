@@ -4,7 +4,9 @@
 import { expect, test } from "bun:test";
 import { lbYaml } from "../support/config.ts";
 import { startLB } from "../support/lb.ts";
-import { connect, freePort, startBackend, waitFor, whoServes } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { whoServes } from "../support/conn.ts";
+import { connect, freePort, waitFor } from "../support/net.ts";
 
 function config(port: number, backends: string[], opts: { algorithm?: string; drain?: string; extraService?: string } = {}): string {
   return lbYaml({ top: `drain_timeout: ${opts.drain ?? "5s"}`, services: [{ name: "web", port, algorithm: opts.algorithm, backends }] }) + (opts.extraService ?? "");

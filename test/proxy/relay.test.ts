@@ -7,7 +7,8 @@ import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import { lbYaml } from "../support/config.ts";
 import { type RunningLB, rssKiB, startLB } from "../support/lb.ts";
-import { connect, flushPending, freePort, sha256, startBackend, writeAll } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { connect, flushPending, freePort, sha256, writeAll } from "../support/net.ts";
 
 const MiB = 1 << 20;
 
@@ -79,7 +80,7 @@ describe("relay through a featherlb process", () => {
 
 describe("half-close", () => {
   test("a client FIN leaves the reply direction open until the backend finishes", async () => {
-    const backend = startBackend("late", { greet: false, echoOnEnd: true });
+    const backend = startBackend("late", { behaviour: "echo-on-end" });
     const port = await freePort();
     const lb = await startLB(config(port, [backend.address]));
     try {

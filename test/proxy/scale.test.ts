@@ -4,7 +4,8 @@
  */
 import { expect, test } from "bun:test";
 import { type RunningLB, rssKiB, startLB } from "../support/lb.ts";
-import { type Client, connect, freePort, startBackend, waitFor } from "../support/net.ts";
+import { startBackend } from "../support/backend.ts";
+import { type Client, connect, freePort, waitFor } from "../support/net.ts";
 
 const N = 1000;
 

@@ -6,7 +6,9 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { Metrics, parseMetrics } from "./metrics.ts";
 import { freePort, waitFor } from "./net.ts";
+import { Proc } from "./proc.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 
@@ -15,6 +17,7 @@ export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 }
 
+/** How every test starts featherlb: FEATHERLB_BIN (resolved from the repository root), else the source. */
 export function featherlbCommand(): string[] {
   const bin = process.env.FEATHERLB_BIN;
   return bin ? [resolve(ROOT, bin)] : [process.execPath, join(ROOT, "src/main.ts")];
@@ -38,6 +41,7 @@ export interface RunningLB {
   pid: number;
   configPath: string;
   adminPort: number;
+  /** Its log lines (stderr), parsed; a line that is not JSON is `{ msg: line, raw: true }`. */
   logs(): Array<Record<string, unknown>>;
   stderr(): string;
   waitForLog(msg: string, timeoutMs?: number, after?: number): Promise<Record<string, unknown>>;
@@ -55,65 +59,41 @@ export interface RunningLB {
  * until its admin listener answers.
  */
 export async function startLB(yaml: string): Promise<RunningLB> {
-  const adminPort = await freePort();
+  const adminPort = freePort();
+  const admin = `http://127.0.0.1:${adminPort}`;
   const configPath = tempConfig(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
-  const proc = Bun.spawn([...featherlbCommand(), configPath], { stdout: "pipe", stderr: "pipe" });
-  let partial = "";
-  let all = "";
-  const lines: Array<Record<string, unknown>> = [];
-  void (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of proc.stderr) {
-      const text = partial + decoder.decode(chunk, { stream: true });
-      all += text.slice(partial.length);
-      const parts = text.split("\n");
-      partial = parts.pop() ?? "";
-      for (const line of parts) {
-        try {
-          lines.push(JSON.parse(line));
-        } catch {
-          lines.push({ msg: line, raw: true });
-        }
-      }
-    }
-  })();
+  const proc = new Proc([...featherlbCommand(), configPath]);
+  const logLines = () => proc.lines.filter((l) => l.stream === "err");
   const lb: RunningLB = {
     pid: proc.pid,
     configPath,
     adminPort,
-    logs: () => lines,
-    stderr: () => all,
+    logs: () => logLines().map((l) => l.json ?? { msg: l.text, raw: true }),
+    stderr: () => logLines().map((l) => l.text).join("\n"),
     async waitForLog(msg, timeoutMs = 10_000, after = 0) {
       let found: Record<string, unknown> | undefined;
       await waitFor(`log "${msg}"`, () => {
-        found = lines.slice(after).find((l) => l.msg === msg);
+        found = lb.logs().slice(after).find((l) => l.msg === msg);
         return found !== undefined || proc.exitCode !== null;
       }, timeoutMs);
       if (!found) throw new Error(`featherlb exited (${proc.exitCode}) before logging "${msg}": ${lb.stderr()}`);
       return found;
     },
-    metrics: () => fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text()),
-    async metric(name, labels) {
-      const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-      for (const line of (await lb.metrics()).split("\n")) {
-        if (!line.startsWith(name + "{") && !line.startsWith(name + " ")) continue;
-        if (want.every((w) => line.includes(w))) return Number(line.slice(line.lastIndexOf(" ") + 1));
-      }
-      return undefined;
-    },
-    status: () => fetch(`http://127.0.0.1:${adminPort}/status`).then((r) => r.json()),
+    metrics: () => fetch(`${admin}/metrics`).then((r) => r.text()),
+    metric: async (name, labels) => new Metrics(parseMetrics(await lb.metrics())).get(name, labels),
+    status: () => fetch(`${admin}/status`).then((r) => r.json()),
     rewrite: (y) => writeFileSync(configPath, y.replaceAll("ADMIN", `127.0.0.1:${adminPort}`)),
     signal: (sig) => proc.kill(sig),
-    exited: proc.exited,
+    exited: proc.proc.exited,
     async stop() {
-      if (proc.exitCode === null) proc.kill("SIGKILL");
-      return proc.exited;
+      proc.kill("SIGKILL");
+      return proc.proc.exited;
     },
   };
   // Ready when the admin listener answers (it starts after the data plane is serving).
   await waitFor("featherlb to start", async () => {
     if (proc.exitCode !== null) throw new Error(`featherlb exited with ${proc.exitCode} before it was ready: ${lb.stderr()}`);
-    return fetch(`http://127.0.0.1:${adminPort}/healthz`).then((r) => r.ok, () => false);
+    return fetch(`${admin}/healthz`).then((r) => r.ok, () => false);
   }, 15_000);
   return lb;
 }

@@ -1,17 +1,19 @@
 /**
- * Real-socket helpers for the integration tests: test backends on 127.0.0.x, a client that collects
- * what it receives, free ports, and polling. No mocks: everything here opens kernel sockets.
+ * Real-socket helpers for the integration tests: free ports, polling, Bun's partial writes, and a
+ * client connection that records what it receives. The backend is backend.ts; connections that read a
+ * greeting or run a load are conn.ts and load.ts. No mocks: everything here opens kernel sockets.
  */
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket } from "bun";
 import { createHash } from "node:crypto";
 
 /**
- * A port that was free a moment ago, for configs that need a fixed number. Never the same twice in one
- * test process (the kernel may hand a just-closed port out again).
+ * A port that was free on `host` a moment ago, for configs that need a fixed number. Reuse guard: never
+ * the same number twice in one test process, since the kernel may hand a just-closed port out again
+ * (to the next caller, or as another test's ephemeral port). Synchronous: callers may `await` it.
  */
 const handedOut = new Set<number>();
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  for (;;) {
+export function freePort(host = "127.0.0.1"): number {
+  for (let tries = 0; tries < 1000; tries++) {
     const l = Bun.listen({ hostname: host, port: 0, socket: { data() {} } });
     const port = l.port;
     l.stop(true);
@@ -20,6 +22,7 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
       return port;
     }
   }
+  throw new Error(`freePort: no port on ${host} that was not handed out before`);
 }
 
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
@@ -32,62 +35,6 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 }
 
 export const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-/**
- * A backend that greets every connection with `<name>\n` and then echoes. Counts connections.
- * With `greet: false` it only echoes; with `echoOnEnd` it echoes everything only after the client's FIN
- * (to test half-close).
- */
-export interface TestBackend {
-  name: string;
-  port: number;
-  address: string;
-  connections: number;
-  open: Set<Socket<unknown>>;
-  stop(): void;
-}
-
-export function startBackend(name: string, opts: { host?: string; port?: number; greet?: boolean; echoOnEnd?: boolean } = {}): TestBackend {
-  const host = opts.host ?? "127.0.0.1";
-  const backend: TestBackend = {
-    name,
-    port: 0,
-    address: "",
-    connections: 0,
-    open: new Set(),
-    stop: () => listener.stop(true),
-  };
-  const listener: TCPSocketListener<{ chunks: Buffer[] }> = Bun.listen<{ chunks: Buffer[] }>({
-    hostname: host,
-    port: opts.port ?? 0,
-    allowHalfOpen: true,
-    socket: {
-      open(s) {
-        s.data = { chunks: [] };
-        backend.connections++;
-        backend.open.add(s);
-        if (opts.greet !== false) s.write(`${name}\n`);
-      },
-      data(s, d) {
-        if (opts.echoOnEnd) s.data.chunks.push(Buffer.from(d));
-        else writeAll(s, d);
-      },
-      end(s) {
-        if (opts.echoOnEnd) writeAll(s, Buffer.concat(s.data.chunks), () => s.end());
-        else s.end();
-      },
-      drain(s) {
-        flushPending(s);
-      },
-      close(s) {
-        backend.open.delete(s);
-      },
-    },
-  });
-  backend.port = listener.port;
-  backend.address = `${host}:${listener.port}`;
-  return backend;
-}
 
 /** Write with Bun's no-buffering semantics: keep the rest and send it from `drain`. */
 const pendingWrites = new WeakMap<Socket<any>, { buf: Buffer; then?: () => void }>();
@@ -153,13 +100,4 @@ export async function connect(host: string, port: number, opts: { allowHalfOpen?
     closed,
     isClosed: () => closedFlag,
   };
-}
-
-/** Connect, read the backend's greeting line, close. Returns the backend name (or "" if closed first). */
-export async function whoServes(host: string, port: number): Promise<string> {
-  const c = await connect(host, port);
-  await Promise.race([waitFor("greeting", () => c.text().includes("\n") || c.isClosed(), 5000), c.closed]);
-  c.socket.end();
-  const line = c.text().split("\n")[0] ?? "";
-  return line;
 }

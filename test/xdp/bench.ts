@@ -11,7 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Proc } from "./netns/proc.ts";
+import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, LB_IP, NS, inNs, setup, teardown } from "./netns/topology.ts";
 
 const seconds = Number(process.argv[2] ?? 5);

@@ -1,65 +1,42 @@
 /**
- * What mode: xdp leaves on a host after `kill -9` (issue 9): the compiled binary in network namespaces
- * the test builds itself, started, killed with SIGKILL, started again and stopped with SIGTERM. At the
- * end net.ipv4.ip_local_reserved_ports and the backends' neighbour entries (state, managed flag,
- * protocol tag) must be exactly as before the first start, operator reservations and entries included.
+ * What mode: xdp leaves on a host after `kill -9` (issue 9): featherlb in network namespaces the test
+ * builds itself (netns/topology.ts), started, killed with SIGKILL, started again and stopped with
+ * SIGTERM. At the end net.ipv4.ip_local_reserved_ports and the backends' neighbour entries (state,
+ * managed flag, protocol tag) must be exactly as before the first start, operator reservations and
+ * entries included.
  *
  *   flbh-lb (lb0: 10.79.0.1) ─┐
  *   flbh-b1 (b0: 10.79.0.21) ─┼─ flbh-br (bridge br0)
  *   flbh-b2 (b0: 10.79.0.22) ─┘
  *
  * Every name starts with "flbh" (other suites use flbx, flbe…), so leftovers of a crashed run are found
- * and removed. Runs dist/featherlb or FEATHERLB_BIN (`make build` first). Nothing here forwards traffic:
- * IPv4 forwarding is switched on inside flbh-lb only because the XDP data plane expects it.
+ * and removed. Runs FEATHERLB_BIN (`make test` sets dist/featherlb), else `bun src/main.ts`, as every
+ * integration test does (test/support/lb.ts). Nothing here forwards traffic: IPv4 forwarding is switched
+ * on inside flbh-lb only because the XDP data plane expects it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { NEIGH_PROTOCOL } from "../../src/dataplane/xdp/netif.ts";
-import { Proc } from "./netns/proc.ts";
+import { featherlbCommand } from "../support/lb.ts";
+import { Proc } from "../support/proc.ts";
+import { LB_IF, inNs, run, sh, topology } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const BIN = resolve(ROOT, process.env.FEATHERLB_BIN ?? "dist/featherlb");
 const BUN = process.execPath;
-const NS = { br: "flbh-br", lb: "flbh-lb", backends: ["flbh-b1", "flbh-b2"] } as const;
-const ALL = [NS.br, NS.lb, ...NS.backends];
-const LB_IP = "10.79.0.1";
-const LB_IF = "lb0";
-const BACKEND_IPS = ["10.79.0.21", "10.79.0.22"];
+const HOST = topology({ prefix: "flbh", net: "10.79.0", clients: 0, backends: 2, txOff: false });
+const NS = HOST.ns;
+const LB_IP = HOST.lbIp;
+const BACKEND_IPS = HOST.backendIps;
 const RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 const PROTOCOL = String(NEIGH_PROTOCOL); // as `ip -N -j neigh` prints it
 const STEP_MS = 20000; // the longest any single wait below may take
 
-function sh(cmd: string[], allowFail = false): string {
-  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
-  if (r.exitCode !== 0 && !allowFail) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString().trim()}`);
-  return r.stdout.toString();
-}
-const inNs = (ns: string, ...cmd: string[]) => ["ip", "netns", "exec", ns, ...cmd];
-const run = (ns: string, ...cmd: string[]) => sh(inNs(ns, ...cmd));
-
-function teardown(): void {
-  const existing = sh(["ip", "netns", "list"], true);
-  for (const ns of ALL) if (new RegExp(`^${ns}\\b`, "m").test(existing)) sh(["ip", "netns", "del", ns], true);
-}
-
+/** The topology, and IPv4 forwarding on in the LB namespace (the XDP data plane expects it). */
 function setup(): void {
-  teardown();
-  for (const ns of ALL) sh(["ip", "netns", "add", ns]);
-  for (const ns of ALL) run(ns, "ip", "link", "set", "lo", "up");
-  run(NS.br, "ip", "link", "add", "br0", "type", "bridge");
-  run(NS.br, "ip", "link", "set", "br0", "up");
-  const attach = (ns: string, inner: string, port: string, addr: string) => {
-    sh(["ip", "-n", NS.br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", ns]);
-    run(NS.br, "ip", "link", "set", port, "master", "br0");
-    run(NS.br, "ip", "link", "set", port, "up");
-    run(ns, "ip", "addr", "add", `${addr}/24`, "dev", inner);
-    run(ns, "ip", "link", "set", inner, "up");
-  };
-  attach(NS.lb, LB_IF, "p-lb", LB_IP);
-  NS.backends.forEach((ns, i) => attach(ns, "b0", `p-b${i + 1}`, BACKEND_IPS[i]!));
+  HOST.setup();
   run(NS.lb, "sysctl", "-qw", "net.ipv4.ip_forward=1");
 }
 
@@ -111,7 +88,7 @@ ${backends.map((ip) => `      - { address: "${ip}:8080" }`).join("\n")}
 /** Start featherlb in flbh-lb and wait until it runs (its services in the maps, its neighbours made). */
 async function startLB(config: string, runDir?: string): Promise<Proc> {
   const env = runDir ? ["env", `FEATHERLB_RUN_DIR=${runDir}`] : [];
-  const lb = new Proc(inNs(NS.lb, ...env, BIN, config));
+  const lb = new Proc(inNs(NS.lb, ...env, ...featherlbCommand(), config));
   await lb.waitFor((j) => j.msg === "featherlb started", STEP_MS);
   // main.ts installs its SIGTERM handler just after that line: a SIGTERM before it kills the process
   // outright (exit 143). Wait until the kernel shows SIGTERM caught (SigCgt bit 14, i.e. signal 15).
@@ -153,7 +130,6 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
   }
 
   beforeAll(async () => {
-    if (!existsSync(BIN)) throw new Error(`${BIN} does not exist: run "make build" first (or set FEATHERLB_BIN)`);
     setup();
     dir = mkdtempSync(join(tmpdir(), "flbh-"));
     netns = /\[(\d+)\]/.exec(run(NS.lb, "readlink", "/proc/self/ns/net"))![1]!;
@@ -175,7 +151,7 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
   afterAll(async () => {
     await Promise.all(backends.map((p) => p.stop()));
     if (netns) rmSync(join("/run/featherlb", `netns-${netns}.json`), { force: true });
-    teardown();
+    HOST.teardown();
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 30000);
 
@@ -245,7 +221,7 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
       const config = writeConfig(dir, "second", "40000-49999");
       const first = track(await startLB(config, runDir));
 
-      const again = Bun.spawnSync(inNs(NS.lb, "env", `FEATHERLB_RUN_DIR=${runDir}`, BIN, config), { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
+      const again = Bun.spawnSync(inNs(NS.lb, "env", `FEATHERLB_RUN_DIR=${runDir}`, ...featherlbCommand(), config), { stdout: "pipe", stderr: "pipe", timeout: STEP_MS });
       expect(again.exitCode).toBe(2);
       expect(again.stderr.toString().trim().split("\n").at(-1)).toBe(
         `featherlb: ${config}: another featherlb (pid ${first.pid}) runs mode: xdp in this network namespace and owns its host changes (${join(runDir, `netns-${netns}.json`)}); stop it first, or run this one in another network namespace or with mode: proxy.`,

@@ -10,20 +10,20 @@
  * A last case reuses SNAT ports toward a backend that closes first (its TIME_WAIT sockets) from two
  * client addresses: PAWS must not reject any SYN (TCP timestamp modulation, bpf/nat.h).
  *
- * The LB process: test/xdp/netns/lb-harness.ts until src/control/runtime.ts wires mode: xdp, then the
- * real thing (dist/featherlb if built, else `bun src/main.ts`). FLBX_LB=harness|binary|source overrides;
- * FEATHERLB_BIN picks another binary.
+ * The LB process is the real thing, as in every integration test (test/support/lb.ts): FEATHERLB_BIN
+ * (`make test` sets dist/featherlb), else `bun src/main.ts`. Sticky algorithms are checked per client IP
+ * against featherlb's own algorithm code (test/support/predict.ts) reading the config the LB runs.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
-import { clientHash } from "../../src/control/algorithms/hash.ts";
-import { Picker } from "../../src/control/algorithms/picker.ts";
+import { join } from "node:path";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { REASONS } from "../../src/dataplane/xdp/layout.ts";
-import { Proc } from "./netns/proc.ts";
+import { featherlbCommand } from "../support/lb.ts";
+import { readLbConfig } from "../support/lbconfig.ts";
+import { predictor } from "../support/predict.ts";
+import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -33,13 +33,9 @@ const HERE = join(ROOT, "test/xdp/netns");
 const HEALTH = { interval: 500, timeout: 300, rise: 1, fall: 2 };
 const NAMES = ["b1", "b2", "b3"];
 
-function lbCommand(config: string): { cmd: string[]; kind: string } {
-  const wired = readFileSync(join(ROOT, "src/runtime.ts"), "utf8").includes("createXdpDataPlane");
-  const want = process.env.FLBX_LB ?? (wired ? (existsSync(join(ROOT, "dist/featherlb")) ? "binary" : "source") : "harness");
-  if (want === "binary") return { kind: want, cmd: [resolve(ROOT, process.env.FEATHERLB_BIN ?? "dist/featherlb"), config] };
-  if (want === "source") return { kind: want, cmd: [BUN, join(ROOT, "src/main.ts"), config] };
-  return { kind: "harness", cmd: [BUN, join(HERE, "lb-harness.ts"), config] };
-}
+/** featherlb in the LB namespace with `config`. */
+const lbCommand = (config: string) => inNs(NS.lb, ...featherlbCommand(), config);
+const lbKind = process.env.FEATHERLB_BIN ? "binary" : "source";
 
 function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[], attach: string): string {
   const path = join(dir, `${algorithm}-${attach}.yaml`);
@@ -97,7 +93,8 @@ interface Case {
   count: number;
   /** Keep every connection open until all are made (least/p2c need load to balance on). */
   hold: boolean;
-  check: (byIp: Record<string, Record<string, number>>) => void;
+  /** Judges the spread; `config` is the file the LB runs with. */
+  check: (byIp: Record<string, Record<string, number>>, config: string) => void;
   /** Default auto (generic on a veth). native: the peer veth gets an XDP_PASS program so XDP_TX delivers. */
   attach?: "native";
   /** IPv4 forwarding in the LB namespace; default off, as on a fresh host. */
@@ -112,15 +109,13 @@ function shares(weights: number[], count: number, tolerance = 0.05) {
   };
 }
 
-function sticky(algorithm: AlgorithmName) {
-  return (byIp: Record<string, Record<string, number>>) => {
-    const members = BACKEND_IPS.map((ip, id) => ({ id, weight: 1, key: `${ip}:8080` }));
-    const picker = new Picker(ALGORITHMS[algorithm].plan(members, { maglevTableSize: 65537 }), { active: () => 0 });
-    for (const ip of CLIENT_IPS) {
-      const seen = Object.keys(byIp[ip] ?? {});
-      expect({ ip, backends: seen }).toEqual({ ip, backends: [NAMES[picker.pick({ clientHash: clientHash(ip) })]!] });
-    }
-  };
+/** Every client IP saw exactly the backend featherlb's own algorithm code picks for it. */
+function sticky(byIp: Record<string, Record<string, number>>, config: string) {
+  const predict = predictor(readLbConfig(readFileSync(config, "utf8"), config).services[0]!);
+  for (const ip of CLIENT_IPS) {
+    const seen = Object.keys(byIp[ip] ?? {});
+    expect({ ip, backends: seen }).toEqual({ ip, backends: [NAMES[BACKEND_IPS.indexOf(predict(ip)!)]!] });
+  }
 }
 
 const CASES: Case[] = [
@@ -129,8 +124,8 @@ const CASES: Case[] = [
   { algorithm: "least_connections", weights: [1, 2, 3], count: 300, hold: true, check: shares([1, 2, 3], 300) },
   { algorithm: "random", weights: [1, 2, 3], count: 1200, hold: false, check: shares([1, 2, 3], 1200) },
   { algorithm: "power_of_two", weights: [1, 1, 1], count: 300, hold: true, check: shares([1, 1, 1], 300) },
-  { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky("source_hash") },
-  { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky("maglev") },
+  { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky },
+  { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky },
   { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), attach: "native" },
   { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), forwarding: "on" },
 ];
@@ -208,9 +203,9 @@ if (bpfSuiteEnabled("xdp netns integration")) {
           const attach = c.attach ?? process.env.FLBX_ATTACH ?? "auto";
           if (c.attach === "native") run(NS.br, "ip", "link", "set", "dev", "p-lb", "xdpdrv", "obj", PASS_OBJ, "sec", "xdp");
           setLbForwarding(c.forwarding === "on");
-          const { cmd, kind } = lbCommand(writeConfig(dir, c.algorithm, c.weights, attach));
-          const lb = new Proc(inNs(NS.lb, ...cmd));
-          const figures: Record<string, unknown> = { algorithm: c.algorithm, lb: kind };
+          const config = writeConfig(dir, c.algorithm, c.weights, attach);
+          const lb = new Proc(lbCommand(config));
+          const figures: Record<string, unknown> = { algorithm: c.algorithm, lb: lbKind };
           try {
             const attached = await lb.waitFor((j) => j.msg === "xdp program attached" || j.event === "error", 20000);
             expect(attached.json.event).toBeUndefined();
@@ -223,7 +218,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
             const spread = client(["spread", LB_IP, "80", String(c.count), "8", c.hold ? "1" : "0", CLIENT_IPS.join(",")]);
             expect(spread.failures, `${JSON.stringify(spread.errors)}\n${lb.tail(30)}\n${spread.failures ? reasons() : ""}`).toBe(0);
             figures.spread = totals(spread.byIp);
-            c.check(spread.byIp);
+            c.check(spread.byIp, config);
             // Which next-hop source served the backends: the kernel's FIB with forwarding on, featherlb's
             // neighbour table with it off (the kernel refuses bpf_fib_lookup then). Never a route failure.
             const r = reasonCounts();
@@ -292,8 +287,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
       // Generic XDP sees up-to-64 KiB GSO packets from a veth peer with TSO on (as in Docker). They
       // exceed the MTU; the program must forward them as they are, not refuse them.
       for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
-      const { cmd } = lbCommand(writeConfig(dir, "round_robin", [1, 1, 1], "generic"));
-      const lb = new Proc(inNs(NS.lb, ...cmd));
+      const lb = new Proc(lbCommand(writeConfig(dir, "round_robin", [1, 1, 1], "generic")));
       run(NS.client, "ethtool", "-K", "c0", "tx", "on", "tso", "on", "gso", "on");
       try {
         await lb.waitFor((j) => j.msg === "xdp services applied", 20000);
@@ -336,7 +330,7 @@ services:
       - { address: "${BACKEND_IPS[0]}:8081" }
 `,
       );
-      const lb = new Proc(inNs(NS.lb, ...lbCommand(path).cmd));
+      const lb = new Proc(lbCommand(path));
       const pawsTimewait = () => {
         const lines = run(ns, "cat", "/proc/net/netstat").split("\n").filter((l) => l.startsWith("TcpExt:"));
         const names = lines[0]!.split(/\s+/);
@@ -364,8 +358,6 @@ services:
     test("SIGHUP reload switches the plan in place; SIGTERM drains, detaches, restores reserved ports and removes the managed neighbours", async () => {
       for (let i = 0; i < 3; i++) if (backends[i]?.proc.exitCode !== null) await startBackend(i);
       const path = writeConfig(dir, "round_robin", [1, 1, 1], "auto");
-      const { cmd, kind } = lbCommand(path);
-      if (kind === "harness") return; // the harness has no reload; the real runtime is wired
       // The earlier cases ended with SIGKILL and left the SNAT range reserved and their tagged managed
       // entries behind; this LB adopts them, so its SIGTERM must restore the value from before the first
       // LB of the suite and remove every managed backend entry, the leftovers included.
@@ -374,7 +366,7 @@ services:
           .filter((n) => "managed" in n && BACKEND_IPS.includes(n.dst))
           .map((n) => n.dst)
           .sort();
-      const lb = new Proc(inNs(NS.lb, ...cmd));
+      const lb = new Proc(lbCommand(path));
       try {
         await lb.waitFor((j) => j.msg === "xdp services applied", 20000);
         expect(managed()).toEqual([...BACKEND_IPS].sort());

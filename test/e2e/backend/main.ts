@@ -1,13 +1,14 @@
 /**
- * featherlb-e2e-backend: `BACKEND_ID=backend-a PORT=7000 featherlb-e2e-backend`.
- * Runs as PID 1 in a FROM-scratch container, so it handles SIGTERM itself (PID 1 has no default action).
+ * featherlb-e2e-backend: `BACKEND_ID=backend-a PORT=7000 featherlb-e2e-backend`, the test backend
+ * (test/support/backend.ts) speaking the e2e protocol. One image is deployed several times by
+ * compose.yml; each instance learns its name from BACKEND_ID. Runs as PID 1 in a FROM-scratch
+ * container, so it handles SIGTERM itself (PID 1 has no default action).
  */
 import { hostname } from "node:os";
-import { startBackend } from "./server.ts";
+import { startBackend } from "../../support/backend.ts";
 
 const id = process.env.BACKEND_ID || hostname();
-const port = Number(process.env.PORT || 7000);
-const backend = startBackend({ id, port, hostname: process.env.HOST || "0.0.0.0" });
+const backend = startBackend(id, { host: process.env.HOST || "0.0.0.0", port: Number(process.env.PORT || 7000), behaviour: "e2e" });
 console.log(`backend ${id} (instance ${backend.instance}) listening on :${backend.port}`);
 
 for (const signal of ["SIGTERM", "SIGINT"] as const) {

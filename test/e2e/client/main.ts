@@ -2,7 +2,7 @@
  * featherlb-e2e-client: runs the e2e suite against a featherlb (see suite.ts). Configured by
  * environment (compose.yml sets it); exits 0 when every check passed, 1 otherwise, 2 on a setup error.
  */
-import { readLbConfig } from "./lbconfig.ts";
+import { readLbConfig } from "../../support/lbconfig.ts";
 import { ensureSources, parseSources } from "./sources.ts";
 import { runSuite, type SuiteOptions } from "./suite.ts";
 

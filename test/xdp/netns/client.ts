@@ -1,6 +1,7 @@
 /**
- * Test client (run inside the client namespace). Every mode is bounded by --deadline seconds and prints
- * one JSON line.
+ * The test client as a process in the client namespace: the load runner (test/support/load.ts) over
+ * greeting connections (test/support/conn.ts), plus two probes of the LB host's own stack. Every mode
+ * is bounded by FLBX_DEADLINE_S seconds and prints one JSON line.
  *   spread <host> <port> <count> <concurrency> <hold 0|1> <ip,ip,…>  → {byIp: {ip: {backend: n}}, failures}
  *   echo <host> <port> <bytes> <srcIp>                             → {backend, sent, received, sentSha, recvSha}
  *   line <host> <port>                                              → {line} (first line the server sends)
@@ -12,71 +13,47 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
-import net from "node:net";
+import type net from "node:net";
+import { greetConn } from "../../support/conn.ts";
+import { percentile, runLoad, type LoadStats } from "../../support/load.ts";
 
 const [mode, host = "", portText = "0", ...rest] = process.argv.slice(2);
 const port = Number(portText);
-const DEADLINE = Date.now() + Number(process.env.FLBX_DEADLINE_S ?? 60) * 1000;
+const DEADLINE_MS = Number(process.env.FLBX_DEADLINE_S ?? 60) * 1000;
 setTimeout(() => {
   console.log(JSON.stringify({ error: "deadline" }));
   process.exit(3);
-}, DEADLINE - Date.now()).unref();
+}, DEADLINE_MS).unref();
 
-/** Connect, read the greeting line; resolves with the socket and the line (the backend's name). */
-function greet(localAddress?: string, to = host): Promise<{ sock: net.Socket; line: string }> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: to, port, localAddress });
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error("timeout"));
-    }, 5000);
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const nl = buf.indexOf(10);
-      if (nl >= 0) {
-        clearTimeout(timer);
-        sock.off("data", onData);
-        resolve({ sock, line: buf.subarray(0, nl).toString() });
-      }
-    };
-    sock.on("data", onData);
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
+const failures = (s: LoadStats) => ({ failures: s.errorCount, errors: s.errorSamples });
 
+/** `count` greetings from `ips` in turn; with `hold` every connection stays open until all are made. */
 async function spread(count: number, concurrency: number, hold: boolean, ips: string[]) {
-  const byIp: Record<string, Record<string, number>> = {};
-  const errors: string[] = [];
   const held: net.Socket[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      const i = next++;
-      const ip = ips[i % ips.length]!;
-      try {
-        const { sock, line } = await greet(ip);
-        (byIp[ip] ??= {})[line] = (byIp[ip]![line] ?? 0) + 1;
-        if (hold) held.push(sock);
-        else sock.end();
-      } catch (e) {
-        errors.push((e as Error).message);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  const stats = await runLoad({
+    label: "spread",
+    concurrency,
+    durationMs: DEADLINE_MS,
+    maxConns: count,
+    conn: async (i, onHello) => {
+      const r = await greetConn({ host, port, localAddress: ips[i % ips.length], then: hold ? "keep" : "end", onHello });
+      if (r.socket) held.push(r.socket);
+      return r;
+    },
+  });
   for (const s of held) s.end();
   await Bun.sleep(200);
-  return { byIp, failures: errors.length, errors: errors.slice(0, 5) };
+  const byIp = Object.fromEntries([...stats.perSource].map(([ip, m]) => [ip, Object.fromEntries(m)]));
+  return { byIp, ...failures(stats) };
 }
 
+/** One greeting, then `bytes` of random data echoed back; both directions hashed. */
 async function echo(bytes: number, srcIp: string) {
   const payload = randomBytes(bytes);
   const sentSha = createHash("sha256").update(payload).digest("hex");
-  const { sock, line } = await greet(srcIp);
+  const greeting = await greetConn({ host, port, localAddress: srcIp, then: "keep" });
+  const sock = greeting.socket;
+  if (!sock) throw new Error(`no greeting: ${greeting.error} ${greeting.detail}`);
   const recv = createHash("sha256");
   let received = 0;
   const t0 = performance.now();
@@ -91,113 +68,74 @@ async function echo(bytes: number, srcIp: string) {
   });
   sock.write(payload);
   await done;
-  const ms = performance.now() - t0;
-  return { backend: line, sent: bytes, received, sentSha, recvSha: recv.digest("hex"), ms: Math.round(ms) };
+  return { backend: greeting.backend, sent: bytes, received, sentSha, recvSha: recv.digest("hex"), ms: Math.round(performance.now() - t0) };
 }
 
-/** `host` may list several addresses (comma-separated): requests rotate over them. */
+/** Greetings for `seconds`; `host` may list several addresses (comma-separated): requests rotate over them. */
 async function bench(seconds: number, concurrency: number, ips: string[]) {
   const hosts = host.split(",");
-  const end = Date.now() + seconds * 1000;
-  let requests = 0;
-  let failures = 0;
-  let k = 0;
-  const worker = async () => {
-    while (Date.now() < end) {
-      try {
-        const i = k++;
-        const { sock } = await greet(ips[i % ips.length], hosts[i % hosts.length]);
-        sock.destroy();
-        requests++;
-      } catch {
-        failures++;
-      }
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return { requests, failures, seconds: (performance.now() - t0) / 1000 };
-}
-
-/** One connection the server closes: connect, read until its FIN, close; resolves with the time taken. */
-function shortConnection(localAddress: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const sock = net.connect({ host, port, localAddress });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error("timeout"));
-    }, 5000);
-    sock.on("data", () => {});
-    sock.on("end", () => sock.end());
-    sock.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    sock.on("close", () => {
-      clearTimeout(timer);
-      resolve(performance.now() - t0);
-    });
+  const stats = await runLoad({
+    label: "bench",
+    concurrency,
+    durationMs: seconds * 1000,
+    conn: (i, onHello) => greetConn({ host: hosts[i % hosts.length]!, port, localAddress: ips.length ? ips[i % ips.length] : undefined, then: "destroy", onHello }),
   });
+  return { requests: stats.ok, failures: stats.errorCount, seconds: stats.elapsedMs / 1000 };
 }
 
+/** Connections the server closes first, from `ips` in turn: how long each took to be done with. */
 async function churn(count: number, concurrency: number, ips: string[]) {
-  const ms: number[] = [];
-  const errors: string[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      const i = next++;
-      try {
-        ms.push(await shortConnection(ips[i % ips.length]!));
-      } catch (e) {
-        errors.push((e as Error).message);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  ms.sort((a, b) => a - b);
-  const at = (q: number) => Math.round(ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] ?? -1);
-  return { count: ms.length, failures: errors.length, errors: errors.slice(0, 5), slow: ms.filter((x) => x > 500).length, maxMs: Math.round(ms.at(-1) ?? -1), p50Ms: at(0.5), p99Ms: at(0.99) };
+  const stats = await runLoad({
+    label: "churn",
+    concurrency,
+    durationMs: DEADLINE_MS,
+    maxConns: count,
+    conn: (i, onHello) => greetConn({ host, port, localAddress: ips[i % ips.length], then: "await-close", onHello }),
+  });
+  const ms = stats.latencies;
+  const at = (p: number) => Math.round(percentile(ms, p) || -1);
+  return { count: stats.ok, ...failures(stats), slow: ms.filter((x) => x > 500).length, maxMs: Math.round(ms.at(-1) ?? -1), p50Ms: at(50), p99Ms: at(99) };
 }
 
+async function udp() {
+  const sock = dgram.createSocket("udp4");
+  const reply = await new Promise<string | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), 3000);
+    sock.on("message", (m) => {
+      clearTimeout(timer);
+      resolve(m.toString());
+    });
+    sock.send("ping-udp", port, host);
+  });
+  sock.close();
+  return { reply };
+}
+
+const list = (s = "") => s.split(",").filter(Boolean);
 let result: unknown;
 switch (mode) {
   case "churn": {
     const [count = "2000", conc = "2", ips = ""] = rest;
-    result = await churn(Number(count), Number(conc), ips.split(","));
+    result = await churn(Number(count), Number(conc), list(ips));
     break;
   }
   case "spread": {
     const [count = "300", conc = "8", hold = "0", ips = ""] = rest;
-    result = await spread(Number(count), Number(conc), hold === "1", ips.split(","));
+    result = await spread(Number(count), Number(conc), hold === "1", list(ips));
     break;
   }
   case "echo":
     result = await echo(Number(rest[0]), rest[1]!);
     break;
-  case "line": {
-    const { sock, line } = await greet();
-    sock.end();
-    result = { line };
+  case "line":
+    result = { line: (await greetConn({ host, port })).backend };
     break;
-  }
-  case "udp": {
-    const sock = dgram.createSocket("udp4");
-    result = await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve({ reply: null }), 3000);
-      sock.on("message", (m) => {
-        clearTimeout(timer);
-        resolve({ reply: m.toString() });
-      });
-      sock.send("ping-udp", port, host);
-    });
-    sock.close();
+  case "udp":
+    result = await udp();
     break;
-  }
   case "bench": {
     const [secs = "5", conc = "8", ips = ""] = rest;
-    result = await bench(Number(secs), Number(conc), ips ? ips.split(",") : [undefined as unknown as string]);
+    result = await bench(Number(secs), Number(conc), list(ips));
     break;
   }
   default:

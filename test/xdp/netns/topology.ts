@@ -1,14 +1,15 @@
 /**
- * The namespace topology the XDP integration test builds (and tears down): one bridge namespace, the
- * LB, a client with several addresses, three backends, all on 10.77.0.0/24. Every name starts with
- * "flbx" (other suites use other prefixes) so leftovers from a crashed run are found and removed.
+ * The network-namespace topologies the XDP suites build (and tear down): one bridge namespace, the LB,
+ * optionally a client with several addresses, and backends, all on one /24. Every name starts with the
+ * suite's prefix ("flbx" for netns.test.ts and bench.ts, "flbh" for hoststate.test.ts, …) so leftovers
+ * from a crashed run are found and removed, and two suites never share a namespace.
  *
- *   flbx-c  (c0: 10.77.0.10-17) ─┐
- *   flbx-lb (lb0: 10.77.0.1)    ─┼─ flbx-br (bridge br0)
- *   flbx-b1..b3 (b0: 10.77.0.21-23) ─┘
+ *   <p>-c  (c0: <net>.10-…)   ─┐
+ *   <p>-lb (lb0: <net>.1)     ─┼─ <p>-br (bridge br0)
+ *   <p>-b1… (b0: <net>.21-…)  ─┘
  *
- * Client and backend interfaces have TX checksum offload off, so a packet with a wrong checksum is
- * dropped by the receiver and the transfer fails instead of passing by luck.
+ * With `txOff`, client and backend interfaces have TX checksum offload off, so a packet with a wrong
+ * checksum is dropped by the receiver and the transfer fails instead of passing by luck.
  *
  * Host state never leaks in: a new namespace inherits the host's IPv4 forwarding (and dockerd turns
  * that on), so every namespace sets it explicitly — off, as on a fresh host; setLbForwarding() turns it
@@ -17,55 +18,15 @@
  * depend on whatever iptables holds.
  */
 
-export const NS = { br: "flbx-br", lb: "flbx-lb", client: "flbx-c", backends: ["flbx-b1", "flbx-b2", "flbx-b3"] } as const;
-export const LB_IP = "10.77.0.1";
-export const LB_IF = "lb0";
-export const CLIENT_IPS = Array.from({ length: 8 }, (_, i) => `10.77.0.${10 + i}`);
-export const BACKEND_IPS = ["10.77.0.21", "10.77.0.22", "10.77.0.23"];
-const ALL = [NS.br, NS.lb, NS.client, ...NS.backends];
+export const inNs = (ns: string, ...cmd: string[]) => ["ip", "netns", "exec", ns, ...cmd];
 
-function sh(cmd: string[], allowFail = false): string {
-  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+/** Run a command; its stdout, or an error with its stderr (unless `allowFail`). Bounded in time. */
+export function sh(cmd: string[], allowFail = false): string {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: 20_000 });
   if (r.exitCode !== 0 && !allowFail) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString().trim()}`);
   return r.stdout.toString();
 }
-
-export const inNs = (ns: string, ...cmd: string[]) => ["ip", "netns", "exec", ns, ...cmd];
 export const run = (ns: string, ...cmd: string[]) => sh(inNs(ns, ...cmd));
-
-/** Remove every flbx namespace (and with them their veths and bridge). Idempotent. */
-export function teardown(): void {
-  const existing = sh(["ip", "netns", "list"], true);
-  for (const ns of ALL) if (new RegExp(`^${ns}\\b`, "m").test(existing)) sh(["ip", "netns", "del", ns], true);
-}
-
-/** Build the topology from scratch (removing leftovers first). */
-export function setup(): void {
-  teardown();
-  for (const ns of ALL) sh(["ip", "netns", "add", ns]);
-  for (const ns of ALL) {
-    run(ns, "ip", "link", "set", "lo", "up");
-    sysctl(ns, "net.ipv4.conf.all.forwarding", "0");
-    sysctl(ns, "net.ipv4.conf.default.forwarding", "0");
-  }
-  for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"]) {
-    if (run(NS.br, "sh", "-c", `test -e /proc/sys/${key.replaceAll(".", "/")} && echo yes || true`).trim() === "yes") sysctl(NS.br, key, "0");
-  }
-  run(NS.br, "ip", "link", "add", "br0", "type", "bridge");
-  run(NS.br, "ip", "link", "set", "br0", "up");
-
-  const attach = (ns: string, inner: string, port: string, addrs: string[], txOff: boolean) => {
-    sh(["ip", "-n", NS.br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", ns]);
-    run(NS.br, "ip", "link", "set", port, "master", "br0");
-    run(NS.br, "ip", "link", "set", port, "up");
-    for (const a of addrs) run(ns, "ip", "addr", "add", `${a}/24`, "dev", inner);
-    run(ns, "ip", "link", "set", inner, "up");
-    if (txOff) run(ns, "ethtool", "-K", inner, "tx", "off");
-  };
-  attach(NS.lb, LB_IF, "p-lb", [LB_IP], false);
-  attach(NS.client, "c0", "p-c", CLIENT_IPS, true);
-  NS.backends.forEach((ns, i) => attach(ns, "b0", `p-b${i + 1}`, [BACKEND_IPS[i]!], true));
-}
 
 /** Set a sysctl inside a namespace (and fail loudly if it does not take). */
 export function sysctl(ns: string, key: string, value: string): void {
@@ -73,6 +34,76 @@ export function sysctl(ns: string, key: string, value: string): void {
   const now = run(ns, "sysctl", "-n", key).trim();
   if (now !== value) throw new Error(`${ns}: ${key} is ${now}, wanted ${value}`);
 }
+
+export const LB_IF = "lb0";
+
+export interface Topology {
+  ns: { br: string; lb: string; client?: string; backends: string[] };
+  lbIp: string;
+  clientIps: string[];
+  backendIps: string[];
+  /** Build it from scratch (removing leftovers first). */
+  setup(): void;
+  /** Remove its namespaces (and with them their veths and bridge). Idempotent. */
+  teardown(): void;
+}
+
+export function topology(o: { prefix: string; net: string; clients: number; backends: number; txOff: boolean }): Topology {
+  const ns = {
+    br: `${o.prefix}-br`,
+    lb: `${o.prefix}-lb`,
+    client: o.clients ? `${o.prefix}-c` : undefined,
+    backends: Array.from({ length: o.backends }, (_, i) => `${o.prefix}-b${i + 1}`),
+  };
+  const lbIp = `${o.net}.1`;
+  const clientIps = Array.from({ length: o.clients }, (_, i) => `${o.net}.${10 + i}`);
+  const backendIps = Array.from({ length: o.backends }, (_, i) => `${o.net}.${21 + i}`);
+  const all = [ns.br, ns.lb, ...(ns.client ? [ns.client] : []), ...ns.backends];
+
+  function teardown(): void {
+    const existing = sh(["ip", "netns", "list"], true);
+    for (const n of all) if (new RegExp(`^${n}\\b`, "m").test(existing)) sh(["ip", "netns", "del", n], true);
+  }
+
+  function setup(): void {
+    teardown();
+    for (const n of all) sh(["ip", "netns", "add", n]);
+    for (const n of all) {
+      run(n, "ip", "link", "set", "lo", "up");
+      sysctl(n, "net.ipv4.conf.all.forwarding", "0");
+      sysctl(n, "net.ipv4.conf.default.forwarding", "0");
+    }
+    for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"]) {
+      if (run(ns.br, "sh", "-c", `test -e /proc/sys/${key.replaceAll(".", "/")} && echo yes || true`).trim() === "yes") sysctl(ns.br, key, "0");
+    }
+    run(ns.br, "ip", "link", "add", "br0", "type", "bridge");
+    run(ns.br, "ip", "link", "set", "br0", "up");
+
+    const attach = (n: string, inner: string, port: string, addrs: string[], txOff: boolean) => {
+      sh(["ip", "-n", ns.br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", n]);
+      run(ns.br, "ip", "link", "set", port, "master", "br0");
+      run(ns.br, "ip", "link", "set", port, "up");
+      for (const a of addrs) run(n, "ip", "addr", "add", `${a}/24`, "dev", inner);
+      run(n, "ip", "link", "set", inner, "up");
+      if (txOff) run(n, "ethtool", "-K", inner, "tx", "off");
+    };
+    attach(ns.lb, LB_IF, "p-lb", [lbIp], false);
+    if (ns.client) attach(ns.client, "c0", "p-c", clientIps, o.txOff);
+    ns.backends.forEach((n, i) => attach(n, "b0", `p-b${i + 1}`, [backendIps[i]!], o.txOff));
+  }
+
+  return { ns, lbIp, clientIps, backendIps, setup, teardown };
+}
+
+// ------------------------------------------------------------------ the XDP suite's (netns.test.ts, bench.ts)
+
+const XDP = topology({ prefix: "flbx", net: "10.77.0", clients: 8, backends: 3, txOff: true });
+export const NS = { br: XDP.ns.br, lb: XDP.ns.lb, client: XDP.ns.client!, backends: XDP.ns.backends };
+export const LB_IP = XDP.lbIp;
+export const CLIENT_IPS = XDP.clientIps;
+export const BACKEND_IPS = XDP.backendIps;
+export const setup = XDP.setup;
+export const teardown = XDP.teardown;
 
 /** IPv4 forwarding in the LB namespace, host-wide and on the LB interface (off after setup()). */
 export function setLbForwarding(on: boolean): void {

@@ -1,28 +1,23 @@
 /**
- * A closed-loop load: `concurrency` workers, each opening one connection after the other until the
- * deadline (or `stop()`), optionally paced. Every result is folded into LoadStats; the in-flight count
- * per backend is sampled every SAMPLE_MS so checks can reason about concurrency at a given moment.
+ * The one load client: a closed loop of `concurrency` workers, each opening one connection after the
+ * other (conn.ts: greetConn or runConn) until the deadline, `maxConns` or `stop()`, optionally paced.
+ * Every result is folded into LoadStats; the in-flight count per backend is sampled every SAMPLE_MS so
+ * checks can reason about concurrency at a given moment. Used by the e2e suite (in its container and on
+ * loopback), the netns client and the demo.
  */
-import type { Hello } from "../protocol.ts";
-import { runConn, type ConnResult, type ErrorKind, type Payload } from "./conn.ts";
+import type { ConnResult, ErrorKind } from "./conn.ts";
 
 export const SAMPLE_MS = 50;
 
 export interface LoadSpec {
   /** Shown in progress lines, e.g. "proxy round_robin short". */
   label: string;
-  host: string;
-  port: number;
   concurrency: number;
   durationMs: number;
-  /** Stop after this many connections have been started (bulk transfers). */
+  /** Stop after this many connections have been started. */
   maxConns?: number;
-  /** A fresh payload for connection number i. */
-  payload: (i: number) => Payload;
-  holdMs?: (backend: string) => number;
-  /** Source IP for connection number i (undefined = the kernel's choice). */
-  source?: (i: number) => string | undefined;
-  timeoutMs: number;
+  /** Connection number i; it calls `onHello` once a backend has greeted (in-flight accounting). */
+  conn: (i: number, onHello: (backend: string) => void) => Promise<ConnResult>;
   /** Pause between two connections of one worker. */
   paceMs?: number;
   /** Keep one event per connection (fault analysis). */
@@ -32,7 +27,7 @@ export interface LoadSpec {
 export interface ConnEvent {
   /** ms since the load started, at completion. */
   t: number;
-  /** ms since the load started, when connect() was called, and when the HELLO arrived. */
+  /** ms since the load started, when connect() was called, and when the greeting arrived. */
   start: number;
   helloAt?: number;
   ok: boolean;
@@ -44,7 +39,7 @@ export interface ConnEvent {
 
 export interface InflightSample {
   t: number;
-  /** Connections with a HELLO and no end yet, per backend. */
+  /** Connections with a greeting and no end yet, per backend. */
   perBackend: Record<string, number>;
   /** Connections open that no backend has greeted yet. */
   awaitingHello: number;
@@ -62,6 +57,7 @@ export class LoadStats {
   perBackend = new Map<string, number>();
   /** source IP → backend → connections. */
   perSource = new Map<string, Map<string, number>>();
+  /** Of the connections that succeeded, sorted once the load is done. */
   latencies: number[] = [];
   bytesSent = 0;
   bytesReceived = 0;
@@ -152,17 +148,9 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
       const i = next++;
       const start = performance.now() - stats.started;
       stats.awaitingHello++;
-      const r = await runConn({
-        host: spec.host,
-        port: spec.port,
-        localAddress: spec.source?.(i),
-        payload: spec.payload(i),
-        holdMs: spec.holdMs ?? (() => 0),
-        timeoutMs: spec.timeoutMs,
-        onHello: (h: Hello) => {
-          stats.awaitingHello--;
-          bump(stats.inflight, h.backend);
-        },
+      const r = await spec.conn(i, (backend) => {
+        stats.awaitingHello--;
+        bump(stats.inflight, backend);
       });
       record(r, start);
       if (spec.paceMs) await Bun.sleep(spec.paceMs);

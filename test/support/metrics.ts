@@ -1,4 +1,8 @@
-/** A small reader of featherlb's admin /metrics (Prometheus text format; names in src/control/metrics.ts). */
+/**
+ * The one reader of featherlb's admin endpoints in the tests: /metrics (Prometheus text format; names in
+ * src/control/metrics.ts) and the backend addresses in /status. Used by the integration tests through
+ * lb.ts and by the e2e client inside its FROM-scratch container, so it imports nothing.
+ */
 
 export interface Sample {
   name: string;

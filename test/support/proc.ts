@@ -1,19 +1,44 @@
-/** A spawned process whose stdout/stderr JSON lines the test can wait for. Killed by PID only. */
+/**
+ * A spawned process whose stdout/stderr lines (parsed as JSON when they are) the test can wait for:
+ * featherlb itself (lb.ts), and the backends, clients and helpers the netns suites start inside network
+ * namespaces. Stopped by its PID only.
+ */
 import type { Subprocess } from "bun";
 
+export interface Line {
+  stream: "out" | "err";
+  text: string;
+  json?: Record<string, unknown>;
+  /** Date.now() when the line arrived. */
+  at: number;
+}
+
 export class Proc {
-  readonly lines: { stream: "out" | "err"; text: string; json?: Record<string, unknown>; at: number }[] = [];
+  readonly lines: Line[] = [];
   private waiters: (() => void)[] = [];
   readonly proc: Subprocess<"pipe", "pipe", "pipe">;
 
-  constructor(cmd: string[]) {
-    this.proc = Bun.spawn(cmd, { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  constructor(cmd: string[], opts: { env?: Record<string, string | undefined> } = {}) {
+    this.proc = Bun.spawn(cmd, { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: opts.env });
     void this.pump(this.proc.stdout, "out");
     void this.pump(this.proc.stderr, "err");
   }
 
   get pid(): number {
     return this.proc.pid;
+  }
+
+  get exitCode(): number | null {
+    return this.proc.exitCode;
+  }
+
+  private push(stream: "out" | "err", text: string): void {
+    let json: Record<string, unknown> | undefined;
+    try {
+      json = JSON.parse(text);
+    } catch {}
+    this.lines.push({ stream, text, json, at: Date.now() });
+    for (const w of this.waiters.splice(0)) w();
   }
 
   private async pump(stream: ReadableStream<Uint8Array>, name: "out" | "err"): Promise<void> {
@@ -23,16 +48,12 @@ export class Proc {
       buf += decoder.decode(chunk, { stream: true });
       let nl: number;
       while ((nl = buf.indexOf("\n")) >= 0) {
-        const text = buf.slice(0, nl);
+        this.push(name, buf.slice(0, nl));
         buf = buf.slice(nl + 1);
-        let json: Record<string, unknown> | undefined;
-        try {
-          json = JSON.parse(text);
-        } catch {}
-        this.lines.push({ stream: name, text, json, at: Date.now() });
-        for (const w of this.waiters.splice(0)) w();
       }
     }
+    // A last line without "\n" (a message printed just before exit) still counts.
+    if (buf) this.push(name, buf);
   }
 
   /** The first line (from `from` on) matching `pred`, waiting up to `ms`. */
@@ -71,10 +92,12 @@ export class Proc {
     }
   }
 
-  async stop(): Promise<void> {
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code. */
+  async stop(graceMs = 3000): Promise<number> {
     this.kill("SIGTERM");
-    const t = setTimeout(() => this.kill("SIGKILL"), 3000);
-    await this.proc.exited;
+    const t = setTimeout(() => this.kill("SIGKILL"), graceMs);
+    const code = await this.proc.exited;
     clearTimeout(t);
+    return code;
   }
 }

@@ -1,10 +1,18 @@
 /**
- * One client connection of the e2e protocol (../protocol.ts): connect (optionally from a chosen source
- * IP), read HELLO, send ECHO + payload, verify every echoed byte and the backend's SHA-256, and wait
- * for the backend to close. node:net is used because Bun.connect cannot bind a source address.
+ * One client connection, as the load runner (load.ts) and the tests open them: node:net, because
+ * Bun.connect cannot bind a source address, and a source address is how one client looks like many
+ * hosts to featherlb's hash algorithms. Two conversations, one for each thing a backend (backend.ts)
+ * can say:
+ *
+ *   greetConn  read the greeting line "<name>\n" (behaviours "echo", "close-first"), then end, keep
+ *              the socket, destroy it, or wait for the backend to close first.
+ *   runConn    the e2e protocol (../e2e/protocol.ts): read HELLO, send ECHO + payload, verify every
+ *              echoed byte and the backend's SHA-256, wait for the backend to close.
+ *
+ * Both resolve with a ConnResult (never reject): the backend that greeted, or the kind of failure.
  */
 import net from "node:net";
-import { formatRequest, LineReader, parseHello, parseTrailer, type Hello } from "../protocol.ts";
+import { formatRequest, LineReader, parseHello, parseTrailer, type Hello } from "../e2e/protocol.ts";
 
 export type ErrorKind =
   | "connect" // the TCP connect to the LB failed (refused, unreachable)
@@ -13,6 +21,23 @@ export type ErrorKind =
   | "corrupt" // echoed bytes, the backend's hash or a protocol line did not match
   | "reset" // ECONNRESET or another socket error after connecting
   | "timeout";
+
+export interface ConnResult {
+  ok: boolean;
+  error?: ErrorKind;
+  detail?: string;
+  /** Who greeted: the HELLO id, or the greeting line. */
+  backend?: string;
+  instance?: string;
+  source?: string;
+  /** From connect() to the end of the conversation, in ms. */
+  latencyMs: number;
+  /** From connect() to the greeting, in ms (undefined without one). */
+  helloMs?: number;
+  /** Every byte written / read on the socket, protocol lines included. */
+  bytesSent: number;
+  bytesReceived: number;
+}
 
 export interface Payload {
   /** Bytes to send. Small payloads are compared byte for byte, bulk ones by SHA-256. */
@@ -24,30 +49,14 @@ export interface Payload {
 export interface ConnOptions {
   host: string;
   port: number;
-  /** Source IP to bind (the client container owns several; see sources.ts). */
+  /** Source IP to bind (the e2e client container owns several: test/e2e/client/sources.ts). */
   localAddress?: string;
   payload: Payload;
   /** Hold time asked of the backend, chosen once its HELLO names it. */
   holdMs: (backend: string) => number;
   timeoutMs: number;
-  /** Called when the backend is known (in-flight accounting) … */
-  onHello?: (hello: Hello) => void;
-}
-
-export interface ConnResult {
-  ok: boolean;
-  error?: ErrorKind;
-  detail?: string;
-  backend?: string;
-  instance?: string;
-  source?: string;
-  /** From connect() to the backend's close, in ms. */
-  latencyMs: number;
-  /** From connect() to the HELLO, in ms (undefined without one). */
-  helloMs?: number;
-  /** Every byte written / read on the socket, protocol lines included. */
-  bytesSent: number;
-  bytesReceived: number;
+  /** Called when the backend is known (in-flight accounting). */
+  onHello?: (backend: string) => void;
 }
 
 /** Bytes from a fixed seed-free source: crypto randomness per 64 KiB chunk. */
@@ -64,6 +73,7 @@ export function randomPayload(length: number, chunkSize = 64 * 1024): Payload {
   };
 }
 
+/** The e2e protocol conversation. */
 export function runConn(o: ConnOptions): Promise<ConnResult> {
   return new Promise((resolve) => {
     const started = performance.now();
@@ -143,7 +153,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
           if (!h) return fail("corrupt", `bad greeting ${JSON.stringify(r.line.slice(0, 80))}`);
           who = h;
           helloMs = performance.now() - started;
-          o.onHello?.(h);
+          o.onHello?.(h.backend);
           const request = formatRequest({ length: o.payload.length, holdMs: o.holdMs(h.backend) });
           bytesSent += request.length;
           socket.write(request);
@@ -201,4 +211,121 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
       settle();
     });
   });
+}
+
+export interface GreetOptions {
+  host: string;
+  port: number;
+  localAddress?: string;
+  /** Default 5000. */
+  timeoutMs?: number;
+  /**
+   * After the greeting: "end" (default) sends a FIN and resolves when the connection is closed;
+   * "destroy" closes at once; "keep" resolves with the socket open (the caller ends it); "await-close"
+   * waits for the backend to close first ("close-first"), then closes too.
+   */
+  then?: "end" | "destroy" | "keep" | "await-close";
+  onHello?: (backend: string) => void;
+}
+
+/** The greeting conversation: who answers, and how long until the connection is done with. */
+export function greetConn(o: GreetOptions): Promise<ConnResult & { socket?: net.Socket }> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const then = o.then ?? "end";
+    const reader = new LineReader();
+    let phase: "connecting" | "hello" | "after" | "done" = "connecting";
+    let backend: string | undefined;
+    let helloMs: number | undefined;
+    let bytesReceived = 0;
+    const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
+    const timer = setTimeout(() => {
+      if (phase === "after" && then !== "await-close") {
+        socket.destroy(); // greeted: the answer is known, the close is not waited for any longer
+        settle(true);
+      } else fail("timeout", `no ${phase === "after" ? "close" : "greeting"} within ${o.timeoutMs ?? 5000} ms`);
+    }, o.timeoutMs ?? 5000);
+
+    function settle(ok: boolean, error?: ErrorKind, detail?: string): void {
+      if (phase === "done") return;
+      phase = "done";
+      clearTimeout(timer);
+      resolve({
+        ok,
+        error,
+        detail,
+        backend,
+        source: o.localAddress,
+        latencyMs: performance.now() - started,
+        helloMs,
+        bytesSent: 0,
+        bytesReceived,
+        socket: then === "keep" && ok ? socket : undefined,
+      });
+    }
+    function fail(error: ErrorKind, detail: string): void {
+      if (phase === "done") return;
+      socket.destroy();
+      settle(false, error, detail);
+    }
+
+    socket.on("connect", () => void (phase = "hello"));
+    socket.on("data", (buf: Buffer) => {
+      bytesReceived += buf.length;
+      if (phase !== "hello") return;
+      let r;
+      try {
+        r = reader.push(buf);
+      } catch (err) {
+        return fail("corrupt", String(err));
+      }
+      if (!r) return;
+      backend = r.line;
+      helloMs = performance.now() - started;
+      o.onHello?.(backend);
+      phase = "after";
+      if (then === "keep") settle(true);
+      else if (then === "destroy") {
+        socket.destroy();
+        settle(true);
+      } else if (then === "end") socket.end();
+    });
+    socket.on("end", () => {
+      if (then === "await-close" || then === "end") socket.end();
+    });
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      if (phase === "connecting") fail("connect", err.code ?? err.message);
+      else if (phase === "hello") fail("no_hello", err.code ?? err.message);
+      else if (then === "await-close") fail("reset", err.code ?? err.message);
+      else settle(true); // greeted: what happens after is not this conversation's business
+    });
+    socket.on("close", () => {
+      if (phase === "connecting") settle(false, "connect", "closed while connecting");
+      else if (phase === "hello") settle(false, "no_hello", "closed before any greeting");
+      else settle(true);
+    });
+  });
+}
+
+/**
+ * The name of the backend that serves a new connection (its greeting line), "" when the connection
+ * closes before one; throws when the connect itself fails.
+ */
+export async function whoServes(host: string, port: number, localAddress?: string): Promise<string> {
+  const r = await greetConn({ host, port, localAddress });
+  if (r.error === "connect") throw new Error(`connect to ${host}:${port}: ${r.detail}`);
+  return r.backend ?? "";
+}
+
+/** The e2e conversation as a load's `conn` (load.ts): connection i from `source(i)`, a fresh payload each. */
+export function echoConns(o: {
+  host: string;
+  port: number;
+  payload: () => Payload;
+  holdMs?: (backend: string) => number;
+  source?: (i: number) => string | undefined;
+  timeoutMs: number;
+}): (i: number, onHello: (backend: string) => void) => Promise<ConnResult> {
+  return (i, onHello) =>
+    runConn({ host: o.host, port: o.port, localAddress: o.source?.(i), payload: o.payload(), holdMs: o.holdMs ?? (() => 0), timeoutMs: o.timeoutMs, onHello });
 }

@@ -1,0 +1,90 @@
+# test/bench/lib/balancers.sh: starting and stopping each system under test on its own address.
+# Sourced by run.sh (the only entry point), which sets the variables it uses.
+
+# Each balancer has its own address, the only one on the LB interface while it runs. Why: the
+# backends keep TIME_WAIT entries keyed by the balancer's address and port for 60 s. A kernel proxy's
+# SYN that reuses such a port carries TCP timestamps from the same per-address clock, so the backend
+# accepts it; the XDP plane rewrites timestamps on its own clock, so after a kernel proxy on the same
+# address its SYNs were dropped by PAWS (hundreds of 1 s retransmits). Separate addresses keep one
+# system's leftovers from penalising the next; a system meets only its own, as in production.
+use_vip() { # use_vip SYSTEM: make that system's address the LB interface's only address
+  VIP=${VIPS[$1]:-10.88.0.2}
+  ip -n "$NS_LB" addr flush dev flbb0
+  ip -n "$NS_LB" addr add "$VIP/24" dev flbb0
+}
+
+LB_PID=""      # the process we start
+LB_WORK_PID="" # the process doing the work (NGINX: its single worker), measured for CPU and memory
+LB_ERR=""
+
+start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come up
+  local sys=$1 cfg
+  LB_PID="" LB_WORK_PID="" LB_ERR=""
+  case $sys in
+    direct) return 0 ;;
+    haproxy)
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
+      ip netns exec "$NS_LB" haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/lb.log" 2>&1 &
+      ;;
+    nginx)
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
+      ip netns exec "$NS_LB" nginx -p "$RUN/" -e "$RUN/nginx-lb.error.log" -c "$RUN/nginx-lb.conf" >"$RUN/lb.log" 2>&1 &
+      ;;
+    xdp-floor) # a reference, not a balancer process: see tools/xdp_floor.bpf.c
+      attach_floor || return 1
+      wait_port "$VIP" 8080 || { LB_ERR="the XDP floor program did not forward $VIP:8080"; detach_floor; return 1; }
+      return 0
+      ;;
+    featherlb-proxy | featherlb-xdp)
+      [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
+      sed -e "s|@MODE@|${sys#featherlb-}|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
+      ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
+      ;;
+    *) die "unknown system $sys" ;;
+  esac
+  LB_PID=$!
+  track "$LB_PID"
+  if ! wait_port "$VIP" 8080 "$LB_PID" || ! kill -0 "$LB_PID" 2>/dev/null; then
+    LB_ERR=$(grep -hv '^\s*$' "$RUN/lb.log" "$RUN/nginx-lb.error.log" 2>/dev/null | tail -n 3 | tr '\n' ' ' | cut -c1-300)
+    [[ -n $LB_ERR ]] || LB_ERR="did not accept connections on $VIP:8080 within 10 s"
+    stop_pid "$LB_PID"
+    return 1
+  fi
+  LB_WORK_PID=$LB_PID
+  if [[ $sys == nginx ]]; then
+    local i kids
+    for i in $(seq 20); do
+      kids=$(cat "/proc/$LB_PID/task/$LB_PID/children" 2>/dev/null || true)
+      [[ -n $kids ]] && break
+      sleep 0.1
+    done
+    LB_WORK_PID=${kids%% *}
+  fi
+  return 0
+}
+
+stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; detach_floor; }
+
+# The XDP floor: compiled for this topology's addresses and MACs, attached in generic mode (what
+# featherlb's auto picks on a veth), so the two XDP rows differ only in what the program does.
+ns_mac() { ip -n "$1" link show flbb0 | awk '/link\/ether/ { print "0x" $2 }' | sed 's/:/,0x/g'; }
+ip_num() { local IFS=.; set -- $1; echo $((($1 << 24) | ($2 << 16) | ($3 << 8) | $4)); }
+FLOOR_OBJ="" # compiled once per run: the namespaces, and so the MACs, live as long as the run
+attach_floor() {
+  local obj=$RUN/xdp_floor.o
+  if [[ -z $FLOOR_OBJ ]] && ! clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+    -DVIP="$(ip_num "$VIP")" -DCLIENT_IP="$(ip_num "$CLI_IP")" \
+    -DBE0="$(ip_num "${BE_IPS[0]}")" -DBE1="$(ip_num "${BE_IPS[1]}")" -DBE2="$(ip_num "${BE_IPS[2]}")" \
+    -DLB_MAC="$(ns_mac "$NS_LB")" -DCLIENT_MAC="$(ns_mac "$NS_CLI")" -DBE0_MAC="$(ns_mac "${BE_NS[0]}")" \
+    -DBE1_MAC="$(ns_mac "${BE_NS[1]}")" -DBE2_MAC="$(ns_mac "${BE_NS[2]}")" \
+    -c "$HERE/tools/xdp_floor.bpf.c" -o "$obj" 2>"$RUN/lb.log"; then
+    LB_ERR="could not compile tools/xdp_floor.bpf.c: $(head -c 200 "$RUN/lb.log")"
+    return 1
+  fi
+  FLOOR_OBJ=$obj
+  if ! ip -n "$NS_LB" link set dev flbb0 xdpgeneric obj "$obj" sec xdp 2>"$RUN/lb.log"; then
+    LB_ERR="could not attach the XDP floor: $(head -c 200 "$RUN/lb.log")"
+    return 1
+  fi
+}
+detach_floor() { ip -n "$NS_LB" link set dev flbb0 xdpgeneric off 2>/dev/null || true; }
