@@ -8,10 +8,10 @@ import { parseConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/types.ts";
 import { Logger } from "../../src/control/log.ts";
 import { Service } from "../../src/control/service.ts";
-import { XdpDataPlane } from "../../src/dataplane/xdp/index.ts";
+import { XdpDataPlane } from "../../src/dataplane/xdp/plane.ts";
 import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
 import * as ffi from "../../src/dataplane/xdp/libbpf.ts";
-import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { loadTestProgram } from "./program-test.ts";
 import { CLIENT_MAC, LB_MAC, TCP, mac, parseTcp, tcpPacket } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -37,11 +37,11 @@ ${BACKENDS.map((b) => `      - { address: "${b}:8080" }`).join("\n")}
 }
 
 async function plane(flowTableSize = 65536) {
-  const program = await XdpProgram.load({ flowTableSize });
+  const program = await loadTestProgram({ flowTableSize });
   const lines: string[] = [];
   const log = new Logger("debug", (l) => void lines.push(l));
   const cfg = config(80);
-  const p = new XdpDataPlane(program, ffi, log, cfg, -1, "flbxtest0", "generic", () => {});
+  const p = new XdpDataPlane(program, log, cfg, { mode: "generic", close: () => {} }, "flbxtest0", () => {});
   // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
   program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
