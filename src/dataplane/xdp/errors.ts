@@ -8,7 +8,8 @@ export type XdpErrorCode =
   | "plan_too_large" // a plan does not fit the maps: no room left in the slot pool, or more members than MAX_BACKENDS
   | "invalid_argument" // an index beyond what the maps are sized for, an address that is not IPv4: a bug in the caller
   | "closed" // the BPF object was used after close()
-  | "neighbour"; // the kernel could not be asked to keep a next hop resolved (ip route / ip neigh failed)
+  | "neighbour" // the kernel could not be asked to keep a next hop resolved (ip route / ip neigh failed)
+  | "host"; // a host setting could not be read or changed (net.ipv4.ip_local_reserved_ports)
 
 export class XdpError extends Error {
   constructor(

@@ -299,8 +299,9 @@ export function tryReserve(first: number, last: number, log: Logger, host: HostS
   try {
     return host.reservePorts(first, last);
   } catch (err) {
+    if (!isXdpError(err, "host")) throw err;
     log.warn("could not reserve the SNAT ports in net.ipv4.ip_local_reserved_ports; the LB's own connections may collide with them", {
-      reason: (err as Error).message,
+      reason: err.message,
     });
     return () => {};
   }

@@ -9,6 +9,8 @@
  * structs in libbpf.ts.
  */
 
+import { XdpError } from "./errors.ts";
+
 /** A C type: how many bytes, aligned how, named how in BTF; reads as T, writes from In. */
 export interface CType<T, In = T> {
   /** The type as BTF names it: the typedef (`__u32`, `__be16`, `size_t`), `T[n]`, `struct x`, `void *`. */
@@ -116,7 +118,7 @@ export class Struct<F extends Fields> implements CType<Decoded<F>, Encodable<F>>
       align = Math.max(align, type.align);
     }
     const natural = Math.ceil(offset / align) * align;
-    if (options.sizeof !== undefined && options.sizeof < natural) throw new RangeError(`struct ${cName}: sizeof ${options.sizeof} < ${natural}`);
+    if (options.sizeof !== undefined && options.sizeof < natural) throw new XdpError("invalid_argument", `struct ${cName}: sizeof ${options.sizeof} < ${natural}`);
     this.cType = `struct ${cName}`;
     this.size = options.sizeof ?? natural;
     this.align = align;
