@@ -21,6 +21,9 @@ import { probe } from "./cprobe.ts";
 const OBJ = new URL("../../build/bpf/featherlb.bpf.o", import.meta.url).pathname;
 const btf = new Btf(OBJ);
 
+/** Failure message of every C-vs-TypeScript comparison: which side the diff's lines come from. */
+const DRIFT = "C and TypeScript differ: + lines are the C side (BTF of build/bpf/featherlb.bpf.o), - lines src/dataplane/xdp/layout.ts";
+
 /** Named structs in BTF that are not shared with TypeScript: the kernel's program context, and the BTF anchor of the shared enums (consts.h). */
 const NOT_SHARED = ["xdp_md", "flb_contract"];
 
@@ -29,15 +32,14 @@ describe("struct layouts match the BPF object's BTF", () => {
     test(`struct ${s.cName}`, () => {
       const t = btf.struct(s.cName);
       expect(t, `struct ${s.cName} missing from BTF`).toBeDefined();
-      expect({ struct: s.cName, size: t!.size }).toEqual({ struct: s.cName, size: s.size });
       const ts = s.fields.map((f) => ({ name: f.name, offset: f.offset, size: f.type.size, type: f.type.cType }));
-      expect(ts).toEqual(t!.members);
+      expect({ struct: s.cName, size: t!.size, members: t!.members }, DRIFT).toEqual({ struct: s.cName, size: s.size, members: ts });
     });
   }
 
   test("every struct in BTF is described in layout.ts STRUCTS", () => {
     const shared = btf.structNames().filter((n) => !NOT_SHARED.includes(n));
-    expect(shared.sort()).toEqual(STRUCTS.map((s) => s.cName).sort());
+    expect(shared.sort(), DRIFT).toEqual(STRUCTS.map((s) => s.cName).sort());
   });
 });
 
@@ -45,12 +47,12 @@ describe("shared constants: the enum flb_* of bpf/consts.h match layout.ts ENUMS
   const inBtf = btf.enums("flb_");
 
   test("the same enums on both sides", () => {
-    expect([...inBtf.keys()].sort()).toEqual(ENUMS.map((e) => e.cName).sort());
+    expect([...inBtf.keys()].sort(), DRIFT).toEqual(ENUMS.map((e) => e.cName).sort());
   });
 
   for (const e of ENUMS) {
     test(`enum ${e.cName}: every enumerator, name and value`, () => {
-      expect(inBtf.get(e.cName) ?? {}).toEqual(e.enumerators);
+      expect(inBtf.get(e.cName) ?? {}, DRIFT).toEqual(e.enumerators);
     });
   }
 
@@ -70,14 +72,14 @@ describe("maps", () => {
       expect(defs.has(name), name).toBe(true);
       expect(name.length).toBeLessThanOrEqual(15);
     }
-    expect([...defs.keys()].sort()).toEqual(specs.map((m) => m.name).sort());
+    expect([...defs.keys()].sort(), DRIFT).toEqual(specs.map((m) => m.name).sort());
   });
 
   for (const spec of specs) {
     test(`${spec.name}: key and value types, per-CPU or not`, () => {
       const d = defs.get(spec.name);
       expect(d, `${spec.name} missing from BTF`).toBeDefined();
-      expect({ key: d!.key, value: d!.value, perCpu: isPerCpu(d!.mapType) }).toEqual({
+      expect({ key: d!.key, value: d!.value, perCpu: isPerCpu(d!.mapType) }, DRIFT).toEqual({
         key: { type: spec.key.cType, size: spec.key.size },
         value: { type: spec.value.cType, size: spec.value.size },
         perCpu: spec.perCpu,
@@ -100,7 +102,7 @@ describe("libbpf's option structs match the headers of the libbpf we embed", () 
   const probed = probe(["bpf/bpf.h"], LIBBPF_STRUCTS);
   for (const s of LIBBPF_STRUCTS) {
     test(`struct ${s.cName}`, () => {
-      expect(probed[s.cName]).toEqual({
+      expect(probed[s.cName], "+ lines are libbpf's headers (the C probe), - lines src/dataplane/xdp/libbpf-opts.ts").toEqual({
         size: s.size,
         fields: s.fields.map((f) => ({ name: f.name, offset: f.offset, size: f.type.size, typeMatches: true })),
       });
