@@ -3,7 +3,7 @@
  * declares for each map (MAPS), so callers pass numbers and objects, never bytes or offsets. Failures
  * are XdpError("bpf") from libbpf.ts.
  */
-import { type MapSpec } from "./layout.ts";
+import type { MapSpec } from "./layout.ts";
 import { BPF_ANY, mapDelete, mapLookup, mapNextKey, mapUpdate, mapUpdateBatch, type MapRef } from "./libbpf.ts";
 import { isXdpError } from "./errors.ts";
 import { encode, type AnyCType, type In, type Out } from "./struct.ts";

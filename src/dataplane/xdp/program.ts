@@ -150,12 +150,12 @@ export class XdpProgram {
     const start = n ? this.pool.alloc(n) : 0;
     if (start < 0) throw new XdpError("plan_too_large", `no room for a ${n}-slot plan in the ${SLOT_POOL_SIZE}-slot pool`);
     if (n) state.ranges[buf] = { start, len: n };
-    const plan_ = planKey(svc, buf);
+    const planIdx = planKey(svc, buf);
 
     if (n) {
       const keys = new Uint32Array(n);
       for (let i = 0; i < n; i++) keys[i] = start + i;
-      // flb_slots values are __u32 in host order: a Uint32Array's bytes (x86-64 and arm64 are little-endian).
+      // flb_slots values are __u32 in host order: a Uint32Array's bytes, without encoding a million values one by one.
       const values = new Uint32Array(plan.slots);
       this.maps.slots.updateBatch(keys, new Uint8Array(values.buffer));
     }
@@ -165,12 +165,12 @@ export class XdpProgram {
       const keys = new Uint32Array(m);
       const values = new Uint8Array(m * PLAN_MEMBER.size);
       for (let i = 0; i < m; i++) {
-        keys[i] = memberKey(plan_, i);
+        keys[i] = memberKey(planIdx, i);
         PLAN_MEMBER.encode({ id: plan.members[i]!, weight: plan.weights[i]! }, values, i * PLAN_MEMBER.size);
       }
       this.maps.members.updateBatch(keys, values);
     }
-    this.maps.plans.update(plan_, { kind: PLAN_KIND[plan.kind], slot_base: start, slot_count: n, member_count: m, cursor: 0 });
+    this.maps.plans.update(planIdx, { kind: PLAN_KIND[plan.kind], slot_base: start, slot_count: n, member_count: m, cursor: 0 });
     this.maps.svcAct.update(svc, buf);
     state.active = buf;
     this.plans.set(svc, state);

@@ -31,8 +31,8 @@ function scalar<T, I = T>(cType: string, size: number, read: (v: DataView, at: n
   return { cType, size, align: size, read, write };
 }
 
-// Host-order scalars are little-endian: featherlb's BPF data plane runs on x86-64 and arm64 hosts
-// (the loader's libbpf is embedded for those). Wire-order fields are the __be* types.
+// Host-order fields are read and written little-endian, the byte order of the hosts the XDP plane
+// runs on (x86-64, arm64); wire-order fields are the __be* types.
 export const u8 = scalar<number>("__u8", 1, (v, at) => v.getUint8(at), (v, at, x) => v.setUint8(at, x));
 export const u16 = scalar<number>("__u16", 2, (v, at) => v.getUint16(at, true), (v, at, x) => v.setUint16(at, x, true));
 export const u32 = scalar<number>("__u32", 4, (v, at) => v.getUint32(at, true), (v, at, x) => v.setUint32(at, x >>> 0, true));
