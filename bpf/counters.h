@@ -6,7 +6,7 @@
 #include "maps.h"
 
 /** Count one packet under `reason` (REASON_*) and return XDP_PASS. */
-static __always_inline int pass(__u32 reason)
+static __always_inline int pass(enum flb_reason reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&flb_reasons, &reason);
 	if (n)
@@ -14,7 +14,7 @@ static __always_inline int pass(__u32 reason)
 	return XDP_PASS;
 }
 
-static __always_inline void count_reason(__u32 reason)
+static __always_inline void count_reason(enum flb_reason reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&flb_reasons, &reason);
 	if (n)
@@ -28,7 +28,7 @@ static __always_inline struct flb_counters *svc_counters(__u32 svc)
 
 static __always_inline struct flb_counters *be_counters(__u32 svc, __u32 id)
 {
-	__u32 k = svc * MAX_BACKENDS + id;
+	__u32 k = backend_key(svc, id);
 	return bpf_map_lookup_elem(&flb_be_stats, &k);
 }
 
@@ -49,7 +49,7 @@ static __always_inline void count_packet(__u32 svc, __u32 id, int dir, __u32 pay
 /** Active-flow gauge of one backend (the value least-connection picks read), or NULL. */
 static __always_inline __u64 *be_active(__u32 svc, __u32 id)
 {
-	__u32 k = svc * MAX_BACKENDS + id;
+	__u32 k = backend_key(svc, id);
 	return bpf_map_lookup_elem(&flb_be_active, &k);
 }
 

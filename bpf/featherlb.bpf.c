@@ -7,8 +7,9 @@
  *
  * Everything else (ARP, IPv6, VLAN, non-TCP, fragments, IP options, the LB's own traffic) is passed to
  * the kernel untouched. This file only composes the headers:
- *   consts.h structs.h maps.h (data)  parsing.h csum.h (packet)  hash.h select.h (plan interpreter)
- *   counters.h nat.h (rewrite, SNAT, flow state).
+ *   consts.h structs.h maps.h config.h counters.h (data)   parsing.h csum.h rewrite.h (packet)
+ *   hash.h select.h (plan interpreter)   neigh.h (next hop)   flow.h (flow state)   snat.h (SNAT ports)
+ *   tsmod.h (TCP timestamp modulation).
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -16,12 +17,17 @@
 #include "consts.h"
 #include "structs.h"
 #include "maps.h"
+#include "config.h"
 #include "counters.h"
 #include "parsing.h"
 #include "csum.h"
+#include "rewrite.h"
 #include "hash.h"
 #include "select.h"
-#include "nat.h"
+#include "neigh.h"
+#include "flow.h"
+#include "snat.h"
+#include "tsmod.h"
 
 /**
  * A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. Returns the action
@@ -42,7 +48,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 			c->no_backend += 1;
 		return pass(REASON_NO_BACKEND);
 	}
-	__u32 bk = s * MAX_BACKENDS + id;
+	__u32 bk = backend_key(s, id);
 	struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
 	if (!be || !(be->flags & BACKEND_PRESENT))
 		return pass(REASON_NO_BACKEND);

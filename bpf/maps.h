@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Maps. Names are ≤ 15 characters (the kernel truncates longer ones). TypeScript finds them by these
- * names (src/dataplane/xdp/layout.ts MAPS).
+ * Maps, and the keys of the arrays indexed per service. Names are ≤ 15 characters (the kernel truncates
+ * longer ones). TypeScript finds them by these names and knows their key and value types
+ * (src/dataplane/xdp/layout.ts MAPS; test/xdp/layout.test.ts checks both against BTF).
  */
 #ifndef FLB_MAPS_H
 #define FLB_MAPS_H
@@ -11,7 +12,7 @@
 #include "consts.h"
 #include "structs.h"
 
-/* Run-time settings (one entry). */
+/* Run-time settings (one entry; config.h reads it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -36,7 +37,7 @@ struct {
 	__type(value, __u32);
 } flb_svc_act SEC(".maps");
 
-/* Plan headers at [svc * PLAN_BUFFERS + buffer]. */
+/* Plan headers at [plan_key(svc, buffer)]. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_SERVICES * PLAN_BUFFERS);
@@ -44,7 +45,7 @@ struct {
 	__type(value, struct plan_hdr);
 } flb_plans SEC(".maps");
 
-/* Plan members (healthy set with weights) at [(svc * PLAN_BUFFERS + buffer) * MAX_BACKENDS + i]. */
+/* Plan members (healthy set with weights) at [member_key(plan_key(svc, buffer), i)]. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
@@ -60,7 +61,7 @@ struct {
 	__type(value, __u32);
 } flb_slots SEC(".maps");
 
-/* Backend addresses at [svc * MAX_BACKENDS + id]. */
+/* Backend addresses at [backend_key(svc, id)]. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_SERVICES * MAX_BACKENDS);
@@ -68,7 +69,7 @@ struct {
 	__type(value, struct backend);
 } flb_backends SEC(".maps");
 
-/* Active flows per backend at [svc * MAX_BACKENDS + id]. Not per-CPU on purpose: least-connection
+/* Active flows per backend at [backend_key(svc, id)]. Not per-CPU on purpose: least-connection
  * picks must read one global value, so it is updated with atomic adds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -77,7 +78,7 @@ struct {
 	__type(value, __u64);
 } flb_be_active SEC(".maps");
 
-/* Correction of flb_be_active at [svc * MAX_BACKENDS + id], written ONLY by user space (no read-modify-
+/* Correction of flb_be_active at [backend_key(svc, id)], written ONLY by user space (no read-modify-
  * write races with the atomic adds above): the number of flows counted active that left the flow table
  * without a FIN/RST (LRU eviction, idle expiry). The TS sweeper recomputes it from a walk of flb_fwd, so
  * errors do not accumulate. Effective active = flb_be_active − flb_be_adj. */
@@ -88,7 +89,7 @@ struct {
 	__type(value, __u64);
 } flb_be_adj SEC(".maps");
 
-/* Counters per backend at [svc * MAX_BACKENDS + id]; TS sums the CPUs. */
+/* Counters per backend at [backend_key(svc, id)]; TS sums the CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_SERVICES * MAX_BACKENDS);
@@ -130,7 +131,7 @@ struct {
 	__type(value, struct flow_key);
 } flb_rev SEC(".maps");
 
-/* Per-CPU cursor of the SNAT port allocator (see nat.h alloc_snat_port). */
+/* Per-CPU cursor of the SNAT port allocator (see snat.h alloc_snat_port). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -140,12 +141,32 @@ struct {
 
 /* featherlb's neighbour table: backend IPv4 → MAC of its next hop on the attached interface, kept by
  * the loader (src/dataplane/xdp/nexthops.ts). Used when bpf_fib_lookup refuses because forwarding is
- * off (nat.h resolve_l2), and by the packet tables (CFG_STATIC_NEIGH). One entry per backend address. */
+ * off (neigh.h resolve_l2), and by the packet tables (CFG_STATIC_NEIGH). One entry per backend address. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES * MAX_BACKENDS);
 	__type(key, __be32);
 	__type(value, struct nbr_mac);
 } flb_nbr SEC(".maps");
+
+/* The keys of the arrays above; layout.ts backendKey, planKey and memberKey are their TypeScript twins. */
+
+/** Per-backend arrays (flb_backends, flb_be_active, flb_be_adj, flb_be_stats): backend `id` of service `svc`. */
+static __always_inline __u32 backend_key(__u32 svc, __u32 id)
+{
+	return svc * MAX_BACKENDS + id;
+}
+
+/** flb_plans: plan table `buffer` (0 … PLAN_BUFFERS-1) of service `svc`. */
+static __always_inline __u32 plan_key(__u32 svc, __u32 buffer)
+{
+	return svc * PLAN_BUFFERS + buffer;
+}
+
+/** flb_members: member `i` of plan table `plan` (a plan_key). */
+static __always_inline __u32 member_key(__u32 plan, __u32 i)
+{
+	return plan * MAX_BACKENDS + i;
+}
 
 #endif

@@ -62,7 +62,7 @@ static __always_inline int parse_ipv4(struct hdr_cursor *c, void *data_end, stru
 	return FLB_GO_ON;
 }
 
-/** TCP: the fixed 20 bytes must be present; options are read only by tcp_ts_off (timestamp modulation, nat.h). */
+/** TCP: the fixed 20 bytes must be present; options are read only by tsmod.h (timestamp modulation). */
 static __always_inline int parse_tcp(struct hdr_cursor *c, void *data_end, struct packet *p)
 {
 	struct tcphdr *tcph = c->pos;
@@ -87,93 +87,6 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	if (action >= 0)
 		return action;
 	return parse_tcp(&c, data_end, p);
-}
-
-/* Where the TCP header starts: parse_packet only lets through untagged Ethernet and IPv4 with IHL 5. */
-#define TCP_HDR_OFF (sizeof(struct ethhdr) + sizeof(struct iphdr))
-/* The largest offset tcp_ts_off can return: the timestamp data ends within 40 bytes of options. */
-#define TCP_TS_OFF_MAX (TCP_HDR_OFF + sizeof(struct tcphdr) + TCP_OPTS_MAX - 8)
-
-/**
- * Find the TCP timestamp option (RFC 7323 §3: kind 8, length 10) of a packet parse_packet accepted.
- * Returns the offset from the packet start of its 8 data bytes (TSval then TSecr, network order, not
- * necessarily 4-byte aligned), or 0 when the header has no timestamp option or a malformed one:
- * a length below 2, an option running past doff or past data_end, a timestamp option whose length is
- * not 10, or an EOL before it. The caller then leaves the options alone (the endpoints judge them).
- *
- * A global (non-inlined) function: the verifier checks it once, on its own, instead of once per call
- * site with every caller's state (the walk is the costliest loop in the program; inlined at the three
- * call sites it multiplied the verified instructions by 4.5). Globals get only ctx and scalars, so it
- * re-reads data/data_end from ctx and the caller bounds the result again (ts_data()).
- *
- * Verifier bounds: `off` is checked against `len` (≤ 40, from the 4-bit doff) and against TCP_OPTS_MAX
- * explicitly, so `opt + off` is a packet pointer with a bounded variable offset, and every byte is read
- * only after an explicit `> data_end` check on that pointer. One step per option, each consuming ≥ 1
- * byte, so TCP_OPTS_MAX iterations always suffice (bounded loop, Linux ≥ 5.3).
- */
-__noinline int tcp_ts_off(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct tcphdr *t = data + TCP_HDR_OFF;
-	if ((void *)(t + 1) > data_end || t->doff <= 5)
-		return 0;
-	__u8 *opt = (__u8 *)(t + 1);
-	__u32 len = t->doff * 4 - sizeof(struct tcphdr);
-
-	__u32 off = 0;
-	for (int i = 0; i < TCP_OPTS_MAX; i++) {
-		if (off >= len || off >= TCP_OPTS_MAX)
-			return 0;
-		__u8 *k = opt + off;
-		if ((void *)(k + 1) > data_end)
-			return 0;
-		if (k[0] == TCPOPT_EOL)
-			return 0;
-		if (k[0] == TCPOPT_NOP) {
-			off += 1;
-			continue;
-		}
-		if ((void *)(k + 2) > data_end)
-			return 0;
-		__u32 olen = k[1];
-		if (olen < 2 || off + olen > len)
-			return 0;
-		if (k[0] == TCPOPT_TIMESTAMP) {
-			if (olen != TCPOLEN_TIMESTAMP || (void *)(k + TCPOLEN_TIMESTAMP) > data_end)
-				return 0;
-			return TCP_HDR_OFF + sizeof(struct tcphdr) + off + 2;
-		}
-		off += olen;
-	}
-	return 0;
-}
-
-/**
- * The timestamp option's data bytes of packet `p` (TSval, TSecr), or NULL. Skips the call when doff
- * is 5 (no options: the common data packet of a flow without timestamps). The offset from the global
- * function is an unknown scalar to the verifier here, hence the range check before it becomes a pointer.
- */
-static __always_inline __u8 *ts_data(struct xdp_md *ctx, const struct packet *p)
-{
-	if (p->tcph->doff <= 5)
-		return NULL;
-	/* Fast path: NOP, NOP, TS(8, 10) as the first option bytes — what Linux, BSD and Windows put on
-	 * every segment after the handshake (RFC 7323 Appendix A). Same answer as the walk, without the call. */
-	__u8 *opt = (__u8 *)(p->tcph + 1);
-	void *end = (void *)(long)ctx->data_end;
-	if (p->tcph->doff >= 8 && (void *)(opt + 12) <= end && opt[0] == TCPOPT_NOP && opt[1] == TCPOPT_NOP &&
-	    opt[2] == TCPOPT_TIMESTAMP && opt[3] == TCPOLEN_TIMESTAMP)
-		return opt + 4;
-	__u32 off = tcp_ts_off(ctx);
-	if (off < TCP_HDR_OFF + sizeof(struct tcphdr) || off > TCP_TS_OFF_MAX)
-		return NULL;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 *ts = data + off;
-	if ((void *)(ts + 8) > data_end)
-		return NULL;
-	return ts;
 }
 
 /* TCP flag predicates (tcphdr bitfields are in wire order already). */

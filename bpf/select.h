@@ -16,7 +16,7 @@
 
 static __always_inline struct plan_member *plan_member_at(__u32 plan, __u32 i)
 {
-	__u32 k = plan * MAX_BACKENDS + i;
+	__u32 k = member_key(plan, i);
 	return bpf_map_lookup_elem(&flb_members, &k);
 }
 
@@ -31,7 +31,7 @@ static __always_inline int slot_at(const struct plan_hdr *p, __u32 at)
 /** Effective active flows of a backend: the atomic gauge minus user space's correction (maps.h). */
 static __always_inline __u64 active_of(__u32 svc, __u32 id)
 {
-	__u32 k = svc * MAX_BACKENDS + id;
+	__u32 k = backend_key(svc, id);
 	__u64 *a = bpf_map_lookup_elem(&flb_be_active, &k);
 	__u64 *adj = bpf_map_lookup_elem(&flb_be_adj, &k);
 	if (!a)
@@ -98,7 +98,7 @@ static __always_inline int pick_backend(__u32 svc, __u32 chash)
 	__u32 *act = bpf_map_lookup_elem(&flb_svc_act, &svc);
 	if (!act)
 		return NO_MEMBER;
-	__u32 plan = svc * PLAN_BUFFERS + (*act & 1);
+	__u32 plan = plan_key(svc, *act & 1);
 	struct plan_hdr *p = bpf_map_lookup_elem(&flb_plans, &plan);
 	if (!p || p->member_count == 0)
 		return NO_MEMBER;

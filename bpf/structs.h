@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Structs shared between the BPF program and TypeScript. The TypeScript side declares each once in
- * src/dataplane/xdp/layout.ts (name, size, field offsets); test/xdp/layout.test.ts reads this object's
- * BTF and fails on any drift. Change a layout here → change layout.ts → the test tells you if you missed one.
+ * src/dataplane/xdp/layout.ts (its fields in order, each with its C type: byte order and nested structs
+ * included); test/xdp/layout.test.ts reads this object's BTF and fails on any drift — size, a field's
+ * name, offset, size or type, a field or a struct on one side only. Change a layout here → change
+ * layout.ts → the test tells you if you missed one.
  * Wire-order fields are __be*; explicit pad fields keep every size a multiple of 4 (or 8 with __u64).
  */
 #ifndef FLB_STRUCTS_H
@@ -19,7 +21,7 @@ struct flow_key {
 	__be16 dport;
 };
 
-/* A resolved L2 next hop, cached in each flow per direction (nat.h next_hop): bpf_fib_lookup costs more
+/* A resolved L2 next hop, cached in each flow per direction (neigh.h next_hop): bpf_fib_lookup costs more
  * than the rest of a packet's work, so a flow resolves each direction once and again once a second. */
 struct next_hop {
 	__u8 dmac[6];
@@ -40,7 +42,7 @@ struct flow_fwd {
 			     * neighbour entry for the client (it need not: ARP was for the service IP) */
 	__u16 pad;
 	__u32 last_seen; /* CLOCK_MONOTONIC seconds of the last packet (coarse); the TS sweeper expires idle flows */
-	__u32 ts_off;    /* FLOW_TS_MOD only: LB ms clock − the client's TSval on its SYN (u32, wraps); see nat.h */
+	__u32 ts_off;    /* FLOW_TS_MOD only: LB ms clock − the client's TSval on its SYN (u32, wraps); see tsmod.h */
 	struct next_hop to_backend; /* set by the SYN */
 	struct next_hop to_client;  /* set by the backend's first reply */
 };
@@ -57,12 +59,12 @@ struct svc_val {
 	__u32 flags; /* reserved */
 };
 
-/* One plan table header, at flb_plans[svc * PLAN_BUFFERS + buffer]. */
+/* One plan table header, at flb_plans[plan_key(svc, buffer)]. */
 struct plan_hdr {
 	__u32 kind;         /* PLAN_* */
 	__u32 slot_base;    /* first index in flb_slots */
 	__u32 slot_count;   /* slots in use (0 for least/two_choices) */
-	__u32 member_count; /* entries at flb_members[(svc * PLAN_BUFFERS + buffer) * MAX_BACKENDS + i] */
+	__u32 member_count; /* entries at flb_members[member_key(plan_key(svc, buffer), i)] */
 	__u32 cursor;       /* sequence plans: the shared cursor (atomic fetch-add), reset when the plan is written */
 	__u32 pad;
 };
@@ -73,7 +75,7 @@ struct plan_member {
 	__u32 weight;
 };
 
-/* flb_backends[svc * MAX_BACKENDS + id] */
+/* flb_backends[backend_key(svc, id)] */
 struct backend {
 	__be32 addr;
 	__be16 port;
@@ -97,11 +99,11 @@ struct flb_config {
 	__u16 snat_first; /* host order, inclusive */
 	__u16 snat_last;
 	__u32 flags;         /* CFG_* */
-	__u8 smac[6];        /* the attached interface's MAC: source MAC of hops from flb_nbr (nat.h) */
+	__u8 smac[6];        /* the attached interface's MAC: source MAC of hops from flb_nbr (neigh.h) */
 	__u16 pad;
 };
 
-/* flb_nbr value: the MAC of a backend's next hop, written by the loader (nat.h resolve_from_table). */
+/* flb_nbr value: the MAC of a backend's next hop, written by the loader (neigh.h resolve_from_table). */
 struct nbr_mac {
 	__u8 mac[6];
 	__u16 pad;

@@ -8,10 +8,11 @@ import { parseConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/types.ts";
 import { Logger } from "../../src/control/log.ts";
 import { Service } from "../../src/control/service.ts";
-import { XdpDataPlane } from "../../src/dataplane/xdp/index.ts";
+import { XdpDataPlane } from "../../src/dataplane/xdp/plane.ts";
+import { XdpError } from "../../src/dataplane/xdp/errors.ts";
 import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
 import * as ffi from "../../src/dataplane/xdp/libbpf.ts";
-import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { loadTestProgram } from "./program-test.ts";
 import { CLIENT_MAC, LB_MAC, TCP, mac, parseTcp, tcpPacket } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -37,11 +38,11 @@ ${BACKENDS.map((b) => `      - { address: "${b}:8080" }`).join("\n")}
 }
 
 async function plane(flowTableSize = 65536) {
-  const program = await XdpProgram.load({ flowTableSize });
+  const program = await loadTestProgram({ flowTableSize });
   const lines: string[] = [];
   const log = new Logger("debug", (l) => void lines.push(l));
   const cfg = config(80);
-  const p = new XdpDataPlane(program, ffi, log, cfg, -1, "flbxtest0", "generic", () => {});
+  const p = new XdpDataPlane(program, log, cfg, { mode: "generic", close: () => {} }, "flbxtest0", () => {});
   // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
   program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
@@ -182,6 +183,32 @@ services:
       expect(live).toBeLessThanOrEqual(1024);
       const effective = [0, 1, 2].reduce((n, id) => n + env.program.backendActive(0, id), 0);
       expect(effective).toBe(live);
+    } finally {
+      env.p.close();
+    }
+  });
+
+  test("a plan the maps cannot hold: a plan event logs it and the previous plan stays; apply refuses it (config UserError)", async () => {
+    const env = await plane();
+    try {
+      const cfg = config(80);
+      const services = cfg.services.map((c) => new Service(c));
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
+      const writePlan = env.program.writePlan;
+      env.program.writePlan = () => {
+        throw new XdpError("plan_too_large", "no room for a 3-slot plan in the test's pool");
+      };
+      try {
+        services[0]!.backends.get(1)!.health = "down";
+        services[0]!.rebuild(); // the plan event: not thrown
+        expect(env.lines.some((l) => l.includes("xdp plan not written"))).toBe(true);
+        // The previous plan (all three backends) still serves.
+        expect(Array.from({ length: 3 }, () => backendOf(env.program.run(syn()).data))).toEqual([0, 1, 2]);
+        const next = config(80);
+        await expect(env.p.apply(next, next.services.map((c) => ({ config: c, service: new Service(c) })))).rejects.toMatchObject({ name: "UserError", code: "config" });
+      } finally {
+        env.program.writePlan = writePlan;
+      }
     } finally {
       env.p.close();
     }

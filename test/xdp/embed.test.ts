@@ -19,8 +19,8 @@ if (bpfSuiteEnabled("xdp embedded libraries")) {
     const entry = join(dir, "entry.ts");
     writeFileSync(
       entry,
-      `import { XdpProgram } from ${JSON.stringify(join(ROOT, "src/dataplane/xdp/program.ts"))};
-const p = await XdpProgram.load({ flowTableSize: 1024 });
+      `import { loadProgram } from ${JSON.stringify(join(ROOT, "src/dataplane/xdp/loader.ts"))};
+const p = await loadProgram({ flowTableSize: 1024 });
 const libs = (await Bun.file("/proc/self/maps").text()).split("\\n").map((l) => l.split(/\\s+/).slice(5).join(" ")).filter((l) => l.includes(".so"));
 console.log(JSON.stringify({ ok: p.progFd > 0, libs: [...new Set(libs)] }));
 p.close();

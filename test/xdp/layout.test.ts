@@ -1,89 +1,113 @@
 /**
- * C ↔ TypeScript layout check (Cilium's alignchecker idea): every struct declared in
- * src/dataplane/xdp/layout.ts must match the compiled object's BTF — size, member order, every member's
- * offset and size — and the map sizes that encode shared constants must match layout.ts too.
- * Needs only bpftool (no root).
+ * The C ↔ TypeScript contract (Cilium's alignchecker idea, extended to enums, byte order and map
+ * types): everything src/dataplane/xdp/layout.ts declares must match the compiled object's BTF, and
+ * everything shared in BTF must be declared there.
+ * - structs: size, and every member's name, offset, size and C type (`__be16` ≠ `__u16`; a nested
+ *   struct by name); a struct or a member on one side only fails;
+ * - shared enums (`enum flb_*`): every enumerator's name and value, both ways; enum flb_limit against
+ *   src/config/limits.ts;
+ * - maps: names, key and value types, per-CPU or not, and sizes derived from the limits;
+ * - libbpf's option structs (libbpf-opts.ts): against libbpf's headers, with a probe compiled by clang.
+ * Needs bpftool and clang (no root).
  */
 import { describe, expect, test } from "bun:test";
-import { MAPS, MAX_BACKENDS_BPF, MAX_SERVICES, PLAN_BUFFERS, REASONS, SLOT_POOL_SIZE, STRUCTS } from "../../src/dataplane/xdp/layout.ts";
+import * as limits from "../../src/config/limits.ts";
+import { ENUMS, LIMITS, MAPS, MAX_SERVICES, PLAN_BUFFERS, REASONS, SLOT_POOL_SIZE, STRUCTS } from "../../src/dataplane/xdp/layout.ts";
+import { LIBBPF_STRUCTS } from "../../src/dataplane/xdp/libbpf-opts.ts";
 import { MAX_BACKENDS } from "../../src/config/limits.ts";
+import { Btf, isPerCpu } from "./btf.ts";
+import { probe } from "./cprobe.ts";
 
 const OBJ = new URL("../../build/bpf/featherlb.bpf.o", import.meta.url).pathname;
+const btf = new Btf(OBJ);
 
-interface BtfType {
-  id: number;
-  kind: string;
-  name: string;
-  size?: number;
-  type_id?: number;
-  nr_elems?: number;
-  members?: { name: string; type_id: number; bits_offset: number }[];
-  vars?: { type_id: number; name?: string }[];
-}
+/** Failure message of every C-vs-TypeScript comparison: which side the diff's lines come from. */
+const DRIFT = "C and TypeScript differ: + lines are the C side (BTF of build/bpf/featherlb.bpf.o), - lines src/dataplane/xdp/layout.ts";
 
-const dump = Bun.spawnSync(["bpftool", "btf", "dump", "file", OBJ, "-j"]);
-if (dump.exitCode !== 0) throw new Error(`bpftool btf dump failed: ${dump.stderr.toString()}`);
-const types: BtfType[] = JSON.parse(dump.stdout.toString()).types;
-const byId = new Map(types.map((t) => [t.id, t]));
-
-function sizeOf(id: number): number {
-  const t = byId.get(id)!;
-  switch (t.kind) {
-    case "TYPEDEF":
-    case "VOLATILE":
-    case "CONST":
-      return sizeOf(t.type_id!);
-    case "ARRAY":
-      return sizeOf(t.type_id!) * t.nr_elems!;
-    default:
-      return t.size!;
-  }
-}
+/** Named structs in BTF that are not shared with TypeScript: the kernel's program context, and the BTF anchor of the shared enums (consts.h). */
+const NOT_SHARED = ["xdp_md", "flb_contract"];
 
 describe("struct layouts match the BPF object's BTF", () => {
   for (const s of STRUCTS) {
     test(`struct ${s.cName}`, () => {
-      const t = types.find((x) => x.kind === "STRUCT" && x.name === s.cName);
+      const t = btf.struct(s.cName);
       expect(t, `struct ${s.cName} missing from BTF`).toBeDefined();
-      expect({ struct: s.cName, size: t!.size }).toEqual({ struct: s.cName, size: s.size });
-      const btf = t!.members!.map((m) => ({ name: m.name, offset: m.bits_offset / 8, size: sizeOf(m.type_id) }));
-      const ts = s.order.map((f) => ({ name: f.name, offset: f.offset, size: f.size }));
-      expect(ts).toEqual(btf);
+      const ts = s.fields.map((f) => ({ name: f.name, offset: f.offset, size: f.type.size, type: f.type.cType }));
+      expect({ struct: s.cName, size: t!.size, members: t!.members }, DRIFT).toEqual({ struct: s.cName, size: s.size, members: ts });
     });
   }
+
+  test("every struct in BTF is described in layout.ts STRUCTS", () => {
+    const shared = btf.structNames().filter((n) => !NOT_SHARED.includes(n));
+    expect(shared.sort(), DRIFT).toEqual(STRUCTS.map((s) => s.cName).sort());
+  });
+});
+
+describe("shared constants: the enum flb_* of bpf/consts.h match layout.ts ENUMS", () => {
+  const inBtf = btf.enums("flb_");
+
+  test("the same enums on both sides", () => {
+    expect([...inBtf.keys()].sort(), DRIFT).toEqual(ENUMS.map((e) => e.cName).sort());
+  });
+
+  for (const e of ENUMS) {
+    test(`enum ${e.cName}: every enumerator, name and value`, () => {
+      expect(inBtf.get(e.cName) ?? {}, DRIFT).toEqual(e.enumerators);
+    });
+  }
+
+  test("enum flb_limit is src/config/limits.ts's", () => {
+    for (const [name, value] of Object.entries(LIMITS)) expect({ [name]: value }).toEqual({ [name]: limits[name as keyof typeof LIMITS] });
+    expect(LIMITS.MAX_BACKENDS).toBe(MAX_BACKENDS);
+  });
 });
 
 describe("maps", () => {
-  const maps = types.find((t) => t.kind === "DATASEC" && t.name === ".maps")!;
-  const defs = new Map(
-    maps.vars!.map((v) => {
-      const variable = byId.get(v.type_id)!;
-      return [variable.name, byId.get(variable.type_id!)!] as const;
-    }),
-  );
-  /** max_entries of a BTF-defined map: __uint(max_entries, N) is `int (*max_entries)[N]`. */
-  const maxEntries = (name: string) => {
-    const m = defs.get(name)!.members!.find((x) => x.name === "max_entries")!;
-    return byId.get(byId.get(m.type_id)!.type_id!)!.nr_elems!;
-  };
+  const defs = btf.maps();
+  const maxEntries = (name: string) => defs.get(name)!.maxEntries;
+  const specs = Object.values(MAPS);
 
   test("every map layout.ts names exists, and names are ≤ 15 characters", () => {
-    for (const name of Object.values(MAPS)) {
+    for (const { name } of specs) {
       expect(defs.has(name), name).toBe(true);
       expect(name.length).toBeLessThanOrEqual(15);
     }
-    expect([...defs.keys()].sort()).toEqual(Object.values(MAPS).sort());
+    expect([...defs.keys()].sort(), DRIFT).toEqual(specs.map((m) => m.name).sort());
   });
 
+  for (const spec of specs) {
+    test(`${spec.name}: key and value types, per-CPU or not`, () => {
+      const d = defs.get(spec.name);
+      expect(d, `${spec.name} missing from BTF`).toBeDefined();
+      expect({ key: d!.key, value: d!.value, perCpu: isPerCpu(d!.mapType) }, DRIFT).toEqual({
+        key: { type: spec.key.cType, size: spec.key.size },
+        value: { type: spec.value.cType, size: spec.value.size },
+        perCpu: spec.perCpu,
+      });
+    });
+  }
+
   test("shared constants (map sizes) match layout.ts and service.ts", () => {
-    expect(MAX_BACKENDS_BPF).toBe(MAX_BACKENDS);
-    expect(maxEntries(MAPS.svc)).toBe(MAX_SERVICES);
-    expect(maxEntries(MAPS.plans)).toBe(MAX_SERVICES * PLAN_BUFFERS);
-    expect(maxEntries(MAPS.members)).toBe(MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
-    expect(maxEntries(MAPS.backends)).toBe(MAX_SERVICES * MAX_BACKENDS);
-    expect(maxEntries(MAPS.slots)).toBe(SLOT_POOL_SIZE);
-    expect(maxEntries(MAPS.reasons)).toBe(REASONS.length);
+    expect(LIMITS.MAX_BACKENDS).toBe(MAX_BACKENDS);
+    expect(maxEntries(MAPS.svc.name)).toBe(MAX_SERVICES);
+    expect(maxEntries(MAPS.plans.name)).toBe(MAX_SERVICES * PLAN_BUFFERS);
+    expect(maxEntries(MAPS.members.name)).toBe(MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
+    expect(maxEntries(MAPS.backends.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
+    expect(maxEntries(MAPS.slots.name)).toBe(SLOT_POOL_SIZE);
+    expect(maxEntries(MAPS.reasons.name)).toBe(REASONS.length);
   });
+});
+
+describe("libbpf's option structs match the headers of the libbpf we embed", () => {
+  const probed = probe(["bpf/bpf.h"], LIBBPF_STRUCTS);
+  for (const s of LIBBPF_STRUCTS) {
+    test(`struct ${s.cName}`, () => {
+      expect(probed[s.cName], "+ lines are libbpf's headers (the C probe), - lines src/dataplane/xdp/libbpf-opts.ts").toEqual({
+        size: s.size,
+        fields: s.fields.map((f) => ({ name: f.name, offset: f.offset, size: f.type.size, typeMatches: true })),
+      });
+    });
+  }
 });
 
 test("bun:ffi is imported only by the two modules that wrap C: xdp/libbpf.ts and proxy/backlog.ts", async () => {

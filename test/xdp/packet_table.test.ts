@@ -13,8 +13,9 @@ import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
 import type { Member } from "../../src/control/algorithms/types.ts";
 import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
-import { EINVAL, BpfError } from "../../src/dataplane/xdp/libbpf.ts";
-import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { XdpError } from "../../src/dataplane/xdp/errors.ts";
+import { EINVAL } from "../../src/dataplane/xdp/libbpf.ts";
+import { loadTestProgram, type TestProgram } from "./program-test.ts";
 import {
   CLIENT_MAC,
   ETH_P_8021Q,
@@ -52,7 +53,7 @@ const BE_PORT = 8080;
 const beMac = (i: number) => `02:00:00:00:00:${(0x21 + i).toString(16)}`;
 const SNAT = { first: 40000, last: 59999 };
 
-function setupProgram(p: XdpProgram): void {
+function setupProgram(p: TestProgram): void {
   p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (let c = 0; c < 256; c++) p.setNeighbour(ipv4ToU32(`10.0.1.${c}`), mac(CLIENT_MAC));
   p.setNeighbour(ipv4ToU32("10.0.0.10"), mac(CLIENT_MAC));
@@ -82,10 +83,10 @@ function fromBackend(be: number, snat: number, clientPort: number, flags: number
 const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
 
 if (bpfSuiteEnabled("xdp packet table")) {
-  let p: XdpProgram;
+  let p: TestProgram;
 
   beforeAll(async () => {
-    p = await XdpProgram.load({ flowTableSize: 65536 });
+    p = await loadTestProgram({ flowTableSize: 65536 });
     setupProgram(p);
     p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
   });
@@ -120,9 +121,9 @@ if (bpfSuiteEnabled("xdp packet table")) {
     ];
     for (const [desc, input, reason] of cases) {
       test(desc, () => {
-        const before = p.reasons()[reason as keyof ReturnType<XdpProgram["reasons"]>];
+        const before = p.reasons()[reason as keyof ReturnType<TestProgram["reasons"]>];
         row(input(), XDP_PASS);
-        expect(p.reasons()[reason as keyof ReturnType<XdpProgram["reasons"]>]).toBe(before + 1);
+        expect(p.reasons()[reason as keyof ReturnType<TestProgram["reasons"]>]).toBe(before + 1);
       });
     }
     test("truncated Ethernet (13 bytes): the kernel refuses the run (drivers never deliver < 14)", () => {
@@ -132,8 +133,8 @@ if (bpfSuiteEnabled("xdp packet table")) {
       } catch (e) {
         err = e;
       }
-      expect(err).toBeInstanceOf(BpfError);
-      expect((err as BpfError).errno).toBe(EINVAL);
+      expect(err).toBeInstanceOf(XdpError);
+      expect((err as XdpError).errno).toBe(EINVAL);
     });
     test("no PASS row created flow state", () => {
       expect(p.flowCounts()).toEqual({ fwd: 0, rev: 0 });
@@ -294,7 +295,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
         expect(hex(r.data)).toBe(hex(toBackend({ ...syn, tcpOptions: linuxSynOptions(ts.tsval) }, 0, snat)));
         expect(tcpChecksumOk(r.data)).toBe(true);
         const f = flowOf("10.0.0.10", PORT)!;
-        expect((f.state as number) & FLOW_STATE.TS_MOD).toBe(FLOW_STATE.TS_MOD);
+        expect(f.state & FLOW_STATE.TS_MOD).toBe(FLOW_STATE.TS_MOD);
         expect(f.ts_off).toBe(off);
       });
       test("backend SYN-ACK: TSecr' = TSecr − ts_off echoes the client's own TSval; the backend's TSval untouched", () => {
@@ -354,7 +355,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(r.retval).toBe(XDP_TX);
       const snat = parseTcp(r.data).sport;
       expect(hex(r.data)).toBe(hex(toBackend(syn, 0, snat)));
-      expect((flowOf("10.0.0.10", 5210)!.state as number) & FLOW_STATE.TS_MOD).toBe(0);
+      expect(flowOf("10.0.0.10", 5210)!.state & FLOW_STATE.TS_MOD).toBe(0);
       const d = client(5210, TCP.ACK, { seq: 1001, ack: 1, tcpOptions: linuxDataOptions(77, 88) });
       row(tcpPacket(d), XDP_TX, toBackend(d, 0, snat));
       const back = reply(snat, 5210, TCP.ACK, { tcpOptions: linuxDataOptions(99, 77) }, linuxDataOptions(99, 77));
@@ -371,7 +372,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(r.retval).toBe(XDP_TX);
       expect(r.data.length).toBe(cut.length);
       expect(hex(r.data.slice(14 + 20 + 20))).toBe(hex(cut.slice(14 + 20 + 20)));
-      expect((flowOf("10.0.0.10", 5220)!.state as number) & FLOW_STATE.TS_MOD).toBe(0);
+      expect(flowOf("10.0.0.10", 5220)!.state & FLOW_STATE.TS_MOD).toBe(0);
       expect(p.run(tcpPacket(client(5220, TCP.RST))).retval).toBe(XDP_TX);
     });
 
@@ -608,7 +609,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
 
   describe("flow table full (LRU)", () => {
     test("1024-entry tables: 3000 new flows all get through; the newest still translates both ways", async () => {
-      const small = await XdpProgram.load({ flowTableSize: 1024 });
+      const small = await loadTestProgram({ flowTableSize: 1024 });
       try {
         setupProgram(small);
         small.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { CFG_FLAGS, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
 import { possibleCpus } from "../../src/dataplane/xdp/libbpf.ts";
-import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { loadTestProgram, type TestProgram } from "./program-test.ts";
 import { CLIENT_MAC, LB_MAC, TCP, mac, tcpPacket } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -23,9 +23,9 @@ const VIP = "10.0.0.1";
 const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
 
 if (bpfSuiteEnabled("xdp duplicate-SYN race")) {
-  let p: XdpProgram;
+  let p: TestProgram;
   beforeAll(async () => {
-    p = await XdpProgram.load({ flowTableSize: 65536 });
+    p = await loadTestProgram({ flowTableSize: 65536 });
     p.writeConfig({ snatFirst: 40000, snatLast: 59999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
     BACKENDS.forEach((ip, i) => {
       p.setNeighbour(ipv4ToU32(ip), mac(`02:00:00:00:00:2${i + 1}`));

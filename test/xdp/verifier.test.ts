@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { FLOW_TABLE_SIZES } from "../../src/dataplane/xdp/layout.ts";
-import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
+import { loadProgram } from "../../src/dataplane/xdp/loader.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 if (bpfSuiteEnabled("xdp verifier load")) {
@@ -17,7 +17,7 @@ if (bpfSuiteEnabled("xdp verifier load")) {
     });
     for (const size of FLOW_TABLE_SIZES) {
       test(`flow_table_size ${size}`, async () => {
-        const p = await XdpProgram.load({ flowTableSize: size });
+        const p = await loadProgram({ flowTableSize: size });
         try {
           expect(p.progFd).toBeGreaterThan(0);
         } finally {

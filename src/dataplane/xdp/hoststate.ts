@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSyn
 import { join } from "node:path";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
+import { XdpError } from "./errors.ts";
 
 export const RUN_DIR = "/run/featherlb";
 
@@ -201,9 +202,10 @@ export class HostState {
    *
    * The kernel merges ranges, so "remove our range" could remove an operator's overlapping ports: the
    * restore writes `before` back verbatim, and only if the sysctl still holds what we wrote.
+   * Throws XdpError("host") when the sysctl cannot be read or written.
    */
   reservePorts(first: number, last: number): () => void {
-    const current = this.sysctl.read();
+    const current = sysctlOp("read", () => this.sysctl.read());
     const range = `${first}-${last}`;
     // Still what we (or a crashed predecessor, adopted by claim) wrote: the older `before` stands.
     const adopted = this.record.reservedPorts;
@@ -213,12 +215,12 @@ export class HostState {
     const ports: PortsRecord = { range, before, wrote: normaliseReserved(value) };
     this.setPorts(ports);
     try {
-      this.sysctl.write(value);
+      sysctlOp("write", () => this.sysctl.write(value));
     } catch (err) {
       this.setPorts(adopted); // nothing changed
       throw err;
     }
-    const wrote = this.sysctl.read();
+    const wrote = sysctlOp("read", () => this.sysctl.read());
     if (wrote !== ports.wrote) this.setPorts({ ...ports, wrote });
 
     let done = false;
@@ -298,6 +300,15 @@ export class HostState {
       });
     }
     this.path = undefined;
+  }
+}
+
+/** `op` on net.ipv4.ip_local_reserved_ports, its failure (an fs error) as XdpError("host"). */
+function sysctlOp<T>(what: "read" | "write", op: () => T): T {
+  try {
+    return op();
+  } catch (err) {
+    throw new XdpError("host", `could not ${what} net.ipv4.ip_local_reserved_ports: ${(err as Error).message}`);
   }
 }
 

@@ -1,31 +1,25 @@
 /**
  * libbpf through bun:ffi — with proxy/backlog.ts (three libc socket calls) the only modules that
- * import bun:ffi. Everything else sees typed functions taking Uint8Arrays and file descriptors.
+ * import bun:ffi. Everything else sees typed functions taking Uint8Arrays, maps (MapRef) and file
+ * descriptors.
  *
  * libbpf.so.1 and what it links (libelf.so.1, libz.so.1) are embedded in the compiled binary (bpf/bpf.mk
  * copies them into build/lib/) and dlopened by path, dependencies first: the dynamic loader then finds
  * libbpf's DT_NEEDED entries among the already-loaded sonames, so the host needs no libbpf installed.
  *
  * Conventions (libbpf ≥ 1.0): int functions return 0/fd or −errno; pointer functions return NULL and set
- * errno.
+ * errno. Every return code is checked here and a failure thrown as XdpError("bpf") with its errno (and
+ * libbpf's log where it has one); an outcome that is not a failure (a key that is absent, the end of a
+ * walk) is a boolean result instead. The few codes left unchecked say why where they are dropped.
+ *
+ * libbpf's option structs are described in libbpf-opts.ts (no hand-written offsets).
  */
 import { dlopen, JSCallback, ptr, read, type Pointer } from "bun:ffi";
 import libzPath from "../../../build/lib/libz.so.1" with { type: "file" };
 import libelfPath from "../../../build/lib/libelf.so.1" with { type: "file" };
 import libbpfPath from "../../../build/lib/libbpf.so.1" with { type: "file" };
-
-export class BpfError extends Error {
-  constructor(
-    message: string,
-    /** Positive errno (EPERM = 1, …). */
-    readonly errno: number,
-    /** libbpf's log (verifier output included) collected while the failing call ran. */
-    readonly log = "",
-  ) {
-    super(message);
-    this.name = "BpfError";
-  }
-}
+import { XdpError } from "./errors.ts";
+import { BPF_LINK_CREATE_OPTS, BPF_MAP_BATCH_OPTS, BPF_TEST_RUN_OPTS } from "./libbpf-opts.ts";
 
 export const EPERM = 1;
 export const ENOENT = 2;
@@ -35,6 +29,11 @@ export const ENODEV = 19;
 export const EINVAL = 22;
 export const EBUSY = 16;
 export const EOPNOTSUPP = 95;
+
+/** The XdpError of a failed libbpf call; `e` is the positive errno. */
+function failed(call: string, e: number, log = ""): XdpError {
+  return new XdpError("bpf", `${call} failed (errno ${e})`, e, log);
+}
 
 /** bpf_map_update_elem flags (linux/bpf.h). */
 export const BPF_ANY = 0;
@@ -53,6 +52,7 @@ const libc = dlopen("libc.so.6", {
   clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
 });
 // Loaded for their side effect (the sonames libbpf needs); one symbol each because dlopen wants one.
+// dlopen throws when a library cannot be loaded: index.ts turns that into a UserError ("unsupported").
 const libz = dlopen(libzPath, { zlibVersion: { args: [], returns: "ptr" } });
 const libelf = dlopen(libelfPath, { elf_version: { args: ["u32"], returns: "u32" } });
 void libz, libelf;
@@ -100,6 +100,7 @@ const printer = new JSCallback(
   },
   { args: ["i32", "ptr", "ptr"], returns: "i32" },
 );
+// Returns the previous print function (not an error code): nothing to check.
 bpf.libbpf_set_print(printer.ptr);
 
 function withLog<T>(fn: () => T): { value: T; log: string } {
@@ -131,108 +132,109 @@ export class BpfObject {
   /** Parse an ELF object from memory (bpf_object__open_mem). */
   static open(image: Uint8Array): BpfObject {
     const { value: obj, log } = withLog(() => bpf.bpf_object__open_mem(image, image.byteLength, null) as Pointer | null);
-    if (!obj) {
-      const e = errno();
-      throw new BpfError(`bpf_object__open_mem failed (errno ${e})`, e, log);
-    }
+    if (!obj) throw failed("bpf_object__open_mem", errno(), log);
     return new BpfObject(obj, image);
   }
 
   private handle(): Pointer {
-    if (!this.obj) throw new Error("BPF object is closed");
+    if (!this.obj) throw new XdpError("closed", "the BPF object is closed");
     return this.obj;
   }
 
   private map(name: string): Pointer {
     const m = bpf.bpf_object__find_map_by_name(this.handle(), cstr(name)) as Pointer | null;
-    if (!m) throw new BpfError(`BPF map ${name} not found in the object`, ENOENT);
+    if (!m) throw new XdpError("bpf", `BPF map ${name} not found in the object`, ENOENT);
     return m;
   }
 
   /** Before load only. */
   setMaxEntries(name: string, n: number): void {
     const rc = bpf.bpf_map__set_max_entries(this.map(name), n);
-    if (rc < 0) throw new BpfError(`bpf_map__set_max_entries(${name}, ${n}) failed`, -rc);
+    if (rc < 0) throw failed(`bpf_map__set_max_entries(${name}, ${n})`, -rc);
   }
 
   /** Create the maps and load (verify) the programs. */
   load(): void {
     const { value: rc, log } = withLog(() => bpf.bpf_object__load(this.handle()));
-    if (rc < 0) throw new BpfError(`bpf_object__load failed (errno ${-rc})`, -rc, log);
+    if (rc < 0) throw failed("bpf_object__load", -rc, log);
     this.loaded = true;
     void this.image;
   }
 
   mapFd(name: string): number {
     const fd = bpf.bpf_map__fd(this.map(name));
-    if (fd < 0) throw new BpfError(`map ${name} has no fd (loaded: ${this.loaded})`, -fd);
+    if (fd < 0) throw failed(`bpf_map__fd(${name}) (loaded: ${this.loaded})`, -fd);
     return fd;
   }
 
   progFd(name: string): number {
     const p = bpf.bpf_object__find_program_by_name(this.handle(), cstr(name)) as Pointer | null;
-    if (!p) throw new BpfError(`BPF program ${name} not found in the object`, ENOENT);
+    if (!p) throw new XdpError("bpf", `BPF program ${name} not found in the object`, ENOENT);
     const fd = bpf.bpf_program__fd(p);
-    if (fd < 0) throw new BpfError(`program ${name} has no fd (loaded: ${this.loaded})`, -fd);
+    if (fd < 0) throw failed(`bpf_program__fd(${name}) (loaded: ${this.loaded})`, -fd);
     return fd;
   }
 
   /** Unload: maps and programs go away once no link or fd holds them. */
   close(): void {
-    if (this.obj) bpf.bpf_object__close(this.obj);
+    if (this.obj) bpf.bpf_object__close(this.obj); // returns void
     this.obj = null;
   }
 }
 
 // ---- maps ----
 
-/** 0 on success, −errno on failure (e.g. −EEXIST with BPF_NOEXIST). */
-export function mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, flags = BPF_ANY): number {
-  return bpf.bpf_map_update_elem(fd, key, value, flags);
+/** A map as the functions below see it: its fd, and its name for messages. */
+export interface MapRef {
+  readonly fd: number;
+  readonly name: string;
+}
+
+/** bpf_map_update_elem. Throws XdpError("bpf") (e.g. errno EEXIST with BPF_NOEXIST). */
+export function mapUpdate(map: MapRef, key: Uint8Array, value: Uint8Array, flags = BPF_ANY): void {
+  const rc = bpf.bpf_map_update_elem(map.fd, key, value, flags);
+  if (rc < 0) throw failed(`bpf_map_update_elem(${map.name})`, -rc);
 }
 
 /**
  * Update `count` consecutive keys/values in one syscall (BPF_MAP_UPDATE_BATCH; array maps since 5.6).
- * keys/values are packed back to back. Returns 0 or −errno. struct bpf_map_batch_opts: sz@0
- * elem_flags@8 flags@16, size 24.
+ * keys/values are packed back to back. Throws XdpError("bpf"), e.g. on kernels without batch ops.
  */
-export function mapUpdateBatch(fd: number, keys: Uint8Array, values: Uint8Array, count: number): number {
-  if (count === 0) return 0;
+export function mapUpdateBatch(map: MapRef, keys: Uint8Array, values: Uint8Array, count: number): void {
+  if (count === 0) return;
   const n = new Uint32Array([count]);
-  const opts = new Uint8Array(24);
-  new DataView(opts.buffer).setBigUint64(0, 24n, true);
-  return bpf.bpf_map_update_batch(fd, keys, values, n, opts);
+  const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
+  const rc = bpf.bpf_map_update_batch(map.fd, keys, values, n, opts);
+  if (rc < 0) throw failed(`bpf_map_update_batch(${map.name}, ${count})`, -rc);
 }
 
 /** Copy the value for `key` into `out`; false when absent. Per-CPU maps fill ncpus × round8(size) bytes. */
-export function mapLookup(fd: number, key: Uint8Array, out: Uint8Array): boolean {
-  return bpf.bpf_map_lookup_elem(fd, key, out) === 0;
+export function mapLookup(map: MapRef, key: Uint8Array, out: Uint8Array): boolean {
+  const rc = bpf.bpf_map_lookup_elem(map.fd, key, out);
+  if (rc === -ENOENT) return false;
+  if (rc < 0) throw failed(`bpf_map_lookup_elem(${map.name})`, -rc);
+  return true;
 }
 
-export function mapDelete(fd: number, key: Uint8Array): boolean {
-  return bpf.bpf_map_delete_elem(fd, key) === 0;
+/** Delete `key`; false when it was absent. */
+export function mapDelete(map: MapRef, key: Uint8Array): boolean {
+  const rc = bpf.bpf_map_delete_elem(map.fd, key);
+  if (rc === -ENOENT) return false;
+  if (rc < 0) throw failed(`bpf_map_delete_elem(${map.name})`, -rc);
+  return true;
 }
 
 /** The key after `key` (null = the first) into `next`; false at the end. */
-export function mapNextKey(fd: number, key: Uint8Array | null, next: Uint8Array): boolean {
-  return bpf.bpf_map_get_next_key(fd, key, next) === 0;
-}
-
-/** Count a hash map's entries by walking its keys (tests and diagnostics; O(n)). */
-export function mapCount(fd: number, keySize: number): number {
-  let key: Uint8Array | null = null;
-  const next = new Uint8Array(keySize);
-  let n = 0;
-  while (mapNextKey(fd, key, next)) {
-    n++;
-    key = Uint8Array.from(next);
-  }
-  return n;
+export function mapNextKey(map: MapRef, key: Uint8Array | null, next: Uint8Array): boolean {
+  const rc = bpf.bpf_map_get_next_key(map.fd, key, next);
+  if (rc === -ENOENT) return false;
+  if (rc < 0) throw failed(`bpf_map_get_next_key(${map.name})`, -rc);
+  return true;
 }
 
 export function possibleCpus(): number {
   const n = bpf.libbpf_num_possible_cpus();
-  if (n <= 0) throw new BpfError("libbpf_num_possible_cpus failed", -n);
+  if (n <= 0) throw failed("libbpf_num_possible_cpus", -n);
   return n;
 }
 
@@ -248,53 +250,50 @@ export interface TestRunResult {
 }
 
 /**
- * Run an XDP program on one packet (BPF_PROG_TEST_RUN via bpf_prog_test_run_opts). struct
- * bpf_test_run_opts (libbpf 1.1 bpf.h) on LP64: sz@0 data_in@8 data_out@16 data_size_in@24
- * data_size_out@28 ctx_in@32 ctx_out@40 ctx_size_in@48 ctx_size_out@52 retval@56 repeat@60 duration@64
- * flags@68 cpu@72 batch_size@76, size 80.
+ * Run an XDP program on one packet (BPF_PROG_TEST_RUN via bpf_prog_test_run_opts). For the tests: the
+ * data plane never calls it, but it lives here because only this module touches bun:ffi.
  */
 export function testRun(progFd: number, packet: Uint8Array, repeat = 1): TestRunResult {
   const out = new Uint8Array(packet.byteLength + 256);
-  const opts = new Uint8Array(80);
-  const v = new DataView(opts.buffer);
-  v.setBigUint64(0, 80n, true);
-  v.setBigUint64(8, BigInt(ptr(packet)), true);
-  v.setBigUint64(16, BigInt(ptr(out)), true);
-  v.setUint32(24, packet.byteLength, true);
-  v.setUint32(28, out.byteLength, true);
-  v.setInt32(60, repeat, true);
+  const opts = BPF_TEST_RUN_OPTS.encode({
+    sz: BPF_TEST_RUN_OPTS.size,
+    data_in: ptr(packet),
+    data_out: ptr(out),
+    data_size_in: packet.byteLength,
+    data_size_out: out.byteLength,
+    repeat,
+  });
   const rc = bpf.bpf_prog_test_run_opts(progFd, opts);
-  if (rc < 0) throw new BpfError(`bpf_prog_test_run_opts failed (errno ${-rc})`, -rc);
-  return {
-    retval: v.getUint32(56, true),
-    data: out.slice(0, v.getUint32(28, true)),
-    durationNs: v.getUint32(64, true),
-  };
+  if (rc < 0) throw failed("bpf_prog_test_run_opts", -rc);
+  const r = BPF_TEST_RUN_OPTS.decode(opts);
+  return { retval: r.retval, data: out.slice(0, r.data_size_out), durationNs: r.duration };
 }
 
 /**
  * Attach an XDP program to an interface with a bpf_link (BPF_LINK_CREATE). The link lives as long as
  * the returned fd: when the process exits, even by SIGKILL, the kernel closes it and detaches the
- * program. `flags` picks the mode (XDP_FLAGS_DRV_MODE or XDP_FLAGS_SKB_MODE). Returns fd or −errno.
- *
- * struct bpf_link_create_opts (libbpf 1.1) on LP64: sz@0 flags@8 … size 64; only sz and flags are set.
+ * program. `flags` picks the mode (XDP_FLAGS_DRV_MODE or XDP_FLAGS_SKB_MODE). Returns the link's fd;
+ * throws XdpError("bpf") with the errno (loader.ts explains it to the user).
  */
 export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): number {
-  const opts = new Uint8Array(64);
-  const v = new DataView(opts.buffer);
-  v.setBigUint64(0, 64n, true);
-  v.setUint32(8, flags, true);
-  return bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
+  const opts = BPF_LINK_CREATE_OPTS.encode({ sz: BPF_LINK_CREATE_OPTS.size, flags });
+  const fd = bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
+  if (fd < 0) throw failed(`bpf_link_create(ifindex ${ifindex})`, -fd);
+  return fd;
 }
 
 const CLOCK_MONOTONIC = 1;
 const timespec = new BigInt64Array(2);
 /** CLOCK_MONOTONIC in whole seconds: the clock the BPF program stamps flows with (bpf_ktime_get_coarse_ns). */
 export function monotonicSeconds(): number {
-  libc.symbols.clock_gettime(CLOCK_MONOTONIC, timespec);
+  if (libc.symbols.clock_gettime(CLOCK_MONOTONIC, timespec) !== 0) throw failed("clock_gettime(CLOCK_MONOTONIC)", errno());
   return Number(timespec[0]);
 }
 
+/**
+ * Close a file descriptor (a bpf_link: detaches the program). close()'s result is not checked: after
+ * close the fd is released whatever it returns (Linux), and EBADF would mean we closed it twice.
+ */
 export function closeFd(fd: number): void {
   if (fd >= 0) libc.symbols.close(fd);
 }

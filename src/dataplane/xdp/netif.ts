@@ -1,8 +1,10 @@
-/** Host facts and changes the XDP plane needs: which interface owns an address, interface indexes,
+/** Host facts and changes the XDP plane needs: which interface to attach to, interface indexes,
  * reserved ports, neighbour entries. What it changes is recorded by hoststate.ts. */
 import { readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
+import type { Config } from "../../config/types.ts";
 import { UserError } from "../../errors.ts";
+import { XdpError } from "./errors.ts";
 import type { Neighbour, Sysctl } from "./hoststate.ts";
 
 /** The interface that has `ip` configured, or undefined. */
@@ -11,6 +13,37 @@ export function interfaceOwning(ip: string): string | undefined {
     if (addrs?.some((a) => a.family === "IPv4" && a.address === ip)) return name;
   }
   return undefined;
+}
+
+/** The interface to attach to: xdp.interface, else the one owning the services' listen addresses. */
+export function chooseInterface(config: Config): string {
+  if (config.xdp.interface) return config.xdp.interface;
+  const owners = new Set<string>();
+  for (const s of config.services) {
+    const ip = s.listen.host;
+    const owner = interfaceOwning(ip);
+    if (!owner) {
+      throw new UserError("interface", `service ${s.name} listens on ${ip}, which no network interface has; add the address to an interface or set xdp.interface.`);
+    }
+    owners.add(owner);
+  }
+  if (owners.size === 0) throw new UserError("interface", "mode: xdp needs at least one service to find its interface; add a service or set xdp.interface.");
+  if (owners.size > 1) {
+    throw new UserError("interface", `the services listen on addresses of several interfaces (${[...owners].join(", ")}); mode: xdp attaches to one, so set xdp.interface.`);
+  }
+  return [...owners][0]!;
+}
+
+/** Is `ifname` a veth (no device behind it, and `ip -d link` says veth)? False when unsure. */
+export async function isVeth(ifname: string): Promise<boolean> {
+  try {
+    const uevent = await Bun.file(`/sys/class/net/${ifname}/device/uevent`).exists();
+    if (uevent) return false;
+    const link = Bun.spawnSync(["ip", "-d", "link", "show", ifname]);
+    return link.stdout.toString().includes("veth");
+  } catch {
+    return false;
+  }
 }
 
 export function ifindexOf(name: string): number {
@@ -81,21 +114,22 @@ export function taggedNeighbours(): Neighbour[] {
  * MAC is unknown, and nothing else would make the kernel resolve it. Returns the next hop and whether
  * the entry is ours (`ours`: made by this call, or tagged by an earlier featherlb; false when it was
  * already managed, permanent or NOARP without our tag — then it is someone else's and
- * releaseNeighbour must leave it), or an error message. Uses iproute2 (`ip`), present on every host
- * that runs XDP.
+ * releaseNeighbour must leave it). Throws XdpError("neighbour") saying why it could not. Uses
+ * iproute2 (`ip`), present on every host that runs XDP.
  */
-export function manageNeighbour(ifname: string, ip: string): { nexthop: string; ours: boolean } | { error: string } {
+export function manageNeighbour(ifname: string, ip: string): { nexthop: string; ours: boolean } {
+  const cannot = (why: string) => new XdpError("neighbour", why);
   const route = Bun.spawnSync(["ip", "-j", "route", "get", ip], { stdout: "pipe", stderr: "pipe" });
-  if (route.exitCode !== 0) return { error: route.stderr.toString().trim() || "ip route get failed" };
+  if (route.exitCode !== 0) throw cannot(route.stderr.toString().trim() || "ip route get failed");
   const r = (JSON.parse(route.stdout.toString()) as { dev?: string; gateway?: string; type?: string }[])[0];
-  if (!r || r.type === "local") return { error: "the address is local" };
-  if (r.dev !== ifname) return { error: `it is routed via ${r.dev}, not ${ifname}` };
+  if (!r || r.type === "local") throw cannot("the address is local");
+  if (r.dev !== ifname) throw cannot(`it is routed via ${r.dev}, not ${ifname}`);
   const nexthop = r.gateway ?? ip;
   const existing = neighShow([nexthop, "dev", ifname])[0];
   if (existing && isOurs(existing)) return { nexthop, ours: true };
   if (existing && isTheirs(existing)) return { nexthop, ours: false };
   const set = Bun.spawnSync(["ip", "neigh", "replace", nexthop, "dev", ifname, "managed", "protocol", String(NEIGH_PROTOCOL)], { stdout: "pipe", stderr: "pipe" });
-  if (set.exitCode !== 0) return { error: set.stderr.toString().trim() || "ip neigh replace failed" };
+  if (set.exitCode !== 0) throw cannot(set.stderr.toString().trim() || "ip neigh replace failed");
   return { nexthop, ours: true };
 }
 

@@ -1,10 +1,7 @@
 /**
- * Slot-pool bookkeeping for plan tables (pure TypeScript, no FFI: index.ts may import it statically).
+ * Slot-pool bookkeeping for plan tables (pure TypeScript, no FFI).
  */
 import { SLOT_POOL_SIZE } from "./layout.ts";
-
-/** A plan does not fit in what is left of flb_slots. */
-export class PlanTooLargeError extends Error {}
 
 /** First-fit allocator of ranges in flb_slots, with coalescing on release. */
 export class SlotPool {
@@ -14,6 +11,7 @@ export class SlotPool {
     this.free = [{ start: 0, len: size }];
   }
 
+  /** The start of a free range of `len` slots, now taken; -1 when no range is that long. */
   alloc(len: number): number {
     const i = this.free.findIndex((r) => r.len >= len);
     if (i < 0) return -1;

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TCP timestamp modulation (pf's `modulate state` idea applied to RFC 7323 timestamps).
+ *
+ * Why: the backend keys TIME_WAIT by (LB address, SNAT port). When that SNAT port is later reused toward
+ * the same backend by another client, the new SYN's TSval comes from that client's clock (Linux also
+ * randomises the TS offset per address pair), usually "older" than the ts_recent the TIME_WAIT socket
+ * holds, and PAWS drops the SYN (TcpExtPAWSTimewait): the client retransmits after 1 s, or never gets in.
+ * So every flow's TSvals toward backends are moved onto one LB clock:
+ *
+ *   on the SYN that creates the flow   ts_off  = lb_now_ms − TSval            (u32, wrapping)
+ *   client → backend                   TSval' = TSval + ts_off
+ *   backend → client                   TSecr' = TSecr − ts_off   (the client gets its own values back)
+ *
+ * lb_now_ms is CLOCK_MONOTONIC (bpf_ktime_get_ns) in milliseconds truncated to u32. Milliseconds: RFC 7323
+ * §5.4 wants a timestamp clock between 1 ms and 1 s per tick, and 1 ms is what Linux clients tick at,
+ * so a flow's TSval' keeps advancing at about the LB clock's rate. Monotonic: never steps back (unlike
+ * the wall clock), shared by every CPU, so a later flow's SYN always carries a TSval' at or above
+ * what earlier flows sent from the same SNAT port. The u32 wrap (49.7 days) is harmless: PAWS compares
+ * with s32 differences and treats ts_recent older than 24 days as invalid.
+ *
+ * Limits: after its SYN, a flow's TSval' advances at its client's clock rate, so it can run a few ms
+ * ahead of the LB clock (transit jitter), or further on a long flow from a client ticking faster than
+ * 1 kHz. A SYN reusing the port within that margin may then tie or trail; the backend still accepts a
+ * SYN whose ISN is above the TIME_WAIT socket's rcv_nxt, so these cases fall back to today's odds.
+ *
+ * This header is the whole feature: finding the option (tcp_ts_off, ts_data), the LB clock, ts_off on
+ * the SYN (ts_start_flow) and the TSval/TSecr rewrites with their checksum updates (ts_modulate).
+ */
+#ifndef FLB_TSMOD_H
+#define FLB_TSMOD_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "csum.h"
+#include "parsing.h"
+#include "structs.h"
+
+/* TCP options (RFC 9293, RFC 7323). A TCP header holds at most 40 bytes of options. */
+#define TCP_OPTS_MAX 40
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_TIMESTAMP 8
+#define TCPOLEN_TIMESTAMP 10 /* kind, len, TSval (4), TSecr (4) */
+
+/* Where the TCP header starts: parse_packet only lets through untagged Ethernet and IPv4 with IHL 5. */
+#define TCP_HDR_OFF (sizeof(struct ethhdr) + sizeof(struct iphdr))
+/* The largest offset tcp_ts_off can return: the timestamp data ends within 40 bytes of options. */
+#define TCP_TS_OFF_MAX (TCP_HDR_OFF + sizeof(struct tcphdr) + TCP_OPTS_MAX - 8)
+
+/**
+ * Find the TCP timestamp option (RFC 7323 §3: kind 8, length 10) of a packet parse_packet accepted.
+ * Returns the offset from the packet start of its 8 data bytes (TSval then TSecr, network order, not
+ * necessarily 4-byte aligned), or 0 when the header has no timestamp option or a malformed one:
+ * a length below 2, an option running past doff or past data_end, a timestamp option whose length is
+ * not 10, or an EOL before it. The caller then leaves the options alone (the endpoints judge them).
+ *
+ * A global (non-inlined) function: the verifier checks it once, on its own, instead of once per call
+ * site with every caller's state (the walk is the costliest loop in the program; inlined at the three
+ * call sites it multiplied the verified instructions by 4.5). Globals get only ctx and scalars, so it
+ * re-reads data/data_end from ctx and the caller bounds the result again (ts_data()).
+ *
+ * Verifier bounds: `off` is checked against `len` (≤ 40, from the 4-bit doff) and against TCP_OPTS_MAX
+ * explicitly, so `opt + off` is a packet pointer with a bounded variable offset, and every byte is read
+ * only after an explicit `> data_end` check on that pointer. One step per option, each consuming ≥ 1
+ * byte, so TCP_OPTS_MAX iterations always suffice (bounded loop, Linux ≥ 5.3).
+ */
+__noinline int tcp_ts_off(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *t = data + TCP_HDR_OFF;
+	if ((void *)(t + 1) > data_end || t->doff <= 5)
+		return 0;
+	__u8 *opt = (__u8 *)(t + 1);
+	__u32 len = t->doff * 4 - sizeof(struct tcphdr);
+
+	__u32 off = 0;
+	for (int i = 0; i < TCP_OPTS_MAX; i++) {
+		if (off >= len || off >= TCP_OPTS_MAX)
+			return 0;
+		__u8 *k = opt + off;
+		if ((void *)(k + 1) > data_end)
+			return 0;
+		if (k[0] == TCPOPT_EOL)
+			return 0;
+		if (k[0] == TCPOPT_NOP) {
+			off += 1;
+			continue;
+		}
+		if ((void *)(k + 2) > data_end)
+			return 0;
+		__u32 olen = k[1];
+		if (olen < 2 || off + olen > len)
+			return 0;
+		if (k[0] == TCPOPT_TIMESTAMP) {
+			if (olen != TCPOLEN_TIMESTAMP || (void *)(k + TCPOLEN_TIMESTAMP) > data_end)
+				return 0;
+			return TCP_HDR_OFF + sizeof(struct tcphdr) + off + 2;
+		}
+		off += olen;
+	}
+	return 0;
+}
+
+/**
+ * The timestamp option's data bytes of packet `p` (TSval, TSecr), or NULL. Skips the call when doff
+ * is 5 (no options: the common data packet of a flow without timestamps). The offset from the global
+ * function is an unknown scalar to the verifier here, hence the range check before it becomes a pointer.
+ */
+static __always_inline __u8 *ts_data(struct xdp_md *ctx, const struct packet *p)
+{
+	if (p->tcph->doff <= 5)
+		return NULL;
+	/* Fast path: NOP, NOP, TS(8, 10) as the first option bytes — what Linux, BSD and Windows put on
+	 * every segment after the handshake (RFC 7323 Appendix A). Same answer as the walk, without the call. */
+	__u8 *opt = (__u8 *)(p->tcph + 1);
+	void *end = (void *)(long)ctx->data_end;
+	if (p->tcph->doff >= 8 && (void *)(opt + 12) <= end && opt[0] == TCPOPT_NOP && opt[1] == TCPOPT_NOP &&
+	    opt[2] == TCPOPT_TIMESTAMP && opt[3] == TCPOLEN_TIMESTAMP)
+		return opt + 4;
+	__u32 off = tcp_ts_off(ctx);
+	if (off < TCP_HDR_OFF + sizeof(struct tcphdr) || off > TCP_TS_OFF_MAX)
+		return NULL;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *ts = data + off;
+	if ((void *)(ts + 8) > data_end)
+		return NULL;
+	return ts;
+}
+
+/** The LB timestamp clock: CLOCK_MONOTONIC in ms, truncated to u32 (see above). */
+static __always_inline __u32 lb_ts_clock(void)
+{
+	return (__u32)(bpf_ktime_get_ns() / 1000000ULL);
+}
+
+static __always_inline int flow_modulates_ts(const struct flow_fwd *f) { return f->state & FLOW_TS_MOD; }
+
+/**
+ * Add `delta` (host order, wrapping) to the 4-byte timestamp field at `field` (network order, maybe
+ * unaligned: read and written with memcpy) and update the TCP checksum for it:
+ * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the field's two 16-bit words (csum_replace4).
+ */
+static __always_inline void ts_field_add(struct tcphdr *t, __u8 *field, __u32 delta)
+{
+	__be32 old, new;
+	__builtin_memcpy(&old, field, sizeof(old));
+	new = bpf_htonl(bpf_ntohl(old) + delta);
+	csum_replace4(&t->check, old, new);
+	__builtin_memcpy(field, &new, sizeof(new));
+}
+
+/**
+ * On the SYN that creates a flow: when it carries a timestamp option, set FLOW_TS_MOD and ts_off in `f`
+ * (not yet in the map) and return the option's data for ts_field_add once the flow is recorded (a SYN
+ * passed to the kernel instead must stay unmodified). Without the option: NULL, `f` unchanged, and the
+ * flow's later packets are never looked at for timestamps.
+ */
+static __always_inline __u8 *ts_start_flow(struct xdp_md *ctx, struct packet *p, struct flow_fwd *f)
+{
+	__u8 *ts = ts_data(ctx, p);
+	if (!ts)
+		return NULL;
+	__be32 tsval;
+	__builtin_memcpy(&tsval, ts, sizeof(tsval));
+	f->ts_off = lb_ts_clock() - bpf_ntohl(tsval);
+	f->state |= FLOW_TS_MOD;
+	return ts;
+}
+
+/**
+ * Rewrite the timestamps of a packet of an existing flow travelling in `dir`: TSval + ts_off toward the
+ * backend, TSecr − ts_off toward the client. Packets without the option (or with malformed options) are
+ * left as they are. `f` is a copy taken from the map (ts_off never changes after the SYN).
+ */
+static __always_inline void ts_modulate(struct xdp_md *ctx, struct packet *p, const struct flow_fwd *f, int dir)
+{
+	if (!flow_modulates_ts(f))
+		return;
+	__u8 *ts = ts_data(ctx, p);
+	if (!ts)
+		return;
+	if (dir == DIR_C2B)
+		ts_field_add(p->tcph, ts, f->ts_off);      /* TSval */
+	else
+		ts_field_add(p->tcph, ts + 4, -f->ts_off); /* TSecr */
+}
+
+#endif
