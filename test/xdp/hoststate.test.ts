@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NEIGH_PROTOCOL } from "../../src/dataplane/xdp/netif.ts";
 import { featherlbCommand } from "../support/lb.ts";
+import { writeXdpConfig } from "./netns/config.ts";
 import { Proc } from "../support/proc.ts";
 import { LB_IF, inNs, run, sh, topology } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -61,28 +62,7 @@ const ours = () =>
     .map(([ip]) => ip);
 
 function writeConfig(dir: string, name: string, snat: string, backends = BACKEND_IPS): string {
-  const path = join(dir, `${name}.yaml`);
-  writeFileSync(
-    path,
-    `mode: xdp
-log:
-  level: info
-admin:
-  listen: off
-drain_timeout: 1s
-xdp:
-  interface: ${LB_IF}
-  snat_ports: "${snat}"
-services:
-  - name: svc
-    listen: "${LB_IP}:80"
-    algorithm: round_robin
-    health_check: { interval: 500ms, timeout: 300ms, rise: 1, fall: 2 }
-    backends:
-${backends.map((ip) => `      - { address: "${ip}:8080" }`).join("\n")}
-`,
-  );
-  return path;
+  return writeXdpConfig(dir, name, { listen: `${LB_IP}:80`, snat, interface: LB_IF, backends: backends.map((ip) => ({ address: `${ip}:8080` })) });
 }
 
 /** Start featherlb in flbh-lb and wait until it runs (its services in the maps, its neighbours made). */

@@ -8,7 +8,7 @@
  * and that SIGKILL of the LB leaves no XDP program attached.
  *
  * A last case reuses SNAT ports toward a backend that closes first (its TIME_WAIT sockets) from two
- * client addresses: PAWS must not reject any SYN (TCP timestamp modulation, bpf/nat.h).
+ * client addresses: PAWS must not reject any SYN (TCP timestamp modulation, bpf/tsmod.h).
  *
  * The LB process is the real thing, as in every integration test (test/support/lb.ts): FEATHERLB_BIN
  * (`make test` sets dist/featherlb), else `bun src/main.ts`. Sticky algorithms are checked per client IP
@@ -23,6 +23,7 @@ import { REASONS } from "../../src/dataplane/xdp/layout.ts";
 import { featherlbCommand } from "../support/lb.ts";
 import { readLbConfig } from "../support/lbconfig.ts";
 import { predictor } from "../support/predict.ts";
+import { writeXdpConfig } from "./netns/config.ts";
 import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -38,32 +39,14 @@ const lbCommand = (config: string) => inNs(NS.lb, ...featherlbCommand(), config)
 const lbKind = process.env.FEATHERLB_BIN ? "binary" : "source";
 
 function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[], attach: string): string {
-  const path = join(dir, `${algorithm}-${attach}.yaml`);
-  writeFileSync(
-    path,
-    `mode: xdp
-log:
-  level: info
-admin:
-  listen: off
-drain_timeout: 1s
-xdp:
-  attach: ${attach}
-  snat_ports: "40000-49999"
-services:
-  - name: svc
-    listen: "${LB_IP}:80"
-    algorithm: ${algorithm}
-    health_check:
-      interval: ${HEALTH.interval}ms
-      timeout: ${HEALTH.timeout}ms
-      rise: ${HEALTH.rise}
-      fall: ${HEALTH.fall}
-    backends:
-${BACKEND_IPS.map((ip, i) => `      - { address: "${ip}:8080", weight: ${weights[i]} }`).join("\n")}
-`,
-  );
-  return path;
+  return writeXdpConfig(dir, `${algorithm}-${attach}`, {
+    listen: `${LB_IP}:80`,
+    snat: "40000-49999",
+    attach,
+    algorithm,
+    health: HEALTH,
+    backends: BACKEND_IPS.map((ip, i) => ({ address: `${ip}:8080`, weight: weights[i]! })),
+  });
 }
 
 /** Run the client script in the client namespace; parse its JSON line. */
@@ -310,26 +293,7 @@ if (bpfSuiteEnabled("xdp netns integration")) {
       const COUNT = 3000;
       const ns = NS.backends[0]!;
       const tw = new Proc(inNs(ns, BUN, join(HERE, "backend.ts"), "tw", "8081", "close-first"));
-      const path = join(dir, "paws.yaml");
-      writeFileSync(
-        path,
-        `mode: xdp
-log:
-  level: info
-admin:
-  listen: off
-drain_timeout: 1s
-xdp:
-  snat_ports: "40000-41023"
-services:
-  - name: svc
-    listen: "${LB_IP}:80"
-    algorithm: round_robin
-    health_check: { interval: 500ms, timeout: 300ms, rise: 1, fall: 2 }
-    backends:
-      - { address: "${BACKEND_IPS[0]}:8081" }
-`,
-      );
+      const path = writeXdpConfig(dir, "paws", { listen: `${LB_IP}:80`, snat: "40000-41023", backends: [{ address: `${BACKEND_IPS[0]}:8081` }] });
       const lb = new Proc(lbCommand(path));
       const pawsTimewait = () => {
         const lines = run(ns, "cat", "/proc/net/netstat").split("\n").filter((l) => l.startsWith("TcpExt:"));

@@ -1,7 +1,7 @@
 /**
  * featherlb's neighbour table: the next-hop MAC of every backend, written into flb_nbr for the XDP
  * program to use when bpf_fib_lookup refuses because IPv4 forwarding is off on the interface (the
- * kernel checks forwarding before any lookup; see bpf/nat.h resolve_l2). It also keeps working when
+ * kernel checks forwarding before any lookup; see bpf/neigh.h resolve_l2). It also keeps working when
  * forwarding is on, so an operator or a daemon flipping net.ipv4.ip_forward at run time changes nothing.
  *
  * Sources, read from procfs (per network namespace, no process spawned, no privileges needed):
