@@ -48,12 +48,23 @@ export interface Topology {
   teardown(): void;
 }
 
+/**
+ * FLB_NS_TAG (letters/digits) is appended to every prefix, so two checkouts can run the same suite on
+ * one host at once (flbx → flbxA…); empty by default.
+ */
+const TAG = (() => {
+  const tag = process.env.FLB_NS_TAG ?? "";
+  if (!/^[A-Za-z0-9]{0,4}$/.test(tag)) throw new Error(`FLB_NS_TAG must be up to 4 letters or digits, got "${tag}"`);
+  return tag;
+})();
+
 export function topology(o: { prefix: string; net: string; clients: number; backends: number; txOff: boolean }): Topology {
+  const p = `${o.prefix}${TAG}`;
   const ns = {
-    br: `${o.prefix}-br`,
-    lb: `${o.prefix}-lb`,
-    client: o.clients ? `${o.prefix}-c` : undefined,
-    backends: Array.from({ length: o.backends }, (_, i) => `${o.prefix}-b${i + 1}`),
+    br: `${p}-br`,
+    lb: `${p}-lb`,
+    client: o.clients ? `${p}-c` : undefined,
+    backends: Array.from({ length: o.backends }, (_, i) => `${p}-b${i + 1}`),
   };
   const lbIp = `${o.net}.1`;
   const clientIps = Array.from({ length: o.clients }, (_, i) => `${o.net}.${10 + i}`);
