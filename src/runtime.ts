@@ -11,6 +11,8 @@ import { MAX_BACKENDS } from "./config/limits.ts";
 import { loadConfig } from "./config/load.ts";
 import type { Config } from "./config/types.ts";
 import { AdminServer } from "./control/admin.ts";
+import { Announcer } from "./control/announce.ts";
+import { ConfigWatcher } from "./control/configwatch.ts";
 import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
 import { Logger } from "./control/log.ts";
@@ -31,6 +33,8 @@ export class Runtime {
   private readonly resolver: Resolver;
   private readonly admin: AdminServer;
   private readonly housekeeping: ReturnType<typeof setInterval>;
+  private readonly announcer: Announcer;
+  private watcher?: ConfigWatcher;
   private reloading: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
 
@@ -44,6 +48,7 @@ export class Runtime {
     this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
     if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms);
+    this.announcer = new Announcer(log);
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
@@ -78,6 +83,7 @@ export class Runtime {
       runtime.release();
       throw err;
     }
+    runtime.watcher = new ConfigWatcher(path, () => runtime.config.config_watch_ms, () => runtime.reload(), log);
     log.info("featherlb started", {
       version: VERSION,
       mode: plane.kind,
@@ -110,6 +116,7 @@ export class Runtime {
 
   private async reloadOnce(): Promise<void> {
     if (this.stopping) return;
+    this.watcher?.sync();
     try {
       const next = await loadConfig(this.path);
       if (next.mode !== this.config.mode) {
@@ -155,6 +162,7 @@ export class Runtime {
     this.log.level = config.log.level;
     await this.resolver.sync(next, config.dns_refresh_ms);
     this.health.sync(next);
+    await this.announcer.sync(config.announce, next);
   }
 
   /** Stop accepting, let established connections finish up to drain_timeout, then release everything. */
@@ -162,6 +170,9 @@ export class Runtime {
     this.stopping ??= (async () => {
       const deadline = Date.now() + this.config.drain_timeout_ms;
       this.log.info("draining", { signal, drain_timeout_ms: this.config.drain_timeout_ms });
+      // Routers stop sending new flows first; this instance still takes them for withdraw_grace.
+      await this.announcer.withdrawAll();
+      await Bun.sleep(this.config.announce?.withdraw_grace_ms ?? 0);
       this.health.stop();
       this.resolver.stop();
       await this.plane.drain(deadline);
@@ -173,6 +184,8 @@ export class Runtime {
 
   private release(): void {
     clearInterval(this.housekeeping);
+    this.watcher?.stop();
+    this.announcer.close();
     this.health.stop();
     this.resolver.stop();
     this.admin.stop();

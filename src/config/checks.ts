@@ -10,7 +10,7 @@ import { MAGLEV_SLOTS_PER_BACKEND, MAGLEV_TABLE_SIZE_MAX } from "./limits.ts";
 import { isPrime, nextPrime } from "./primes.ts";
 import type { FileOutput, HealthCheckOutput } from "./sections.ts";
 import type { Config, HealthCheckConfig, HostPort, ServiceConfig } from "./types.ts";
-import { checkXdp } from "./xdp.ts";
+import { checkXdp, isSpecificIPv4 } from "./xdp.ts";
 
 export type PathKey = string | number;
 export interface Problem {
@@ -31,6 +31,7 @@ export function checkConfig(config: Config, file: FileOutput): Problem[] {
   });
   const written = { admin: file.admin?.listen !== undefined, snatPorts: file.xdp?.snat_ports !== undefined };
   if (config.mode === "xdp") problems.push(...checkXdp(config, written.snatPorts));
+  if (config.announce !== undefined) problems.push(...checkAnnounce(config.services));
   config.services.forEach((service, i) => {
     problems.push(...checkBackends(service, i), ...checkLoops(service, i, config.services), ...checkMaglev(service, i));
     const twin = config.services.findIndex((other) => other.name === service.name);
@@ -60,6 +61,20 @@ export function checkConfig(config: Config, file: FileOutput): Problem[] {
     }
   });
   return problems;
+}
+
+/** announce: routes one /32 per listen address, so each must be one IPv4 address (not a wildcard, not IPv6). */
+function checkAnnounce(services: readonly ServiceConfig[]): Problem[] {
+  return services.flatMap((service, i) =>
+    isSpecificIPv4(service.listen.host)
+      ? []
+      : [
+          {
+            path: ["services", i, "listen"],
+            message: `announce needs one specific IPv4 address to route as a /32, got ${service.listen.host}; listen on the VIP itself or remove announce:`,
+          },
+        ],
+  );
 }
 
 /**

@@ -11,6 +11,8 @@ export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 export const DEFAULT_ADMIN_LISTEN: Readonly<HostPort> = { host: "127.0.0.1", port: 9090 };
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 export const DEFAULT_DNS_REFRESH_MS = 30_000;
+export const DEFAULT_CONFIG_WATCH_MS = 1000;
+export const DEFAULT_WITHDRAW_GRACE_MS = 2000;
 
 export const DEFAULT_XDP_ATTACH: AttachMode = "auto";
 export const DEFAULT_SNAT_PORTS = { first: 40_000, last: 59_999 } as const;
@@ -54,12 +56,18 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
     admin: { listen: admin === undefined ? { ...DEFAULT_ADMIN_LISTEN } : (admin ?? undefined) },
     drain_timeout_ms: file.drain_timeout ?? DEFAULT_DRAIN_TIMEOUT_MS,
     dns_refresh_ms: file.dns_refresh ?? DEFAULT_DNS_REFRESH_MS,
+    // "off" is 0: only SIGHUP reloads.
+    config_watch_ms: file.config_watch ?? DEFAULT_CONFIG_WATCH_MS,
     xdp: {
       interface: xdp.interface,
       attach: xdp.attach ?? DEFAULT_XDP_ATTACH,
       snat_ports: xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
       flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
     },
+    announce:
+      file.announce === undefined
+        ? undefined
+        : { table: file.announce.table, withdraw_grace_ms: file.announce.withdraw_grace ?? DEFAULT_WITHDRAW_GRACE_MS },
     services: file.services.map((s) => ({
       name: s.name,
       listen: s.listen,

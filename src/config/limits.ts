@@ -9,6 +9,14 @@
 /** Backends per service. The BPF maps are sized from it (bpf/consts.h MAX_BACKENDS; test/xdp/layout.test.ts). */
 export const MAX_BACKENDS = 256;
 
+/** Reading the config file more often than this buys nothing: a reload takes longer. */
+export const MIN_CONFIG_WATCH_MS = 100;
+
+/** Linux routing table ids are 32-bit; 0 is "unspecified". */
+export const ROUTE_TABLE_MAX = 4_294_967_295;
+/** Tables the kernel itself uses (rt_tables): announcing into one of them would route real traffic. */
+export const RESERVED_ROUTE_TABLES: Readonly<Record<number, string>> = { 253: "default", 254: "main", 255: "local" };
+
 /** Re-resolving more often than this would hammer the resolver for no benefit. */
 export const MIN_DNS_REFRESH_MS = 1000;
 

@@ -78,7 +78,7 @@ const ROWS: Array<[string, string[], string]> = [
   ["misspelt required key wins over missing", web("backend:", "  - address: 10.0.0.11:8080"), 'lb.yaml:4:5 services[0]: unknown key "backend"; did you mean "backends"?'],
   ["misspelt backend key", web("backends:", "  - adress: 10.0.0.11:8080"), 'lb.yaml:5:9 services[0].backends[0]: unknown key "adress"; did you mean "address"?'],
   ["unknown key, nothing close", webWithBackend("health_check:", "  color: red"), 'lb.yaml:7:7 services[0].health_check: unknown key "color"; valid keys here: enabled, interval, timeout, rise, fall'],
-  ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, xdp, defaults, services'],
+  ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, config_watch, xdp, announce, defaults, services'],
   ["unknown key in a flow mapping", web("backends: [{address: 10.0.0.1:80, wieght: 2}]"), 'lb.yaml:4:39 services[0].backends[0]: unknown key "wieght"; did you mean "weight"?'],
   ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, health_check'],
 
@@ -293,6 +293,28 @@ const ROWS: Array<[string, string[], string]> = [
     'lb.yaml:3:15 xdp.snat_ports: 20000-29999 contains port 29999, where services[1] ("api") listens on 10.0.0.1:29999; mode: xdp could not tell its clients from backend replies, so choose a range without 29999',
   ],
 
+  // --- announce: and config_watch:
+  [
+    "announce into the main table",
+    ["announce: {table: 254}", ...webWithBackend()],
+    "lb.yaml:1:19 announce.table: table 254 is the kernel's main table; use a table of featherlb's own, e.g. 100",
+  ],
+  [
+    "announce without a table",
+    ["announce: {withdraw_grace: 1s}", ...webWithBackend()],
+    'lb.yaml:1:11 announce: missing required key "table"',
+  ],
+  [
+    "announce with a wildcard listener",
+    ["announce: {table: 100}", ...webWithBackend()],
+    "lb.yaml:4:13 services[0].listen: announce needs one specific IPv4 address to route as a /32, got 0.0.0.0; listen on the VIP itself or remove announce:",
+  ],
+  [
+    "config_watch shorter than 100ms",
+    ["config_watch: 10ms", ...webWithBackend()],
+    "lb.yaml:1:15 config_watch: must be at least 100ms, got \"10ms\"",
+  ],
+
   // --- backends that loop back into featherlb (every mode)
   [
     "backend is the service's own listen address",
@@ -338,7 +360,9 @@ describe("parseConfig accepts valid files", () => {
       admin: { listen: { host: "127.0.0.1", port: 9090 } },
       drain_timeout_ms: 30_000,
       dns_refresh_ms: 30_000,
+      config_watch_ms: 1000,
       xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, flow_table_size: 65_536 },
+      announce: undefined,
       services: [
         {
           name: "web",
@@ -357,6 +381,12 @@ describe("parseConfig accepts valid files", () => {
     expect(config).toEqual(expected);
   });
 
+  test("announce: the table and the withdraw grace; one /32 per listen address", () => {
+    const text = ["announce: {table: 100, withdraw_grace: 500ms}", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    backends: [{address: 10.0.0.11:8080}]"];
+    expect(parseConfig(text.join("\n"), "a.yaml").announce).toEqual({ table: 100, withdraw_grace_ms: 500 });
+    expect(parseConfig(text.slice(0, 1).map(() => "announce: {table: 7}").concat(text.slice(1)).join("\n"), "a.yaml").announce).toEqual({ table: 7, withdraw_grace_ms: 2000 });
+  });
+
   test("every key set: durations converted, IPv6 parsed, defaults inherited and overridden", () => {
     const text = `
 mode: auto
@@ -364,6 +394,7 @@ log: {level: debug}
 admin: {listen: "[::1]:9100"}
 drain_timeout: 1m30s
 dns_refresh: 10s
+config_watch: off
 xdp:
   interface: eth0
   attach: native
@@ -406,6 +437,7 @@ services:
     expect(config.drain_timeout_ms).toBe(90_000);
     expect(config.dns_refresh_ms).toBe(10_000);
     expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, flow_table_size: 262_144 });
+    expect(config.config_watch_ms).toBe(0);
 
     const [web, db] = config.services;
     // web: everything but its own keys comes from defaults:, health_check merged key by key.

@@ -12,13 +12,17 @@ import {
   FLOW_TABLE_SIZE_MIN,
   MAX_BACKENDS,
   MAX_CONNECTIONS_MAX,
+  MIN_CONFIG_WATCH_MS,
   MIN_DNS_REFRESH_MS,
+  RESERVED_ROUTE_TABLES,
   RISE_FALL_MAX,
+  ROUTE_TABLE_MAX,
   SERVICE_NAME_MAX,
   SERVICE_NAME_PATTERN,
   WEIGHT_MAX,
   WEIGHT_MIN,
 } from "./limits.ts";
+import { parseDuration } from "./duration.ts";
 import type { Parsed } from "./result.ts";
 import { ALGORITHM_NAMES, ATTACH_MODES, LOG_LEVELS, MODES, type HostPort } from "./types.ts";
 
@@ -72,6 +76,31 @@ const Xdp = mapping({
   attach: v.optional(choice(ATTACH_MODES, "attach mode")),
   snat_ports: v.optional(SnatPorts),
   flow_table_size: v.optional(FlowTableSize),
+});
+
+// ---- config_watch: ----------------------------------------------------------------------------------
+
+/** A duration, or "off" (→ 0: only SIGHUP reloads). */
+const ConfigWatch = v.pipe(
+  v.unknown(),
+  parsedBy((input: unknown): Parsed<number> =>
+    input === "off" ? { ok: true, value: 0 } : parseDuration(input, { min: MIN_CONFIG_WATCH_MS }),
+  ),
+);
+
+// ---- announce: --------------------------------------------------------------------------------------
+
+const RouteTable = v.pipe(
+  integer(1, ROUTE_TABLE_MAX),
+  v.check(
+    (table) => RESERVED_ROUTE_TABLES[table] === undefined,
+    (issue) => `table ${issue.input} is the kernel's ${RESERVED_ROUTE_TABLES[issue.input as number]} table; use a table of featherlb's own, e.g. 100`,
+  ),
+);
+
+const Announce = mapping({
+  table: RouteTable,
+  withdraw_grace: v.optional(duration()),
 });
 
 // ---- defaults: (and the same keys on each service) --------------------------------------------------
@@ -147,7 +176,9 @@ export const File = mapping(
     admin: v.optional(Admin),
     drain_timeout: v.optional(duration()),
     dns_refresh: v.optional(duration({ min: MIN_DNS_REFRESH_MS })),
+    config_watch: v.optional(ConfigWatch),
     xdp: v.optional(Xdp),
+    announce: v.optional(Announce),
     defaults: v.optional(Defaults),
     services: v.pipe(
       v.array(Service, expected("a list of services")),

@@ -68,6 +68,17 @@ export interface XdpConfig {
   flow_table_size: number;
 }
 
+/**
+ * Announcing the services' addresses to routers (docs/scale-out.md): featherlb keeps one /32 route per
+ * servable listen address in a kernel routing table of its own, which a routing daemon (BIRD) exports.
+ */
+export interface AnnounceConfig {
+  /** The kernel routing table the routes live in (never main, local or default). */
+  table: number;
+  /** On SIGTERM: how long new connections are still accepted after the routes are withdrawn. */
+  withdraw_grace_ms: number;
+}
+
 export interface AdminConfig {
   /** undefined = admin listener disabled. */
   listen: HostPort | undefined;
@@ -81,7 +92,11 @@ export interface Config {
   drain_timeout_ms: number;
   /** How often backend hostnames are re-resolved. */
   dns_refresh_ms: number;
+  /** How often the config file is checked for changes (a change reloads it); 0 = only on SIGHUP. */
+  config_watch_ms: number;
   xdp: XdpConfig;
+  /** undefined = nothing is announced. */
+  announce: AnnounceConfig | undefined;
   services: ServiceConfig[];
   /** The file it was read from (set by loadConfig), for run-time messages that cannot point at a line. */
   source?: string;

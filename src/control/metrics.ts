@@ -52,7 +52,7 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], p
   const e = new Exposition();
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
-  e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", { result: "ok" }, info.reloads.ok);
+  e.add("featherlb_config_reloads_total", "counter", "Config reloads (SIGHUP or a config file change) by result.", { result: "ok" }, info.reloads.ok);
   e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
   const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
@@ -63,6 +63,7 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], p
     e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", { ...labels, reason: "max_connections" }, s.stats.rejectedMaxConn);
     e.add("featherlb_service_rejected_total", "counter", "", { ...labels, reason: "no_backend" }, s.stats.rejectedNoBackend);
     e.add("featherlb_service_backends_eligible", "gauge", "Backends in the pick set (enabled and healthy).", labels, s.picker.size);
+    e.add("featherlb_service_plan_info", "gauge", "The fingerprint of the service's current plan (always 1): instances with the same config and the same backend health show the same one.", { ...labels, fingerprint: s.fingerprint }, 1);
     for (const b of s.backends.values()) {
       const bl = { service: s.name, backend: b.key };
       addTraffic(e, "backend", bl, b.stats);
@@ -96,6 +97,7 @@ export function renderStatus(info: RuntimeInfo, services: readonly Service[]) {
       name: s.name,
       listen: s.config.listen,
       algorithm: s.config.algorithm,
+      plan: { fingerprint: s.fingerprint, kind: s.picker.plan.kind, backends: s.picker.size, slots: s.picker.plan.slots.length },
       ...s.stats,
       backends: [...s.backends.values()].map(backendStatus),
     })),

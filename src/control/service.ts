@@ -10,6 +10,7 @@
  */
 import { MAX_BACKENDS } from "../config/limits.ts";
 import type { ServiceConfig } from "../config/types.ts";
+import { planFingerprint } from "./algorithms/fingerprint.ts";
 import { ALGORITHMS } from "./algorithms/index.ts";
 import { Picker } from "./algorithms/picker.ts";
 import type { Member } from "./algorithms/types.ts";
@@ -24,6 +25,8 @@ export class Service {
   readonly backends = new Map<number, Backend>();
   readonly stats = new ServiceCounters();
   picker!: Picker;
+  /** The current plan's fingerprint (algorithms/fingerprint.ts): equal on instances that pick alike. */
+  fingerprint = "";
   private readonly listeners = new Set<PlanListener>();
 
   constructor(
@@ -116,6 +119,7 @@ export class Service {
       maglevTableSize: this.config.maglev_table_size,
     });
     this.picker = new Picker(plan, { active: (id) => this.backends.get(id)?.stats.active ?? 0 });
+    this.fingerprint = planFingerprint(this.config.algorithm, plan, (id) => this.backends.get(id)!.key);
     for (const listener of this.listeners) listener(this);
   }
 
