@@ -56,12 +56,13 @@ export interface RunningLB {
 
 /**
  * Start featherlb with `yaml` (the string `ADMIN` in it is replaced by a free admin address) and wait
- * until its admin listener answers.
+ * until its admin listener answers. `write` places the file and returns the path featherlb is given
+ * (default: a plain file in a temp dir).
  */
-export async function startLB(yaml: string): Promise<RunningLB> {
+export async function startLB(yaml: string, write: (yaml: string) => string = tempConfig): Promise<RunningLB> {
   const adminPort = freePort();
   const admin = `http://127.0.0.1:${adminPort}`;
-  const configPath = tempConfig(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
+  const configPath = write(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
   const proc = new Proc([...featherlbCommand(), configPath]);
   const logLines = () => proc.lines.filter((l) => l.stream === "err");
   const lb: RunningLB = {
