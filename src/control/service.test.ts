@@ -113,3 +113,31 @@ describe("the Service owns backend state: checkers and DNS report, it decides, l
     expect(s.backends.size).toBe(MAX_BACKENDS);
   });
 });
+
+describe("plan fingerprint", () => {
+  const xyz = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+
+  test("equal for the same backends and health whatever the ids; changes with health, weights and algorithm", () => {
+    const a = new Service(serviceConfig(xyz, "maglev"));
+    // b reaches the same set through a reload: its backends have other ids (1, 2, 3), in the same order.
+    const b = new Service(serviceConfig(["10.0.0.9:80", ...xyz], "maglev"));
+    b.update(serviceConfig(xyz, "maglev"));
+    expect([...b.backends.keys()].sort()).toEqual([1, 2, 3]);
+    expect(a.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(b.fingerprint).toBe(a.fingerprint);
+
+    const before = a.fingerprint;
+    for (const s of [a, b]) s.markHealth([...s.backends.values()].find((x) => x.key === "10.0.0.2:80")!, "down", "test");
+    expect(a.fingerprint).not.toBe(before);
+    expect(b.fingerprint).toBe(a.fingerprint);
+
+    expect(new Service(serviceConfig(xyz, "source_hash")).fingerprint).not.toBe(before);
+    expect(new Service(serviceConfig(xyz, "maglev")).fingerprint).toBe(before);
+  });
+
+  test("a different pick order is a different plan (round robin over the same set, renumbered out of order)", () => {
+    const a = new Service(serviceConfig(xyz));
+    const c = new Service(serviceConfig(["10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"]));
+    expect(c.fingerprint).not.toBe(a.fingerprint);
+  });
+});
