@@ -25,6 +25,11 @@ export interface BackendOptions {
   port?: number;
   /** Default "echo". */
   behaviour?: Behaviour;
+  /**
+   * "echo" and "close-first": greet with "<name>@<client IP>" (who connected: with featherlb in front,
+   * the instance that carried the connection, since it connects from its own address).
+   */
+  showPeer?: boolean;
   /** Called as each connection closes with what it received ("echo"): the client → backend leg. */
   onConnClosed?: (c: { bytes: number; sha256: string }) => void;
 }
@@ -193,9 +198,10 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
           done: false,
         };
         s.setNoDelay(true);
+        const greeting = options.showPeer ? `${name}@${s.remoteAddress}\n` : `${name}\n`;
         if (behaviour === "e2e") s.write(hello);
-        else if (behaviour === "close-first") s.end(`${name}\n`);
-        else if (behaviour === "echo") send(s, Buffer.from(`${name}\n`));
+        else if (behaviour === "close-first") s.end(greeting);
+        else if (behaviour === "echo") send(s, Buffer.from(greeting));
       },
       data(s, chunk) {
         if (behaviour === "e2e") return e2eData(s, chunk);

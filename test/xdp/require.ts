@@ -18,3 +18,18 @@ export function bpfSuiteEnabled(suite: string): boolean {
   }
   return false;
 }
+
+/** True when every command in `tools` is on PATH; otherwise as bpfSuiteEnabled: a failing test in CI, a notice locally. */
+export function toolsPresent(suite: string, tools: string[], install: string): boolean {
+  const missing = tools.filter((t) => Bun.which(t) === null);
+  if (missing.length === 0) return true;
+  const why = `${suite} needs ${missing.join(", ")} (${install})`;
+  if (process.env.CI) {
+    test(`${suite}: requires ${missing.join(", ")}`, () => {
+      throw new Error(why);
+    });
+  } else {
+    console.warn(`[skip] ${why}; in CI this fails instead of skipping`);
+  }
+  return false;
+}

@@ -58,8 +58,34 @@ const TAG = (() => {
   return tag;
 })();
 
+/** A suite's namespace prefix with FLB_NS_TAG appended (every builder names its namespaces from it). */
+export const tagged = (prefix: string): string => `${prefix}${TAG}`;
+
+/** Delete those of `names` that exist (and with them their veths and bridges). */
+export function deleteNamespaces(names: readonly string[]): void {
+  const existing = sh(["ip", "netns", "list"], true);
+  for (const n of names) if (new RegExp(`^${n}\\b`, "m").test(existing)) sh(["ip", "netns", "del", n], true);
+}
+
+/** A new namespace with loopback up and IPv4 forwarding off, whatever the host has (see above). */
+export function addNamespace(n: string): void {
+  sh(["ip", "netns", "add", n]);
+  run(n, "ip", "link", "set", "lo", "up");
+  sysctl(n, "net.ipv4.conf.all.forwarding", "0");
+  sysctl(n, "net.ipv4.conf.default.forwarding", "0");
+}
+
+/** Bridge br0 in namespace `n`, with bridge-netfilter off there when the module is loaded. */
+export function addBridge(n: string): void {
+  for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"]) {
+    if (run(n, "sh", "-c", `test -e /proc/sys/${key.replaceAll(".", "/")} && echo yes || true`).trim() === "yes") sysctl(n, key, "0");
+  }
+  run(n, "ip", "link", "add", "br0", "type", "bridge");
+  run(n, "ip", "link", "set", "br0", "up");
+}
+
 export function topology(o: { prefix: string; net: string; clients: number; backends: number; txOff: boolean }): Topology {
-  const p = `${o.prefix}${TAG}`;
+  const p = tagged(o.prefix);
   const ns = {
     br: `${p}-br`,
     lb: `${p}-lb`,
@@ -72,23 +98,13 @@ export function topology(o: { prefix: string; net: string; clients: number; back
   const all = [ns.br, ns.lb, ...(ns.client ? [ns.client] : []), ...ns.backends];
 
   function teardown(): void {
-    const existing = sh(["ip", "netns", "list"], true);
-    for (const n of all) if (new RegExp(`^${n}\\b`, "m").test(existing)) sh(["ip", "netns", "del", n], true);
+    deleteNamespaces(all);
   }
 
   function setup(): void {
     teardown();
-    for (const n of all) sh(["ip", "netns", "add", n]);
-    for (const n of all) {
-      run(n, "ip", "link", "set", "lo", "up");
-      sysctl(n, "net.ipv4.conf.all.forwarding", "0");
-      sysctl(n, "net.ipv4.conf.default.forwarding", "0");
-    }
-    for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-arptables"]) {
-      if (run(ns.br, "sh", "-c", `test -e /proc/sys/${key.replaceAll(".", "/")} && echo yes || true`).trim() === "yes") sysctl(ns.br, key, "0");
-    }
-    run(ns.br, "ip", "link", "add", "br0", "type", "bridge");
-    run(ns.br, "ip", "link", "set", "br0", "up");
+    for (const n of all) addNamespace(n);
+    addBridge(ns.br);
 
     const attach = (n: string, inner: string, port: string, addrs: string[], txOff: boolean) => {
       sh(["ip", "-n", ns.br, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", n]);
