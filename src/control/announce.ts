@@ -186,7 +186,13 @@ export class Announcer {
       return false;
     }
     this.applied.delete(ip);
-    const why = this.withdrawn ? "shutdown" : this.services.some((s) => s.config.listen.host === ip) ? "no healthy backend" : "not in the config";
+    const why = this.withdrawn
+      ? "shutdown"
+      : table !== this.table
+        ? "moving to another table"
+        : this.services.some((s) => s.config.listen.host === ip)
+          ? "no healthy backend"
+          : "not in the config";
     this.log.info("address withdrawn", { address: ip, table, reason: why });
     return true;
   }
