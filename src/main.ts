@@ -17,7 +17,8 @@ Usage:
   featherlb --version              print the version
   featherlb --help                 this text
 
-Signals: SIGHUP reloads the config (invalid → rejected, old config keeps serving);
+Signals: SIGHUP reloads the config (invalid → rejected, old config keeps serving), as does a change
+of the file's contents (config_watch, default every 1s);
 SIGTERM/SIGINT stop accepting and drain established connections up to drain_timeout, then exit 0.
 
 Algorithms:
