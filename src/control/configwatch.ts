@@ -55,16 +55,20 @@ export class ConfigWatcher {
   }
 
   private async check(): Promise<void> {
-    if (this.interval() > 0) {
-      const now = this.digest();
-      if (now === undefined || now === this.attempted) this.pending = undefined;
-      else if (now !== this.pending) this.pending = now;
-      else {
-        this.log.info("config file changed, reloading", { path: this.path });
-        await this.reload(); // calls sync(): `attempted` becomes these contents whatever the outcome
+    try {
+      if (this.interval() > 0) {
+        const now = this.digest();
+        if (now === undefined || now === this.attempted) this.pending = undefined;
+        else if (now !== this.pending) this.pending = now;
+        else {
+          this.log.info("config file changed, reloading", { path: this.path });
+          await this.reload(); // calls sync(): `attempted` becomes these contents whatever the outcome
+        }
       }
+    } finally {
+      // Rescheduled even if the reload threw (a bug: the process logs unhandled rejections), unless stopped.
+      if (this.timer !== undefined) this.schedule();
     }
-    if (this.timer !== undefined) this.schedule();
   }
 
   private digest(): string | undefined {
