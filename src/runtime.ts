@@ -168,11 +168,11 @@ export class Runtime {
   /** Stop accepting, let established connections finish up to drain_timeout, then release everything. */
   shutdown(signal: string): Promise<void> {
     this.stopping ??= (async () => {
-      const deadline = Date.now() + this.config.drain_timeout_ms;
       this.log.info("draining", { signal, drain_timeout_ms: this.config.drain_timeout_ms });
       // Routers stop sending new flows first; this instance still takes them for withdraw_grace.
       await this.announcer.withdrawAll();
       await Bun.sleep(this.config.announce?.withdraw_grace_ms ?? 0);
+      const deadline = Date.now() + this.config.drain_timeout_ms;
       this.health.stop();
       this.resolver.stop();
       await this.plane.drain(deadline);
