@@ -31,9 +31,12 @@ services:
     backends: [{ address: "${BACKEND}" }]
 `;
 
-/** featherlb's routes (proto 241) and the others in `table`, as "dst proto". */
+/** The routes in `table`, as "dst proto" (241 is featherlb's); none while the table does not exist. */
 function routes(table: number): string[] {
-  const out = run(NS, "ip", "-j", "route", "show", "table", String(table));
+  const r = Bun.spawnSync(inNs(NS, "ip", "-j", "route", "show", "table", String(table)), { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0 && /table does not exist/.test(r.stderr.toString())) return [];
+  if (r.exitCode !== 0) throw new Error(`ip route show table ${table}: ${r.stderr.toString()}`);
+  const out = r.stdout.toString();
   return (JSON.parse(out || "[]") as { dst: string; protocol: string }[]).map((r) => `${r.dst} ${r.protocol}`).sort();
 }
 
