@@ -7,9 +7,9 @@
  * routes in it are not touched.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { featherlbCommand } from "../support/lb.ts";
 import { Proc } from "../support/proc.ts";
 import { addNamespace, deleteNamespaces, inNs, run, tagged } from "../xdp/netns/topology.ts";
@@ -84,6 +84,7 @@ if (bpfSuiteEnabled("announce suite")) {
       await lb?.stop(3000);
       await backend?.stop(1000);
       deleteNamespaces([NS]);
+      if (configPath) rmSync(dirname(configPath), { recursive: true, force: true });
     });
 
     test("announced at start; a stale featherlb route is cleared, another protocol's route is left", () => {

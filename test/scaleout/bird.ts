@@ -4,7 +4,7 @@
  * addresses, so what is tested is what operators copy. Each BIRD runs in the foreground in its
  * namespace with its own control socket and is stopped by its PID.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Proc } from "../support/proc.ts";
@@ -37,5 +37,12 @@ export async function startBird(ns: string, config: string): Promise<Bird> {
     if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`bird in ${ns} did not start: ${proc.tail()}`);
     await Bun.sleep(20);
   }
-  return { proc, stop: () => proc.stop(2000) };
+  return {
+    proc,
+    async stop() {
+      const code = await proc.stop(2000);
+      rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
 }

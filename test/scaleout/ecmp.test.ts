@@ -20,9 +20,9 @@
  * (xdp.snat_address, docs/scale-out.md "What remains for mode: xdp").
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { featherlbCommand } from "../support/lb.ts";
 import { readLbConfig } from "../support/lbconfig.ts";
 import { predictor } from "../support/predict.ts";
@@ -150,6 +150,7 @@ if (bpfSuiteEnabled(SUITE) && toolsPresent(SUITE, ["bird"], "Debian: apt-get ins
       for (const b of birds) await b.stop();
       for (const p of procs) await p.stop(1000);
       teardown();
+      if (configPath) rmSync(dirname(configPath), { recursive: true, force: true });
     });
 
     test("new connections spread over both instances (each ≥ 25 %); each client IP reaches one backend through either", async () => {
