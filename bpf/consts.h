@@ -62,6 +62,8 @@ enum flb_flow_state {
 enum flb_cfg_flag {
 	CFG_STATIC_NEIGH = 1U << 0, /* TEST ONLY: skip bpf_fib_lookup, next hops from flb_nbr (see neigh.h resolve_l2) */
 	CFG_DRAINING = 1U << 1,     /* no new flows: SYNs of unknown flows are passed (the kernel resets them) */
+	CFG_NATIVE = 1U << 2,       /* attached in native mode: what leaves is sent as it is, so a partial TCP
+				     * checksum is completed on arrival (l4csum.h tcp_csum_classify) */
 };
 
 /* struct backend.flags */

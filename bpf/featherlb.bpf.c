@@ -21,6 +21,7 @@
 #include "counters.h"
 #include "parsing.h"
 #include "csum.h"
+#include "l4csum.h"
 #include "rewrite.h"
 #include "hash.h"
 #include "select.h"
@@ -94,7 +95,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	count_packet(s, id, DIR_C2B, p->payload);
 	count_reason(REASON_TX_C2B);
 	if (ts)
-		ts_field_add(p->tcph, ts, f.ts_off); /* TSval' = TSval + ts_off */
+		ts_field_add(p, ts, f.ts_off); /* TSval' = TSval + ts_off */
 	rewrite(p, &out, fk->daddr, snat, be_addr, be_port);
 	return transmit(ctx, &out);
 }
@@ -194,10 +195,14 @@ int featherlb(struct xdp_md *ctx)
 
 	struct svc_key sk = { .addr = p.iph->daddr, .port = p.tcph->dest, .pad = 0 };
 	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);
-	if (svc)
+	if (svc) {
+		tcp_csum_classify(ctx, cfg, &p);
 		return from_client(ctx, cfg, &p, svc);
-	if (cfg_is_snat_port(cfg, p.tcph->dest))
+	}
+	if (cfg_is_snat_port(cfg, p.tcph->dest)) {
+		tcp_csum_classify(ctx, cfg, &p);
 		return from_backend(ctx, cfg, &p);
+	}
 	return pass(REASON_NOT_OURS);
 }
 

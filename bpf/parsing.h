@@ -26,6 +26,7 @@ struct packet {
 	struct iphdr *iph;
 	struct tcphdr *tcph;
 	__u32 payload; /* TCP payload bytes (host order), from the IP total length */
+	__u32 csum_partial; /* the TCP checksum field holds only the pseudo-header sum (l4csum.h) */
 };
 
 /** Ethernet: only untagged IPv4 goes on (VLAN tags, IPv6 and ARP are passed). */
