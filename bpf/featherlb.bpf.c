@@ -5,11 +5,12 @@
  *   client → LB:   c:cp → vip:vp      becomes   vip:snat → be:bp    (forward table)
  *   backend → LB:  be:bp → vip:snat   becomes   vip:vp → c:cp       (reverse table)
  *
- * Everything else (ARP, IPv6, VLAN, non-TCP, fragments, IP options, the LB's own traffic) is passed to
- * the kernel untouched. This file only composes the headers:
+ * ICMP errors about a flow are translated and sent to the other side (icmp.h). Everything else (ARP,
+ * IPv6, VLAN, other ICMP, non-TCP, fragments, IP options, the LB's own traffic) is passed to the kernel
+ * untouched. This file only composes the headers:
  *   consts.h structs.h maps.h config.h counters.h (data)   parsing.h csum.h rewrite.h (packet)
  *   hash.h select.h (plan interpreter)   neigh.h (next hop)   flow.h (flow state)   snat.h (SNAT ports)
- *   tsmod.h (TCP timestamp modulation).
+ *   tsmod.h (TCP timestamp modulation)   l4csum.h (partial checksums)   icmp.h (ICMP errors).
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -29,6 +30,7 @@
 #include "flow.h"
 #include "snat.h"
 #include "tsmod.h"
+#include "icmp.h"
 
 /**
  * A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. Returns the action
@@ -192,6 +194,9 @@ int featherlb(struct xdp_md *ctx)
 	struct flb_config *cfg = config();
 	if (!cfg)
 		return pass(REASON_NOT_OURS);
+	/* ICMP (parse_packet leaves p.tcph NULL; tested on the pointer so the verifier sees it): icmp.h. */
+	if (!p.tcph)
+		return icmp_error(ctx, cfg, &p);
 
 	struct svc_key sk = { .addr = p.iph->daddr, .port = p.tcph->dest, .pad = 0 };
 	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);

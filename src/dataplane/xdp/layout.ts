@@ -99,6 +99,9 @@ export const REASONS = [
   "neigh_learned",
   "neigh_table",
   "syn_race",
+  "icmp_c2b",
+  "icmp_b2c",
+  "icmp_no_flow",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
