@@ -150,13 +150,9 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	struct flow_key rk = {
 		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
 	};
-	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
-	if (!owner)
-		return pass(REASON_NO_FLOW);
-	struct flow_key fk = *owner;
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	/* A reverse entry whose forward flow was evicted or replaced is stale. */
-	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
+	struct flow_key fk;
+	struct flow_fwd *f = flow_of_reverse(&rk, &fk);
+	if (!f)
 		return pass(REASON_NO_FLOW);
 
 	struct flow_fwd fv = *f;

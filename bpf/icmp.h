@@ -14,9 +14,9 @@
  *   client side:  a router quotes                   vip:vp → c:cp      (a packet toward the client)
  *                 the backend gets an error quoting be:bp → vip:snat   (the packet it sent), from vip
  *
- * Looked up through the flow tables the TCP path uses: a backend-side quote is the reverse-table key
- * with source and destination swapped (flb_rev, and the forward entry must point back at it, as in
- * from_backend); a client-side quote is the forward key swapped (a service address and port as its
+ * Looked up as the TCP path looks flows up: a backend-side quote is the reverse-table key with source
+ * and destination swapped (flow.h flow_of_reverse, as from_backend); a client-side quote is the forward
+ * key swapped (a service address and port as its
  * source, flb_fwd). Anything else is passed untouched: a quote of no live flow (REASON_ICMP_NO_FLOW),
  * of the LB's own traffic (REASON_NOT_OURS), of another protocol, other ICMP types (REASON_NOT_TCP).
  *
@@ -203,13 +203,9 @@ static __always_inline int icmp_to_client(struct xdp_md *ctx, const struct flb_c
 	struct flow_key rk = {
 		.saddr = q->iph->daddr, .daddr = q->iph->saddr, .sport = q->tcph->dest, .dport = q->tcph->source,
 	};
-	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
-	if (!owner)
-		return pass(REASON_ICMP_NO_FLOW);
-	struct flow_key fk = *owner;
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	/* A reverse entry whose forward flow was evicted or replaced is stale (as in from_backend). */
-	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
+	struct flow_key fk;
+	struct flow_fwd *f = flow_of_reverse(&rk, &fk);
+	if (!f)
 		return pass(REASON_ICMP_NO_FLOW);
 	__u8 client_mac[ETH_ALEN], ours[ETH_ALEN];
 	__builtin_memcpy(client_mac, f->client_mac, ETH_ALEN);

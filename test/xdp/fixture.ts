@@ -5,7 +5,8 @@
  */
 import type { Member } from "../../src/control/algorithms/types.ts";
 import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
-import { CLIENT_MAC, LB_MAC, mac, parseTcp, tcpPacket, type TcpSpec } from "./packets.ts";
+import { expect } from "bun:test";
+import { CLIENT_MAC, LB_MAC, hex, mac, parseTcp, tcpPacket, type TcpSpec } from "./packets.ts";
 import type { TestProgram } from "./program-test.ts";
 
 export const XDP_PASS = 2;
@@ -47,3 +48,11 @@ export function fromBackend(be: number, snat: number, clientPort: number, flags:
 }
 
 export const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
+
+/** Run a row whose output must be exactly `expected` (or the input itself for PASS rows). */
+export function runRow(p: TestProgram, input: Uint8Array, action: number, expected: Uint8Array = input) {
+  const r = p.run(input);
+  expect(r.retval).toBe(action);
+  expect(hex(r.data)).toBe(hex(expected));
+  return r;
+}

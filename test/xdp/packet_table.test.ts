@@ -41,7 +41,7 @@ import {
   tsOption,
   type TcpSpec,
 } from "./packets.ts";
-import { BACKENDS, BE_PORT, SNAT, VIP, VPORT, XDP_PASS, XDP_TX, backendOf, beMac, client, fromBackend, members, setupProgram, toBackend } from "./fixture.ts";
+import { BACKENDS, BE_PORT, SNAT, VIP, VPORT, XDP_PASS, XDP_TX, backendOf, beMac, client, fromBackend, members, runRow, setupProgram, toBackend } from "./fixture.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 if (bpfSuiteEnabled("xdp packet table")) {
@@ -55,12 +55,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
   afterAll(() => p?.close());
 
   /** Run a row whose output must be exactly `expected` (or the input itself for PASS rows). */
-  function row(input: Uint8Array, action: number, expected: Uint8Array = input) {
-    const r = p.run(input);
-    expect(r.retval).toBe(action);
-    expect(hex(r.data)).toBe(hex(expected));
-    return r;
-  }
+  const row = (input: Uint8Array, action: number, expected?: Uint8Array) => runRow(p, input, action, expected);
 
   describe("passes what it does not balance, untouched", () => {
     const unknown = tcpPacket(client(1111, TCP.SYN));

@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { CFG_FLAGS } from "../../src/dataplane/xdp/layout.ts";
-import { BACKENDS, CLIENT, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, members, setupProgram, toBackend } from "./fixture.ts";
+import { BACKENDS, CLIENT, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, members, runRow, setupProgram, toBackend } from "./fixture.ts";
 import {
   CLIENT_MAC,
   ICMP,
@@ -56,12 +56,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
   });
   afterAll(() => p?.close());
 
-  function row(input: Uint8Array, action: number, expected: Uint8Array = input) {
-    const r = p.run(input);
-    expect(r.retval).toBe(action);
-    expect(hex(r.data)).toBe(hex(expected));
-    return r;
-  }
+  const row = (input: Uint8Array, action: number, expected?: Uint8Array) => runRow(p, input, action, expected);
 
   /** Count of one reason across a call. */
   function counted(reason: string, f: () => void): number {
