@@ -151,7 +151,9 @@ __noinline int tcp_segment_sum(struct xdp_md *ctx)
  * a field that verifies as a full checksum is one. Attached natively (CFG_NATIVE), a partial checksum
  * is completed here, as skb_checksum_help() would: field = ~(segment sum, the field's pseudo-header
  * sum included), and the packet goes on as a full one (native XDP_TX/redirect send the bytes as they
- * are, see above). A super-packet (over JUMBO_MAX) stays partial: native XDP never sees one.
+ * are, see above); if it is then passed to the kernel after all (no flow, draining), its stack gets a
+ * full checksum, which it accepts either way. A super-packet (over JUMBO_MAX) stays partial: native XDP
+ * never sees one.
  */
 static __always_inline void tcp_csum_classify(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
 {

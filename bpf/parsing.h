@@ -2,8 +2,9 @@
 /*
  * Packet parsing (xdp-tutorial's parsing_helpers.h style): each parser checks bounds against data_end,
  * moves the cursor past its header and returns FLB_GO_ON, or returns XDP_PASS (counted) for anything
- * the balancer does not handle (TCP, and ICMP errors about its flows: icmp.h). We never change the packet's head or tail, so the pointers stay valid
- * for the whole run: no re-reading of data/data_end is needed after parsing.
+ * the balancer does not handle (it handles TCP, and ICMP errors about its flows: icmp.h). We never
+ * change the packet's head or tail, so the pointers stay valid for the whole run: no re-reading of
+ * data/data_end is needed after parsing.
  */
 #ifndef FLB_PARSING_H
 #define FLB_PARSING_H
