@@ -20,7 +20,7 @@
  * the program recognises a partial checksum by its value: the field equals the folded pseudo-header sum
  * of the packet as it arrived. A full checksum has that value by chance once in 65,536 packets, so
  * before believing it the segment is summed: if the checksum verifies as a full one, it is one
- * (tcp_csum_verifies). That pass runs for partial packets only (and that 1/65,536 of full ones); a full
+ * (tcp_segment_sum). That pass runs for partial packets only (and that 1/65,536 of full ones); a full
  * checksum is never mistaken for a partial one. The one residue: a partial packet whose segment sum
  * makes its field also verify as a full checksum (again 1/65,536 of partial packets) is treated as full.
  *
@@ -44,8 +44,8 @@
 #include "config.h"
 #include "parsing.h"
 
-/* tcp_csum_verifies sums the segment in chunks of CSUM_CHUNK bytes (bpf_csum_diff: a multiple of 4),
- * the rest in smaller powers of two. A packet longer than JUMBO_MAX (the largest jumbo frame Ethernet
+/* tcp_segment_sum sums the segment in chunks of CSUM_CHUNK bytes (bpf_csum_diff: a multiple of 4) after
+ * a head of words. A packet longer than JUMBO_MAX (the largest jumbo frame Ethernet
  * switches carry) came off no wire: it is a GSO/GRO super-packet, and those are always partial. */
 #define CSUM_CHUNK 512
 #define JUMBO_MAX 9216
@@ -75,13 +75,19 @@ static __always_inline __u32 tcp_pseudo_sum(const struct iphdr *iph, __u32 seg_l
  * JUMBO_MAX (a super-packet) or runs past data_end. For packets parse_packet accepted (untagged
  * Ethernet, IPv4 with IHL 5).
  *
- * A global (non-inlined) function: the verifier checks the loop once, on its own. Globals get only ctx,
- * so it re-reads data/data_end. Verifier bounds: the length is capped at JUMBO_MAX before it becomes an
- * offset; every chunk is read after an explicit `> data_end` check of its own end; the loop runs at
- * most CSUM_CHUNKS times and is not unrolled (unrolled, its constant offsets pass 64 KiB, which the
- * verifier refuses for packet pointers). bpf_csum_diff(NULL, 0, p, n, 0) is the sum of the n bytes at p
- * (n a multiple of 4); every chunk starts at an even offset of the segment, so the sums add up as words
- * as stored.
+ * Summed as a head of len % CSUM_CHUNK bytes (4-byte words, then 2 and 1 bytes) and then len / CSUM_CHUNK
+ * whole chunks with bpf_csum_diff(NULL, 0, p, CSUM_CHUNK, 0) (the kernel's csum_partial: the sum of the
+ * bytes at p as if p were word-aligned). When the head is odd the chunks start at odd offsets of the
+ * segment, so their sum is byte-swapped back (RFC 1071 §2(B): the sum commutes with byte swapping).
+ *
+ * A global (non-inlined) function: the verifier checks it once, on its own (globals get only ctx, so it
+ * re-reads data/data_end). Shaped for the verifier: the length is capped at JUMBO_MAX before it becomes
+ * an offset; every read follows an explicit `> data_end` check of its own end; both loops are bounded
+ * and not unrolled; the head loop counts down a copy of the head length, so its exits differ only in
+ * dead registers and are pruned into one state, and the chunks start at `seg + head`, a variable offset
+ * the same on every path. (Chunks first, then the rest from wherever they ended, had the verifier walk
+ * the rest once for every chunk count, and the whole program's verified instructions grew by two
+ * thirds; this way they stay where they were, about 220,000 on 6.18.)
  */
 __noinline int tcp_segment_sum(struct xdp_md *ctx)
 {
@@ -95,39 +101,30 @@ __noinline int tcp_segment_sum(struct xdp_md *ctx)
 		return -1;
 	__u32 len = tot - sizeof(struct iphdr);
 	__u8 *seg = (__u8 *)(iph + 1);
+	__u32 head = len % CSUM_CHUNK;
 	__u64 sum = 0;
 
-	__u32 off = 0;
+	/* The head's whole words. */
+	__u8 *c = seg;
+	__u32 left = head & ~3U;
 #pragma clang loop unroll(disable)
-	for (int i = 0; i < CSUM_CHUNKS; i++) {
-		if (off + CSUM_CHUNK > len)
+	for (int i = 0; i < CSUM_CHUNK / 4; i++) {
+		if (left < 4)
 			break;
-		__u8 *c = seg + off;
-		if ((void *)(c + CSUM_CHUNK) > data_end)
+		/* Keep `c + 4 > data_end` as written: clang otherwise moves the constant onto data_end, and the
+		 * verifier refuses arithmetic on pkt_end. */
+		asm volatile("" : "+r"(c));
+		if ((void *)(c + 4) > data_end)
 			return -1;
-		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)c, CSUM_CHUNK, 0);
-		off += CSUM_CHUNK;
+		__u32 w;
+		__builtin_memcpy(&w, c, 4);
+		sum += w;
+		c += 4;
+		left -= 4;
 	}
-	if (off > JUMBO_MAX)
-		return -1;
-	__u8 *c = seg + off;
-	__u32 rest = len - off; /* < CSUM_CHUNK */
-#define CSUM_TAIL(n)                                                                 \
-	if (rest & (n)) {                                                            \
-		if ((void *)(c + (n)) > data_end)                                    \
-			return -1;                                                   \
-		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)c, (n), 0);             \
-		c += (n);                                                            \
-	}
-	CSUM_TAIL(256)
-	CSUM_TAIL(128)
-	CSUM_TAIL(64)
-	CSUM_TAIL(32)
-	CSUM_TAIL(16)
-	CSUM_TAIL(8)
-	CSUM_TAIL(4)
-#undef CSUM_TAIL
-	if (rest & 2) {
+	/* The head's last 0–3 bytes, at an offset that is a multiple of 4. */
+	c = seg + (head & ~3U);
+	if (head & 2) {
 		if ((void *)(c + 2) > data_end)
 			return -1;
 		__u16 w;
@@ -135,30 +132,47 @@ __noinline int tcp_segment_sum(struct xdp_md *ctx)
 		sum += w;
 		c += 2;
 	}
-	if (rest & 1) {
+	if (head & 1) {
 		if ((void *)(c + 1) > data_end)
 			return -1;
-		__u16 last = 0; /* the odd byte is the high-order byte of a word padded with zero */
+		__u16 last = 0; /* an odd byte is the high-order byte of its word */
 		__builtin_memcpy(&last, c, 1);
 		sum += last;
 	}
-	return csum_fold64(sum);
+
+	/* The whole chunks, from seg + head on. */
+	__u64 chunks = 0;
+	__u8 *base = seg + head;
+	__u32 n = len / CSUM_CHUNK;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		if (i >= n)
+			break;
+		__u8 *k = base + i * CSUM_CHUNK;
+		asm volatile("" : "+r"(k));
+		if ((void *)(k + CSUM_CHUNK) > data_end)
+			return -1;
+		chunks += (__u32)bpf_csum_diff(NULL, 0, (void *)k, CSUM_CHUNK, 0);
+	}
+	__u16 cs = csum_fold64(chunks);
+	if (head & 1)
+		cs = (cs << 8) | (cs >> 8);
+	return csum_fold64(sum + cs);
 }
 
 /**
- * Set p->csum_partial: does the packet's TCP checksum field hold a partial checksum (see above)? The
- * cheap test first (does the field equal the pseudo-header sum?), the segment sum only when it does:
- * a field that verifies as a full checksum is one. Attached natively (CFG_NATIVE), a partial checksum
- * is completed here, as skb_checksum_help() would: field = ~(segment sum, the field's pseudo-header
- * sum included), and the packet goes on as a full one (native XDP_TX/redirect send the bytes as they
- * are, see above); if it is then passed to the kernel after all (no flow, draining), its stack gets a
- * full checksum, which it accepts either way. A super-packet (over JUMBO_MAX) stays partial: native XDP
- * never sees one.
+ * Set p->csum_partial (0xffff: the TCP checksum field holds a partial checksum, see above; else 0: the
+ * mask the updates below use). The cheap test first (does the field equal the pseudo-header sum?), the
+ * segment sum only when it does: a field that verifies as a full checksum is one. Attached natively
+ * (CFG_NATIVE), a partial checksum is completed here, as skb_checksum_help() would: field = ~(segment
+ * sum, the field's pseudo-header sum included), and the packet goes on as a full one (native
+ * XDP_TX/redirect send the bytes as they are, see above); if it is then passed to the kernel after all
+ * (no flow, draining), its stack gets a full checksum, which it accepts either way. A super-packet
+ * (over JUMBO_MAX) stays partial: native XDP never sees one.
  */
 static __always_inline void tcp_csum_classify(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
 {
-	__u32 seg_len = bpf_ntohs(p->iph->tot_len) - sizeof(struct iphdr);
-	__u16 pseudo = csum_fold32(tcp_pseudo_sum(p->iph, seg_len));
+	__u16 pseudo = csum_fold32(tcp_pseudo_sum(p->iph, bpf_ntohs(p->iph->tot_len) - sizeof(struct iphdr)));
 	p->csum_partial = 0;
 	if (p->tcph->check != pseudo)
 		return;
@@ -169,34 +183,38 @@ static __always_inline void tcp_csum_classify(struct xdp_md *ctx, const struct f
 		p->tcph->check = ~(__u16)seg;
 		return;
 	}
-	p->csum_partial = 1;
+	p->csum_partial = 0xffff;
 }
+
+/*
+ * The updates are branchless: p->csum_partial is a mask (0 for full, 0xffff for partial), so the
+ * verifier follows one path through every rewrite instead of one per case and update site (with
+ * branches here the program's verified instructions more than doubled).
+ */
 
 /** The TCP checksum of `p` for a pseudo-header word pair (an address) changing from `from` to `to`. */
 static __always_inline void tcp_csum_replace_addr(struct packet *p, __u32 from, __u32 to)
 {
-	if (!p->csum_partial) {
-		csum_replace4(&p->tcph->check, from, to);
-		return;
-	}
-	/* P' = P − m + m' = ~(RFC 1624 applied to ~P) */
-	__u16 c = ~p->tcph->check;
+	/* full: RFC 1624 on C; partial: P' = P − m + m' = ~(RFC 1624 on ~P). */
+	__u16 c = p->tcph->check ^ (__u16)p->csum_partial;
 	csum_replace4(&c, from, to);
-	p->tcph->check = ~c;
+	p->tcph->check = c ^ (__u16)p->csum_partial;
 }
 
-/** The TCP checksum of `p` for a 16-bit word of the segment (a port) changing: nothing if partial. */
+/** The TCP checksum of `p` for a 16-bit word of the segment (a port) changing: full only. */
 static __always_inline void tcp_csum_replace2(struct packet *p, __u16 from, __u16 to)
 {
-	if (!p->csum_partial)
-		csum_replace2(&p->tcph->check, from, to);
+	__u16 c = p->tcph->check;
+	csum_replace2(&c, from, to);
+	p->tcph->check = c ^ ((c ^ p->tcph->check) & (__u16)p->csum_partial); /* partial: unchanged */
 }
 
 /** Same for a 32-bit field of the segment (a timestamp). */
 static __always_inline void tcp_csum_replace4(struct packet *p, __u32 from, __u32 to)
 {
-	if (!p->csum_partial)
-		csum_replace4(&p->tcph->check, from, to);
+	__u16 c = p->tcph->check;
+	csum_replace4(&c, from, to);
+	p->tcph->check = c ^ ((c ^ p->tcph->check) & (__u16)p->csum_partial); /* partial: unchanged */
 }
 
 #endif

@@ -27,7 +27,7 @@ struct packet {
 	struct iphdr *iph;
 	struct tcphdr *tcph; /* NULL for ICMP (parse_packet) */
 	__u32 payload; /* TCP payload bytes (host order), from the IP total length */
-	__u32 csum_partial; /* the TCP checksum field holds only the pseudo-header sum (l4csum.h) */
+	__u32 csum_partial; /* 0xffff: the TCP checksum field holds only the pseudo-header sum, else 0 (l4csum.h) */
 };
 
 /** Ethernet: only untagged IPv4 goes on (VLAN tags, IPv6 and ARP are passed). */
