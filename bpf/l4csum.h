@@ -4,16 +4,16 @@
  *
  * A full checksum is ~(pseudo-header + segment). A partial one is what Linux puts in an skb whose
  * checksum something later completes (the NIC, or skb_checksum_help() when the egress device has no
- * TX checksum offload): the folded pseudo-header sum only, NOT complemented; the completer adds the sum of
- * the segment from the TCP header on and stores the complement. Who hands XDP a partial checksum:
+ * TX checksum offload): the folded pseudo-header sum only, NOT complemented; the completer adds the sum
+ * of the segment from the TCP header on and stores the complement. Who hands XDP a partial checksum:
  *
  * - generic XDP (it runs after GRO, on the skb): GRO super-packets (tcp4_gro_complete sets
  *   CHECKSUM_PARTIAL), and every packet from a local sender whose device offloads TX checksums (a veth
  *   peer with `tx on`, the default: containers, network namespaces), GSO super-packets included. The
  *   skb stays CHECKSUM_PARTIAL through XDP_TX/redirect, so the field must stay partial;
- * - native XDP on a veth: packets from a peer with `tx on` (XDP_TX/redirect then turn the packet into
- *   an xdp_frame, and the skb built from it on the other side is CHECKSUM_NONE: the field is taken as
- *   full, which no program can make right without knowing it runs native; see bpf/README.md);
+ * - native XDP on a veth: packets from a peer with `tx on`. XDP_TX/redirect turn the packet into an
+ *   xdp_frame, and the skb built from it on the other side is CHECKSUM_NONE: the field must leave as a
+ *   full checksum. The loader tells the program it runs native (CFG_NATIVE), and it completes them;
  * - never native XDP on a NIC: frames off the wire carry the sender's full checksum.
  *
  * XDP cannot see skb->ip_summed (struct xdp_md has no such field, and no metadata kfunc reports it), so
@@ -45,8 +45,8 @@
 #include "parsing.h"
 
 /* tcp_segment_sum sums the segment in chunks of CSUM_CHUNK bytes (bpf_csum_diff: a multiple of 4) after
- * a head of words. A packet longer than JUMBO_MAX (the largest jumbo frame Ethernet
- * switches carry) came off no wire: it is a GSO/GRO super-packet, and those are always partial. */
+ * a head of words. A packet longer than JUMBO_MAX (the largest jumbo frame Ethernet switches carry)
+ * came off no wire: it is a GSO/GRO super-packet, and those are always partial. */
 #define CSUM_CHUNK 512
 #define JUMBO_MAX 9216
 #define CSUM_CHUNKS (JUMBO_MAX / CSUM_CHUNK)
@@ -188,8 +188,7 @@ static __always_inline void tcp_csum_classify(struct xdp_md *ctx, const struct f
 
 /*
  * The updates are branchless: p->csum_partial is a mask (0 for full, 0xffff for partial), so the
- * verifier follows one path through every rewrite instead of one per case and update site (with
- * branches here the program's verified instructions more than doubled).
+ * verifier follows one path through every rewrite, not one per case and update site.
  */
 
 /** The TCP checksum of `p` for a pseudo-header word pair (an address) changing from `from` to `to`. */
