@@ -75,9 +75,9 @@ static __always_inline __u32 tcp_pseudo_sum(const struct iphdr *iph, __u32 seg_l
  * JUMBO_MAX (a super-packet) or runs past data_end. For packets parse_packet accepted (untagged
  * Ethernet, IPv4 with IHL 5).
  *
- * Summed as a head of len % CSUM_CHUNK bytes (4-byte words, then 2 and 1 bytes) and then len / CSUM_CHUNK
- * whole chunks with bpf_csum_diff(NULL, 0, p, CSUM_CHUNK, 0) (the kernel's csum_partial: the sum of the
- * bytes at p as if p were word-aligned). When the head is odd the chunks start at odd offsets of the
+ * Summed as a head of len % CSUM_CHUNK bytes (its whole words, then 2 and 1 bytes) and then
+ * len / CSUM_CHUNK whole chunks, with bpf_csum_diff(NULL, 0, p, n, 0) (the kernel's csum_partial: the
+ * sum of the n bytes at p, n a multiple of 4, as if p were word-aligned). When the head is odd the chunks start at odd offsets of the
  * segment, so their sum is byte-swapped back (RFC 1071 §2(B): the sum commutes with byte swapping).
  *
  * A global (non-inlined) function: the verifier checks it once, on its own (globals get only ctx, so it
@@ -104,9 +104,17 @@ __noinline int tcp_segment_sum(struct xdp_md *ctx)
 	__u32 head = len % CSUM_CHUNK;
 	__u64 sum = 0;
 
-	/* The head's whole words. */
+	/* The head's whole words: with a chunk after it, in one bpf_csum_diff call (the chunk's bytes prove
+	 * to the verifier that any head size < CSUM_CHUNK is inside the packet); else (a short segment,
+	 * all head) word by word. */
 	__u8 *c = seg;
 	__u32 left = head & ~3U;
+	if (len >= CSUM_CHUNK) {
+		if ((void *)(seg + CSUM_CHUNK) > data_end)
+			return -1;
+		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)seg, left, 0);
+		left = 0;
+	}
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < CSUM_CHUNK / 4; i++) {
 		if (left < 4)
