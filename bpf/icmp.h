@@ -65,10 +65,14 @@
 #include "parsing.h"
 
 /* ICMP (RFC 792). Not from <linux/icmp.h>: it pulls in libc socket headers a BPF build lacks. */
+#ifndef ICMP_DEST_UNREACH
 #define ICMP_DEST_UNREACH 3
+#endif
+#ifndef ICMP_TIME_EXCEEDED
 #define ICMP_TIME_EXCEEDED 11
+#endif
 
-struct icmphdr {
+struct icmp_hdr {
 	__u8 type;
 	__u8 code;
 	__u16 checksum; /* over the whole ICMP message, no pseudo-header */
@@ -81,21 +85,21 @@ struct icmphdr {
 /* An ICMP error's headers: the ICMP header, the quoted IPv4 header, the quoted TCP header (at least its
  * first 8 bytes: ports and sequence number; the rest only up to data_end). */
 struct icmp_quote {
-	struct icmphdr *icmp;
+	struct icmp_hdr *icmp;
 	struct iphdr *iph;
 	struct tcphdr *tcph;
 	void *data_end;
 };
 
 /** Set a 16-bit word inside the ICMP message and update the ICMP checksum for it (RFC 1624). */
-static __always_inline void icmp_set2(struct icmphdr *icmp, __u16 *word, __u16 val)
+static __always_inline void icmp_set2(struct icmp_hdr *icmp, __u16 *word, __u16 val)
 {
 	csum_replace2(&icmp->checksum, *word, val);
 	*word = val;
 }
 
 /** Same for a 32-bit field (two words). */
-static __always_inline void icmp_set4(struct icmphdr *icmp, __u32 *word, __u32 val)
+static __always_inline void icmp_set4(struct icmp_hdr *icmp, __u32 *word, __u32 val)
 {
 	csum_replace4(&icmp->checksum, *word, val);
 	*word = val;
@@ -104,7 +108,7 @@ static __always_inline void icmp_set4(struct icmphdr *icmp, __u32 *word, __u32 v
 /** An ICMP error's quote of a TCP packet, bounds-checked: FLB_GO_ON with *q filled, or the pass. */
 static __always_inline int parse_icmp_quote(struct packet *p, void *data_end, struct icmp_quote *q)
 {
-	struct icmphdr *icmp = (void *)(p->iph + 1);
+	struct icmp_hdr *icmp = (void *)(p->iph + 1);
 	if ((void *)(icmp + 1) > data_end)
 		return pass(REASON_TRUNCATED);
 	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED)
@@ -141,7 +145,7 @@ static __always_inline int parse_icmp_quote(struct packet *p, void *data_end, st
 static __always_inline void icmp_rewrite(struct packet *p, struct icmp_quote *q, const struct next_hop *out,
 					 __be32 vip, __be32 peer, __be16 psport, __be16 pdport)
 {
-	struct icmphdr *icmp = q->icmp;
+	struct icmp_hdr *icmp = q->icmp;
 
 	__builtin_memcpy(p->eth->h_dest, out->dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, out->smac, ETH_ALEN);
