@@ -17,6 +17,7 @@ static __always_inline struct flb_config *config(void)
 
 static __always_inline int cfg_static_neigh(const struct flb_config *c) { return c->flags & CFG_STATIC_NEIGH; }
 static __always_inline int cfg_draining(const struct flb_config *c) { return c->flags & CFG_DRAINING; }
+static __always_inline int cfg_native(const struct flb_config *c) { return c->flags & CFG_NATIVE; }
 static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 port)
 {
 	__u16 p = bpf_ntohs(port);

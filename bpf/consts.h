@@ -62,6 +62,8 @@ enum flb_flow_state {
 enum flb_cfg_flag {
 	CFG_STATIC_NEIGH = 1U << 0, /* TEST ONLY: skip bpf_fib_lookup, next hops from flb_nbr (see neigh.h resolve_l2) */
 	CFG_DRAINING = 1U << 1,     /* no new flows: SYNs of unknown flows are passed (the kernel resets them) */
+	CFG_NATIVE = 1U << 2,       /* attached in native mode: what leaves is sent as it is, so a partial TCP
+				     * checksum is completed on arrival (l4csum.h tcp_csum_classify) */
 };
 
 /* struct backend.flags */
@@ -75,7 +77,7 @@ enum flb_reason {
 	REASON_TRUNCATED = 1,       /* a header runs past the end of the packet */
 	REASON_IP_OPTIONS = 2,      /* IHL != 5: we do not rewrite around options */
 	REASON_FRAGMENT = 3,        /* MF set or non-zero fragment offset */
-	REASON_NOT_TCP = 4,
+	REASON_NOT_TCP = 4,         /* UDP, …, and ICMP other than an error quoting TCP */
 	REASON_NOT_OURS = 5,        /* neither a service address nor a SNAT port */
 	REASON_NO_FLOW = 6,         /* non-SYN packet of an unknown flow (the kernel resets it) */
 	REASON_NO_BACKEND = 7,      /* the service has no healthy backend */
@@ -91,7 +93,12 @@ enum flb_reason {
 				     * IPv4 forwarding is off on the interface (per resolution, as above) */
 	REASON_SYN_RACE = 16,       /* not a pass: a SYN found its flow created by another CPU a moment earlier
 				     * (a duplicate in flight) and followed it */
-	REASON_MAX = 17,            /* the number of reasons (flb_reasons' size) */
+	REASON_ICMP_C2B = 17,       /* not a pass: an ICMP error from the client side about a flow, translated and
+				     * sent to its backend (icmp.h) */
+	REASON_ICMP_B2C = 18,       /* not a pass: an ICMP error from the backend side about a flow, translated and
+				     * sent to its client */
+	REASON_ICMP_NO_FLOW = 19,   /* an ICMP error quoting a service address and port or a SNAT port of no live flow */
+	REASON_MAX = 20,            /* the number of reasons (flb_reasons' size) */
 };
 
 /*

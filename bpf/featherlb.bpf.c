@@ -5,11 +5,12 @@
  *   client → LB:   c:cp → vip:vp      becomes   vip:snat → be:bp    (forward table)
  *   backend → LB:  be:bp → vip:snat   becomes   vip:vp → c:cp       (reverse table)
  *
- * Everything else (ARP, IPv6, VLAN, non-TCP, fragments, IP options, the LB's own traffic) is passed to
- * the kernel untouched. This file only composes the headers:
+ * ICMP errors about a flow are translated and sent to the other side (icmp.h). Everything else (ARP,
+ * IPv6, VLAN, other ICMP, non-TCP, fragments, IP options, the LB's own traffic) is passed to the kernel
+ * untouched. This file only composes the headers:
  *   consts.h structs.h maps.h config.h counters.h (data)   parsing.h csum.h rewrite.h (packet)
  *   hash.h select.h (plan interpreter)   neigh.h (next hop)   flow.h (flow state)   snat.h (SNAT ports)
- *   tsmod.h (TCP timestamp modulation).
+ *   tsmod.h (TCP timestamp modulation)   l4csum.h (partial checksums)   icmp.h (ICMP errors).
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -21,6 +22,7 @@
 #include "counters.h"
 #include "parsing.h"
 #include "csum.h"
+#include "l4csum.h"
 #include "rewrite.h"
 #include "hash.h"
 #include "select.h"
@@ -28,6 +30,7 @@
 #include "flow.h"
 #include "snat.h"
 #include "tsmod.h"
+#include "icmp.h"
 
 /**
  * A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. Returns the action
@@ -94,7 +97,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	count_packet(s, id, DIR_C2B, p->payload);
 	count_reason(REASON_TX_C2B);
 	if (ts)
-		ts_field_add(p->tcph, ts, f.ts_off); /* TSval' = TSval + ts_off */
+		ts_field_add(p, ts, f.ts_off); /* TSval' = TSval + ts_off */
 	rewrite(p, &out, fk->daddr, snat, be_addr, be_port);
 	return transmit(ctx, &out);
 }
@@ -147,13 +150,9 @@ static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_con
 	struct flow_key rk = {
 		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
 	};
-	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
-	if (!owner)
-		return pass(REASON_NO_FLOW);
-	struct flow_key fk = *owner;
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	/* A reverse entry whose forward flow was evicted or replaced is stale. */
-	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
+	struct flow_key fk;
+	struct flow_fwd *f = flow_of_reverse(&rk, &fk);
+	if (!f)
 		return pass(REASON_NO_FLOW);
 
 	struct flow_fwd fv = *f;
@@ -191,13 +190,20 @@ int featherlb(struct xdp_md *ctx)
 	struct flb_config *cfg = config();
 	if (!cfg)
 		return pass(REASON_NOT_OURS);
+	/* ICMP (parse_packet leaves p.tcph NULL; tested on the pointer so the verifier sees it): icmp.h. */
+	if (!p.tcph)
+		return icmp_error(ctx, cfg, &p);
 
 	struct svc_key sk = { .addr = p.iph->daddr, .port = p.tcph->dest, .pad = 0 };
 	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);
-	if (svc)
+	if (svc) {
+		tcp_csum_classify(ctx, cfg, &p);
 		return from_client(ctx, cfg, &p, svc);
-	if (cfg_is_snat_port(cfg, p.tcph->dest))
+	}
+	if (cfg_is_snat_port(cfg, p.tcph->dest)) {
+		tcp_csum_classify(ctx, cfg, &p);
 		return from_backend(ctx, cfg, &p);
+	}
 	return pass(REASON_NOT_OURS);
 }
 

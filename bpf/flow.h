@@ -22,6 +22,23 @@ static __always_inline void reverse_key(const struct flow_key *fk, const struct 
 	rk->dport = f->snat_port;
 }
 
+/**
+ * The flow a backend-side 4-tuple belongs to (`rk`: backend → LB SNAT port, the reverse-table key):
+ * its forward entry, with its key in *fk, or NULL. A reverse entry whose forward flow was evicted or
+ * replaced (it no longer points back at rk) is stale: NULL.
+ */
+static __always_inline struct flow_fwd *flow_of_reverse(const struct flow_key *rk, struct flow_key *fk)
+{
+	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, rk);
+	if (!owner)
+		return NULL;
+	*fk = *owner;
+	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, fk);
+	if (!f || f->snat_port != rk->dport || f->be_addr != rk->saddr || f->be_port != rk->sport)
+		return NULL;
+	return f;
+}
+
 /** Remove both directions of a flow (after RST, or the last ACK of a FIN handshake). */
 static __always_inline void forget_flow(const struct flow_key *fk, const struct flow_fwd *f)
 {

@@ -2,8 +2,9 @@
 /*
  * Packet parsing (xdp-tutorial's parsing_helpers.h style): each parser checks bounds against data_end,
  * moves the cursor past its header and returns FLB_GO_ON, or returns XDP_PASS (counted) for anything
- * the balancer does not handle. We never change the packet's head or tail, so the pointers stay valid
- * for the whole run: no re-reading of data/data_end is needed after parsing.
+ * the balancer does not handle (it handles TCP, and ICMP errors about its flows: icmp.h). We never
+ * change the packet's head or tail, so the pointers stay valid for the whole run: no re-reading of
+ * data/data_end is needed after parsing.
  */
 #ifndef FLB_PARSING_H
 #define FLB_PARSING_H
@@ -24,8 +25,9 @@ struct hdr_cursor {
 struct packet {
 	struct ethhdr *eth;
 	struct iphdr *iph;
-	struct tcphdr *tcph;
+	struct tcphdr *tcph; /* NULL for ICMP (parse_packet) */
 	__u32 payload; /* TCP payload bytes (host order), from the IP total length */
+	__u32 csum_partial; /* 0xffff: the TCP checksum field holds only the pseudo-header sum, else 0 (l4csum.h) */
 };
 
 /** Ethernet: only untagged IPv4 goes on (VLAN tags, IPv6 and ARP are passed). */
@@ -41,7 +43,7 @@ static __always_inline int parse_eth(struct hdr_cursor *c, void *data_end, struc
 	return FLB_GO_ON;
 }
 
-/** IPv4 without options, not a fragment, carrying TCP. */
+/** IPv4 without options, not a fragment. */
 static __always_inline int parse_ipv4(struct hdr_cursor *c, void *data_end, struct packet *p)
 {
 	struct iphdr *iph = c->pos;
@@ -55,8 +57,6 @@ static __always_inline int parse_ipv4(struct hdr_cursor *c, void *data_end, stru
 	/* frag_off: MF bit (0x2000) or a non-zero offset (low 13 bits) means a fragment: no ports to NAT. */
 	if (iph->frag_off & bpf_htons(0x3fff))
 		return pass(REASON_FRAGMENT);
-	if (iph->protocol != IPPROTO_TCP)
-		return pass(REASON_NOT_TCP);
 	p->iph = iph;
 	c->pos = iph + 1;
 	return FLB_GO_ON;
@@ -77,6 +77,10 @@ static __always_inline int parse_tcp(struct hdr_cursor *c, void *data_end, struc
 	return FLB_GO_ON;
 }
 
+/**
+ * Ethernet, IPv4, then TCP: FLB_GO_ON with p->tcph set. ICMP also goes on, with p->tcph NULL and the
+ * cursor at the ICMP header (p->iph + 1): an ICMP error may be about one of our flows (icmp.h).
+ */
 static __always_inline int parse_packet(void *data, void *data_end, struct packet *p)
 {
 	struct hdr_cursor c = { .pos = data };
@@ -86,6 +90,10 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	action = parse_ipv4(&c, data_end, p);
 	if (action >= 0)
 		return action;
+	if (p->iph->protocol == IPPROTO_ICMP)
+		return FLB_GO_ON;
+	if (p->iph->protocol != IPPROTO_TCP)
+		return pass(REASON_NOT_TCP);
 	return parse_tcp(&c, data_end, p);
 }
 

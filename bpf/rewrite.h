@@ -7,12 +7,14 @@
 #include <linux/ip.h>
 #include <linux/tcp.h>
 #include "csum.h"
+#include "l4csum.h"
 #include "parsing.h"
 #include "structs.h"
 
 /**
  * Rewrite the packet to saddr:sport → daddr:dport with the MACs of `out`, updating both checksums
- * incrementally (csum.h). Every argument is in network order.
+ * incrementally (csum.h; the TCP one full or partial, as p->csum_partial says: l4csum.h). Every argument
+ * is in network order.
  */
 static __always_inline void rewrite(struct packet *p, const struct next_hop *out, __be32 saddr, __be16 sport,
 				    __be32 daddr, __be16 dport)
@@ -25,15 +27,15 @@ static __always_inline void rewrite(struct packet *p, const struct next_hop *out
 
 	/* Addresses are in the IP header checksum and in the TCP pseudo-header. */
 	csum_replace4(&iph->check, iph->saddr, saddr);
-	csum_replace4(&tcph->check, iph->saddr, saddr);
+	tcp_csum_replace_addr(p, iph->saddr, saddr);
 	iph->saddr = saddr;
 	csum_replace4(&iph->check, iph->daddr, daddr);
-	csum_replace4(&tcph->check, iph->daddr, daddr);
+	tcp_csum_replace_addr(p, iph->daddr, daddr);
 	iph->daddr = daddr;
-	/* Ports are only in the TCP checksum. */
-	csum_replace2(&tcph->check, tcph->source, sport);
+	/* Ports are only in the TCP checksum (a full one: a partial one gets them when it is completed). */
+	tcp_csum_replace2(p, tcph->source, sport);
 	tcph->source = sport;
-	csum_replace2(&tcph->check, tcph->dest, dport);
+	tcp_csum_replace2(p, tcph->dest, dport);
 	tcph->dest = dport;
 }
 

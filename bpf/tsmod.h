@@ -37,6 +37,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "csum.h"
+#include "l4csum.h"
 #include "parsing.h"
 #include "structs.h"
 
@@ -145,14 +146,15 @@ static __always_inline int flow_modulates_ts(const struct flow_fwd *f) { return 
 /**
  * Add `delta` (host order, wrapping) to the 4-byte timestamp field at `field` (network order, maybe
  * unaligned: read and written with memcpy) and update the TCP checksum for it:
- * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the field's two 16-bit words (csum_replace4).
+ * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the field's two 16-bit words (tcp_csum_replace4; a
+ * partial checksum is left alone, l4csum.h).
  */
-static __always_inline void ts_field_add(struct tcphdr *t, __u8 *field, __u32 delta)
+static __always_inline void ts_field_add(struct packet *p, __u8 *field, __u32 delta)
 {
 	__be32 old, new;
 	__builtin_memcpy(&old, field, sizeof(old));
 	new = bpf_htonl(bpf_ntohl(old) + delta);
-	csum_replace4(&t->check, old, new);
+	tcp_csum_replace4(p, old, new);
 	__builtin_memcpy(field, &new, sizeof(new));
 }
 
@@ -187,9 +189,9 @@ static __always_inline void ts_modulate(struct xdp_md *ctx, struct packet *p, co
 	if (!ts)
 		return;
 	if (dir == DIR_C2B)
-		ts_field_add(p->tcph, ts, f->ts_off);      /* TSval */
+		ts_field_add(p, ts, f->ts_off);      /* TSval */
 	else
-		ts_field_add(p->tcph, ts + 4, -f->ts_off); /* TSecr */
+		ts_field_add(p, ts + 4, -f->ts_off); /* TSecr */
 }
 
 #endif

@@ -55,7 +55,7 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], p
   e.add("featherlb_config_reloads_total", "counter", "Config reloads (SIGHUP or a config file change) by result.", { result: "ok" }, info.reloads.ok);
   e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
-  const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
+  const help = "XDP program: packets by outcome (tx_* = rewritten and sent, icmp_c2b/icmp_b2c = ICMP errors translated and sent to the other side of their flow, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
   for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
   for (const s of services) {
     const labels = { service: s.name };

@@ -7,6 +7,10 @@
  *   "echo"         "<name>\n" on accept, then every byte echoed; FIN answered with FIN.
  *   "echo-on-end"  no greeting; everything echoed only after the client's FIN (tests half-close).
  *   "close-first"  "<name>\n", then it closes (its side of every connection goes to TIME_WAIT).
+ *   "source"       `sourceBytes` random bytes (drawn once; their SHA-256 is `sourceSha`) on accept, then
+ *                  FIN (a download); with 0 bytes an upload sink: what the client sends is hashed for
+ *                  onConnClosed, its FIN answered with FIN (Bun's end() closes both ways, so a sink must
+ *                  not end first). Bulk data one way only: the netns ICMP suite.
  *   "e2e"          test/e2e/protocol.ts: HELLO <name> <instance>, ECHO <length> <hold-ms>, the echo,
  *                  the hold, OK <sha256> <length>, close.
  *
@@ -16,7 +20,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { formatHello, formatTrailer, LineReader, parseRequest, type EchoRequest } from "../e2e/protocol.ts";
 
-export type Behaviour = "echo" | "echo-on-end" | "close-first" | "e2e";
+export type Behaviour = "echo" | "echo-on-end" | "close-first" | "source" | "e2e";
 
 export interface BackendOptions {
   /** Default 127.0.0.1. */
@@ -30,8 +34,10 @@ export interface BackendOptions {
    * the instance that carried the connection, since it connects from its own address).
    */
   showPeer?: boolean;
-  /** Called as each connection closes with what it received ("echo"): the client → backend leg. */
+  /** Called as each connection closes with what it received ("echo", "source"): the client → backend leg. */
   onConnClosed?: (c: { bytes: number; sha256: string }) => void;
+  /** "source": how many bytes each connection is sent. */
+  sourceBytes?: number;
 }
 
 export interface BackendStats {
@@ -55,6 +61,8 @@ export interface TestBackend {
   stats: BackendStats;
   /** The connections open right now. */
   open: Set<Socket<Conn>>;
+  /** "source": SHA-256 (hex) of the bytes each connection is sent. */
+  sourceSha?: string;
   stop(): void;
 }
 
@@ -119,6 +127,7 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
   const instance = crypto.randomUUID().slice(0, 8);
   const stats: BackendStats = { accepted: 0, active: 0, completed: 0, aborted: 0, malformed: 0 };
   const open = new Set<Socket<Conn>>();
+  const source = behaviour === "source" ? new Uint8Array(crypto.getRandomValues(new Uint8Array(options.sourceBytes ?? 0))) : undefined;
 
   // ------------------------------------------------------------------ "e2e" (test/e2e/protocol.ts)
   const hello = formatHello({ backend: name, instance });
@@ -202,6 +211,10 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
         if (behaviour === "e2e") s.write(hello);
         else if (behaviour === "close-first") s.end(greeting);
         else if (behaviour === "echo") send(s, Buffer.from(greeting));
+        else if (behaviour === "source" && source!.length) {
+          send(s, source!);
+          endAfterFlush(s);
+        }
       },
       data(s, chunk) {
         if (behaviour === "e2e") return e2eData(s, chunk);
@@ -210,11 +223,11 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
         else if (behaviour === "echo") {
           s.data.hasher?.update(chunk);
           send(s, chunk);
-        }
+        } else if (behaviour === "source") s.data.hasher?.update(chunk);
       },
       end(s) {
         if (behaviour === "echo-on-end") send(s, Buffer.concat(s.data.kept));
-        if (behaviour === "echo" || behaviour === "echo-on-end") endAfterFlush(s);
+        if (behaviour === "echo" || behaviour === "echo-on-end" || behaviour === "source") endAfterFlush(s);
       },
       drain(s) {
         if (flush(s) && behaviour === "e2e" && s.data.echoed) finish(s);
@@ -226,7 +239,7 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
         if (!c) return;
         if (c.hold) clearTimeout(c.hold);
         if (behaviour === "e2e" && !c.done) stats.aborted++;
-        if (behaviour === "echo" && options.onConnClosed && c.received > 0) options.onConnClosed({ bytes: c.received, sha256: c.hasher!.digest("hex") });
+        if ((behaviour === "echo" || behaviour === "source") && options.onConnClosed && c.received > 0) options.onConnClosed({ bytes: c.received, sha256: c.hasher!.digest("hex") });
       },
       error(s) {
         s.terminate();
@@ -241,6 +254,7 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
     address: `${host}:${listener.port}`,
     stats,
     open,
+    sourceSha: source && new Bun.CryptoHasher("sha256").update(source).digest("hex"),
     stop: () => listener.stop(true),
   };
 }

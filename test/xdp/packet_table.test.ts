@@ -4,15 +4,15 @@
  * scratch with checksums computed over the whole header (packets.ts), and compared byte for byte.
  *
  * The program runs with CFG_STATIC_NEIGH (a TEST ONLY flag in flb_config): MACs come from the flb_nbr
- * map instead of bpf_fib_lookup, since the test process has no routes to these addresses. The fib path
- * is exercised by the network-namespace test (netns.test.ts).
+ * map instead of bpf_fib_lookup, since the test process has no routes to these addresses (fixture.ts).
+ * The fib path is exercised by the network-namespace test (netns.test.ts). ICMP errors and partial
+ * checksums have their own table (packet_table_icmp.test.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
-import type { Member } from "../../src/control/algorithms/types.ts";
-import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
 import { XdpError } from "../../src/dataplane/xdp/errors.ts";
 import { EINVAL } from "../../src/dataplane/xdp/libbpf.ts";
 import { loadTestProgram, type TestProgram } from "./program-test.ts";
@@ -41,46 +41,8 @@ import {
   tsOption,
   type TcpSpec,
 } from "./packets.ts";
+import { BACKENDS, BE_PORT, SNAT, VIP, VPORT, XDP_PASS, XDP_TX, backendOf, beMac, client, fromBackend, members, runRow, setupProgram, toBackend } from "./fixture.ts";
 import { bpfSuiteEnabled } from "./require.ts";
-
-const XDP_PASS = 2;
-const XDP_TX = 3;
-
-const VIP = "10.0.0.1";
-const VPORT = 80;
-const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
-const BE_PORT = 8080;
-const beMac = (i: number) => `02:00:00:00:00:${(0x21 + i).toString(16)}`;
-const SNAT = { first: 40000, last: 59999 };
-
-function setupProgram(p: TestProgram): void {
-  p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
-  for (let c = 0; c < 256; c++) p.setNeighbour(ipv4ToU32(`10.0.1.${c}`), mac(CLIENT_MAC));
-  p.setNeighbour(ipv4ToU32("10.0.0.10"), mac(CLIENT_MAC));
-  BACKENDS.forEach((ip, i) => p.setNeighbour(ipv4ToU32(ip), mac(beMac(i))));
-  p.setService(0, ipv4ToU32(VIP), VPORT);
-  BACKENDS.forEach((ip, i) => p.setBackend(0, i, ipv4ToU32(ip), BE_PORT));
-}
-
-const members = (weights: number[]): Member[] => weights.map((weight, id) => ({ id, weight, key: `${BACKENDS[id]}:${BE_PORT}` }));
-
-function client(port: number, flags: number, o: Partial<TcpSpec> = {}): TcpSpec {
-  return { src: "10.0.0.10", dst: VIP, sport: port, dport: VPORT, flags, ...o };
-}
-
-/** What the LB must send to the backend for a client packet `s` (src = VIP:snat, MACs from the table). */
-function toBackend(s: TcpSpec, be: number, snat: number): Uint8Array {
-  return tcpPacket({ ...s, srcMac: LB_MAC, dstMac: beMac(be), src: VIP, dst: BACKENDS[be]!, sport: snat, dport: BE_PORT });
-}
-
-/** A backend reply and what the LB must send to the client for it. */
-function fromBackend(be: number, snat: number, clientPort: number, flags: number, o: Partial<TcpSpec> = {}) {
-  const spec: TcpSpec = { srcMac: beMac(be), dstMac: LB_MAC, src: BACKENDS[be]!, dst: VIP, sport: BE_PORT, dport: snat, flags, ...o };
-  const out = tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: "10.0.0.10", sport: VPORT, dport: clientPort });
-  return { input: tcpPacket(spec), expected: out };
-}
-
-const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
 
 if (bpfSuiteEnabled("xdp packet table")) {
   let p: TestProgram;
@@ -93,12 +55,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
   afterAll(() => p?.close());
 
   /** Run a row whose output must be exactly `expected` (or the input itself for PASS rows). */
-  function row(input: Uint8Array, action: number, expected: Uint8Array = input) {
-    const r = p.run(input);
-    expect(r.retval).toBe(action);
-    expect(hex(r.data)).toBe(hex(expected));
-    return r;
-  }
+  const row = (input: Uint8Array, action: number, expected?: Uint8Array) => runRow(p, input, action, expected);
 
   describe("passes what it does not balance, untouched", () => {
     const unknown = tcpPacket(client(1111, TCP.SYN));

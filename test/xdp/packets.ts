@@ -48,6 +48,8 @@ export interface TcpSpec {
   /** IP protocol number (default TCP). With another protocol the "TCP" bytes are just payload. */
   protocol?: number;
   window?: number;
+  /** A partial checksum (CHECKSUM_PARTIAL): the field holds the pseudo-header sum only (bpf/l4csum.h). */
+  partialCsum?: boolean;
 }
 
 export const CLIENT_MAC = "02:00:00:00:00:0c";
@@ -99,16 +101,80 @@ export function tcpSegment(s: TcpSpec): Uint8Array {
   v.setUint16(14, s.window ?? 64240);
   seg.set(opts, 20);
   seg.set(payload, hlen);
+  const sum = pseudoSum(s.src, s.dst, seg.length);
+  v.setUint16(16, s.partialCsum ? sum : inetChecksum(seg, sum));
+  return seg;
+}
+
+/** The TCP pseudo-header (addresses, protocol 6, TCP length), summed and folded (RFC 1071). */
+export function pseudoSum(src: string, dst: string, tcpLength: number): number {
   const pseudo = new Uint8Array(12);
   const pv = new DataView(pseudo.buffer);
-  pv.setUint32(0, ipv4ToU32(s.src));
-  pv.setUint32(4, ipv4ToU32(s.dst));
+  pv.setUint32(0, ipv4ToU32(src));
+  pv.setUint32(4, ipv4ToU32(dst));
   pv.setUint8(9, 6);
-  pv.setUint16(10, seg.length);
-  let sum = 0;
-  for (let i = 0; i < 12; i += 2) sum += (pseudo[i]! << 8) | pseudo[i + 1]!;
-  v.setUint16(16, inetChecksum(seg, sum));
-  return seg;
+  pv.setUint16(10, tcpLength);
+  return ~inetChecksum(pseudo) & 0xffff;
+}
+
+/**
+ * What completing a partial checksum does (skb_checksum_help, or a NIC): the field becomes the
+ * complement of the sum of the segment from the TCP header on, the field (the pseudo-header sum)
+ * included. A copy of the frame.
+ */
+export function completeTcpChecksum(frame: Uint8Array): Uint8Array {
+  const out = frame.slice();
+  const v = new DataView(out.buffer);
+  const ihl = (out[14]! & 0xf) * 4;
+  const seg = out.subarray(14 + ihl, 14 + v.getUint16(16));
+  new DataView(seg.buffer, seg.byteOffset).setUint16(16, inetChecksum(seg));
+  return out;
+}
+
+/** Does the IPv4 header at `offset` of `bytes` verify (its IHL bytes sum to 0xffff)? */
+export function ipChecksumOk(bytes: Uint8Array, offset = 14): boolean {
+  const ihl = (bytes[offset]! & 0xf) * 4;
+  return inetChecksum(bytes.subarray(offset, offset + ihl)) === 0;
+}
+
+export const ICMP = { DEST_UNREACH: 3, FRAG_NEEDED: 4, PORT_UNREACH: 3, TIME_EXCEEDED: 11, ECHO: 8 } as const;
+
+export interface IcmpSpec {
+  srcMac?: string;
+  dstMac?: string;
+  src: string;
+  dst: string;
+  type: number;
+  code: number;
+  /** The 4 bytes after the checksum: unused, or (fragmentation needed) the next hop's MTU in the low 16 bits. */
+  rest?: number;
+  /** The quoted packet: an IPv4 header and the start of what followed it. */
+  quote: Uint8Array;
+  ttl?: number;
+  id?: number;
+}
+
+/** An ICMP message (header + quote) with its checksum over the whole message, from scratch. */
+export function icmpMessage(type: number, code: number, rest: number, quote: Uint8Array): Uint8Array {
+  const m = new Uint8Array(8 + quote.length);
+  const v = new DataView(m.buffer);
+  v.setUint8(0, type);
+  v.setUint8(1, code);
+  v.setUint32(4, rest >>> 0);
+  m.set(quote, 8);
+  v.setUint16(2, inetChecksum(m));
+  return m;
+}
+
+/** A full Ethernet/IPv4/ICMP frame. */
+export function icmpPacket(s: IcmpSpec): Uint8Array {
+  return ethernet(s.dstMac ?? LB_MAC, s.srcMac ?? CLIENT_MAC, ETH_P_IP, ipv4(s.src, s.dst, 1, icmpMessage(s.type, s.code, s.rest ?? 0, s.quote), { ttl: s.ttl, id: s.id, fragOff: 0 }));
+}
+
+/** Does the ICMP message of a frame (after a 20-byte IPv4 header) verify over its whole length? */
+export function icmpChecksumOk(frame: Uint8Array): boolean {
+  const tot = new DataView(frame.buffer, frame.byteOffset).getUint16(16);
+  return inetChecksum(frame.subarray(34, 14 + tot)) === 0;
 }
 
 /** A full Ethernet/IPv4/TCP frame. */

@@ -76,7 +76,7 @@ export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, rand
 /** enum flb_flow_state: struct flow_fwd.state bits (FLOW_*). */
 export const FLOW_STATE = { FIN_C2B: 1, FIN_B2C: 2, LAST_FIN_B2C: 4, CLOSED: 8, TS_MOD: 16 } as const;
 /** enum flb_cfg_flag: struct flb_config.flags bits (CFG_*). */
-export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2 } as const;
+export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2, NATIVE: 4 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
 export const BACKEND_FLAGS = { PRESENT: 1 } as const;
 
@@ -99,6 +99,9 @@ export const REASONS = [
   "neigh_learned",
   "neigh_table",
   "syn_race",
+  "icmp_c2b",
+  "icmp_b2c",
+  "icmp_no_flow",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

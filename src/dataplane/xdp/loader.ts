@@ -8,7 +8,7 @@ import type { AttachMode } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
 import { isXdpError } from "./errors.ts";
-import { MAPS } from "./layout.ts";
+import { CFG_FLAGS, MAPS } from "./layout.ts";
 import { BpfObject, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
@@ -87,6 +87,10 @@ export async function attachProgram(program: XdpProgram, ifname: string, ifindex
           ];
   let errno = 0;
   for (const [mode, flags] of modes) {
+    // Before the first packet: natively attached, the program completes partial TCP checksums (what it
+    // transmits leaves as it is; bpf/l4csum.h), in generic mode it keeps them partial.
+    const cfg = program.readConfig();
+    program.writeConfig({ ...cfg, flags: mode === "native" ? cfg.flags | CFG_FLAGS.NATIVE : cfg.flags & ~CFG_FLAGS.NATIVE });
     try {
       const fd = xdpLinkCreate(program.progFd, ifindex, flags);
       return { mode, close: () => closeFd(fd) };

@@ -10,10 +10,14 @@
  *   churn <host> <port> <count> <concurrency> <ip,ip,…>            → {count, failures, slow, maxMs, p50Ms, p99Ms}
  *     short connections the server closes first; `slow` counts those over 500 ms (a SYN retransmit
  *     takes ≥ 1 s), connections rotate over the source addresses
+ *   get <host> <port>                                               → {bytes, sha256, ms}
+ *     everything a "source" backend sends, until it closes
+ *   put <host> <port> <bytes>                                       → {bytes, sha256, ms}
+ *     `bytes` random bytes to a "source" backend (0 bytes: a sink), then FIN; done when it closes
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
-import type net from "node:net";
+import net from "node:net";
 import { greetConn } from "../../support/conn.ts";
 import { percentile, runLoad, type LoadStats } from "../../support/load.ts";
 
@@ -97,6 +101,31 @@ async function churn(count: number, concurrency: number, ips: string[]) {
   return { count: stats.ok, ...failures(stats), slow: ms.filter((x) => x > 500).length, maxMs: Math.round(ms.at(-1) ?? -1), p50Ms: at(50), p99Ms: at(99) };
 }
 
+/** Bulk data one way: everything the server sends (get), or `bytes` of random data to it (put). */
+async function bulk(put: number) {
+  const payload = randomBytes(put);
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const sock = net.connect({ host, port, allowHalfOpen: true }, () => {
+      if (put) sock.end(payload);
+    });
+    sock.on("data", (b: Buffer) => {
+      hash.update(b);
+      bytes += b.length;
+    });
+    sock.on("end", () => {
+      if (!put) sock.end();
+    });
+    sock.on("error", reject);
+    sock.on("close", () => resolve());
+  });
+  const ms = Math.round(performance.now() - t0);
+  if (put) return { bytes: put, sha256: createHash("sha256").update(payload).digest("hex"), ms };
+  return { bytes, sha256: hash.digest("hex"), ms };
+}
+
 async function udp() {
   const sock = dgram.createSocket("udp4");
   const reply = await new Promise<string | null>((resolve) => {
@@ -132,6 +161,12 @@ switch (mode) {
     break;
   case "udp":
     result = await udp();
+    break;
+  case "get":
+    result = await bulk(0);
+    break;
+  case "put":
+    result = await bulk(Number(rest[0]));
     break;
   case "bench": {
     const [secs = "5", conc = "8", ips = ""] = rest;

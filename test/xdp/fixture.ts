@@ -1,0 +1,58 @@
+/**
+ * The packet tables' world (packet_table.test.ts, packet_table_icmp.test.ts): one service VIP:80 with
+ * three backends on one /24, MACs from featherlb's neighbour table (CFG_STATIC_NEIGH: the test process
+ * has no routes to these addresses), and the packets a client and a backend send through it.
+ */
+import type { Member } from "../../src/control/algorithms/types.ts";
+import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import { expect } from "bun:test";
+import { CLIENT_MAC, LB_MAC, hex, mac, parseTcp, tcpPacket, type TcpSpec } from "./packets.ts";
+import type { TestProgram } from "./program-test.ts";
+
+export const XDP_PASS = 2;
+export const XDP_TX = 3;
+
+export const VIP = "10.0.0.1";
+export const VPORT = 80;
+export const CLIENT = "10.0.0.10";
+export const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
+export const BE_PORT = 8080;
+export const beMac = (i: number) => `02:00:00:00:00:${(0x21 + i).toString(16)}`;
+export const SNAT = { first: 40000, last: 59999 };
+
+export function setupProgram(p: TestProgram): void {
+  p.writeConfig({ snatFirst: SNAT.first, snatLast: SNAT.last, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
+  for (let c = 0; c < 256; c++) p.setNeighbour(ipv4ToU32(`10.0.1.${c}`), mac(CLIENT_MAC));
+  p.setNeighbour(ipv4ToU32(CLIENT), mac(CLIENT_MAC));
+  BACKENDS.forEach((ip, i) => p.setNeighbour(ipv4ToU32(ip), mac(beMac(i))));
+  p.setService(0, ipv4ToU32(VIP), VPORT);
+  BACKENDS.forEach((ip, i) => p.setBackend(0, i, ipv4ToU32(ip), BE_PORT));
+}
+
+export const members = (weights: number[]): Member[] => weights.map((weight, id) => ({ id, weight, key: `${BACKENDS[id]}:${BE_PORT}` }));
+
+export function client(port: number, flags: number, o: Partial<TcpSpec> = {}): TcpSpec {
+  return { src: CLIENT, dst: VIP, sport: port, dport: VPORT, flags, ...o };
+}
+
+/** What the LB must send to the backend for a client packet `s` (src = VIP:snat, MACs from the table). */
+export function toBackend(s: TcpSpec, be: number, snat: number): Uint8Array {
+  return tcpPacket({ ...s, srcMac: LB_MAC, dstMac: beMac(be), src: VIP, dst: BACKENDS[be]!, sport: snat, dport: BE_PORT });
+}
+
+/** A backend reply and what the LB must send to the client for it. */
+export function fromBackend(be: number, snat: number, clientPort: number, flags: number, o: Partial<TcpSpec> = {}) {
+  const spec: TcpSpec = { srcMac: beMac(be), dstMac: LB_MAC, src: BACKENDS[be]!, dst: VIP, sport: BE_PORT, dport: snat, flags, ...o };
+  const out = tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, sport: VPORT, dport: clientPort });
+  return { input: tcpPacket(spec), expected: out };
+}
+
+export const backendOf = (frame: Uint8Array) => BACKENDS.indexOf(u32ToIpv4(parseTcp(frame).dst));
+
+/** Run a row whose output must be exactly `expected` (or the input itself for PASS rows). */
+export function runRow(p: TestProgram, input: Uint8Array, action: number, expected: Uint8Array = input) {
+  const r = p.run(input);
+  expect(r.retval).toBe(action);
+  expect(hex(r.data)).toBe(hex(expected));
+  return r;
+}
