@@ -47,4 +47,22 @@ static __always_inline void csum_replace4(__u16 *check, __u32 from, __u32 to)
 	*check = ~csum_fold32(s);
 }
 
+/**
+ * csum_replace4 for a 32-bit field that starts at an ODD byte offset of the checksummed region (a TCP
+ * option after a single NOP, say): its bytes straddle the region's 16-bit words. The one's-complement
+ * sum of bytes shifted by one position is the byte-swapped sum of the same bytes aligned (RFC 1071
+ * §2(B)), so the change ~m + m' is summed as if aligned, folded, byte-swapped, and then applied.
+ */
+static __always_inline void csum_replace4_odd(__u16 *check, __u32 from, __u32 to)
+{
+	__u32 d = (__u16)~(from & 0xffff);
+	d += (__u16)~(from >> 16);
+	d += to & 0xffff;
+	d += to >> 16;
+	__u16 f = csum_fold32(d);
+	__u32 s = (__u16)~*check;
+	s += (__u16)((f << 8) | (f >> 8));
+	*check = ~csum_fold32(s);
+}
+
 #endif

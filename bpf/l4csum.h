@@ -216,11 +216,14 @@ static __always_inline void tcp_csum_replace2(struct packet *p, __u16 from, __u1
 	p->tcph->check = c ^ ((c ^ p->tcph->check) & (__u16)p->csum_partial); /* partial: unchanged */
 }
 
-/** Same for a 32-bit field of the segment (a timestamp). */
-static __always_inline void tcp_csum_replace4(struct packet *p, __u32 from, __u32 to)
+/** Same for a 32-bit field of the segment (a timestamp) that starts `odd` (1) or even (0) bytes into it. */
+static __always_inline void tcp_csum_replace4(struct packet *p, __u32 from, __u32 to, int odd)
 {
 	__u16 c = p->tcph->check;
-	csum_replace4(&c, from, to);
+	if (odd)
+		csum_replace4_odd(&c, from, to);
+	else
+		csum_replace4(&c, from, to);
 	p->tcph->check = c ^ ((c ^ p->tcph->check) & (__u16)p->csum_partial); /* partial: unchanged */
 }
 

@@ -146,15 +146,17 @@ static __always_inline int flow_modulates_ts(const struct flow_fwd *f) { return 
 /**
  * Add `delta` (host order, wrapping) to the 4-byte timestamp field at `field` (network order, maybe
  * unaligned: read and written with memcpy) and update the TCP checksum for it:
- * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the field's two 16-bit words (tcp_csum_replace4; a
- * partial checksum is left alone, l4csum.h).
+ * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the field's two 16-bit words, byte-swapped when the
+ * field starts at an odd offset (tcp_csum_replace4; a partial checksum is left alone, l4csum.h).
  */
 static __always_inline void ts_field_add(struct packet *p, __u8 *field, __u32 delta)
 {
 	__be32 old, new;
 	__builtin_memcpy(&old, field, sizeof(old));
 	new = bpf_htonl(bpf_ntohl(old) + delta);
-	tcp_csum_replace4(p, old, new);
+	/* Linux puts the option at an even offset (NOP, NOP, TS), but nothing requires it: NOP, TS, … puts
+	 * TSval at an odd one, where its bytes straddle the checksum's 16-bit words (csum.h). */
+	tcp_csum_replace4(p, old, new, (int)((field - (__u8 *)p->tcph) & 1));
 	__builtin_memcpy(field, &new, sizeof(new));
 }
 

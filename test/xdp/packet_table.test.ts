@@ -320,6 +320,21 @@ if (bpfSuiteEnabled("xdp packet table")) {
       row(tcpPacket(client(5210, TCP.RST)), XDP_TX, toBackend(client(5210, TCP.RST), 0, snat));
     });
 
+    test("timestamps at an odd offset (NOP, TS, NOP): TSval' and TSecr' rewritten with exact checksums both ways", () => {
+      const odd = (tsval: number, tsecr: number) => Uint8Array.of(TCPOPT.NOP, ...tsOption(tsval, tsecr), TCPOPT.NOP);
+      const syn = client(5230, TCP.SYN, { seq: 900, tcpOptions: odd(0x12345678, 0) });
+      const { r, ts } = runOnLbClock(tcpPacket(syn));
+      const snat = parseTcp(r.data).sport;
+      expect(tcpChecksumOk(r.data)).toBe(true);
+      expect(hex(r.data)).toBe(hex(toBackend({ ...syn, tcpOptions: odd(ts.tsval, 0) }, 0, snat)));
+      const off = u32(ts.tsval - 0x12345678);
+      const back = reply(snat, 5230, TCP.SYN | TCP.ACK, { seq: 3000, ack: 901, tcpOptions: odd(0x0badcafe, ts.tsval) }, odd(0x0badcafe, 0x12345678));
+      expect(tcpChecksumOk(row(back.input, XDP_TX, back.expected).data)).toBe(true);
+      const d = client(5230, TCP.ACK, { seq: 901, ack: 3001, tcpOptions: odd(0x12345679, 0x0badcafe) });
+      expect(tcpChecksumOk(row(tcpPacket(d), XDP_TX, toBackend({ ...d, tcpOptions: odd(u32(0x12345679 + off), 0x0badcafe) }, 0, snat)).data)).toBe(true);
+      row(tcpPacket(client(5230, TCP.RST, { seq: 901 })), XDP_TX, toBackend(client(5230, TCP.RST, { seq: 901 }), 0, snat));
+    });
+
     test("SYN whose options run past the end of the frame: forwarded, nothing read or written beyond data_end", () => {
       // doff says 40 bytes of options; the frame ends 30 bytes in, inside the timestamp option at 28.
       const opts = Uint8Array.of(...new Array(28).fill(TCPOPT.NOP), ...tsOption(5, 0), TCPOPT.NOP, TCPOPT.NOP);
