@@ -215,14 +215,18 @@ test("admin: /metrics in Prometheus text and /status as JSON, per service and ba
   }
 });
 
-test("mode: auto on the wildcard runs the proxy, and the logged reason names the file and the field", async () => {
+test("mode: auto on the wildcard runs that service in the proxy, and the logged reason names the file and the field", async () => {
   const a = startBackend("a");
   const port = await freePort();
   const lb = await startLB(`mode: auto\n${config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`)}`);
   try {
-    const line = await lb.waitForLog("xdp data plane unavailable, running the proxy");
+    const line = await lb.waitForLog("service runs in the proxy: the xdp data plane cannot serve it");
+    expect(line.service).toBe("web");
     expect(String(line.reason)).toMatch(/lb\.yaml: services\[0\]\.listen: mode: xdp needs a specific IPv4 address of this host, got 0\.0\.0\.0; /);
+    // No service needed XDP, so nothing was loaded or attached.
+    expect(lb.logs().some((l) => l.msg === "xdp program attached" || l.msg === "xdp data plane unavailable, running the proxy")).toBe(false);
     expect((await lb.status()).mode).toBe("proxy");
+    expect((await lb.status()).services[0].plane).toBe("proxy");
     expect(await whoServes("127.0.0.1", port)).toBe("a");
   } finally {
     await lb.stop();
