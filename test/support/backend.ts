@@ -10,7 +10,6 @@
  *   "e2e"          test/e2e/protocol.ts: HELLO <name> <instance>, ECHO <length> <hold-ms>, the echo,
  *                  the hold, OK <sha256> <length>, close.
  *
- *   "silent"       no greeting, reads and ignores everything, never closes (tests timeouts).
  *
  * With `proxy: true` every connection must start with a PROXY protocol header (v1 or v2), parsed by
  * test/support/proxyproto.ts — not by featherlb's code — before any of the above begins; the parsed
@@ -24,7 +23,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { formatHello, formatTrailer, LineReader, parseRequest, type EchoRequest } from "../e2e/protocol.ts";
 import { parseProxyHeader, type ProxyHeader } from "./proxyproto.ts";
 
-export type Behaviour = "echo" | "echo-on-end" | "close-first" | "e2e" | "silent";
+export type Behaviour = "echo" | "echo-on-end" | "close-first" | "e2e";
 
 export interface BackendOptions {
   /** Default 127.0.0.1. */

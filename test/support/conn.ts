@@ -217,6 +217,8 @@ export interface GreetOptions {
   host: string;
   port: number;
   localAddress?: string;
+  /** A fixed source port (outside the ephemeral range, so a test can use up that range elsewhere). */
+  localPort?: number;
   /** Default 5000. */
   timeoutMs?: number;
   /**
@@ -238,7 +240,7 @@ export function greetConn(o: GreetOptions): Promise<ConnResult & { socket?: net.
     let backend: string | undefined;
     let helloMs: number | undefined;
     let bytesReceived = 0;
-    const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
+    const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, localPort: o.localPort, noDelay: true });
     const timer = setTimeout(() => {
       if (phase === "after" && then !== "await-close") {
         socket.destroy(); // greeted: the answer is known, the close is not waited for any longer

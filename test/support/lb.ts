@@ -56,13 +56,15 @@ export interface RunningLB {
 
 /**
  * Start featherlb with `yaml` (the string `ADMIN` in it is replaced by a free admin address) and wait
- * until its admin listener answers.
+ * until its admin listener answers. `wrap` is a command prefix that ends by exec'ing its arguments.
  */
-export async function startLB(yaml: string): Promise<RunningLB> {
+export async function startLB(yaml: string, opts: { wrap?: string[] } = {}): Promise<RunningLB> {
   const adminPort = freePort();
   const admin = `http://127.0.0.1:${adminPort}`;
   const configPath = tempConfig(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
-  const proc = new Proc([...featherlbCommand(), configPath]);
+  // `wrap` runs featherlb under another command that execs it (so `pid` stays featherlb's), e.g. a shell
+  // that lowers `ulimit -n` first.
+  const proc = new Proc([...(opts.wrap ?? []), ...featherlbCommand(), configPath]);
   const logLines = () => proc.lines.filter((l) => l.stream === "err");
   const lb: RunningLB = {
     pid: proc.pid,

@@ -19,7 +19,7 @@ import { UserError } from "../../errors.ts";
 import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types.ts";
 import { raiseBacklog } from "./backlog.ts";
 import { Connector } from "./connect.ts";
-import { connectionCapacity } from "./descriptors.ts";
+import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
 import { decodeHeader } from "./proxyproto.ts";
 import { clock, Relay } from "./relay.ts";
 
@@ -50,6 +50,7 @@ export class ProxyDataPlane implements DataPlane {
   readonly capacity: number;
   private idleDrainResolve: (() => void) | null = null;
   private ticks = 0;
+  private capacityNoted = false;
 
   constructor(
     private readonly log: Logger,
@@ -151,11 +152,12 @@ export class ProxyDataPlane implements DataPlane {
     return binding;
   }
 
-  /** Said once per apply when the descriptor limit, not max_connections, bounds the proxied connections. */
+  /** Said once when the descriptor limit, not max_connections, bounds the proxied connections. */
   private noteCapacity(services: readonly ServicePair[]): void {
     const allowed = services.reduce((n, p) => n + (p.config.max_connections || Infinity), 0);
-    if (services.length > 0 && this.capacity < allowed) {
-      this.log.info("the descriptor limit allows fewer proxied connections than max_connections; the excess is refused (raise ulimit -n for more)", { connections: this.capacity });
+    if (!this.capacityNoted && services.length > 0 && this.capacity < allowed) {
+      this.capacityNoted = true;
+      this.log.info("the descriptor limit allows fewer proxied connections than max_connections; the excess is refused (raise ulimit -n for more)", { connections: this.capacity, ulimit_n: descriptorLimit() });
     }
   }
 
