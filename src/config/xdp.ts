@@ -44,27 +44,37 @@ export function checkXdp(config: Config, written: Written, serving: (s: ServiceC
   let seen = 0;
   config.services.forEach((service, i) => {
     if (!serving(service)) return;
-    const { host, port } = service.listen;
-    if (!isSpecificIPv4(host)) {
-      problems.push({
-        path: ["services", i, "listen"],
-        message: `mode: xdp needs a specific IPv4 address of this host, got ${describeHost(host)}; set listen to that address or use ${proxyHint(config, i)}`,
-      });
-    }
-    if (seen++ === MAX_SERVICES) {
-      problems.push({
-        path: ["services", i],
-        message: `mode: xdp holds at most ${MAX_SERVICES} services and the file has ${count}; remove ${count - MAX_SERVICES}, set services[].mode: proxy on ${count - MAX_SERVICES === 1 ? "one" : count - MAX_SERVICES}, or use mode: proxy`,
-      });
-    }
-    problems.push(...proxyOnly(config, service, i, written));
-    const snat = checkSnatPort(config, service, i, written.snatPorts);
-    if (snat) problems.push(snat);
+    problems.push(...ownProblems(config, service, i, written));
+    if (seen++ === MAX_SERVICES) problems.push(tooManyServices(i, count));
     const before = slots;
     slots += PLAN_BUFFERS * largestPlan(service);
     if (slots > SLOT_POOL_SIZE && before <= SLOT_POOL_SIZE) problems.push(planTooLarge(service, i, slots));
   });
   return problems;
+}
+
+/** What XDP cannot do for one service whatever the others are: its listen address, PROXY protocol, its port. */
+function ownProblems(config: Config, service: ServiceConfig, i: number, written: Written): Problem[] {
+  const problems: Problem[] = [];
+  const { host } = service.listen;
+  if (!isSpecificIPv4(host)) {
+    problems.push({
+      path: ["services", i, "listen"],
+      message: `mode: xdp needs a specific IPv4 address of this host, got ${describeHost(host)}; set listen to that address or use ${proxyHint(config, i)}`,
+    });
+  }
+  problems.push(...proxyOnly(config, service, i, written));
+  const snat = checkSnatPort(config, service, i, written.snatPorts);
+  if (snat) problems.push(snat);
+  return problems;
+}
+
+function tooManyServices(i: number, count: number): Problem {
+  const extra = count - MAX_SERVICES;
+  return {
+    path: ["services", i],
+    message: `mode: xdp holds at most ${MAX_SERVICES} services and the file has ${count}; remove ${extra}, set services[].mode: proxy on ${extra === 1 ? "one" : extra}, or use mode: proxy`,
+  };
 }
 
 /**
@@ -128,24 +138,30 @@ export interface PlaneSplit {
 export function splitPlanes(config: Config, xdpUnavailable?: string): PlaneSplit {
   const plane = new Map<ServiceConfig, Plane>();
   const fallbacks: PlaneSplit["fallbacks"] = [];
-  const inXdp = new Set<ServiceConfig>();
+  // What the services taken so far use of the shared limits (explicit ones first: the loader has
+  // checked them, and they run in xdp whatever the auto ones do).
+  let count = 0;
+  let slots = 0;
   for (const s of config.services) {
     if (s.mode === "auto") continue;
     plane.set(s, s.mode);
-    if (s.mode === "xdp") inXdp.add(s);
+    if (s.mode === "xdp") {
+      count++;
+      slots += PLAN_BUFFERS * largestPlan(s);
+    }
   }
   const written = { snatPorts: snatWritten(config) };
   config.services.forEach((s, i) => {
     if (s.mode !== "auto") return;
-    // The services taken so far pass (explicit ones by the loader, auto ones by this loop), so any
-    // problem now is this service's, even one reported at a later service (a shared limit).
-    inXdp.add(s);
-    const problems = checkXdp(config, written, (x) => inXdp.has(x));
-    const first = problems.find((p) => p.path[0] === "services" && p.path[1] === i) ?? problems[0];
+    const need = PLAN_BUFFERS * largestPlan(s);
+    const problem =
+      ownProblems(config, s, i, written)[0] ??
+      (count === MAX_SERVICES ? tooManyServices(i, count + 1) : slots + need > SLOT_POOL_SIZE ? planTooLarge(s, i, slots + need) : undefined);
     let reason = xdpUnavailable;
-    if (first) {
-      inXdp.delete(s);
-      reason = `${formatPath(first.path)}: ${first.message}`;
+    if (problem) reason = `${formatPath(problem.path)}: ${problem.message}`;
+    else {
+      count++;
+      slots += need;
     }
     plane.set(s, reason === undefined ? "xdp" : "proxy");
     if (reason !== undefined) fallbacks.push({ service: s, reason });
