@@ -36,6 +36,8 @@ export interface BackendOptions {
   onConnClosed?: (c: { bytes: number; sha256: string }) => void;
   /** Expect a PROXY protocol header at the start of every connection (see above). */
   proxy?: boolean;
+  /** The instance token (default: drawn at start); one process serving two ports shares it. */
+  instance?: string;
 }
 
 export interface BackendStats {
@@ -126,7 +128,7 @@ function flush(s: Socket<Conn>): boolean {
 export function startBackend(name: string, options: BackendOptions = {}): TestBackend {
   const host = options.host ?? "127.0.0.1";
   const behaviour = options.behaviour ?? "echo";
-  const instance = crypto.randomUUID().slice(0, 8);
+  const instance = options.instance ?? crypto.randomUUID().slice(0, 8);
   const stats: BackendStats = { accepted: 0, active: 0, completed: 0, aborted: 0, malformed: 0 };
   const open = new Set<Socket<Conn>>();
   const headers: TestBackend["headers"] = [];
