@@ -58,7 +58,7 @@ export class Runtime {
     /** Why there is no XDP plane (the attach failed, or no service needed it): auto services run in the proxy. */
     private readonly xdpUnavailable: string,
     private readonly health: HealthChecker,
-    readonly incidents: Incidents,
+    private readonly incidents: Incidents,
   ) {
     this.info = { version: VERSION, mode: "proxy", startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
     if (xdp?.attachMode !== undefined) this.info.attach = xdp.attachMode;
@@ -97,7 +97,8 @@ export class Runtime {
     );
     let xdp: DataPlane | null = null;
     let unavailable = XDP_NOT_STARTED;
-    const serving = config.services.filter((s) => splitPlanes(config).plane.get(s) === "xdp");
+    const wanted = splitPlanes(config).plane;
+    const serving = config.services.filter((s) => wanted.get(s) === "xdp");
     if (serving.length > 0) {
       try {
         xdp = await createXdp(config, log, serving);

@@ -72,6 +72,8 @@ export class LoadStats {
   peerSeen = 0;
   peerWrong = 0;
   peerSamples: string[] = [];
+  /** The first client address a backend reported, for the log. */
+  peerExample: string | undefined;
 
   get errorCount(): number {
     let n = 0;
@@ -132,6 +134,7 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
     }
     if (r.peerSeen !== undefined) {
       stats.peerSeen++;
+      stats.peerExample ??= r.peerSeen;
       if (r.peerSeen !== r.local) {
         stats.peerWrong++;
         if (stats.peerSamples.length < 3) stats.peerSamples.push(`backend saw ${r.peerSeen}, the client was ${r.local}`);

@@ -159,10 +159,12 @@ export function noErrors(errors: number, conns: number): Check {
  * send_proxy: every backend HELLO named, from the PROXY header featherlb sent, the address and port
  * this client connection really had — the client container's own IP, not featherlb's.
  */
-export function clientAddressSeen(seen: number, wrong: number, ok: number, samples: readonly string[]): Check {
+export function clientAddressSeen(seen: number, wrong: number, ok: number, samples: readonly string[], example?: string): Check {
   return {
     name: "send_proxy: the backend saw each connection's real client address and port",
     pass: ok > 0 && seen >= ok && wrong === 0,
-    detail: `${seen} HELLOs named a client address, ${wrong} of them not this connection's; ${ok} connections succeeded${samples.length ? `; ${samples.join("; ")}` : ""}`,
+    detail:
+      `${seen} HELLOs named a client address, ${wrong} of them not this connection's; ${ok} connections succeeded` +
+      `${example ? ` (e.g. ${example}, the client's own address)` : ""}${samples.length ? `; ${samples.join("; ")}` : ""}`,
   };
 }

@@ -208,7 +208,8 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
   const hashed = alg === "source_hash" || alg === "maglev";
   const plane = planeOf(service, o);
   const label = `${o.mode} ${alg}${service.sendProxy !== "off" ? ` send_proxy ${service.sendProxy}` : ""}`;
-  const source = hashed && o.sources.length ? (i: number) => o.sources[i % o.sources.length] : undefined;
+  // Hash algorithms need many client IPs; send_proxy uses them to show every address reaches the backend.
+  const source = (hashed || service.sendProxy !== "off") && o.sources.length ? (i: number) => o.sources[i % o.sources.length] : undefined;
   const before = await lbTotals(o, service);
   const conn = (payload: () => Payload, holdMs?: (backend: string) => number) =>
     echoConns({ host: o.lbHost, port: service.port, payload, holdMs, source, timeoutMs: o.timeoutMs });
@@ -298,7 +299,8 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
   if (plane === "proxy") checks.push(bytes);
   if (service.sendProxy !== "off") {
     const sum = (k: "peerSeen" | "peerWrong") => loads.reduce((n, l) => n + l[k], 0);
-    checks.push(clientAddressSeen(sum("peerSeen"), sum("peerWrong"), loads.reduce((n, l) => n + l.ok, 0), loads.flatMap((l) => l.peerSamples).slice(0, 3)));
+    const ok = loads.reduce((n, l) => n + l.ok, 0);
+    checks.push(clientAddressSeen(sum("peerSeen"), sum("peerWrong"), ok, loads.flatMap((l) => l.peerSamples).slice(0, 3), short.peerExample));
   }
 
   // The report section for this service.
@@ -306,7 +308,7 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
   const extra = plane !== o.mode || service.sendProxy !== "off" ? ` · ${plane} plane${service.sendProxy !== "off" ? `, send_proxy ${service.sendProxy}` : ""}` : "";
   io.out(rule(`${o.mode} · ${alg} · service ${service.name} (${o.lbHost}:${service.port})${extra}`));
   io.out(
-    `  load      ${o.concurrency} concurrent short connections for ${o.seconds} s (${o.payloadBytes}-byte echo${hashed ? `, from ${o.sources.length} client IPs` : ""}), then ${o.bulkCount} × ${o.bulkMiB} MiB bulk echo`,
+    `  load      ${o.concurrency} concurrent short connections for ${o.seconds} s (${o.payloadBytes}-byte echo${source ? `, from ${o.sources.length} client IPs` : ""}), then ${o.bulkCount} × ${o.bulkMiB} MiB bulk echo`,
   );
   const lat = short.latencies;
   io.out(`  short     ${fmtInt(short.conns)} conns  ${fmtInt(short.errorCount)} errors  ${fmtInt(short.rate)} conn/s  latency p50 ${fmtMs(percentile(lat, 50))}  p90 ${fmtMs(percentile(lat, 90))}  p99 ${fmtMs(percentile(lat, 99))}  max ${fmtMs(lat.at(-1) ?? NaN)}`);
