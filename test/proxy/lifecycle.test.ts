@@ -184,7 +184,7 @@ test("SIGHUP: from the wildcard to a specific address on the same port (the two 
 });
 
 test("SIGHUP: a failed reload that had given up an overlapping listener binds it again", async () => {
-  const a = startBackend("a");
+  const [a, b] = [startBackend("a"), startBackend("b")];
   const port = await freePort();
   const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const wildcard = config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`);
@@ -197,9 +197,16 @@ test("SIGHUP: a failed reload that had given up an overlapping listener binds it
     const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
     expect(String(line.error)).toContain(`127.0.0.1:${taken.port}: the address is already in use`);
     expect(await whoServes("127.0.0.2", port)).toBe("a"); // the wildcard is back
+    // …and it is the listener later reloads update: a new service on it (new name, new backend) serves.
+    lb.rewrite(wildcard.replace("name: web", "name: web2").replace(a.address, b.address));
+    const next = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, next);
+    expect(await whoServes("127.0.0.2", port)).toBe("b");
   } finally {
     await lb.stop();
     a.stop();
+    b.stop();
     taken.stop(true);
   }
 });

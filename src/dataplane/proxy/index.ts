@@ -126,8 +126,11 @@ export class ProxyDataPlane implements DataPlane {
   /** Bind a listener that `prepare` stopped for an overlapping new one that then failed. */
   private rebind(b: Binding): void {
     try {
-      b.listener = this.bind(b.address, b.listen, b.service).listener;
+      // A new Binding: its handlers read the binding they were made with, which later reloads update.
+      this.bindings.set(b.address, this.bind(b.address, b.listen, b.service));
     } catch (err) {
+      // Forgotten, so the next reload binds it again.
+      this.bindings.delete(b.address);
       this.log.error("a listener given up for a reload that failed could not be bound again", { address: b.address, error: (err as Error).message });
     }
   }
