@@ -9,23 +9,34 @@
  */
 import { MAX_BACKENDS } from "./config/limits.ts";
 import { loadConfig } from "./config/load.ts";
-import type { Config } from "./config/types.ts";
+import type { Config, Plane, ServiceConfig } from "./config/types.ts";
+import { splitPlanes } from "./config/xdp.ts";
 import { AdminServer } from "./control/admin.ts";
 import { Announcer } from "./control/announce.ts";
 import { ConfigWatcher } from "./control/configwatch.ts";
 import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
+import { Incidents } from "./control/incidents.ts";
 import { Logger } from "./control/log.ts";
 import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
 import { Service } from "./control/service.ts";
 import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
-import type { ConnectHooks, DataPlane, ServicePair } from "./dataplane/types.ts";
+import type { DataPlane, ServicePair } from "./dataplane/types.ts";
 import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
-/** Builds the data plane a config asks for; connect results go to `hooks` (passive health checks). */
-export type PlaneFactory = (config: Config, log: Logger, hooks: ConnectHooks) => Promise<DataPlane>;
+/**
+ * Loads and attaches the XDP data plane for the services in `serving` (they choose the interface). Tests
+ * pass a stand-in; featherlb uses createXdpDataPlane.
+ */
+export type XdpFactory = (config: Config, log: Logger, serving: readonly ServiceConfig[]) => Promise<DataPlane>;
+
+/**
+ * Why an auto service runs in the proxy although XDP might serve it: the XDP plane is not running in
+ * this process (it is attached at start only, when a service needs it).
+ */
+const XDP_NOT_STARTED = "the xdp data plane was not started (no service needed it at start); a restart starts it";
 
 export class Runtime {
   services: Service[] = [];
@@ -37,25 +48,33 @@ export class Runtime {
   private watcher?: ConfigWatcher;
   private reloading: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
+  /** Auto services the XDP plane cannot serve, by name, with the reason last logged (logged on change). */
+  private fallbacks = new Map<string, string>();
 
   private constructor(
     private config: Config,
     private readonly path: string,
     readonly log: Logger,
-    private plane: DataPlane,
+    /** Every process has the proxy plane (cheap: no listener until a service runs in it)… */
+    private readonly proxy: ProxyDataPlane,
+    /** …and the XDP plane if a service needed it at start and it attached. */
+    private readonly xdp: DataPlane | null,
+    /** Why there is no XDP plane (the attach failed, or no service needed it): auto services run in the proxy. */
+    private readonly xdpUnavailable: string,
     private readonly health: HealthChecker,
+    private readonly incidents: Incidents,
   ) {
-    this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
-    if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
+    this.info = { version: VERSION, mode: "proxy", startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
+    if (xdp?.attachMode !== undefined) this.info.attach = xdp.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms);
     this.announcer = new Announcer(log);
     this.admin = new AdminServer({
       metrics: () => {
-        this.plane.refreshStats();
-        return renderMetrics(this.info, this.services, this.plane.packetReasons?.());
+        this.xdp?.refreshStats();
+        return renderMetrics(this.info, this.services, { packetReasons: this.xdp?.packetReasons?.(), incidents: this.incidents });
       },
       status: () => {
-        this.plane.refreshStats();
+        this.xdp?.refreshStats();
         return renderStatus(this.info, this.services);
       },
     });
@@ -65,18 +84,40 @@ export class Runtime {
   }
 
   /**
-   * Load `path`, start the data plane and everything around it. Throws UserError on user mistakes.
-   * `createPlane` is for tests; featherlb runs the proxy or XDP plane the config asks for.
+   * Load `path`, start the data planes and everything around it. Throws UserError on user mistakes.
+   * `createXdp` is for tests; featherlb loads the real XDP program when a service runs in xdp.
    */
-  static async start(path: string, createPlane: PlaneFactory = createDataPlane): Promise<Runtime> {
+  static async start(path: string, createXdp: XdpFactory = createXdpDataPlane): Promise<Runtime> {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
-    const health = new HealthChecker();
-    const plane = await createPlane(config, log, {
-      onConnectFailure: (b, reason) => health.reportFailure(b, reason),
-      onConnectSuccess: (b) => health.reportSuccess(b),
-    });
-    const runtime = new Runtime(config, path, log, plane, health);
+    const incidents = new Incidents(log);
+    const health = new HealthChecker(incidents);
+    const proxy = new ProxyDataPlane(
+      log,
+      {
+        onConnectFailure: (b, reason) => health.reportFailure(b, reason),
+        onConnectSuccess: (b) => health.reportSuccess(b),
+      },
+      incidents,
+    );
+    let xdp: DataPlane | null = null;
+    let unavailable = XDP_NOT_STARTED;
+    const wanted = splitPlanes(config).plane;
+    const serving = config.services.filter((s) => wanted.get(s) === "xdp");
+    if (serving.length > 0) {
+      try {
+        xdp = await createXdp(config, log, serving);
+      } catch (err) {
+        // Services that asked for xdp themselves cannot run without it; auto ones fall back together.
+        if (!(err instanceof UserError) || serving.some((s) => s.mode === "xdp")) {
+          proxy.close();
+          throw err;
+        }
+        unavailable = err.message;
+        log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
+      }
+    }
+    const runtime = new Runtime(config, path, log, proxy, xdp, unavailable, health, incidents);
     try {
       await runtime.applyConfig(config, []);
     } catch (err) {
@@ -86,7 +127,7 @@ export class Runtime {
     runtime.watcher = new ConfigWatcher(path, () => runtime.config.config_watch_ms, () => runtime.reload(), log);
     log.info("featherlb started", {
       version: VERSION,
-      mode: plane.kind,
+      mode: runtime.info.mode,
       services: config.services.length,
       admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
     });
@@ -119,9 +160,6 @@ export class Runtime {
     this.watcher?.sync();
     try {
       const next = await loadConfig(this.path);
-      if (next.mode !== this.config.mode) {
-        throw new UserError("config", `${this.path}: mode changed from ${this.config.mode} to ${next.mode}; changing the data plane needs a restart.`);
-      }
       await this.applyConfig(next, this.services);
       this.info.reloads.ok++;
       this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
@@ -134,8 +172,9 @@ export class Runtime {
 
   /**
    * Move from `current` services to `config`. What can fail comes first and changes nothing when it
-   * does: the admin listener's new address is bound but not yet switched to, then the data plane
-   * binds/attaches. Only then does the admin listener move and are services updated in place, which
+   * does: the admin listener's new address is bound but not yet switched to, the proxy binds its new
+   * listeners, then the XDP plane applies (the last step that can fail; the others are undone if it
+   * does). Only then do the proxy and admin listeners switch and are services updated in place, which
    * rebuilds their plans.
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
@@ -146,23 +185,56 @@ export class Runtime {
         throw new UserError("config", `${this.path}: service ${cfg.name} would hold ${needed} backends while removed ones drain, more than ${MAX_BACKENDS}; reload again once their connections have ended.`);
       }
     }
+    const split = splitPlanes(config, this.xdp ? undefined : this.xdpUnavailable);
+    config.services.forEach((cfg, i) => {
+      if (cfg.mode === "xdp" && !this.xdp) {
+        throw new UserError("config", `${this.path}: services[${i}] ("${cfg.name}") runs in xdp, but this process did not start the xdp data plane (${this.xdpUnavailable}); restart featherlb to start it.`);
+      }
+    });
     const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
     const admin = this.admin.prepare(config.admin.listen);
+    let listeners;
     try {
-      await this.plane.apply(config, pairs);
+      listeners = await this.proxy.prepare(config, inPlane("proxy"));
     } catch (err) {
       admin.abort();
       throw err;
     }
+    try {
+      await this.xdp?.apply(config, inPlane("xdp"));
+    } catch (err) {
+      listeners.abort();
+      admin.abort();
+      throw err;
+    }
+    listeners.commit();
     admin.commit();
     for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
     const next = pairs.map((p) => p.service);
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;
+    this.notePlanes(config, split);
     await this.resolver.sync(next, config.dns_refresh_ms);
     this.health.sync(next);
     await this.announcer.sync(config.announce, next);
+  }
+
+  /** Record which plane each service runs in (/status, /metrics) and log each auto fallback once. */
+  private notePlanes(config: Config, split: ReturnType<typeof splitPlanes>): void {
+    const planes = new Map(config.services.map((s) => [s.name, split.plane.get(s) ?? "proxy"] as const));
+    const kinds = new Set(planes.values());
+    this.info.mode = kinds.size > 1 ? "mixed" : kinds.has("xdp") ? "xdp" : "proxy";
+    this.info.planes = planes;
+    const fallbacks = new Map<string, string>();
+    for (const { service, reason } of split.fallbacks) {
+      fallbacks.set(service.name, reason);
+      // When the XDP plane is missing, that was said once, at start.
+      if (reason === this.xdpUnavailable || this.fallbacks.get(service.name) === reason) continue;
+      this.log.warn("service runs in the proxy: the xdp data plane cannot serve it", { service: service.name, reason: `${this.path}: ${reason}` });
+    }
+    this.fallbacks = fallbacks;
   }
 
   /** Stop accepting, let established connections finish up to drain_timeout, then release everything. */
@@ -175,7 +247,7 @@ export class Runtime {
       const deadline = Date.now() + this.config.drain_timeout_ms;
       this.health.stop();
       this.resolver.stop();
-      await this.plane.drain(deadline);
+      await Promise.all([this.proxy.drain(deadline), this.xdp?.drain(deadline)]);
       this.release();
       this.log.info("stopped");
     })();
@@ -189,20 +261,7 @@ export class Runtime {
     this.health.stop();
     this.resolver.stop();
     this.admin.stop();
-    this.plane.close();
-  }
-}
-
-/** The data plane the config asks for. `auto` prefers XDP and falls back to the proxy, saying why. */
-async function createDataPlane(config: Config, log: Logger, hooks: ConnectHooks): Promise<DataPlane> {
-  if (config.mode === "proxy") return new ProxyDataPlane(log, hooks);
-  try {
-    return await createXdpDataPlane(config, log);
-  } catch (err) {
-    if (config.mode === "auto" && err instanceof UserError) {
-      log.warn("xdp data plane unavailable, running the proxy", { reason: err.message });
-      return new ProxyDataPlane(log, hooks);
-    }
-    throw err;
+    this.proxy.close();
+    this.xdp?.close();
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Checks that span several values (and so cannot live on one field of the schema): health-check timing,
  * unique service names, listeners that cannot both bind, duplicate backends, backends that loop back
- * into featherlb, Maglev table sizes, and what mode: xdp cannot do (xdp.ts). Each returns the problems it
+ * into featherlb, Maglev table sizes, and what the services in mode: xdp cannot have (xdp.ts). Each returns the problems it
  * finds as a path into the YAML document plus a message; schema.ts turns them into issues.
  */
 import { backendKey, formatHostPort, listenersConflict, reachesListener } from "./address.ts";
@@ -30,7 +30,8 @@ export function checkConfig(config: Config, file: FileOutput): Problem[] {
     if (timing) problems.push(timing);
   });
   const written = { admin: file.admin?.listen !== undefined, snatPorts: file.xdp?.snat_ports !== undefined };
-  if (config.mode === "xdp") problems.push(...checkXdp(config, written.snatPorts));
+  // Only the services that run in xdp (their own mode, or the top-level one): the proxy can serve any.
+  problems.push(...checkXdp(config, { snatPorts: written.snatPorts, ownKey: (i, key) => file.services[i]?.[key] !== undefined }));
   if (config.announce !== undefined) problems.push(...checkAnnounce(config.services));
   config.services.forEach((service, i) => {
     problems.push(...checkBackends(service, i), ...checkLoops(service, i, config.services), ...checkMaglev(service, i));

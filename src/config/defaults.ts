@@ -24,6 +24,11 @@ export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 export const DEFAULT_CONNECT_RETRIES = 2;
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+/** As Linux's tcp_fin_timeout: long enough for a reply after a request's FIN, short enough to free a stuck one. */
+export const DEFAULT_HALF_CLOSE_TIMEOUT_MS = 60_000;
+export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 0;
+export const DEFAULT_SEND_PROXY = "off" as const;
+export const DEFAULT_ACCEPT_PROXY = false;
 export const DEFAULT_HEALTH_CHECK: Readonly<HealthCheckConfig> = {
   enabled: true,
   interval_ms: 2000,
@@ -70,6 +75,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
         : { table: file.announce.table, withdraw_grace_ms: file.announce.withdraw_grace ?? DEFAULT_WITHDRAW_GRACE_MS },
     services: file.services.map((s) => ({
       name: s.name,
+      mode: s.mode ?? file.mode ?? DEFAULT_MODE,
       listen: s.listen,
       algorithm: s.algorithm ?? DEFAULT_ALGORITHM,
       backends: s.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight ?? DEFAULT_WEIGHT })),
@@ -77,6 +83,10 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       connect_timeout_ms: s.connect_timeout ?? inherited.connect_timeout ?? DEFAULT_CONNECT_TIMEOUT_MS,
       connect_retries: s.connect_retries ?? inherited.connect_retries ?? DEFAULT_CONNECT_RETRIES,
       idle_timeout_ms: s.idle_timeout ?? inherited.idle_timeout ?? DEFAULT_IDLE_TIMEOUT_MS,
+      half_close_timeout_ms: s.half_close_timeout ?? inherited.half_close_timeout ?? DEFAULT_HALF_CLOSE_TIMEOUT_MS,
+      max_connections_per_source: s.max_connections_per_source ?? inherited.max_connections_per_source ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+      send_proxy: s.send_proxy ?? inherited.send_proxy ?? DEFAULT_SEND_PROXY,
+      accept_proxy: s.accept_proxy ?? inherited.accept_proxy ?? DEFAULT_ACCEPT_PROXY,
       health_check: mergeHealthCheck(s.health_check, inherited.health_check),
       maglev_table_size: s.maglev?.table_size ?? DEFAULT_MAGLEV_TABLE_SIZE,
     })),

@@ -80,7 +80,8 @@ const ROWS: Array<[string, string[], string]> = [
   ["unknown key, nothing close", webWithBackend("health_check:", "  color: red"), 'lb.yaml:7:7 services[0].health_check: unknown key "color"; valid keys here: enabled, interval, timeout, rise, fall'],
   ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, config_watch, xdp, announce, defaults, services'],
   ["unknown key in a flow mapping", web("backends: [{address: 10.0.0.1:80, wieght: 2}]"), 'lb.yaml:4:39 services[0].backends[0]: unknown key "wieght"; did you mean "weight"?'],
-  ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, health_check'],
+  ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, health_check'],
+  ["mode is per service, not a default", ["defaults:", "  mode: xdp", ...web()], 'lb.yaml:2:3 defaults: unknown key "mode"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, health_check'],
 
   // --- wrong types
   ["weight is text", web("backends:", "  - address: 10.0.0.11:8080", "    weight: abc"), 'lb.yaml:6:17 services[0].backends[0].weight: expected a number, got string "abc"'],
@@ -260,7 +261,12 @@ const ROWS: Array<[string, string[], string]> = [
   [
     "mode: xdp with one service more than the program holds",
     ["mode: xdp", ...services(Array.from({ length: MAX_SERVICES + 1 }, () => ""))],
-    `lb.yaml:${3 + MAX_SERVICES}:5 services[${MAX_SERVICES}]: mode: xdp holds at most ${MAX_SERVICES} services and the file has ${MAX_SERVICES + 1}; remove 1 or use mode: proxy`,
+    `lb.yaml:${3 + MAX_SERVICES}:5 services[${MAX_SERVICES}]: mode: xdp holds at most ${MAX_SERVICES} services and the file has ${MAX_SERVICES + 1}; remove 1, set services[].mode: proxy on one, or use mode: proxy`,
+  ],
+  [
+    "mode: proxy with one service more than the program holds in mode: xdp: only those count",
+    ["mode: proxy", ...services(Array.from({ length: MAX_SERVICES + 2 }, (_, k) => (k === 0 ? "" : ", mode: xdp")))],
+    `lb.yaml:${4 + MAX_SERVICES}:5 services[${MAX_SERVICES + 1}]: mode: xdp holds at most ${MAX_SERVICES} services and the file has ${MAX_SERVICES + 1}; remove 1, set services[].mode: proxy on one, or use mode: proxy`,
   ],
   [
     "mode: xdp, a Maglev table that no longer fits the plan slots",
@@ -336,6 +342,32 @@ const ROWS: Array<[string, string[], string]> = [
     ["services:", "  - name: web", '    listen: "[::]:8080"', "    backends: [{address: 127.0.0.1:8080}]"],
     "lb.yaml:4:26 services[0].backends[0].address: 127.0.0.1:8080 reaches featherlb itself, where this service listens on [::]:8080; connections would loop back into it, so point the backend at the real server",
   ],
+  // --- a data plane per service
+  ["services[].mode is proxy or xdp", webWithBackend("mode: auto"), 'lb.yaml:6:11 services[0].mode: unknown data plane "auto"; expected one of proxy, xdp'],
+  [
+    "a service in mode: xdp (inherited) on the wildcard: the hint moves that one service",
+    ["mode: xdp", "services:", "  - {name: a, listen: 10.0.0.1:80, backends: [{address: 10.0.0.11:80}]}", "  - {name: b, listen: 0.0.0.0:81, backends: [{address: 10.0.0.11:80}]}"],
+    "lb.yaml:4:23 services[1].listen: mode: xdp needs a specific IPv4 address of this host, got 0.0.0.0; set listen to that address or use services[1].mode: proxy",
+  ],
+  [
+    "send_proxy on a service that runs in xdp",
+    ["mode: xdp", "services:", "  - {name: a, listen: 10.0.0.1:80, backends: [{address: 10.0.0.11:80}]}", "  - {name: b, listen: 10.0.0.1:81, send_proxy: v2, backends: [{address: 10.0.0.11:80}]}"],
+    'lb.yaml:4:48 services[1].send_proxy: send_proxy: v2 writes a PROXY protocol header into the stream, which only the proxy can do, and services[1] ("b") runs in xdp; set services[1].mode: proxy to run this service in the proxy',
+  ],
+  [
+    "accept_proxy on a service whose own mode is xdp",
+    ["services:", "  - {name: a, listen: 10.0.0.1:80, mode: xdp, accept_proxy: true, backends: [{address: 10.0.0.11:80}]}"],
+    'lb.yaml:2:61 services[0].accept_proxy: accept_proxy reads a PROXY protocol header from the stream, which only the proxy can do, and services[0] ("a") runs in xdp; set services[0].mode: proxy to run this service in the proxy',
+  ],
+  [
+    "send_proxy from defaults: reported there, naming the service that inherits it",
+    ["mode: xdp", "defaults: {send_proxy: v1}", "services:", "  - {name: a, listen: 10.0.0.1:80, mode: proxy, backends: [{address: 10.0.0.11:80}]}", "  - {name: b, listen: 10.0.0.1:81, backends: [{address: 10.0.0.11:80}]}"],
+    'lb.yaml:2:24 defaults.send_proxy: send_proxy: v1 writes a PROXY protocol header into the stream, which only the proxy can do, and services[1] ("b") runs in xdp (services[1] ("b") inherits it); set services[1].mode: proxy to run this service in the proxy',
+  ],
+  ["send_proxy: an unknown version", webWithBackend("send_proxy: v3"), 'lb.yaml:6:17 services[0].send_proxy: unknown PROXY protocol version "v3"; did you mean "v1"? expected one of off, v1, v2'],
+  ["accept_proxy is a boolean", webWithBackend("accept_proxy: v2"), 'lb.yaml:6:19 services[0].accept_proxy: expected true or false, got string "v2"'],
+  ["max_connections_per_source negative", webWithBackend("max_connections_per_source: -5"), "lb.yaml:6:33 services[0].max_connections_per_source: must be 0-10000000 (0 = unlimited), got -5"],
+  ["half_close_timeout is a duration", webWithBackend("half_close_timeout: soon"), 'lb.yaml:6:25 services[0].half_close_timeout: expected a duration like "500ms", "2s", "1m" or "1h" (or an integer of milliseconds), got string "soon"'],
   [
     "a loop in mode: xdp too",
     ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    backends: [{address: 10.0.0.1:80}]"],
@@ -366,6 +398,7 @@ describe("parseConfig accepts valid files", () => {
       services: [
         {
           name: "web",
+          mode: "proxy",
           listen: { host: "0.0.0.0", port: 8080 },
           algorithm: "round_robin",
           backends: [{ address: "10.0.0.11:8080", host: "10.0.0.11", port: 8080, weight: 1 }],
@@ -373,6 +406,10 @@ describe("parseConfig accepts valid files", () => {
           connect_timeout_ms: 2000,
           connect_retries: 2,
           idle_timeout_ms: 300_000,
+          half_close_timeout_ms: 60_000,
+          max_connections_per_source: 0,
+          send_proxy: "off",
+          accept_proxy: false,
           health_check: { enabled: true, interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3 },
           maglev_table_size: 65_537,
         },
@@ -405,11 +442,15 @@ defaults:
   connect_timeout: 1.5s
   connect_retries: 1
   idle_timeout: 10m
+  half_close_timeout: 20s
+  max_connections_per_source: 50
+  send_proxy: v1
   health_check:
     interval: 5s
     rise: 4
 services:
   - name: web
+    mode: proxy
     listen: "[::]:443"
     algorithm: maglev
     maglev: {table_size: 307}
@@ -420,6 +461,10 @@ services:
   - name: db.primary
     listen: 10.1.2.3:5432
     algorithm: least_connections
+    send_proxy: off
+    accept_proxy: true
+    half_close_timeout: 0
+    max_connections_per_source: 0
     max_connections: 0
     connect_timeout: 250
     idle_timeout: 0
@@ -443,6 +488,7 @@ services:
     // web: everything but its own keys comes from defaults:, health_check merged key by key.
     expect(web).toEqual({
       name: "web",
+      mode: "proxy",
       listen: { host: "::", port: 443 },
       algorithm: "maglev",
       backends: [
@@ -453,6 +499,10 @@ services:
       connect_timeout_ms: 1500,
       connect_retries: 1,
       idle_timeout_ms: 600_000,
+      half_close_timeout_ms: 20_000,
+      max_connections_per_source: 50,
+      send_proxy: "v1",
+      accept_proxy: false,
       health_check: { enabled: true, interval_ms: 5000, timeout_ms: 1000, rise: 4, fall: 3 },
       maglev_table_size: 307,
     });
@@ -461,6 +511,9 @@ services:
     expect(db?.connect_timeout_ms).toBe(250);
     expect(db?.connect_retries).toBe(1);
     expect(db?.idle_timeout_ms).toBe(0);
+    // db inherits the top-level mode; its PROXY protocol and limits are its own.
+    expect(db?.mode).toBe("auto");
+    expect([db?.send_proxy, db?.accept_proxy, db?.half_close_timeout_ms, db?.max_connections_per_source]).toEqual(["off", true, 0, 0]);
     expect(db?.health_check).toEqual({ enabled: false, interval_ms: 7_200_000, timeout_ms: 3_600_000, rise: 4, fall: 3 });
     expect(db?.maglev_table_size).toBe(65_537);
   });

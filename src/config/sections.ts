@@ -24,7 +24,7 @@ import {
 } from "./limits.ts";
 import { parseDuration } from "./duration.ts";
 import type { Parsed } from "./result.ts";
-import { ALGORITHM_NAMES, ATTACH_MODES, LOG_LEVELS, MODES, type HostPort } from "./types.ts";
+import { ALGORITHM_NAMES, ATTACH_MODES, LOG_LEVELS, MODES, PLANES, SEND_PROXY, type HostPort } from "./types.ts";
 
 // ---- log: -------------------------------------------------------------------------------------------
 
@@ -119,6 +119,10 @@ const ServiceSettings = {
   connect_timeout: v.optional(duration({ min: 1 })),
   connect_retries: v.optional(integer(0, CONNECT_RETRIES_MAX)),
   idle_timeout: v.optional(duration()),
+  half_close_timeout: v.optional(duration()),
+  max_connections_per_source: v.optional(integer(0, MAX_CONNECTIONS_MAX, " (0 = unlimited)")),
+  send_proxy: v.optional(choice(SEND_PROXY, "PROXY protocol version")),
+  accept_proxy: v.optional(v.boolean(expected("true or false"))),
   health_check: v.optional(HealthCheck),
 };
 
@@ -155,6 +159,8 @@ const Backend = v.pipe(
 
 const Service = mapping({
   name: ServiceName,
+  // The top-level mode is the default; a service picks a plane, not auto (that is a top-level policy).
+  mode: v.optional(choice(PLANES, "data plane")),
   listen: hostPort("listen"),
   algorithm: v.optional(choice(ALGORITHM_NAMES, "algorithm")),
   backends: v.pipe(

@@ -8,6 +8,14 @@
 export const MODES = ["proxy", "xdp", "auto"] as const;
 export type Mode = (typeof MODES)[number];
 
+/** The data planes a service can run in (`services[].mode`); the top-level `mode` may also be auto. */
+export const PLANES = ["proxy", "xdp"] as const;
+export type Plane = (typeof PLANES)[number];
+
+/** PROXY protocol header sent to backends (`send_proxy`): none, the text v1 or the binary v2. */
+export const SEND_PROXY = ["off", "v1", "v2"] as const;
+export type SendProxy = (typeof SEND_PROXY)[number];
+
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -43,6 +51,11 @@ export interface HealthCheckConfig {
 
 export interface ServiceConfig {
   name: string;
+  /**
+   * The data plane this service asks for: its own `mode`, else the top-level one. "auto" runs it in
+   * xdp when XDP can serve it, else in the proxy (the runtime decides and logs why).
+   */
+  mode: Mode;
   listen: HostPort;
   algorithm: AlgorithmName;
   backends: BackendConfig[];
@@ -53,6 +66,17 @@ export interface ServiceConfig {
   connect_retries: number;
   /** A proxied connection with no bytes in either direction for this long is closed. 0 = never. */
   idle_timeout_ms: number;
+  /**
+   * A connection one side has half-closed (its FIN was forwarded) is closed once no byte has moved for
+   * this long (HAProxy's timeout client-fin / server-fin). 0 = only idle_timeout applies.
+   */
+  half_close_timeout_ms: number;
+  /** Concurrent connections from one client IP (the PROXY address with accept_proxy); 0 = unlimited. */
+  max_connections_per_source: number;
+  /** PROXY protocol header written to the backend before any client byte. */
+  send_proxy: SendProxy;
+  /** Read a PROXY protocol header (v1 or v2) from each client before anything else. */
+  accept_proxy: boolean;
   health_check: HealthCheckConfig;
   /** Maglev lookup table size: a prime ≥ 100 × backends (default 65537). */
   maglev_table_size: number;

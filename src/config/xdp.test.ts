@@ -4,8 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { parseConfig } from "./load.ts";
-import { MAGLEV_TABLE_SIZE_MAX, RANDOM_TABLE_SIZE, SOURCE_HASH_TABLE_SIZE } from "./limits.ts";
-import { isSpecificIPv4, planSlotsBound, xdpRefusal } from "./xdp.ts";
+import { MAGLEV_TABLE_SIZE_MAX, MAX_SERVICES, RANDOM_TABLE_SIZE, SOURCE_HASH_TABLE_SIZE } from "./limits.ts";
+import { isSpecificIPv4, planSlotsBound, splitPlanes, xdpRefusal } from "./xdp.ts";
 
 /** mode: auto is never refused by the loader, so it carries every config the data plane may be handed. */
 function auto(...lines: string[]) {
@@ -45,4 +45,58 @@ test("planSlotsBound per algorithm (algorithms.test.ts checks every plan against
   expect(planSlotsBound("maglev", weights, MAGLEV_TABLE_SIZE_MAX)).toBe(MAGLEV_TABLE_SIZE_MAX);
   expect(planSlotsBound("least_connections", weights, 307)).toBe(0);
   expect(planSlotsBound("power_of_two", weights, 307)).toBe(0);
+});
+
+describe("splitPlanes: the data plane of each service", () => {
+  const parse = (...lines: string[]) => parseConfig(lines.join("\n") + "\n", "lb.yaml");
+  const svc = (name: string, listen: string, extra = "") => `  - {name: ${name}, listen: "${listen}"${extra}, backends: [{address: 10.0.0.11:8080}]}`;
+  const planes = (split: ReturnType<typeof splitPlanes>) => [...split.plane].map(([s, p]) => `${s.name}:${p}`);
+
+  test("own modes win over the top-level one; proxy and xdp services are taken as they are", () => {
+    const config = parse("mode: xdp", "services:", svc("a", "10.0.0.1:80"), svc("b", "10.0.0.1:81", ", mode: proxy, send_proxy: v2"));
+    expect(planes(splitPlanes(config))).toEqual(["a:xdp", "b:proxy"]);
+    expect(splitPlanes(config).fallbacks).toEqual([]);
+  });
+
+  test("mode: auto falls back per service, each with its own reason, and keeps the others in xdp", () => {
+    const config = parse(
+      "mode: auto",
+      "services:",
+      svc("a", "10.0.0.1:80"),
+      svc("wild", "0.0.0.0:81"),
+      svc("pp", "10.0.0.1:82", ", accept_proxy: true"),
+      svc("snat", "10.0.0.1:50000"),
+      svc("d", "10.0.0.1:83"),
+    );
+    const split = splitPlanes(config);
+    expect(planes(split)).toEqual(["a:xdp", "wild:proxy", "pp:proxy", "snat:proxy", "d:xdp"]);
+    expect(split.fallbacks.map((f) => [f.service.name, f.reason.split(":")[0]])).toEqual([
+      ["wild", "services[1].listen"],
+      ["pp", "services[2].accept_proxy"],
+      ["snat", "services[3].listen"],
+    ]);
+    expect(split.fallbacks[1]!.reason).toContain("accept_proxy reads a PROXY protocol header from the stream, which only the proxy can do");
+  });
+
+  test("shared limits: auto services beyond what the XDP maps hold run in the proxy", () => {
+    const many = Array.from({ length: MAX_SERVICES + 2 }, (_, k) => svc(`s${k}`, `10.0.0.1:${1000 + k}`));
+    const split = splitPlanes(parse("mode: auto", "services:", ...many));
+    expect([...split.plane.values()].filter((p) => p === "xdp")).toHaveLength(MAX_SERVICES);
+    expect(split.fallbacks.map((f) => f.service.name)).toEqual([`s${MAX_SERVICES}`, `s${MAX_SERVICES + 1}`]);
+    expect(split.fallbacks[0]!.reason).toStartWith(`services[${MAX_SERVICES}]: mode: xdp holds at most ${MAX_SERVICES} services`);
+  });
+
+  test("with the XDP plane unavailable, the auto services it could serve run in the proxy with that reason", () => {
+    const config = parse("mode: auto", "services:", svc("a", "10.0.0.1:80"), svc("wild", "0.0.0.0:81"));
+    const split = splitPlanes(config, "no XDP here");
+    expect(planes(split)).toEqual(["a:proxy", "wild:proxy"]);
+    expect(split.fallbacks.map((f) => f.reason)).toEqual(["no XDP here", expect.stringContaining("services[1].listen") as unknown as string]);
+  });
+
+  test("xdpRefusal over a subset: the services given, with their index in the file", () => {
+    const config = parse("mode: proxy", "services:", svc("wild", "0.0.0.0:81"), svc("a", "10.0.0.1:80", ", send_proxy: v1"));
+    expect(xdpRefusal(config, [config.services[0]!])).toStartWith("services[0].listen: mode: xdp needs a specific IPv4 address");
+    expect(xdpRefusal(config, [config.services[1]!])).toStartWith("services[1].send_proxy: send_proxy: v1 writes a PROXY protocol header");
+    expect(xdpRefusal(config, [])).toBeUndefined();
+  });
 });

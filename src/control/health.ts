@@ -9,6 +9,7 @@
  * Service (`markHealth`), which owns the health state, logs the flip once and rebuilds its plan.
  */
 import type { Backend } from "./backend.ts";
+import { localErrno, type Incidents } from "./incidents.ts";
 import type { Service } from "./service.ts";
 
 interface Streak {
@@ -21,6 +22,9 @@ export class HealthChecker {
   private readonly streaks = new Map<Backend, Streak>();
   private readonly owner = new Map<Backend, Service>();
   private stopped = false;
+
+  /** `incidents` hears of checks that could not run for a local reason (no descriptor, no local port). */
+  constructor(private readonly incidents?: Incidents) {}
 
   /** (Re)start checks for this set of services; backends already checked keep their streaks. */
   sync(services: readonly Service[]): void {
@@ -83,7 +87,11 @@ export class HealthChecker {
     }
     const started = Date.now();
     const error = await probe(backend.ip, backend.config.port, timeout_ms);
-    this.result(backend, error === null, error ?? "ok");
+    const local = localErrno(error ?? undefined);
+    // A check that failed for want of a descriptor or a local port says nothing about the backend:
+    // neither a success nor a failure, and the streak stays as it was.
+    if (local) this.incidents?.localError(local, { service: service.name, backend: backend.key, during: "health check" });
+    else this.result(backend, error === null, error ?? "ok");
     // Checks start every `interval` (HAProxy's `inter`), not `interval` after the previous result: a
     // timing-out backend would otherwise be probed every interval + timeout and take longer to leave.
     this.schedule(backend, Math.max(0, interval_ms - (Date.now() - started)));

@@ -2,17 +2,28 @@
  * /metrics (Prometheus text exposition format 0.0.4) and /status (JSON), rendered from the Service and
  * Backend counters. Both data planes fill the same counters, so these are identical in proxy and xdp.
  */
+import type { Plane } from "../config/types.ts";
 import type { Backend } from "./backend.ts";
+import type { Incidents } from "./incidents.ts";
 import type { Counters } from "./stats.ts";
 import type { Service } from "./service.ts";
 
 export interface RuntimeInfo {
   version: string;
-  mode: "proxy" | "xdp";
+  /** The data planes serving: one of them, or "mixed" when services run in both. */
+  mode: Plane | "mixed";
   startedAt: number;
   reloads: { ok: number; failed: number };
   /** xdp: how the program is attached ("native" or "generic"), from the data plane. */
   attach?: string;
+  /** The data plane each service runs in, by service name (the runtime sets it on every apply). */
+  planes?: ReadonlyMap<string, Plane>;
+}
+
+/** What /metrics shows besides the services: the XDP program's packet outcomes, featherlb's own faults. */
+export interface MetricsExtras {
+  packetReasons?: Readonly<Record<string, number>>;
+  incidents?: Incidents;
 }
 
 type Labels = Record<string, string>;
@@ -48,7 +59,17 @@ function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels,
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
-export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>): string {
+/** The reasons a client is closed at once, as featherlb_service_rejected_total labels them. */
+const REJECTIONS = [
+  ["max_connections", "rejectedMaxConn"],
+  ["no_backend", "rejectedNoBackend"],
+  ["max_connections_per_source", "rejectedPerSource"],
+  ["local_resources", "rejectedLocal"],
+  ["proxy_header", "rejectedProxyHeader"],
+] as const;
+
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[], extras: MetricsExtras = {}): string {
+  const { packetReasons, incidents } = extras;
   const e = new Exposition();
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
@@ -57,11 +78,15 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], p
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
   const help = "XDP program: packets by outcome (tx_* = rewritten and sent, icmp_c2b/icmp_b2c = ICMP errors translated and sent to the other side of their flow, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
   for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
+  const localHelp = "Local resource errors (the LB out of descriptors, local ports or buffers) by errno; never counted against a backend.";
+  for (const [errno, n] of incidents?.local ?? []) e.add("featherlb_local_errors_total", "counter", localHelp, { errno }, n);
+  const internalHelp = "Exceptions inside featherlb's socket handlers (bugs) by kind; the connection concerned was closed.";
+  for (const [kind, n] of incidents?.internal ?? []) e.add("featherlb_internal_errors_total", "counter", internalHelp, { kind }, n);
   for (const s of services) {
     const labels = { service: s.name };
+    e.add("featherlb_service_info", "gauge", "1 per service, labelled with the data plane it runs in and its algorithm.", { ...labels, plane: info.planes?.get(s.name) ?? info.mode, algorithm: s.config.algorithm }, 1);
     addTraffic(e, "service", labels, s.stats);
-    e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", { ...labels, reason: "max_connections" }, s.stats.rejectedMaxConn);
-    e.add("featherlb_service_rejected_total", "counter", "", { ...labels, reason: "no_backend" }, s.stats.rejectedNoBackend);
+    for (const [reason, field] of REJECTIONS) e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", { ...labels, reason }, s.stats[field]);
     e.add("featherlb_service_backends_eligible", "gauge", "Backends in the pick set (enabled and healthy).", labels, s.picker.size);
     e.add("featherlb_service_plan_info", "gauge", "The fingerprint of the service's current plan (always 1): instances with the same config and the same backend health show the same one.", { ...labels, fingerprint: s.fingerprint }, 1);
     for (const b of s.backends.values()) {
@@ -95,6 +120,7 @@ export function renderStatus(info: RuntimeInfo, services: readonly Service[]) {
     reloads: info.reloads,
     services: services.map((s) => ({
       name: s.name,
+      plane: info.planes?.get(s.name) ?? info.mode,
       listen: s.config.listen,
       algorithm: s.config.algorithm,
       plan: { fingerprint: s.fingerprint, kind: s.picker.plan.kind, backends: s.picker.size, slots: s.picker.plan.slots.length },

@@ -23,4 +23,10 @@ export class ServiceCounters extends Counters {
   rejectedMaxConn = 0;
   /** Clients closed at once because no backend was healthy. */
   rejectedNoBackend = 0;
+  /** Clients closed at once because their IP already had max_connections_per_source connections. */
+  rejectedPerSource = 0;
+  /** Clients closed because the LB itself ran short (descriptors, local ports, buffers): incidents.ts. */
+  rejectedLocal = 0;
+  /** Clients closed because their PROXY protocol header was missing, malformed or too long (accept_proxy). */
+  rejectedProxyHeader = 0;
 }

@@ -28,6 +28,14 @@ export interface ConnectHooks {
   onConnectSuccess(backend: Backend): void;
 }
 
+/** A change a data plane has prepared but not made yet (see ProxyDataPlane.prepare). */
+export interface PlaneChange {
+  /** Make it: cannot fail. */
+  commit(): void;
+  /** Undo the preparation; the plane serves as before. */
+  abort(): void;
+}
+
 /** How an XDP program is attached to its interface (/status shows it). */
 export type AttachMode = "native" | "generic";
 

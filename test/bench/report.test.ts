@@ -24,6 +24,7 @@ const SHORT: Record<string, number[]> = {
   "featherlb-proxy": [9800, 9500, 12000], // median 9800 = 1.09× HAProxy: PASS (≥ 1.0)
   "featherlb-xdp": [15000, 14000, 16000], // 0.75× direct: MISS (≥ 0.9); 1.67× HAProxy: MISS (≥ 2.0)
   "xdp-floor": [16000, 15500, 17000], // 0.80× direct
+  "featherlb-proxy-pp2": [9000, 9310, 11000], // 0.95× featherlb proxy: the send_proxy v2 cost
 };
 
 function results(): string {
@@ -34,6 +35,7 @@ function results(): string {
       const row = (workload: string, result: object) => lines.push({ rep, system: sys, workload, lb_cpu_pct: cpu, machine_busy_pct: 99, wall_ms: 5000, result });
       row("short", wrk(SHORT[sys]![rep - 1]!));
       row("keepalive", wrk(sys === "direct" ? 80000 : sys === "haproxy" ? 40000 : 70000));
+      if (sys === "featherlb-proxy-pp2") continue; // short and keep-alive only, as run.sh measures it
       row("bulk", bulk(sys === "haproxy" ? 8 : 20));
       row("stream", { bytes: 1, seconds: 10, gbps: sys === "haproxy" ? 10 : 13 });
       if (sys === "haproxy" || sys === "featherlb-proxy") {
@@ -100,4 +102,12 @@ test("a system that could not run is listed with its reason, and the chart names
   expect(out.svg).toStartWith("<svg");
   for (const label of ["direct (no LB)", "HAProxy 2.6", "featherlb proxy", "featherlb xdp", "XDP floor (reference)"]) expect(out.svg).toContain(label);
   expect(out.svg).not.toContain(">NGINX stream<");
+});
+
+test("the send_proxy v2 row: its cost against the proxy without it, and no bulk or idle cells", () => {
+  const row = rowOf(out.md, "### The cost of `send_proxy: v2`", "short connections, req/s");
+  expect(row).toBe("| short connections, req/s | 9,800 (9,500–12,000) | 9,310 (9,000–11,000) | 0.95× |");
+  expect(rowOf(out.md, "### Bulk", "featherlb proxy + send_proxy v2")).toBe("");
+  expect(rowOf(out.md, "### Concurrency", "featherlb proxy + send_proxy v2")).toBe("");
+  expect(out.svg).toContain("short and keep-alive only");
 });

@@ -11,13 +11,14 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-xdp", "xdp-floor"] as const;
+const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "featherlb-xdp", "xdp-floor"] as const;
 type System = (typeof SYSTEMS)[number];
 const LABEL: Record<System, string> = {
   direct: "direct (no LB)",
   haproxy: "HAProxy 2.6",
   nginx: "NGINX stream",
   "featherlb-proxy": "featherlb proxy",
+  "featherlb-proxy-pp2": "featherlb proxy + send_proxy v2",
   "featherlb-xdp": "featherlb xdp",
   "xdp-floor": "XDP floor (reference)",
 };
@@ -26,9 +27,12 @@ const COLOR: Record<System, string> = {
   haproxy: "#1f77b4",
   nginx: "#2ca02c",
   "featherlb-proxy": "#ff7f0e",
+  "featherlb-proxy-pp2": "#ffbb78",
   "featherlb-xdp": "#d62728",
   "xdp-floor": "#c9a0a0",
 };
+/** Rows measured on short and keep-alive connections only (run.sh run_system). */
+const SHORT_ONLY: readonly System[] = ["featherlb-proxy-pp2"];
 
 type Workload = "short" | "keepalive" | "bulk" | "stream" | "idle";
 interface Row {
@@ -182,11 +186,12 @@ function workloadTables(R: Results): string {
       "",
     );
   }
+  if (R.present.includes("featherlb-proxy-pp2") && R.present.includes("featherlb-proxy")) out.push(sendProxyTable(R));
   out.push("### Bulk — Gbit/s at the client\n");
   out.push(
     table(
       ["system", "1 MiB file, 8 keep-alive conns", "× HAProxy", "× direct", "LB CPU", "one 10 s TCP stream", "× HAProxy", "× direct", "LB CPU"],
-      R.present.map((s) => [
+      R.present.filter((s) => !SHORT_ONLY.includes(s)).map((s) => [
         sysCell(s),
         cell(R.get(s, "bulk_gbps")) + errNote(s, "bulk_err"),
         ratio(R.ratio(s, "haproxy", "bulk_gbps")),
@@ -205,7 +210,7 @@ function workloadTables(R: Results): string {
     table(
       ["system", "connections held", "reached the backends", "time to open them, s", "client SYN retransmits", "LB RSS before, MiB", "LB RSS held, MiB", "KiB per connection", "× HAProxy"],
       R.present
-        .filter((s) => s !== "direct" && s !== "xdp-floor")
+        .filter((s) => s !== "direct" && s !== "xdp-floor" && !SHORT_ONLY.includes(s))
         .map((s) => [
           sysCell(s),
           cell(R.get(s, "idle_conns")),
@@ -233,6 +238,29 @@ function workloadTables(R: Results): string {
     out.push("");
   }
   return out.join("\n");
+}
+
+/** What send_proxy: v2 costs: the proxy row with the header against the same proxy without it. */
+function sendProxyTable(R: Results): string {
+  const rows = (
+    [
+      ["short connections, req/s", "short_rps"],
+      ["short connections, p50 ms", "short_p50"],
+      ["short connections, p99 ms", "short_p99"],
+      ["short connections, LB CPU %", "short_cpu"],
+      ["keep-alive, req/s", "ka_rps"],
+      ["keep-alive, p99 ms", "ka_p99"],
+    ] as const
+  ).map(([what, m]) => [what, cell(R.get("featherlb-proxy", m)), cell(R.get("featherlb-proxy-pp2", m)), ratio(R.ratio("featherlb-proxy-pp2", "featherlb-proxy", m))]);
+  return [
+    "### The cost of `send_proxy: v2`\n",
+    "The *featherlb proxy + send_proxy v2* row is the same proxy writing a 28-byte PROXY protocol v2 header " +
+      "at the start of every backend connection, to backends that read it (nginx `listen … proxy_protocol`, " +
+      "port 81, the same files). It pays once per connection: short connections show the cost, keep-alive " +
+      "connections (one header for thousands of requests) should not.\n",
+    table(["workload", "featherlb proxy", "+ send_proxy v2", "ratio"], rows),
+    "",
+  ].join("\n");
 }
 
 /** featherlb xdp against the stateless floor program: what the hop costs vs what featherlb's work costs. */
@@ -355,8 +383,10 @@ function svg(R: Results, meta: Meta): string {
     stats.forEach(({ s, st }, j) => {
       const y = 48 + j * (barH + barGap);
       o.push(`<text x="${left - 8}" y="${y + barH - 5}" text-anchor="end">${esc(LABEL[s])}</text>`);
+      const shortOnly = SHORT_ONLY.includes(s) && !["short_rps", "ka_rps", "short_p99"].includes(p.m);
       const na =
-        p.m === "idle_kib_per_conn" && (s === "direct" || s === "xdp-floor") ? "n/a (no balancer process)"
+        shortOnly ? "short and keep-alive only"
+        : p.m === "idle_kib_per_conn" && (s === "direct" || s === "xdp-floor") ? "n/a (no balancer process)"
         : p.m === "idle_kib_per_conn" && s === "featherlb-xdp" ? "n/a (flows live in BPF maps)"
         : !st ? "not measured" : undefined;
       if (na || !st) {

@@ -14,14 +14,15 @@
 #
 #   flbb-cli 10.88.0.1 ─┐
 #   flbb-lb  10.88.0.2 ─┤  bridge flbb-br in namespace flbb-sw; each balancer gets its own address
-#                       │  (.2-.6, one at a time on the interface), see use_vip
+#                       │  (.2-.7, one at a time on the interface), see use_vip
 #   flbb-be1 10.88.0.11 ┤  backends: nginx :80 (static files) + flbbtool serve :9000 (10 s streams)
 #   flbb-be2 10.88.0.12 ┤
 #   flbb-be3 10.88.0.13 ┘
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
-# "direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor"), BENCH_XDP (the xdp rows: auto = measured if
+# "direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor featherlb-proxy-pp2"; the last is the
+# proxy with send_proxy: v2, short and keep-alive only), BENCH_XDP (the xdp rows: auto = measured if
 # the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
 # BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (on: veth defaults, TSO/GSO and
 # checksum offload, 64 KiB super-frames; off: wire-like MTU frames with full checksums, slower for
@@ -46,7 +47,7 @@ STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
 BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
-ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor"
+ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor featherlb-proxy-pp2"
 SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
@@ -54,7 +55,7 @@ OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); of
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
-declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6)
+declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6 [featherlb-proxy-pp2]=10.88.0.7)
 BE_IPS=(10.88.0.11 10.88.0.12 10.88.0.13)
 HZ=$(getconf CLK_TCK)
 

@@ -26,9 +26,16 @@ describe("e2e configs and compose.yml", async () => {
       const text = await read(`config/e2e-${mode}.yaml`);
       const cfg = readLbConfig(text, `e2e-${mode}.yaml`);
       expect(cfg.mode).toBe(mode);
-      expect(cfg.services.map((s) => s.algorithm).sort()).toEqual([...ALGORITHM_NAMES].sort());
+      const plain = cfg.services.filter((s) => s.sendProxy === "off");
+      expect(plain.map((s) => s.algorithm).sort()).toEqual([...ALGORITHM_NAMES].sort());
       for (const s of cfg.services)
         for (const b of s.backends) expect(compose.services[b.id]?.environment?.BACKEND_ID).toBe(b.id);
+      // One send_proxy service, on the backends' PROXY port; in the xdp run it is the proxy-plane one.
+      const proxied = cfg.services.filter((s) => s.sendProxy !== "off");
+      expect(proxied).toHaveLength(1);
+      expect(proxied[0]!.plane).toBe("proxy");
+      for (const b of proxied[0]!.backends) expect(`${b.id}:${compose.services[b.id]?.environment?.PROXY_PORT}`).toBe(b.address);
+      for (const s of plain) expect(s.plane as string).toBe(mode);
       // The fault scenario kills backend-b: it must be in the round_robin and maglev services.
       for (const alg of ["round_robin", "maglev"]) expect(cfg.services.find((s) => s.algorithm === alg)?.backends.map((b) => b.id)).toContain("backend-b");
       // Weights differ, or the weighted checks would prove nothing.

@@ -6,6 +6,9 @@ const enc = (s: string) => new TextEncoder().encode(s);
 describe("e2e protocol", () => {
   test("lines round-trip", () => {
     expect(parseHello(formatHello({ backend: "backend-a", instance: "1a2b3c4d" }).trimEnd())).toEqual({ backend: "backend-a", instance: "1a2b3c4d" });
+    // Behind a PROXY header the HELLO names the client it gave (IPv4 or IPv6, port after the last colon).
+    for (const client of ["10.213.61.200:40312", "2001:db8::7:1234"])
+      expect(parseHello(formatHello({ backend: "backend-a", instance: "1a2b3c4d", client }).trimEnd())).toEqual({ backend: "backend-a", instance: "1a2b3c4d", client });
     expect(parseRequest(formatRequest({ length: 1 << 20, holdMs: 250 }).trimEnd())).toEqual({ length: 1 << 20, holdMs: 250 });
     const sha = "ab".repeat(32);
     expect(parseTrailer(formatTrailer({ sha256: sha, length: 64 }).trimEnd())).toEqual({ sha256: sha, length: 64 });
@@ -15,6 +18,8 @@ describe("e2e protocol", () => {
     ["HELLO", null],
     ["HELLO a", null],
     ["HELLO a b c", null],
+    ["HELLO a b 10.0.0.1", null],
+    ["HELLO a b 10.0.0.1:80 x", null],
     ["HELO a b", null],
     ["HELLO a/b c", null],
   ])("rejects greeting %p", (line, want) => expect(parseHello(line)).toBe(want));

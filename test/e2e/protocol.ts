@@ -2,7 +2,8 @@
  * The e2e wire protocol between the load client and the backend, spoken *through* featherlb. It is
  * server-first, so the client learns which backend it reached before it sends anything:
  *
- *   backend → client   HELLO <backend-id> <instance>\n          (on accept)
+ *   backend → client   HELLO <backend-id> <instance>[ <client>]\n   (on accept; <client> is the
+ *                      "ip:port" of the PROXY protocol header featherlb sent, on the backend's PROXY port)
  *   client  → backend  ECHO <length> <hold-ms>\n<length bytes>    (after HELLO)
  *   backend → client   the same <length> bytes, echoed as they arrive
  *   backend            waits <hold-ms> once every byte is echoed (simulates a slow request)
@@ -21,6 +22,8 @@ export const MAX_LINE = 256;
 export interface Hello {
   backend: string;
   instance: string;
+  /** The client "ip:port" of the PROXY header the backend received (its PROXY port only). */
+  client?: string;
 }
 
 export interface EchoRequest {
@@ -33,17 +36,21 @@ export interface Trailer {
   length: number;
 }
 
-export const formatHello = (h: Hello): string => `HELLO ${h.backend} ${h.instance}\n`;
+export const formatHello = (h: Hello): string => `HELLO ${h.backend} ${h.instance}${h.client ? ` ${h.client}` : ""}\n`;
 export const formatRequest = (r: EchoRequest): string => `ECHO ${r.length} ${r.holdMs}\n`;
 export const formatTrailer = (t: Trailer): string => `OK ${t.sha256} ${t.length}\n`;
 
 const ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /** Parse one line without its "\n"; null when it is not a well-formed HELLO. */
+/** "ip:port", IPv4 or IPv6 (no brackets: the port is after the last colon). */
+const CLIENT = /^[0-9A-Fa-f.:]{2,45}:\d{1,5}$/;
+
 export function parseHello(line: string): Hello | null {
-  const [word, backend, instance, ...rest] = line.split(" ");
+  const [word, backend, instance, client, ...rest] = line.split(" ");
   if (word !== "HELLO" || rest.length || !backend || !instance || !ID.test(backend) || !ID.test(instance)) return null;
-  return { backend, instance };
+  if (client !== undefined && !CLIENT.test(client)) return null;
+  return client === undefined ? { backend, instance } : { backend, instance, client };
 }
 
 /** Upper bounds keep a garbled header from making the backend wait or echo forever. */

@@ -1,7 +1,8 @@
 /**
  * The whole e2e suite, shortened, against a real featherlb process (proxy mode; test/support/lb.ts) on
  * loopback: three e2e backends on 127.0.0.2-4, sixteen client source IPs 127.0.0.10-25, the fault
- * scenario stopping and restarting one backend in this process. No Docker and no mocks: it proves the
+ * scenario stopping and restarting one backend in this process, and a send_proxy service whose backends
+ * report the client address of the PROXY header. No Docker and no mocks: it proves the
  * suite's checks pass on a working LB before `make e2e` spends minutes on images.
  */
 import { afterAll, expect, test } from "bun:test";
@@ -15,10 +16,14 @@ import { runSuite } from "./client/suite.ts";
 
 const ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const backendPort = freePort(ips[0]);
+const proxyPort = freePort(ips[0]);
 const e2eBackend = (ip: string) => startBackend(ip, { host: ip, port: backendPort, behaviour: "e2e" });
 const backends: TestBackend[] = ips.map(e2eBackend);
+// The PROXY port of each backend (compose.yml's PROXY_PORT), for the send_proxy service.
+const proxied: TestBackend[] = ips.map((ip) => startBackend(ip, { host: ip, port: proxyPort, behaviour: "e2e", proxy: true }));
 const algorithms = ["round_robin", "weighted_round_robin", "least_connections", "random", "power_of_two", "source_hash", "maglev"];
 const ports = algorithms.map(() => freePort());
+const ppPort = freePort();
 
 const lb = await startLB(`mode: proxy
 log: { level: error }
@@ -38,11 +43,17 @@ ${algorithms
 ${ips.map((ip, k) => `      - { address: "${ip}:${backendPort}", weight: ${k === 2 ? 2 : 1} }`).join("\n")}`,
   )
   .join("\n")}
+  - name: pp
+    listen: "127.0.0.1:${ppPort}"
+    algorithm: round_robin
+    send_proxy: v2
+    backends:
+${ips.map((ip) => `      - { address: "${ip}:${proxyPort}" }`).join("\n")}
 `);
 
 afterAll(async () => {
   await lb.stop();
-  for (const b of backends) b.stop();
+  for (const b of [...backends, ...proxied]) b.stop();
 });
 
 test("every check of the e2e suite passes through featherlb's proxy", async () => {

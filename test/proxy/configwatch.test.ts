@@ -57,9 +57,11 @@ async function setup(top = "config_watch: 200ms") {
   const volume = configMapVolume();
   cleanup.push(() => rmSync(volume.dir, { recursive: true, force: true }));
   let adminLine = "";
-  const lb: RunningLB = await startLB(yaml(backends[0]!), (text) => {
-    adminLine = text.split("\n")[0]!; // the admin address startLB chose: keep it in later versions
-    return volume.create(text);
+  const lb: RunningLB = await startLB(yaml(backends[0]!), {
+    write: (text) => {
+      adminLine = text.split("\n")[0]!; // the admin address startLB chose: keep it in later versions
+      return volume.create(text);
+    },
   });
   cleanup.push(() => lb.stop());
   const update = (text: string) => volume.update(text.replace(/^admin: .*$/m, adminLine));

@@ -87,8 +87,16 @@ test("SIGHUP: a new listen port that is taken rejects the reload, nothing change
     const mark = lb.logs().length;
     lb.signal("SIGHUP");
     const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
-    expect(String(line.error)).toContain("already in use");
+    expect(String(line.error)).toContain(`cannot listen on 127.0.0.1:${taken.port}: the address is already in use`);
     expect(await whoServes("127.0.0.1", port)).toBe("a");
+    // "In use" came from the taken port itself: once it is free, the same file applies. (A reload that
+    // bound the service's old address again would be refused by featherlb's own listener instead.)
+    const free = taken.port;
+    taken.stop(true);
+    const again = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, again);
+    expect(await whoServes("127.0.0.1", free)).toBe("a");
   } finally {
     await lb.stop();
     a.stop();
@@ -96,20 +104,110 @@ test("SIGHUP: a new listen port that is taken rejects the reload, nothing change
   }
 });
 
-test("SIGHUP: a service moved to another port listens there and leaves the old one", async () => {
+test("SIGHUP: a service moved to another port listens there, leaves the old one, and its connections keep flowing", async () => {
   const a = startBackend("a");
   const [port, moved] = [await freePort(), await freePort()];
   const lb = await startLB(config(port, [a.address]));
   try {
+    const established = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => established.text() === "a\n");
     lb.rewrite(config(moved, [a.address]));
     const mark = lb.logs().length;
     lb.signal("SIGHUP");
     await lb.waitForLog("config reloaded", 5000, mark);
     expect(await whoServes("127.0.0.1", moved)).toBe("a");
     await expect(connect("127.0.0.1", port)).rejects.toThrow();
+    // Accepted on the old port before the move: relays both ways until it ends.
+    established.socket.write("after the move");
+    await waitFor("echo over the moved service's old connection", () => established.text() === "a\nafter the move");
+    established.socket.end();
+    await established.closed;
+    await waitFor("no connection left", async () => (await lb.metric("featherlb_service_connections_active", { service: "web" })) === 0);
   } finally {
     await lb.stop();
     a.stop();
+  }
+});
+
+test("SIGHUP: a removed service stops listening and its connections keep flowing; two services swap ports", async () => {
+  const [a, b] = [startBackend("a"), startBackend("b")];
+  const [p1, p2, p3] = [freePort(), freePort(), freePort()];
+  const three = (x: number, y: number, z?: number) =>
+    lbYaml({
+      services: [
+        { name: "one", port: x, backends: [a.address] },
+        { name: "two", port: y, backends: [b.address] },
+        ...(z === undefined ? [] : [{ name: "three", port: z, backends: [a.address] }]),
+      ],
+    });
+  const lb = await startLB(three(p1, p2, p3));
+  try {
+    const onThree = await connect("127.0.0.1", p3);
+    await waitFor("greeting", () => onThree.text() === "a\n");
+    lb.rewrite(three(p2, p1)); // "three" removed, "one" and "two" swap ports
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(await whoServes("127.0.0.1", p1)).toBe("b");
+    expect(await whoServes("127.0.0.1", p2)).toBe("a");
+    await expect(connect("127.0.0.1", p3)).rejects.toThrow();
+    onThree.socket.write("x");
+    await waitFor("echo over the removed service's connection", () => onThree.text() === "a\nx");
+    onThree.socket.end();
+  } finally {
+    await lb.stop();
+    a.stop();
+    b.stop();
+  }
+});
+
+test("SIGHUP: from the wildcard to a specific address on the same port (the two cannot be bound at once)", async () => {
+  const a = startBackend("a");
+  const port = await freePort();
+  const lb = await startLB(config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`));
+  try {
+    const established = await connect("127.0.0.1", port);
+    await waitFor("greeting", () => established.text() === "a\n");
+    lb.rewrite(config(port, [a.address]));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, mark);
+    expect(await whoServes("127.0.0.1", port)).toBe("a");
+    await expect(connect("127.0.0.2", port)).rejects.toThrow(); // only the wildcard covered 127.0.0.2
+    established.socket.write("y");
+    await waitFor("echo over the old listener's connection", () => established.text() === "a\ny");
+    established.socket.end();
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+});
+
+test("SIGHUP: a failed reload that had given up an overlapping listener binds it again", async () => {
+  const [a, b] = [startBackend("a"), startBackend("b")];
+  const port = await freePort();
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const wildcard = config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`);
+  const lb = await startLB(wildcard);
+  try {
+    // The service moves to 127.0.0.1 (the wildcard must go first), a new one wants a taken port.
+    lb.rewrite(config(port, [a.address], { extraService: `  - name: api\n    listen: 127.0.0.1:${taken.port}\n    health_check: { enabled: false }\n    backends:\n      - address: ${a.address}\n` }));
+    const mark = lb.logs().length;
+    lb.signal("SIGHUP");
+    const line = await lb.waitForLog("reload rejected, still serving the previous config", 5000, mark);
+    expect(String(line.error)).toContain(`127.0.0.1:${taken.port}: the address is already in use`);
+    expect(await whoServes("127.0.0.2", port)).toBe("a"); // the wildcard is back
+    // …and it is the listener later reloads update: a new service on it (new name, new backend) serves.
+    lb.rewrite(wildcard.replace("name: web", "name: web2").replace(a.address, b.address));
+    const next = lb.logs().length;
+    lb.signal("SIGHUP");
+    await lb.waitForLog("config reloaded", 5000, next);
+    expect(await whoServes("127.0.0.2", port)).toBe("b");
+  } finally {
+    await lb.stop();
+    a.stop();
+    b.stop();
+    taken.stop(true);
   }
 });
 
@@ -215,14 +313,18 @@ test("admin: /metrics in Prometheus text and /status as JSON, per service and ba
   }
 });
 
-test("mode: auto on the wildcard runs the proxy, and the logged reason names the file and the field", async () => {
+test("mode: auto on the wildcard runs that service in the proxy, and the logged reason names the file and the field", async () => {
   const a = startBackend("a");
   const port = await freePort();
   const lb = await startLB(`mode: auto\n${config(port, [a.address]).replace(`listen: 127.0.0.1:${port}`, `listen: 0.0.0.0:${port}`)}`);
   try {
-    const line = await lb.waitForLog("xdp data plane unavailable, running the proxy");
+    const line = await lb.waitForLog("service runs in the proxy: the xdp data plane cannot serve it");
+    expect(line.service).toBe("web");
     expect(String(line.reason)).toMatch(/lb\.yaml: services\[0\]\.listen: mode: xdp needs a specific IPv4 address of this host, got 0\.0\.0\.0; /);
+    // No service needed XDP, so nothing was loaded or attached.
+    expect(lb.logs().some((l) => l.msg === "xdp program attached" || l.msg === "xdp data plane unavailable, running the proxy")).toBe(false);
     expect((await lb.status()).mode).toBe("proxy");
+    expect((await lb.status()).services[0].plane).toBe("proxy");
     expect(await whoServes("127.0.0.1", port)).toBe("a");
   } finally {
     await lb.stop();

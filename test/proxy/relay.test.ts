@@ -8,7 +8,7 @@ import type { Socket } from "bun";
 import { lbYaml } from "../support/config.ts";
 import { type RunningLB, rssKiB, startLB } from "../support/lb.ts";
 import { startBackend } from "../support/backend.ts";
-import { connect, flushPending, freePort, sha256, writeAll } from "../support/net.ts";
+import { connect, flushPending, freePort, sha256, waitFor, writeAll } from "../support/net.ts";
 
 const MiB = 1 << 20;
 
@@ -186,6 +186,86 @@ describe("idle timeout", () => {
     } finally {
       await lb.stop();
       backend.stop();
+    }
+  });
+});
+
+describe("half-close timeout", () => {
+  test("with idle_timeout 0, a half-closed connection whose other side stays silent ends after half_close_timeout", async () => {
+    // The backend reads, never answers and never closes; the client sends a request and its FIN.
+    let backendGotFin = false;
+    const silent = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      allowHalfOpen: true,
+      socket: { data() {}, end: () => void (backendGotFin = true) },
+    });
+    // A backend that answers every byte: an open connection that is merely quiet must not be touched.
+    const echo = startBackend("echo");
+    const [port, port2] = [freePort(), freePort()];
+    const services = [
+      { name: "fin", port, backends: [`127.0.0.1:${silent.port}`], settings: "    health_check: { enabled: false }\n    idle_timeout: 0\n    half_close_timeout: 1s" },
+      { name: "open", port: port2, backends: [echo.address], settings: "    health_check: { enabled: false }\n    idle_timeout: 0\n    half_close_timeout: 1s" },
+    ];
+    const lb = await startLB(lbYaml({ level: "warn", services }));
+    try {
+      const half = await connect("127.0.0.1", port);
+      const quiet = await connect("127.0.0.1", port2);
+      half.socket.write("request");
+      await Bun.sleep(300); // a reply direction that keeps flowing resets the clock: not tested here
+      const started = Date.now();
+      half.socket.shutdown();
+      await half.ended;
+      const elapsed = Date.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(elapsed).toBeLessThan(3500);
+      // featherlb ended its side toward the backend too (FIN), and counts no connection open.
+      await waitFor("the backend to see featherlb's FIN", () => backendGotFin, 3000);
+      expect(await lb.metric("featherlb_service_connections_active", { service: "fin" })).toBe(0);
+      // Not half-closed: quiet for as long, still open (idle_timeout 0 means never).
+      expect(quiet.isClosed()).toBe(false);
+      quiet.socket.write("still");
+      await waitFor("echo on the quiet connection", () => quiet.text() === "echo\nstill");
+      quiet.socket.end();
+    } finally {
+      await lb.stop();
+      silent.stop(true);
+      echo.stop();
+    }
+  });
+
+  test("a half-closed connection whose other direction keeps flowing is not cut", async () => {
+    // Answers with a byte every 300 ms after the client's FIN, for 2 s, then closes.
+    const slow = Bun.listen<{ n: number }>({
+      hostname: "127.0.0.1",
+      port: 0,
+      allowHalfOpen: true,
+      socket: {
+        open(s) {
+          s.data = { n: 0 };
+        },
+        data() {},
+        end(s) {
+          const t = setInterval(() => {
+            s.write(".");
+            if (++s.data.n === 7) {
+              clearInterval(t);
+              s.end();
+            }
+          }, 300);
+        },
+      },
+    });
+    const port = freePort();
+    const lb = await startLB(config(port, [`127.0.0.1:${slow.port}`], "    idle_timeout: 0\n    half_close_timeout: 1s"));
+    try {
+      const c = await connect("127.0.0.1", port);
+      c.socket.shutdown();
+      await c.ended;
+      expect(c.text()).toBe(".......");
+    } finally {
+      await lb.stop();
+      slow.stop(true);
     }
   });
 });

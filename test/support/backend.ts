@@ -14,11 +14,18 @@
  *   "e2e"          test/e2e/protocol.ts: HELLO <name> <instance>, ECHO <length> <hold-ms>, the echo,
  *                  the hold, OK <sha256> <length>, close.
  *
+ *
+ * With `proxy: true` every connection must start with a PROXY protocol header (v1 or v2), parsed by
+ * test/support/proxyproto.ts — not by featherlb's code — before any of the above begins; the parsed
+ * header is kept in `headers`, and "e2e" adds the client address it names to its HELLO. A connection
+ * without a valid header is counted as malformed and closed.
+ *
  * Writes follow Bun's rule (socket.write takes what the kernel takes): the rest is queued and reading
  * pauses until `drain`, so a slow reader stalls its peer instead of growing this process.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { formatHello, formatTrailer, LineReader, parseRequest, type EchoRequest } from "../e2e/protocol.ts";
+import { parseProxyHeader, type ProxyHeader } from "./proxyproto.ts";
 
 export type Behaviour = "echo" | "echo-on-end" | "close-first" | "source" | "e2e";
 
@@ -38,6 +45,10 @@ export interface BackendOptions {
   onConnClosed?: (c: { bytes: number; sha256: string }) => void;
   /** "source": how many bytes each connection is sent. */
   sourceBytes?: number;
+  /** Expect a PROXY protocol header at the start of every connection (see above). */
+  proxy?: boolean;
+  /** The instance token (default: drawn at start); one process serving two ports shares it. */
+  instance?: string;
 }
 
 export interface BackendStats {
@@ -63,6 +74,8 @@ export interface TestBackend {
   open: Set<Socket<Conn>>;
   /** "source": SHA-256 (hex) of the bytes each connection is sent. */
   sourceSha?: string;
+  /** `proxy: true`: every header received, in order, with the peer address the connection itself had. */
+  headers: Array<ProxyHeader & { from: string }>;
   stop(): void;
 }
 
@@ -82,6 +95,10 @@ export interface Conn {
   echoed: boolean;
   hold: ReturnType<typeof setTimeout> | null;
   done: boolean;
+  /** `proxy: true`: bytes of a PROXY header not complete yet; null once it is read. */
+  header: Uint8Array | null;
+  /** `proxy: true`: the client address and port the header named ("ip:port"). */
+  client?: string;
 }
 
 /** Write now what the kernel takes; queue (a copy of) the rest and stop reading until `drain`. */
@@ -124,13 +141,14 @@ function flush(s: Socket<Conn>): boolean {
 export function startBackend(name: string, options: BackendOptions = {}): TestBackend {
   const host = options.host ?? "127.0.0.1";
   const behaviour = options.behaviour ?? "echo";
-  const instance = crypto.randomUUID().slice(0, 8);
+  const instance = options.instance ?? crypto.randomUUID().slice(0, 8);
   const stats: BackendStats = { accepted: 0, active: 0, completed: 0, aborted: 0, malformed: 0 };
   const open = new Set<Socket<Conn>>();
   const source = behaviour === "source" ? new Uint8Array(crypto.getRandomValues(new Uint8Array(options.sourceBytes ?? 0))) : undefined;
+  const headers: TestBackend["headers"] = [];
 
   // ------------------------------------------------------------------ "e2e" (test/e2e/protocol.ts)
-  const hello = formatHello({ backend: name, instance });
+  const hello = (c: Conn) => formatHello({ backend: name, instance, client: c.client });
 
   /** Every payload byte echoed and flushed: hold, then the trailer and the close. */
   function finish(s: Socket<Conn>): void {
@@ -183,6 +201,18 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
     payload(s, line.rest);
   }
 
+  /** What a connection gets first, once any PROXY header is read. */
+  function greet(s: Socket<Conn>): void {
+    const greeting = options.showPeer ? `${name}@${s.remoteAddress}\n` : `${name}\n`;
+    if (behaviour === "e2e") s.write(hello(s.data));
+    else if (behaviour === "close-first") s.end(greeting);
+    else if (behaviour === "echo") send(s, Buffer.from(greeting));
+    else if (behaviour === "source" && source!.length) {
+      send(s, source!);
+      endAfterFlush(s);
+    }
+  }
+
   // ------------------------------------------------------------------ the listener
   const listener: TCPSocketListener<Conn> = Bun.listen<Conn>({
     hostname: host,
@@ -205,18 +235,34 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
           echoed: false,
           hold: null,
           done: false,
+          header: options.proxy ? new Uint8Array(0) : null,
         };
         s.setNoDelay(true);
-        const greeting = options.showPeer ? `${name}@${s.remoteAddress}\n` : `${name}\n`;
-        if (behaviour === "e2e") s.write(hello);
-        else if (behaviour === "close-first") s.end(greeting);
-        else if (behaviour === "echo") send(s, Buffer.from(greeting));
-        else if (behaviour === "source" && source!.length) {
-          send(s, source!);
-          endAfterFlush(s);
-        }
+        if (!options.proxy) greet(s);
       },
       data(s, chunk) {
+        if (s.data.header) {
+          const bytes = Buffer.concat([s.data.header, chunk]);
+          let h: ProxyHeader | "more";
+          try {
+            h = parseProxyHeader(bytes);
+          } catch {
+            stats.malformed++;
+            s.data.done = true; // not an aborted e2e request: a refused connection
+            s.terminate();
+            return;
+          }
+          if (h === "more") {
+            s.data.header = bytes;
+            return;
+          }
+          s.data.header = null;
+          headers.push({ ...h, from: `${s.remoteAddress}:${s.remotePort}` });
+          if (h.srcAddress !== undefined) s.data.client = `${h.srcAddress}:${h.srcPort}`;
+          greet(s);
+          chunk = bytes.subarray(h.length) as typeof chunk;
+          if (chunk.length === 0) return;
+        }
         if (behaviour === "e2e") return e2eData(s, chunk);
         s.data.received += chunk.length;
         if (behaviour === "echo-on-end") s.data.kept.push(Buffer.from(chunk));
@@ -226,6 +272,7 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
         } else if (behaviour === "source") s.data.hasher?.update(chunk);
       },
       end(s) {
+        if (s.data.header) return void s.end(); // closed before its PROXY header: nothing to answer
         if (behaviour === "echo-on-end") send(s, Buffer.concat(s.data.kept));
         if (behaviour === "echo" || behaviour === "echo-on-end" || behaviour === "source") endAfterFlush(s);
       },
@@ -255,6 +302,7 @@ export function startBackend(name: string, options: BackendOptions = {}): TestBa
     stats,
     open,
     sourceSha: source && new Bun.CryptoHasher("sha256").update(source).digest("hex"),
+    headers,
     stop: () => listener.stop(true),
   };
 }

@@ -7,6 +7,8 @@ export type BackendSpec = string | { address: string; weight: number };
 export interface ServiceSpec {
   name: string;
   port: number;
+  /** The listen IP, default 127.0.0.1 (an IPv6 one is bracketed and quoted here). */
+  host?: string;
   algorithm?: string;
   backends: BackendSpec[];
   /** Service-level YAML lines, indented four spaces. Default: health checks off. */
@@ -17,7 +19,7 @@ export function serviceYaml(s: ServiceSpec): string {
   const backends = s.backends.map((b) => (typeof b === "string" ? `      - address: ${b}` : `      - { address: "${b.address}", weight: ${b.weight} }`));
   return [
     `  - name: ${s.name}`,
-    `    listen: 127.0.0.1:${s.port}`,
+    `    listen: ${s.host?.includes(":") ? `"[${s.host}]:${s.port}"` : `${s.host ?? "127.0.0.1"}:${s.port}`}`,
     `    algorithm: ${s.algorithm ?? "round_robin"}`,
     s.settings ?? "    health_check: { enabled: false }",
     "    backends:",

@@ -37,6 +37,10 @@ export interface ConnResult {
   /** Every byte written / read on the socket, protocol lines included. */
   bytesSent: number;
   bytesReceived: number;
+  /** runConn: this connection's own address as the client sees it ("ip:port"). */
+  local?: string;
+  /** runConn: the client "ip:port" a PROXY header told the backend (its HELLO says), if any. */
+  peerSeen?: string;
 }
 
 export interface Payload {
@@ -93,6 +97,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
     let bytesReceived = 0;
     let verdict: { ok: boolean; error?: ErrorKind; detail?: string } | undefined;
     let chunks: Iterator<Uint8Array> | undefined;
+    let local: string | undefined;
 
     const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
     const timer = setTimeout(() => fail("timeout", `no completion within ${o.timeoutMs} ms (phase ${phase})`), o.timeoutMs);
@@ -111,6 +116,8 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
         helloMs,
         bytesSent,
         bytesReceived,
+        local,
+        peerSeen: who?.client,
       });
     }
 
@@ -140,6 +147,7 @@ export function runConn(o: ConnOptions): Promise<ConnResult> {
 
     socket.on("connect", () => {
       phase = "hello";
+      local = `${socket.localAddress}:${socket.localPort}`;
     });
     socket.on("drain", pump);
     socket.on("data", (buf: Buffer) => {
@@ -217,6 +225,8 @@ export interface GreetOptions {
   host: string;
   port: number;
   localAddress?: string;
+  /** A fixed source port (outside the ephemeral range, so a test can use up that range elsewhere). */
+  localPort?: number;
   /** Default 5000. */
   timeoutMs?: number;
   /**
@@ -238,7 +248,7 @@ export function greetConn(o: GreetOptions): Promise<ConnResult & { socket?: net.
     let backend: string | undefined;
     let helloMs: number | undefined;
     let bytesReceived = 0;
-    const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, noDelay: true });
+    const socket = net.connect({ host: o.host, port: o.port, localAddress: o.localAddress, localPort: o.localPort, noDelay: true });
     const timer = setTimeout(() => {
       if (phase === "after" && then !== "await-close") {
         socket.destroy(); // greeted: the answer is known, the close is not waited for any longer

@@ -57,13 +57,15 @@ export interface RunningLB {
 /**
  * Start featherlb with `yaml` (the string `ADMIN` in it is replaced by a free admin address) and wait
  * until its admin listener answers. `write` places the file and returns the path featherlb is given
- * (default: a plain file in a temp dir).
+ * (default: a plain file in a temp dir); `wrap` is a command prefix that ends by exec'ing its arguments.
  */
-export async function startLB(yaml: string, write: (yaml: string) => string = tempConfig): Promise<RunningLB> {
+export async function startLB(yaml: string, opts: { write?: (yaml: string) => string; wrap?: string[] } = {}): Promise<RunningLB> {
   const adminPort = freePort();
   const admin = `http://127.0.0.1:${adminPort}`;
-  const configPath = write(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
-  const proc = new Proc([...featherlbCommand(), configPath]);
+  const configPath = (opts.write ?? tempConfig)(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
+  // `wrap` runs featherlb under another command that execs it (so `pid` stays featherlb's), e.g. a shell
+  // that lowers `ulimit -n` first.
+  const proc = new Proc([...(opts.wrap ?? []), ...featherlbCommand(), configPath]);
   const logLines = () => proc.lines.filter((l) => l.stream === "err");
   const lb: RunningLB = {
     pid: proc.pid,

@@ -5,7 +5,7 @@
  * its container; the netns suite the file it wrote.
  */
 import { parseConfig } from "../../src/config/load.ts";
-import type { AlgorithmName } from "../../src/config/types.ts";
+import type { AlgorithmName, Mode, SendProxy } from "../../src/config/types.ts";
 
 export interface LbBackend {
   /** "host:port" exactly as written: featherlb's metrics label and hash key. */
@@ -21,6 +21,9 @@ export interface LbService {
   algorithm: AlgorithmName;
   backends: LbBackend[];
   maglevTableSize: number;
+  /** The data plane the service asks for (its own mode, else the top-level one). */
+  plane: Mode;
+  sendProxy: SendProxy;
 }
 
 export interface LbConfig {
@@ -38,6 +41,8 @@ export function readLbConfig(text: string, filename = "lb.yaml"): LbConfig {
       algorithm: s.algorithm,
       backends: s.backends.map((b) => ({ address: b.address, id: b.host, weight: b.weight })),
       maglevTableSize: s.maglev_table_size,
+      plane: s.mode,
+      sendProxy: s.send_proxy,
     })),
   };
 }

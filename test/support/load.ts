@@ -65,6 +65,15 @@ export class LoadStats {
   samples: InflightSample[] = [];
   inflight = new Map<string, number>();
   awaitingHello = 0;
+  /**
+   * Connections whose backend reported the client address of a PROXY header (send_proxy), and those
+   * where it was not this connection's own address (a few samples kept).
+   */
+  peerSeen = 0;
+  peerWrong = 0;
+  peerSamples: string[] = [];
+  /** The first client address a backend reported, for the log. */
+  peerExample: string | undefined;
 
   get errorCount(): number {
     let n = 0;
@@ -122,6 +131,14 @@ export function startLoad(spec: LoadSpec, progress?: (line: string) => void): Ru
       }
     } else {
       stats.awaitingHello--;
+    }
+    if (r.peerSeen !== undefined) {
+      stats.peerSeen++;
+      stats.peerExample ??= r.peerSeen;
+      if (r.peerSeen !== r.local) {
+        stats.peerWrong++;
+        if (stats.peerSamples.length < 3) stats.peerSamples.push(`backend saw ${r.peerSeen}, the client was ${r.local}`);
+      }
     }
     if (r.ok) {
       stats.ok++;

@@ -1,20 +1,27 @@
 /**
  * Choosing and connecting a backend for one client, with a connect timeout and retries on other healthy
- * backends. Failures are reported to the health module (passive checks). Timeouts are enforced by the
- * data plane's 250 ms tick (`expire`), so a timeout fires within 250 ms after its deadline.
+ * backends. Failures are reported to the health module (passive checks), except those that are the
+ * LB's own (out of descriptors or local ports: incidents.ts), which close the client and are counted
+ * apart. Timeouts are enforced by the data plane's 250 ms tick (`expire`), so a timeout fires within
+ * 250 ms after its deadline.
  */
 import type { Socket, SocketHandler } from "bun";
 import type { Backend } from "../../control/backend.ts";
 import { clientHash } from "../../control/algorithms/hash.ts";
 import { NONE } from "../../control/algorithms/picker.ts";
+import { localErrno, type Incidents } from "../../control/incidents.ts";
 import type { ConnectHooks } from "../types.ts";
 import type { Relay } from "./relay.ts";
 
+/** An exception thrown inside a socket handler (Bun hands it to `error`): counted, logged, pair closed. */
+export type HandlerFault = (where: string, socket: Socket<Relay>, err: Error) => void;
+
 /**
  * Handlers for every backend socket, declared once (Bun shares one handler set per object). The
- * relay is the socket's `data`; until `attach`, it is a pending attempt.
+ * relay is the socket's `data`; until `attach`, it is a pending attempt. Socket errors (resets) arrive
+ * in `close`; Bun calls `error` only for an exception thrown by one of these handlers.
  */
-function backendHandlers(): SocketHandler<Relay> {
+function backendHandlers(fault: HandlerFault): SocketHandler<Relay> {
   return {
     binaryType: "buffer",
     data: (socket, data) => socket.data.fromBackend(data),
@@ -24,12 +31,9 @@ function backendHandlers(): SocketHandler<Relay> {
       const relay = socket.data;
       if (relay.backendSocket === socket) relay.closed(socket, error);
     },
-    error: () => {
-      // `close` follows every error; it decides what to do with the pair.
-    },
+    error: (socket, err) => fault("backend socket handler", socket, err),
   };
 }
-const BACKEND_HANDLERS = backendHandlers();
 
 /** One connect to one backend for one relay, settled exactly once: opened, failed or timed out. */
 class Attempt {
@@ -45,15 +49,22 @@ class Attempt {
 export class Connector {
   /** Attempts not settled yet, checked against their deadline by `expire`. */
   private readonly pending = new Set<Attempt>();
+  private readonly handlers: SocketHandler<Relay>;
 
-  constructor(private readonly hooks: ConnectHooks) {}
+  constructor(
+    private readonly hooks: ConnectHooks,
+    private readonly incidents: Incidents,
+    private readonly fault: HandlerFault,
+  ) {
+    this.handlers = backendHandlers(fault);
+  }
 
   /** Pick a backend for `relay` and connect; on failure retry others; finish the relay if none works. */
   start(relay: Relay): void {
     const { service } = relay;
     const { picker } = service;
     // Only hash plans read the client hash; the others skip parsing the address string.
-    const hash = picker.plan.kind === "hash" ? clientHash(relay.client.remoteAddress) : 0;
+    const hash = picker.plan.kind === "hash" ? clientHash(relay.clientIp) : 0;
     const id = picker.pick({ clientHash: hash }, relay.failed ?? undefined);
     const backend = id === NONE ? undefined : service.backends.get(id);
     if (!backend || !backend.ip) {
@@ -73,11 +84,13 @@ export class Connector {
       port: backend.config.port,
       allowHalfOpen: true,
       data: relay,
-      socket: BACKEND_HANDLERS,
-    }).then(
-      (socket) => this.opened(attempt, socket),
-      (err: { code?: string }) => this.failed(attempt, err.code ?? "connect failed"),
-    );
+      socket: this.handlers,
+    })
+      .then(
+        (socket) => this.opened(attempt, socket),
+        (err: { code?: string }) => this.failed(attempt, err.code ?? "connect failed"),
+      )
+      .catch((err: Error) => this.fault("backend connect", relay.client, err));
   }
 
   /**
@@ -122,6 +135,14 @@ export class Connector {
     const { relay, backend } = attempt;
     const { service } = relay;
     backend.stats.active--;
+    const local = localErrno(reason);
+    if (local) {
+      // The LB's own shortage: another backend would fare no better, and this one is not to blame.
+      service.stats.rejectedLocal++;
+      this.incidents.localError(local, { service: service.name, backend: backend.key, during: "connect to backend" });
+      relay.finish(false);
+      return;
+    }
     backend.stats.connectFailures++;
     service.stats.connectFailures++;
     this.hooks.onConnectFailure(backend, reason);

@@ -1,21 +1,31 @@
 /**
  * The user-space data plane: one Bun.listen per service listen address, relaying each client to a
  * backend chosen by the service's Picker.
+ *
+ * A client goes through, in order: the descriptor capacity (descriptors.ts) and max_connections, both
+ * checked at accept; with accept_proxy, its PROXY header (read within connect_timeout); then
+ * max_connections_per_source, counted per client IP (the header's, with accept_proxy); then the
+ * connect (connect.ts) and the relay (relay.ts). Each refusal closes the client at once and is
+ * counted by reason. An exception thrown in a socket handler closes that connection only and is
+ * counted (incidents.ts).
  */
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
-import { formatHostPort } from "../../config/address.ts";
+import { formatHostPort, listenersConflict } from "../../config/address.ts";
 import type { Config, HostPort } from "../../config/types.ts";
+import type { Incidents } from "../../control/incidents.ts";
 import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { ConnectHooks, DataPlane, ServicePair } from "../types.ts";
+import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types.ts";
 import { raiseBacklog } from "./backlog.ts";
 import { Connector } from "./connect.ts";
+import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
+import { decodeHeader } from "./proxyproto.ts";
 import { clock, Relay } from "./relay.ts";
 
 /** Clock and connect-timeout resolution. */
 const TICK_MS = 250;
-/** Idle timeouts are checked every second (a walk over all connections; idle timeouts are long). */
+/** Idle and half-close timeouts are checked every second (a walk over all connections; they are long). */
 const IDLE_SWEEP_TICKS = 4;
 
 /** What a listener serves; reload swaps `service` in place so the listening socket stays open. */
@@ -23,63 +33,114 @@ interface Binding {
   service: Service;
   listener: TCPSocketListener<Relay>;
   address: string;
+  listen: HostPort;
 }
 
 export class ProxyDataPlane implements DataPlane {
   readonly kind = "proxy";
   private readonly bindings = new Map<string, Binding>();
   private readonly relays = new Set<Relay>();
+  /** accept_proxy: connections whose PROXY header has not arrived yet (their deadline is in `awaiting`). */
+  private readonly awaiting = new Set<Relay>();
+  /** max_connections_per_source: open connections per service and client IP. */
+  private readonly sources = new Map<Service, Map<string, number>>();
   private readonly connector: Connector;
   private readonly sweeper: ReturnType<typeof setInterval>;
+  /** Proxied connections the descriptor limit leaves room for (descriptors.ts). */
+  readonly capacity: number;
   private idleDrainResolve: (() => void) | null = null;
   private ticks = 0;
+  private capacityNoted = false;
 
   constructor(
     private readonly log: Logger,
     hooks: ConnectHooks,
+    private readonly incidents: Incidents,
   ) {
-    this.connector = new Connector(hooks);
+    this.connector = new Connector(hooks, incidents, (where, socket, err) => this.fault(where, socket, err));
+    this.capacity = connectionCapacity();
     // One timer for all connections instead of any per socket: it advances the coarse clock and
-    // expires connect attempts every tick, and checks idle timeouts every IDLE_SWEEP_TICKS ticks.
+    // expires connect attempts and PROXY header waits every tick, and checks idle and half-close
+    // timeouts every IDLE_SWEEP_TICKS ticks.
     this.sweeper = setInterval(() => this.tick(), TICK_MS);
     this.sweeper.unref();
   }
 
-  async apply(_config: Config, services: readonly ServicePair[]): Promise<void> {
+  async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
+    (await this.prepare(config, services)).commit();
+  }
+
+  /**
+   * Bind every address `services` need that is not bound yet, changing nothing else: `commit` then
+   * switches to the new set (listeners no longer wanted stop accepting; their established connections
+   * keep flowing), `abort` closes what was bound. Listeners are keyed by address, so a service that
+   * moves keeps no listener, and two services that swap addresses swap listeners.
+   *
+   * A new address that overlaps one being given up (0.0.0.0:80 → 10.0.0.5:80) cannot be bound beside
+   * it: the old listener stops first, and `abort` binds it again.
+   */
+  async prepare(_config: Config, services: readonly ServicePair[]): Promise<PlaneChange> {
     const wanted = new Map<string, ServicePair>();
     for (const pair of services) wanted.set(formatHostPort(pair.config.listen), pair);
-    // Bind every new address before changing anything, so a failed bind leaves the old set serving.
+    const leaving = [...this.bindings.values()].filter((b) => !wanted.has(b.address));
     const fresh: Binding[] = [];
+    const stopped: Binding[] = [];
+    const abort = () => {
+      for (const b of fresh) b.listener.stop(true);
+      for (const b of stopped) this.rebind(b);
+    };
     try {
       for (const [address, { config, service }] of wanted) {
-        if (!this.bindings.has(address)) fresh.push(this.bind(address, config.listen, service));
+        if (this.bindings.has(address)) continue;
+        for (const old of leaving) {
+          if (!stopped.includes(old) && listenersConflict(old.listen, config.listen)) {
+            old.listener.stop(false);
+            stopped.push(old);
+          }
+        }
+        fresh.push(this.bind(address, config.listen, service));
       }
     } catch (err) {
-      for (const b of fresh) b.listener.stop(true);
+      abort();
       throw err;
     }
-    for (const [address, binding] of this.bindings) {
-      const pair = wanted.get(address);
-      if (pair) binding.service = pair.service;
-      else {
-        // Removed from the config: stop accepting; established connections keep flowing.
-        binding.listener.stop(false);
-        this.bindings.delete(address);
-        this.log.info("listener closed", { address });
-      }
-    }
-    for (const b of fresh) {
-      this.bindings.set(b.address, b);
-      this.log.info("listening", { service: b.service.name, address: b.address });
+    return {
+      commit: () => {
+        for (const binding of leaving) {
+          // Removed or moved: stop accepting; established connections keep flowing.
+          if (!stopped.includes(binding)) binding.listener.stop(false);
+          this.bindings.delete(binding.address);
+          this.log.info("listener closed", { address: binding.address });
+        }
+        for (const [address, binding] of this.bindings) binding.service = wanted.get(address)!.service;
+        for (const b of fresh) {
+          this.bindings.set(b.address, b);
+          this.log.info("listening", { service: b.service.name, address: b.address });
+        }
+        this.noteCapacity(services);
+      },
+      abort,
+    };
+  }
+
+  /** Bind a listener that `prepare` stopped for an overlapping new one that then failed. */
+  private rebind(b: Binding): void {
+    try {
+      // A new Binding: its handlers read the binding they were made with, which later reloads update.
+      this.bindings.set(b.address, this.bind(b.address, b.listen, b.service));
+    } catch (err) {
+      // Forgotten, so the next reload binds it again.
+      this.bindings.delete(b.address);
+      this.log.error("a listener given up for a reload that failed could not be bound again", { address: b.address, error: (err as Error).message });
     }
   }
 
-  private bind(address: string, { host, port }: HostPort, service: Service): Binding {
-    const binding = { service, address } as Binding;
+  private bind(address: string, listen: HostPort, service: Service): Binding {
+    const binding = { service, address, listen } as Binding;
     try {
       binding.listener = Bun.listen<Relay>({
-        hostname: host,
-        port,
+        hostname: listen.host,
+        port: listen.port,
         allowHalfOpen: true,
         socket: this.clientHandlers(binding),
       });
@@ -87,28 +148,52 @@ export class ProxyDataPlane implements DataPlane {
       throw listenError(err as { code?: string }, address, service.name);
     }
     if (process.platform === "linux") {
-      const raised = raiseBacklog(host, binding.listener.port);
+      const raised = raiseBacklog(listen.host, binding.listener.port);
       if ("error" in raised) this.log.warn("accept backlog left at Bun's 512", { address, reason: raised.error });
       else this.log.debug("accept backlog raised", { address, backlog: raised.backlog });
     }
     return binding;
   }
 
+  /** Said once when the descriptor limit, not max_connections, bounds the proxied connections. */
+  private noteCapacity(services: readonly ServicePair[]): void {
+    const allowed = services.reduce((n, p) => n + (p.config.max_connections || Infinity), 0);
+    if (!this.capacityNoted && services.length > 0 && this.capacity < allowed) {
+      this.capacityNoted = true;
+      this.log.info("the descriptor limit allows fewer proxied connections than max_connections; the excess is refused (raise ulimit -n for more)", { connections: this.capacity, ulimit_n: descriptorLimit() });
+    }
+  }
+
   private clientHandlers(binding: Binding): SocketHandler<Relay> {
     return {
       binaryType: "buffer",
       open: (socket) => this.accept(socket, binding.service),
-      data: (socket, data) => socket.data.fromClient(data),
+      data: (socket, data) => {
+        const relay = socket.data;
+        if (relay.awaiting) this.readHeader(relay, data);
+        else relay.fromClient(data);
+      },
       drain: (socket) => {
         const relay = socket.data;
         if (relay.backendSocket) relay.drained(relay.down, socket, relay.backendSocket);
       },
-      end: (socket) => socket.data.ended(socket.data.up, socket.data.backendSocket),
-      close: (socket, error) => socket.data?.closed(socket, error),
-      error: () => {
-        // `close` follows; the relay decides there.
+      end: (socket) => {
+        const relay = socket.data;
+        if (relay.awaiting) this.headerFailed(relay, "the client closed before its PROXY header was complete");
+        else relay.ended(relay.up, relay.backendSocket);
       },
+      close: (socket, error) => socket.data?.closed(socket, error),
+      // Socket errors (resets) arrive in `close`; Bun calls `error` only when a handler threw.
+      error: (socket, err) => this.fault("client socket handler", socket, err),
     };
+  }
+
+  /** A handler threw: counted and logged (once per kind); this connection is closed, the others carry on. */
+  private fault(where: string, socket: Socket<Relay>, err: Error): void {
+    const relay = socket.data as Relay | undefined;
+    this.incidents.internalError(where, err, relay ? { service: relay.service.name } : {});
+    if (relay) relay.finish(true);
+    else socket.terminate();
   }
 
   private accept(socket: Socket<Relay>, service: Service): void {
@@ -121,17 +206,84 @@ export class ProxyDataPlane implements DataPlane {
       socket.end();
       return;
     }
+    if (this.relays.size >= this.capacity) {
+      // Refused while descriptors remain, rather than failing at the backend connect (descriptors.ts).
+      stats.rejectedLocal++;
+      this.incidents.localError("EMFILE", { service: service.name, during: "accept", reason: `the descriptor limit (ulimit -n) leaves room for ${this.capacity} proxied connections` });
+      relay.finished = true;
+      socket.end();
+      return;
+    }
     stats.active++;
     stats.total++;
     this.relays.add(relay);
+    if (config.accept_proxy) {
+      relay.awaiting = { buf: null, deadline: Date.now() + config.connect_timeout_ms };
+      this.awaiting.add(relay);
+      return;
+    }
+    this.admit(relay);
+  }
+
+  /** The client is known (its PROXY header read, if any): apply the per-source limit, then connect. */
+  private admit(relay: Relay): void {
+    const { service } = relay;
+    const limit = service.config.max_connections_per_source;
+    if (limit > 0) {
+      let counts = this.sources.get(service);
+      if (!counts) this.sources.set(service, (counts = new Map()));
+      const ip = sourceKey(relay.clientIp);
+      const n = counts.get(ip) ?? 0;
+      if (n >= limit) {
+        service.stats.rejectedPerSource++;
+        relay.finish(false);
+        return;
+      }
+      counts.set(ip, n + 1);
+      relay.source = ip;
+    }
     // Bun sets TCP_NODELAY on accepted sockets itself; setting it again would cost a syscall.
     this.connector.start(relay);
   }
 
+  /** accept_proxy: bytes before the header is complete. The header is consumed, never forwarded. */
+  private readHeader(relay: Relay, data: Buffer): void {
+    const wait = relay.awaiting!;
+    wait.buf = wait.buf ? Buffer.concat([wait.buf, data]) : Buffer.from(data);
+    const decoded = decodeHeader(wait.buf);
+    if (decoded.kind === "more") return;
+    if (decoded.kind === "invalid") return this.headerFailed(relay, decoded.reason);
+    const rest = wait.buf.subarray(decoded.length);
+    relay.awaiting = null;
+    this.awaiting.delete(relay);
+    relay.peer = decoded.endpoints;
+    this.admit(relay);
+    if (rest.length > 0 && !relay.finished) relay.fromClient(rest);
+  }
+
+  /** accept_proxy: no valid header (missing, malformed, too long, too late): counted, closed. */
+  private headerFailed(relay: Relay, reason: string): void {
+    relay.awaiting = null;
+    this.awaiting.delete(relay);
+    relay.service.stats.rejectedProxyHeader++;
+    this.log.debug("client closed: no valid PROXY protocol header", { service: relay.service.name, client: relay.client.remoteAddress, reason });
+    relay.finish(false);
+  }
+
   private finished(relay: Relay): void {
     if (!this.relays.delete(relay)) return;
+    this.awaiting.delete(relay);
     relay.service.stats.active--;
     if (relay.backend) relay.backend.stats.active--;
+    if (relay.source !== null) {
+      const counts = this.sources.get(relay.service);
+      const n = (counts?.get(relay.source) ?? 1) - 1;
+      if (n > 0) counts!.set(relay.source, n);
+      else {
+        counts?.delete(relay.source);
+        if (counts?.size === 0) this.sources.delete(relay.service);
+      }
+    }
     if (this.relays.size === 0) this.idleDrainResolve?.();
   }
 
@@ -141,10 +293,17 @@ export class ProxyDataPlane implements DataPlane {
     const late = now - clock.now - TICK_MS;
     clock.now = now;
     this.connector.expire(now, late > TICK_MS ? late : 0);
+    for (const relay of this.awaiting) {
+      if (late > TICK_MS) relay.awaiting!.deadline += late; // our stall, not the client's delay
+      else if (now >= relay.awaiting!.deadline) this.headerFailed(relay, `no complete PROXY header within connect_timeout (${relay.service.config.connect_timeout_ms} ms)`);
+    }
     if (++this.ticks % IDLE_SWEEP_TICKS !== 0) return;
     for (const relay of this.relays) {
-      const idle = relay.service.config.idle_timeout_ms;
-      if (idle > 0 && clock.now - relay.lastActive >= idle) relay.finish(true);
+      const { idle_timeout_ms: idle, half_close_timeout_ms: halfClose } = relay.service.config;
+      const quiet = clock.now - relay.lastActive;
+      if (idle > 0 && quiet >= idle) relay.finish(true);
+      // A half-closed pair whose other direction stays silent: ended like a finished one (FIN both ways).
+      else if (halfClose > 0 && quiet >= halfClose && relay.halfClosed) relay.finish(false);
     }
   }
 
@@ -168,6 +327,11 @@ export class ProxyDataPlane implements DataPlane {
     this.bindings.clear();
     for (const relay of this.relays) relay.finish(true);
   }
+}
+
+/** The per-source key: an IPv4 client of a dual-stack listener counts as its IPv4 address. */
+function sourceKey(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 function listenError(err: { code?: string; message?: string }, address: string, service: string): UserError {

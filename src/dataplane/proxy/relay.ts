@@ -11,11 +11,17 @@
  * Half-close: both sockets are opened with allowHalfOpen. A FIN from one side is forwarded (shutdown of
  * the write half toward the other side) once its pending bytes are flushed; the other direction keeps
  * flowing. The pair is finished when both directions have carried their FIN, or when either side
- * closes abruptly (then the other side is reset too, like HAProxy's abort).
+ * closes abruptly (then the other side is reset too, like HAProxy's abort). A half-closed pair whose
+ * other direction stays silent is ended by the data plane's sweeper after half_close_timeout.
+ *
+ * PROXY protocol: with accept_proxy the client's header is read by the data plane before the relay
+ * starts (`peer` holds what it said); with send_proxy a header is the first thing the backend gets,
+ * ahead of any client byte (it is put in front of what the client sent while we connected).
  */
 import type { Socket } from "bun";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
+import { encodeV1, encodeV2, type Endpoints } from "./proxyproto.ts";
 
 /** A coarse clock for idle tracking, advanced by the sweeper: no clock read on the hot path. */
 export const clock = { now: Date.now() };
@@ -47,12 +53,29 @@ export class Relay {
   finished = false;
   /** Backends that failed to connect for this client (connect retries skip them). */
   failed: Set<number> | null = null;
+  /** accept_proxy: what the client's PROXY header said (null: the connection's own endpoints). */
+  peer: Endpoints | null = null;
+  /** accept_proxy: the header read so far, and when it must be complete (epoch ms); null once read. */
+  awaiting: { buf: Buffer | null; deadline: number } | null = null;
+  /** max_connections_per_source: the client IP this connection is counted under, once counted. */
+  source: string | null = null;
 
   constructor(
     readonly client: Socket<Relay>,
     readonly service: Service,
     readonly onFinish: (relay: Relay) => void,
   ) {}
+
+  /** The client's IP: the one its PROXY header gave (accept_proxy), else the connection's. */
+  get clientIp(): string {
+    return this.peer?.src.address ?? this.client.remoteAddress;
+  }
+
+  /** Client and destination for a PROXY header toward the backend: as received, else the connection's. */
+  endpoints(): Endpoints {
+    const c = this.client;
+    return this.peer ?? { src: { address: c.remoteAddress, port: c.remotePort }, dst: { address: c.localAddress, port: c.localPort } };
+  }
 
   /** Called once the backend socket is open: flush what the client sent meanwhile, start reading. */
   attach(socket: Socket<Relay>, backend: Backend): void {
@@ -61,8 +84,19 @@ export class Relay {
     backend.stats.total++;
     // Bytes the client sent while we connected were counted for the service only.
     if (this.up.pending) backend.stats.bytesIn += this.up.pending.length;
+    const proxy = this.service.config.send_proxy;
+    if (proxy !== "off") {
+      // Not counted as relayed bytes: the header is ours, not the client's.
+      const header = proxy === "v1" ? encodeV1(this.endpoints()) : encodeV2(this.endpoints());
+      this.up.pending = this.up.pending ? Buffer.concat([header, this.up.pending]) : header;
+    }
     this.flush(this.up, socket);
     if (!this.up.pending) this.resume(this.up, this.client);
+  }
+
+  /** One side has sent FIN (forwarded or about to be): the half_close_timeout applies. */
+  get halfClosed(): boolean {
+    return this.up.ended || this.down.ended;
   }
 
   /** Bytes from the client. Before the backend is connected they wait (see EARLY_DATA_LIMIT). */

@@ -6,7 +6,7 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
-import type { Config } from "../../config/types.ts";
+import type { Config, ServiceConfig } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
@@ -21,32 +21,34 @@ import type { XdpProgram } from "./program.ts";
 export { XdpDataPlane } from "./plane.ts";
 
 /**
- * Load and attach the XDP program for `config`; the returned plane is empty until `apply`. Throws a
- * UserError (code permission, unsupported or interface) with one sentence naming what is missing.
+ * Load and attach the XDP program for the services of `config` in `serving` (default: all), which run
+ * in xdp; the returned plane is empty until `apply`. Throws a UserError (code permission, unsupported
+ * or interface) with one sentence naming what is missing.
  */
-export async function createXdpDataPlane(config: Config, log: Logger): Promise<DataPlane> {
-  return createXdpDataPlaneDetailed(config, log);
+export async function createXdpDataPlane(config: Config, log: Logger, serving: readonly ServiceConfig[] = config.services): Promise<DataPlane> {
+  return createXdpDataPlaneDetailed(config, log, serving);
 }
 
 /**
  * As createXdpDataPlane, typed with the XDP specifics (attach mode, interface) for tests and logs. Its
  * errors name the config file: they cannot point at a line, because they depend on the host.
  */
-export async function createXdpDataPlaneDetailed(config: Config, log: Logger): Promise<XdpDataPlane> {
+export async function createXdpDataPlaneDetailed(config: Config, log: Logger, serving: readonly ServiceConfig[] = config.services): Promise<XdpDataPlane> {
   try {
-    return await start(config, log);
+    return await start(config, log, serving);
   } catch (err) {
     throw err instanceof UserError ? new UserError(err.code, inFile(config, err.message)) : err;
   }
 }
 
-async function start(config: Config, log: Logger): Promise<XdpDataPlane> {
+async function start(config: Config, log: Logger, serving: readonly ServiceConfig[]): Promise<XdpDataPlane> {
   if (process.platform !== "linux") throw new UserError("unsupported", "mode: xdp needs Linux; use mode: proxy on this platform.");
   // What the file alone rules out comes first: for mode: xdp the loader has refused it already, and
   // mode: auto falls back to the proxy for it before anything is loaded or attached.
-  const refusal = xdpRefusal(config);
+  const refusal = xdpRefusal(config, serving);
   if (refusal) throw new UserError("config", `${refusal}.`);
-  const ifname = chooseInterface(config);
+  // Only the services that run in xdp say which interface to attach to.
+  const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
 
   // Dynamically: loader.ts loads libbpf (bun:ffi), which a host may lack; the proxy never needs it.

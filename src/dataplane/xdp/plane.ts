@@ -122,7 +122,7 @@ export class XdpDataPlane implements DataPlane {
   async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
     // The loader refuses these for mode: xdp. Under mode: auto it does not (auto may run the proxy),
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
-    const refusal = xdpRefusal(config);
+    const refusal = xdpRefusal(config, services.map((p) => p.config));
     if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
     this.checkXdpChanges(config);
     this.config = config;

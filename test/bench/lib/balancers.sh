@@ -35,9 +35,12 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
       wait_port "$VIP" 8080 || { LB_ERR="the XDP floor program did not forward $VIP:8080"; detach_floor; return 1; }
       return 0
       ;;
-    featherlb-proxy | featherlb-xdp)
+    featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
-      sed -e "s|@MODE@|${sys#featherlb-}|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
+      local mode=${sys#featherlb-} send=off port=80
+      [[ $sys == featherlb-proxy-pp2 ]] && mode=proxy send=v2 port=81
+      sed -e "s|@MODE@|$mode|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|$send|g" -e "s|@HTTP_PORT@|$port|g" \
+        "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
       ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
       ;;
     *) die "unknown system $sys" ;;

@@ -154,3 +154,17 @@ export function predicted(
 export function noErrors(errors: number, conns: number): Check {
   return { name: "no errors, every byte verified", pass: errors === 0 && conns > 0, detail: `${errors} errors in ${conns} connections` };
 }
+
+/**
+ * send_proxy: every backend HELLO named, from the PROXY header featherlb sent, the address and port
+ * this client connection really had — the client container's own IP, not featherlb's.
+ */
+export function clientAddressSeen(seen: number, wrong: number, ok: number, samples: readonly string[], example?: string): Check {
+  return {
+    name: "send_proxy: the backend saw each connection's real client address and port",
+    pass: ok > 0 && seen >= ok && wrong === 0,
+    detail:
+      `${seen} HELLOs named a client address, ${wrong} of them not this connection's; ${ok} connections succeeded` +
+      `${example ? ` (e.g. ${example}, the client's own address)` : ""}${samples.length ? `; ${samples.join("; ")}` : ""}`,
+  };
+}

@@ -12,7 +12,7 @@ import type { LbConfig, LbService } from "../../support/lbconfig.ts";
 import { percentile, runLoad, type LoadStats } from "../../support/load.ts";
 import { scrape, type Metrics } from "../../support/metrics.ts";
 import { predictor } from "../../support/predict.ts";
-import { allServed, exactEqual, noErrors, predicted, shareWithin, slowBackendAvoided, sticky, weightedExact, type BackendCount, type Check } from "./checks.ts";
+import { allServed, clientAddressSeen, exactEqual, noErrors, predicted, shareWithin, slowBackendAvoided, sticky, weightedExact, type BackendCount, type Check } from "./checks.ts";
 import { faultScenario } from "./fault.ts";
 import { fmtBytes, fmtInt, fmtMs, rule, spreadChart, table } from "./report.ts";
 
@@ -91,6 +91,7 @@ export async function runSuite(cfg: LbConfig, o: SuiteOptions, io: SuiteIO): Pro
     return [
       r.service.algorithm,
       `${r.service.name}:${r.service.port}`,
+      `${planeOf(r.service, o)}${r.service.sendProxy !== "off" ? ` +pp ${r.service.sendProxy}` : ""}`,
       fmtInt(r.short.conns + r.bulk.conns + (r.hold?.conns ?? 0)),
       fmtInt(r.short.errorCount + r.bulk.errorCount + (r.hold?.errorCount ?? 0)),
       fmtInt(r.short.rate),
@@ -102,7 +103,7 @@ export async function runSuite(cfg: LbConfig, o: SuiteOptions, io: SuiteIO): Pro
       failed ? `FAIL (${failed}/${r.checks.length})` : `PASS (${r.checks.length})`,
     ];
   });
-  for (const line of table(["algorithm", "service", "conns", "errors", "conn/s", "p50", "p90", "p99", "bytes", "bulk", "checks"], rows)) io.out(line);
+  for (const line of table(["algorithm", "service", "plane", "conns", "errors", "conn/s", "p50", "p90", "p99", "bytes", "bulk", "checks"], rows)) io.out(line);
   io.out("  (latency: short connections, from connect() to the backend's close; bytes: sent + received by the");
   io.out("  client over all loads of the service; bulk: MiB/s each way with the transfers running concurrently)");
   const failed = allChecks.filter((c) => !c.pass);
@@ -199,11 +200,16 @@ function reasonDeltas(before: Map<string, number>, after: Map<string, number>): 
   return out.join(", ") || "none";
 }
 
+/** The plane a service runs in: its own mode, or the run's for auto. */
+const planeOf = (service: LbService, o: SuiteOptions) => (service.plane === "auto" ? o.mode : service.plane);
+
 async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Promise<ServiceResult> {
   const alg = service.algorithm;
   const hashed = alg === "source_hash" || alg === "maglev";
-  const label = `${o.mode} ${alg}`;
-  const source = hashed && o.sources.length ? (i: number) => o.sources[i % o.sources.length] : undefined;
+  const plane = planeOf(service, o);
+  const label = `${o.mode} ${alg}${service.sendProxy !== "off" ? ` send_proxy ${service.sendProxy}` : ""}`;
+  // Hash algorithms need many client IPs; send_proxy uses them to show every address reaches the backend.
+  const source = (hashed || service.sendProxy !== "off") && o.sources.length ? (i: number) => o.sources[i % o.sources.length] : undefined;
   const before = await lbTotals(o, service);
   const conn = (payload: () => Payload, holdMs?: (backend: string) => number) =>
     echoConns({ host: o.lbHost, port: service.port, payload, holdMs, source, timeoutMs: o.timeoutMs });
@@ -286,17 +292,23 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
       break;
     }
   }
-  checks.push(metricsAgree(before, after, all, o.mode));
+  checks.push(metricsAgree(before, after, all, plane));
   const sent = loads.reduce((sum, l) => sum + l.bytesSent, 0);
   const received = loads.reduce((sum, l) => sum + l.bytesReceived, 0);
   const bytes = bytesAgree(before, after, sent, received);
-  if (o.mode === "proxy") checks.push(bytes);
+  if (plane === "proxy") checks.push(bytes);
+  if (service.sendProxy !== "off") {
+    const sum = (k: "peerSeen" | "peerWrong") => loads.reduce((n, l) => n + l[k], 0);
+    const ok = loads.reduce((n, l) => n + l.ok, 0);
+    checks.push(clientAddressSeen(sum("peerSeen"), sum("peerWrong"), ok, loads.flatMap((l) => l.peerSamples).slice(0, 3), short.peerExample));
+  }
 
   // The report section for this service.
   io.out("");
-  io.out(rule(`${o.mode} · ${alg} · service ${service.name} (${o.lbHost}:${service.port})`));
+  const extra = plane !== o.mode || service.sendProxy !== "off" ? ` · ${plane} plane${service.sendProxy !== "off" ? `, send_proxy ${service.sendProxy}` : ""}` : "";
+  io.out(rule(`${o.mode} · ${alg} · service ${service.name} (${o.lbHost}:${service.port})${extra}`));
   io.out(
-    `  load      ${o.concurrency} concurrent short connections for ${o.seconds} s (${o.payloadBytes}-byte echo${hashed ? `, from ${o.sources.length} client IPs` : ""}), then ${o.bulkCount} × ${o.bulkMiB} MiB bulk echo`,
+    `  load      ${o.concurrency} concurrent short connections for ${o.seconds} s (${o.payloadBytes}-byte echo${source ? `, from ${o.sources.length} client IPs` : ""}), then ${o.bulkCount} × ${o.bulkMiB} MiB bulk echo`,
   );
   const lat = short.latencies;
   io.out(`  short     ${fmtInt(short.conns)} conns  ${fmtInt(short.errorCount)} errors  ${fmtInt(short.rate)} conn/s  latency p50 ${fmtMs(percentile(lat, 50))}  p90 ${fmtMs(percentile(lat, 90))}  p99 ${fmtMs(percentile(lat, 99))}  max ${fmtMs(lat.at(-1) ?? NaN)}`);
@@ -323,7 +335,7 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
     for (const [ip, m] of perSource) for (const b of m.keys()) byBackend.set(b, [...(byBackend.get(b) ?? []), ip.split(".").at(-1)!]);
     io.out(`  client IPs per backend: ${[...byBackend].map(([b, ips]) => `${b} ← .${ips.join(" .")}`).join(";  ")}`);
   }
-  if (o.mode !== "proxy") io.out(`  LB bytes  (shown, not checked: the XDP plane counts what it sees in packets, retransmissions included) ${bytes.detail}`);
+  if (plane !== "proxy") io.out(`  LB bytes  (shown, not checked: the XDP plane counts what it sees in packets, retransmissions included) ${bytes.detail}`);
   for (const l of loads) for (const s of l.errorSamples) io.out(`  error     ${s}`);
   for (const c of checks) io.out(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}: ${c.detail}`);
   return { service, short, bulk, hold, checks };
