@@ -60,7 +60,7 @@ release: $(RELEASE_DIR)/SHA256SUMS ## tarballs (x64, x64-baseline, arm64), .debs
 
 # ------------------------------------------------------------------------------------ release-test
 RT := build/release-test
-RELEASE_TEST_PKGS := qemu-user-static debootstrap clang llvm dpkg-dev
+RELEASE_TEST_PKGS := qemu-user-static debootstrap systemd-container clang llvm
 
 build/.release-test-deps:
 	@missing=$$(for p in $(RELEASE_TEST_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -80,3 +80,10 @@ $(RT)/debroot/.featherlb-debroot: test/release/debroot.sh build/.release-test-de
 
 release-test: release build/.release-test-deps $(RT)/arm64/.done $(RT)/debroot/.featherlb-debroot ## check dist/release/ as a user would (root; qemu for arm64, a debootstrapped root for the .deb)
 	$(BUN) test ./test/release/release.check.ts
+
+# --------------------------------------------------------------------------------------------- image
+# The host architecture's release binary (amd64: the baseline build, as in the .deb).
+IMAGE_TARGET := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-arm64,linux-x64-baseline)
+
+image: $(REL)/bin/$(IMAGE_TARGET)/featherlb packaging/Dockerfile packaging/mkimage.sh test/e2e/rootfs.sh config/lb.yaml ## the release image featherlb:<version>, FROM scratch (needs Docker)
+	bash packaging/mkimage.sh $< $(VERSION)

@@ -15,6 +15,11 @@
  * - Each .deb: control fields, file list with modes, conffiles, maintainer scripts; the amd64 one is
  *   installed into the Debian root with `dpkg --root`, runs there (chroot) as root and as the
  *   `featherlb` user it created, its unit passes `systemd-analyze verify`, and remove/purge behave.
+ * - The unit under a real systemd: the Debian root booted with systemd-nspawn (a throwaway overlay, its
+ *   own network namespace), the .deb installed there with dpkg: the proxy as the `featherlb` user with
+ *   the ambient capabilities, reload, the upgrade's restart (a drain), mode: xdp attached under the
+ *   hardening, a SIGKILL restarted by Restart=on-failure that adopts the host-change record, a clean
+ *   stop that undoes them, and ExecStartPre refusing an invalid config.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -88,12 +93,15 @@ function run(cmd: string[], cwd = HOME): Run {
   const [exe, ...args] = cmd;
   const resolved = exe!.startsWith("/") ? exe! : Bun.which(exe!, { PATH });
   if (!resolved) throw new Error(`${exe} is not on the reduced PATH`);
-  const r = Bun.spawnSync([resolved, ...args], { cwd, env: { PATH, HOME }, stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync([resolved, ...args], { cwd, env: { PATH, HOME }, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 120_000, killSignal: "SIGKILL" });
   return { code: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
-/** A host tool the test itself uses (dpkg, clang…), with the normal environment. */
+/**
+ * A host tool the test itself uses (dpkg, clang…), with the normal environment; in a session of its own
+ * without a terminal (systemctl and dpkg in the container never stop on a tty), and bounded in time.
+ */
 function host(cmd: string[], opts: { cwd?: string } = {}): Run {
-  const r = Bun.spawnSync(cmd, { cwd: opts.cwd, stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync(["setsid", "--wait", ...cmd], { cwd: opts.cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 120_000, killSignal: "SIGKILL" });
   return { code: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 function ok(r: Run): Run {
@@ -336,5 +344,124 @@ describe("the amd64 .deb in a Debian root (dpkg --root, chroot)", () => {
     expect(existsSync(conf)).toBe(true);
     ok(dpkg("--purge", "featherlb"));
     expect(existsSync(conf)).toBe(false);
+  });
+});
+
+describe("the unit under systemd (the Debian root booted with systemd-nspawn)", () => {
+  const deb = `featherlb_${VERSION}_amd64.deb`;
+  let nspawn: ReturnType<typeof Bun.spawn> | undefined;
+  let init = 0;
+  /** A shell command inside the container (nsenter into all its namespaces). */
+  const sh = (cmd: string) => host(["nsenter", "-t", String(init), "-a", "sh", "-c", cmd]);
+  const journal = () => sh("journalctl -u featherlb -o cat --no-pager").stdout;
+  const prop = (p: string) => sh(`systemctl show -p ${p} --value featherlb`).stdout.trim();
+  const writeConfig = (yaml: string) => ok(sh(`cat > /etc/featherlb/lb.yaml <<'EOF'\n${yaml}EOF`));
+  async function until(what: string, cond: () => boolean, ms = 30_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; journal:\n${journal().split("\n").slice(-15).join("\n")}`);
+      await Bun.sleep(200);
+    }
+  }
+
+  beforeAll(async () => {
+    // --volatile=overlay: every write goes to a tmpfs overlay, the Debian root stays as it was.
+    // --keep-unit --register=no: no systemd on this host to register with. The container's seccomp
+    // filter allows bpf(2) only when asked (a host systemd applies no such filter to services).
+    nspawn = Bun.spawn(
+      [hostTool("systemd-nspawn"), "-D", DEBROOT, "--volatile=overlay", `--bind-ro=${DOWNLOAD}:/mnt/release`, "--boot", "--keep-unit", "--register=no",
+        "--private-network", "--console=pipe", "--drop-capability=CAP_SYS_RESOURCE", "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
+        "--system-call-filter=bpf perf_event_open"],
+      { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+    );
+    // The container's init is nspawn's child once the set-up forks are done: ask until it answers.
+    const child = () => Number(readFileSync(`/proc/${nspawn!.pid}/task/${nspawn!.pid}/children`, "utf8").trim().split(" ")[0]) || 0;
+    const end = Date.now() + 60_000;
+    let state = "";
+    while (state !== "running" && nspawn.exitCode === null && Date.now() < end) {
+      await Bun.sleep(200);
+      init = child();
+      if (init) state = sh("systemctl is-system-running").stdout.trim();
+    }
+    expect(state).toBe("running");
+    ok(sh("ip link set lo up"));
+  }, 90_000);
+
+  afterAll(async () => {
+    if (!nspawn) return;
+    nspawn.kill("SIGTERM"); // a booted container halts on SIGTERM
+    const t = setTimeout(() => nspawn!.kill("SIGKILL"), 20_000);
+    await nspawn.exited;
+    clearTimeout(t);
+  });
+
+  test("dpkg installs it under systemd: the unit is known, neither enabled nor started", () => {
+    ok(sh(`dpkg -i /mnt/release/${deb}`));
+    expect(sh("systemctl is-enabled featherlb").stdout.trim()).toBe("disabled");
+    expect(sh("systemctl is-active featherlb").stdout.trim()).toBe("inactive");
+  });
+
+  test("proxy mode: runs as featherlb with the ambient capabilities, serves port 80, reloads on systemctl reload", async () => {
+    writeConfig(`admin: { listen: 127.0.0.1:9090 }\nservices:\n  - name: web\n    listen: 127.0.0.1:80\n    backends:\n      - address: 127.0.0.1:8081\n`);
+    ok(sh("systemctl start featherlb"));
+    await until("featherlb started", () => journal().includes('"featherlb started"'));
+    const status = sh(`cat /proc/${prop("MainPID")}/status`).stdout;
+    const uid = sh("id -u featherlb").stdout.trim();
+    expect(status).toMatch(new RegExp(`Uid:\\s+${uid}\\s+${uid}\\s+${uid}`));
+    // CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39); nothing else.
+    expect(/CapAmb:\s+([0-9a-f]+)/.exec(status)?.[1]).toBe(((1n << 10n) | (1n << 12n) | (1n << 38n) | (1n << 39n)).toString(16).padStart(16, "0"));
+    expect(/CapEff:\s+([0-9a-f]+)/.exec(status)?.[1]).toBe(/CapAmb:\s+([0-9a-f]+)/.exec(status)?.[1]);
+    expect(sh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/80' && echo connected").stdout.trim()).toBe("connected");
+    ok(sh("systemctl reload featherlb"));
+    await until("config reloaded", () => journal().includes('"config reloaded"'));
+  }, 60_000);
+
+  test("an upgrade (dpkg -i over a running service) drains the old process and starts the new one", async () => {
+    const before = prop("MainPID");
+    ok(sh(`dpkg -i /mnt/release/${deb}`));
+    await until("a new main process", () => prop("ActiveState") === "active" && prop("MainPID") !== before && prop("MainPID") !== "0");
+    expect(journal()).toContain('"draining","signal":"SIGTERM"');
+  }, 60_000);
+
+  test("an invalid config: systemctl reload fails and the old config keeps serving; a start fails in ExecStartPre", async () => {
+    const running = prop("MainPID");
+    writeConfig(`services:\n  - name: web\n    listen: 127.0.0.1:80\n    backends:\n      - address: 127.0.0.1:70000\n`);
+    const reload = sh("systemctl reload featherlb");
+    expect(reload.code).not.toBe(0);
+    expect(prop("MainPID")).toBe(running);
+    expect(prop("ActiveState")).toBe("active");
+    expect(journal()).toContain("backends[0].address: port must be 1-65535, got 70000");
+
+    ok(sh("systemctl stop featherlb"));
+    const starts = () => journal().split('"featherlb started"').length;
+    const before = starts();
+    expect(sh("systemctl start featherlb").code).not.toBe(0);
+    // Retried as a failed start until the start limit (5 in 60 s); the main process never ran.
+    await until("the start limit", () => journal().includes("Start request repeated too quickly") && prop("ActiveState") === "failed", 60_000);
+    expect(starts()).toBe(before);
+    ok(sh("systemctl reset-failed featherlb"));
+  }, 60_000);
+
+  test("mode: xdp attaches under the unit's hardening; a SIGKILL restarts it and the record is adopted; stop undoes the changes", async () => {
+    writeConfig(`mode: xdp\nadmin: { listen: 127.0.0.1:9090 }\nxdp: { interface: lo, attach: generic }\nservices:\n  - name: web\n    listen: 127.0.0.1:80\n    backends:\n      - address: 127.0.0.2:8081\n`);
+    ok(sh("systemctl restart featherlb"));
+    await until("xdp program attached", () => journal().includes('"xdp program attached"'));
+    expect(sh("sysctl -n net.ipv4.ip_local_reserved_ports").stdout.trim()).toBe("40000-59999");
+    expect(sh("stat -c %U /run/featherlb/netns-*.json").stdout.trim()).toBe("featherlb");
+
+    const restarts = Number(prop("NRestarts"));
+    ok(sh(`kill -KILL ${prop("MainPID")}`));
+    await until("the restart to adopt the record", () => journal().includes("adopting the host changes of a featherlb that did not exit cleanly"));
+    expect(Number(prop("NRestarts"))).toBe(restarts + 1);
+
+    ok(sh("systemctl stop featherlb"));
+    expect(prop("Result")).toBe("success");
+    expect(sh("sysctl -n net.ipv4.ip_local_reserved_ports").stdout.trim()).toBe("");
+    expect(sh("ls /run/featherlb").stdout.trim()).toBe("");
+  }, 90_000);
+
+  test("purge removes the unit", () => {
+    ok(sh("dpkg --purge featherlb"));
+    expect(sh("systemctl cat featherlb").code).not.toBe(0);
   });
 });
