@@ -22,7 +22,7 @@
  *   hardening, a SIGKILL restarted by Restart=on-failure that adopts the host-change record, a clean
  *   stop that undoes them, and ExecStartPre refusing an invalid config.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -31,6 +31,10 @@ import { startBackend } from "../support/backend.ts";
 import { connect, freePort, sha256, writeAll } from "../support/net.ts";
 import { Proc } from "../support/proc.ts";
 import { bpfSuiteEnabled } from "../xdp/require.ts";
+
+// Unpacking and hashing 110 MB binaries, or starting one under emulation, takes seconds on a busy
+// 2-core machine; the tests that take longer say so.
+setDefaultTimeout(60_000);
 
 const ROOT = resolve(import.meta.dir, "../..");
 const VERSION = pkg.version;
