@@ -11,6 +11,7 @@ SRC := $(shell find src -name '*.ts' -not -name '*.test.ts') package.json
 include bpf/bpf.mk
 include test/e2e/e2e.mk
 include test/bench/bench.mk
+include packaging/release.mk
 
 .PHONY: help deps build test typecheck demo clean
 
@@ -25,8 +26,10 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 
 build: dist/featherlb ## compile the single binary dist/featherlb
 
-dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
-	$(BUN) build --compile --minify --sourcemap src/main.ts --outfile $@
+# FEATHERLB_COMMIT: what `featherlb --version` names (build/commit, packaging/release.mk); the target it
+# prints is the host's (release builds set it, packaging/build.ts).
+dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ) build/commit
+	$(BUN) build --compile --minify --sourcemap src/main.ts --define FEATHERLB_COMMIT='"'"$$(cat build/commit)"'"' --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .
