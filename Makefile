@@ -38,7 +38,7 @@ typecheck: node_modules/.installed
 test: node_modules/.installed $(TEST_PREREQS) ## run every test (installs what it needs; XDP tests need root)
 	$(MAKE) typecheck
 	$(MAKE) build
-	FEATHERLB_BIN=dist/featherlb $(BUN) test $(BUN_TEST_FLAGS)
+	FEATHERLB_BIN=dist/featherlb $(BUN) test --timeout 60000 $(BUN_TEST_FLAGS)
 
 demo: dist/featherlb ## run featherlb + 3 demo backends on loopback, print how a short load spreads
 	$(BUN) run test/demo/demo.ts

@@ -56,7 +56,14 @@ export class AdminServer {
 
   private bind(listen: HostPort, want: string): Server<undefined> {
     try {
-      return Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req) => this.handle(req) });
+      return Bun.serve({
+        hostname: listen.host,
+        port: listen.port,
+        // Never Bun's developer error page (it shows source lines): a failure is a plain 500.
+        development: false,
+        fetch: (req) => this.handle(req),
+        error: () => new Response("internal error\n", { status: 500 }),
+      });
     } catch (err) {
       const code = (err as { code?: string }).code;
       throw new UserError(
@@ -69,7 +76,7 @@ export class AdminServer {
   }
 
   private handle(req: Request): Response {
-    const path = new URL(req.url).pathname;
+    const path = pathOf(req.url);
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (path) {
       case "/metrics":
@@ -81,5 +88,18 @@ export class AdminServer {
       default:
         return new Response("not found: try /metrics, /status or /healthz\n", { status: 404 });
     }
+  }
+}
+
+/**
+ * The path of a request URL. An HTTP/1.0 request without a Host header (a plain `printf | nc` probe, an
+ * old load balancer's check) reaches us as a bare "/healthz", which `new URL` rejects.
+ */
+function pathOf(url: string): string {
+  if (url.startsWith("/")) return url.split(/[?#]/, 1)[0]!;
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return "";
   }
 }

@@ -77,6 +77,17 @@ export function normaliseReserved(value: string): string {
   return merged.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(",");
 }
 
+/** Whether the reserved-ports value `value` already holds every port of first-last. */
+export function reservedCovers(value: string, first: number, last: number): boolean {
+  return normaliseReserved(value)
+    .split(",")
+    .filter(Boolean)
+    .some((part) => {
+      const [a, b = a] = part.split("-").map(Number) as [number, number?];
+      return a <= first && last <= b;
+    });
+}
+
 /**
  * This process's network namespace: the inode of /proc/self/ns/net ("net:[4026531840]"). Reserved
  * ports and neighbour tables are per namespace while /run is shared by all namespaces of a host, so
@@ -209,6 +220,9 @@ export class HostState {
     const range = `${first}-${last}`;
     // Still what we (or a crashed predecessor, adopted by claim) wrote: the older `before` stands.
     const adopted = this.record.reservedPorts;
+    // Reserved already by the operator (a container's `sysctls:`, where /proc/sys is read-only, or the
+    // host's own config): nothing to change, nothing to undo.
+    if (!adopted && reservedCovers(current, first, last)) return () => {};
     const before = adopted && adopted.wrote === current ? adopted.before : current;
     const value = before ? `${before},${range}` : range;
     // Recorded before writing, so a crash right after the write still finds the record.

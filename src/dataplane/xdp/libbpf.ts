@@ -24,6 +24,7 @@ import { BPF_LINK_CREATE_OPTS, BPF_MAP_BATCH_OPTS, BPF_TEST_RUN_OPTS } from "./l
 export const EPERM = 1;
 export const ENOENT = 2;
 export const E2BIG = 7;
+export const EACCES = 13;
 export const EEXIST = 17;
 export const ENODEV = 19;
 export const EINVAL = 22;
