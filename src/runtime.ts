@@ -140,6 +140,9 @@ export class Runtime {
       }
     }
     const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    // New services pick nothing until their first plan is built (in slices: the event loop keeps
+    // serving the services already running); a data plane gets them with that plan.
+    await Promise.all(pairs.map(({ service }) => (byName.has(service.name) ? undefined : service.settled())));
     const admin = this.admin.prepare(config.admin.listen);
     try {
       await this.plane.apply(config, pairs);
@@ -150,6 +153,8 @@ export class Runtime {
     admin.commit();
     for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
     const next = pairs.map((p) => p.service);
+    // The reload's own changes (backends, weights, algorithm) are in the plans before it is reported.
+    await Promise.all(next.map((s) => s.settled()));
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;

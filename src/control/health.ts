@@ -46,7 +46,9 @@ export class HealthChecker {
       // definition. (A backend removed by a reload keeps its state while it drains.)
       if (backend.enabled && backend.health === "down") this.owner.get(backend)?.markHealth(backend, "up", "health checks disabled");
     }
-    for (const backend of this.owner.keys()) if (!services.some((s) => s.backends.get(backend.id) === backend)) this.owner.delete(backend);
+    const current = new Set<Backend>();
+    for (const service of services) for (const backend of service.backends.values()) current.add(backend);
+    for (const backend of this.owner.keys()) if (!current.has(backend)) this.owner.delete(backend);
   }
 
   /** Passive check: the data plane failed to connect. */
