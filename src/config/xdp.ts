@@ -1,9 +1,10 @@
 /**
  * What `mode: xdp` refuses from the file alone. The XDP program matches packets on one specific IPv4
  * address and port per service, holds at most MAX_SERVICES services, cuts every service's two plan
- * buffers from one pool of SLOT_POOL_SIZE slots, and owns the source ports xdp.snat_ports. A config
- * that breaks one of these is refused when it is loaded — by `check`, at start and on reload — with its
- * place in the file, instead of after the program is attached.
+ * buffers from one pool of at most SLOT_POOL_MAX slots, and owns the source ports xdp.snat_ports. A
+ * config that breaks one of these is refused when it is loaded — by `check`, at start and on reload —
+ * with its place in the file, instead of after the program is attached. (The maps are sized from the
+ * config at load time, src/dataplane/xdp/capacity.ts; these are the limits that stay.)
  *
  * What needs the host (an interface with the address, privileges, the kernel) stays in
  * src/dataplane/xdp. The data plane also runs `xdpRefusal` before it attaches and on every apply:
@@ -16,7 +17,7 @@ import {
   MAX_SERVICES,
   PLAN_BUFFERS,
   RANDOM_TABLE_SIZE,
-  SLOT_POOL_SIZE,
+  SLOT_POOL_MAX,
   SOURCE_HASH_TABLE_SIZE,
 } from "./limits.ts";
 import { formatPath } from "./locate.ts";
@@ -49,7 +50,7 @@ export function checkXdp(config: Config, snatInFile: boolean): Problem[] {
     if (snat) problems.push(snat);
     const before = slots;
     slots += PLAN_BUFFERS * largestPlan(service);
-    if (slots > SLOT_POOL_SIZE && before <= SLOT_POOL_SIZE) problems.push(planTooLarge(service, i, slots));
+    if (slots > SLOT_POOL_MAX && before <= SLOT_POOL_MAX) problems.push(planTooLarge(service, i, slots));
   });
   return problems;
 }
@@ -100,7 +101,7 @@ function checkSnatPort(config: Config, service: ServiceConfig, i: number, snatIn
 /** The cumulative total first exceeded the pool at services[i]: say which value of it to lower. */
 function planTooLarge(service: ServiceConfig, i: number, total: number): Problem {
   const bound = largestPlan(service);
-  const head = `with this service the XDP plan tables would need ${total} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps ${PLAN_BUFFERS} plans;`;
+  const head = `with this service the XDP plan tables would need ${total} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps ${PLAN_BUFFERS} plans;`;
   const tail = "or use mode: proxy";
   switch (service.algorithm) {
     case "maglev":

@@ -14,7 +14,7 @@
  *
  * libbpf's option structs are described in libbpf-opts.ts (no hand-written offsets).
  */
-import { dlopen, JSCallback, ptr, read, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import libzPath from "../../../build/lib/libz.so.1" with { type: "file" };
 import libelfPath from "../../../build/lib/libelf.so.1" with { type: "file" };
 import libbpfPath from "../../../build/lib/libbpf.so.1" with { type: "file" };
@@ -66,6 +66,7 @@ const lib = dlopen(libbpfPath, {
   bpf_object__find_map_by_name: { args: ["ptr", "cstring"], returns: "ptr" },
   bpf_object__find_program_by_name: { args: ["ptr", "cstring"], returns: "ptr" },
   bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
+  bpf_map__initial_value: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_map__fd: { args: ["ptr"], returns: "i32" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
   bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
@@ -151,6 +152,20 @@ export class BpfObject {
   setMaxEntries(name: string, n: number): void {
     const rc = bpf.bpf_map__set_max_entries(this.map(name), n);
     if (rc < 0) throw failed(`bpf_map__set_max_entries(${name}, ${n})`, -rc);
+  }
+
+  /**
+   * Before load only: overwrite `bytes` at `offset` of the object's .rodata (its `const volatile`
+   * globals). libbpf hands out its copy of the section's initial value; load creates the map from it and
+   * freezes it, so the verifier sees these values as constants.
+   */
+  writeRodata(offset: number, bytes: Uint8Array): void {
+    const size = new BigUint64Array(1);
+    const p = bpf.bpf_map__initial_value(this.map(".rodata"), size) as Pointer | null;
+    if (!p) throw failed("bpf_map__initial_value(.rodata)", errno());
+    const length = Number(size[0]);
+    if (offset + bytes.length > length) throw new XdpError("bpf", `.rodata has ${length} bytes, cannot write ${bytes.length} at ${offset}`, EINVAL);
+    new Uint8Array(toArrayBuffer(p, 0, length)).set(bytes, offset);
   }
 
   /** Create the maps and load (verify) the programs. */

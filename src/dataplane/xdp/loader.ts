@@ -7,8 +7,9 @@ import objectPath from "../../../build/bpf/featherlb.bpf.o" with { type: "file" 
 import type { AttachMode } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
+import { MIN_CAPACITY, mapSizes, type Capacity } from "./capacity.ts";
 import { isXdpError } from "./errors.ts";
-import { MAPS } from "./layout.ts";
+import { MAPS, RODATA_SIZES_OFFSET, SIZES, type MapKey } from "./layout.ts";
 import { BpfObject, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
@@ -16,19 +17,27 @@ import { XdpProgram } from "./program.ts";
 export interface LoadOptions {
   /** Entries per flow table (xdp.flow_table_size). */
   flowTableSize: number;
+  /** The sizes of the other maps (capacity.ts capacityFor(config)); default MIN_CAPACITY. */
+  capacity?: Capacity;
 }
 
-/** Open the embedded object, size the flow tables, load (verify). Throws XdpError("bpf") with the verifier's log. */
+/** Open the embedded object, size its maps, load (verify). Throws XdpError("bpf") with the verifier's log. */
 export async function loadProgram(options: LoadOptions): Promise<XdpProgram> {
-  return wrap(await loadObject(options), (obj) => new XdpProgram(obj));
+  const capacity = options.capacity ?? MIN_CAPACITY;
+  return wrap(await loadObject(options), (obj) => new XdpProgram(obj, capacity));
 }
 
-/** loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it too). */
+/**
+ * loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it
+ * too). Every sized map gets its max_entries, and flb_sizes (.rodata) the per-backend stride, before
+ * load: array maps cannot be resized afterwards.
+ */
 export async function loadObject(options: LoadOptions): Promise<BpfObject> {
+  const capacity = options.capacity ?? MIN_CAPACITY;
   const image = new Uint8Array(await Bun.file(objectPath).arrayBuffer());
   return wrap(BpfObject.open(image), (obj) => {
-    obj.setMaxEntries(MAPS.fwd.name, options.flowTableSize);
-    obj.setMaxEntries(MAPS.rev.name, options.flowTableSize);
+    for (const [key, entries] of Object.entries(mapSizes(capacity, options.flowTableSize))) obj.setMaxEntries(MAPS[key as MapKey].name, entries);
+    obj.writeRodata(RODATA_SIZES_OFFSET, SIZES.encode({ backends: capacity.backends, pad: 0 }));
     obj.load();
     return obj;
   });

@@ -11,7 +11,8 @@ import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane, ServicePair } from "../types.ts";
 import { isXdpError } from "./errors.ts";
-import { CFG_FLAGS, backendKey, ipv4ToU32 } from "./layout.ts";
+import { overflow } from "./capacity.ts";
+import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
 import { HostState } from "./hoststate.ts";
 import type { AttachedMode, XdpLink } from "./loader.ts";
 import { BackendNeighbours } from "./neighbours.ts";
@@ -38,6 +39,8 @@ interface Mirrored {
   unsubscribe: () => void;
   /** Which Backend object owns each id slot, to reset counters when an id is reused. */
   slots: Map<number, Backend>;
+  /** What flb_backends holds for each id ("ip:port", "" when cleared): unchanged entries are not rewritten. */
+  written: Map<number, string>;
 }
 
 /** The per-CPU map sums that services and backends share, into the Counters /metrics reads. */
@@ -106,7 +109,7 @@ export class XdpDataPlane implements DataPlane {
       for (const { index, slots } of this.mirrored.values()) {
         for (const id of slots.keys()) {
           const raw = this.program.backendActiveRaw(index, id);
-          this.program.setBackendAdjust(index, id, raw - (result.open.get(backendKey(index, id)) ?? 0));
+          this.program.setBackendAdjust(index, id, raw - (result.open.get(this.program.keys.backend(index, id)) ?? 0));
         }
       }
       if (result.deleted) this.log.debug("xdp flows expired", { idle: result.expired, closed: result.deleted - result.expired });
@@ -124,6 +127,9 @@ export class XdpDataPlane implements DataPlane {
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config);
     if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
+    // The maps were sized for the config at start (capacity.ts): a reload must fit them.
+    const full = overflow(this.program.capacity, config, (i) => services[i]!.service.backendsAfter(services[i]!.config));
+    if (full) throw new UserError("config", inFile(config, `${full}.`));
     this.checkXdpChanges(config);
     this.config = config;
 
@@ -153,7 +159,7 @@ export class XdpDataPlane implements DataPlane {
         while (used.has(index)) index++;
         used.add(index);
         this.program.resetServiceCounters(index);
-        m = { index, service, listen, unsubscribe: () => {}, slots: new Map() };
+        m = { index, service, listen, unsubscribe: () => {}, slots: new Map(), written: new Map() };
         this.mirrored.set(key, m);
       }
       // Re-subscribe on every apply: a reload may hand us a new Service object for the same address.
@@ -186,10 +192,14 @@ export class XdpDataPlane implements DataPlane {
       if (m.slots.get(id) !== backend) {
         this.program.resetBackendCounters(index, id);
         m.slots.set(id, backend);
+        m.written.delete(id);
       }
-      if (backend.ip && IPV4.test(backend.ip)) {
-        this.neighbours.keepResolved(backend.ip);
-        this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
+      const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
+      const entry = v4 ? `${backend.ip}:${backend.config.port}` : "";
+      if (m.written.get(id) === entry) continue;
+      if (v4) {
+        this.neighbours.keepResolved(backend.ip!);
+        this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port);
       } else {
         this.program.clearBackend(index, id);
         if (backend.ip && !this.warnedV6.has(backend.key)) {
@@ -197,21 +207,23 @@ export class XdpDataPlane implements DataPlane {
           this.log.warn("xdp balances IPv4 backends only; this backend gets no new flows", { service: service.name, backend: backend.key });
         }
       }
+      m.written.set(id, entry);
     }
     for (const id of m.slots.keys()) {
       if (service.backends.has(id)) continue;
       this.program.clearBackend(index, id);
       m.slots.delete(id);
+      m.written.delete(id);
     }
     if (this.neighbours.started) {
-      // A plan event may carry a new backend address (DNS): resolve it now, not at the next tick.
+      // A plan event may carry a new backend address (DNS): resolve it soon, not at the next tick.
       this.neighbours.changed();
     }
     try {
       const plan = service.picker.plan;
-      this.program.writePlan(index, plan);
+      const written = this.program.writePlan(index, plan);
       // Once per plan change (health flips, reloads): says when the kernel tables changed.
-      this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length });
+      this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length, slots_written: written });
     } catch (err) {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
       if (isXdpError(err, "plan_too_large")) throw err;
