@@ -176,6 +176,8 @@ export class XdpDataPlane implements DataPlane {
       this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
     this.neighbours.changed();
+    // The backends' managed neighbour entries are made (in slices) before the config counts as applied.
+    await this.neighbours.settled();
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
   }
 
