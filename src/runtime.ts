@@ -47,11 +47,11 @@ export class Runtime {
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
-        return renderMetrics(this.info, this.services, this.plane.packetReasons?.());
+        return renderMetrics(this.info, this.services, this.plane.packetReasons?.(), this.plane.maps?.());
       },
       status: () => {
         this.plane.refreshStats();
-        return renderStatus(this.info, this.services);
+        return renderStatus(this.info, this.services, this.plane.maps?.());
       },
     });
     // Backends removed by a reload disappear once their last connection ends.

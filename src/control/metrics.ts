@@ -48,7 +48,14 @@ function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels,
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
-export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>): string {
+/** What /status and /metrics show of the XDP plane's maps (dataplane/types.ts PlaneMaps has this shape). */
+export interface MapsInfo {
+  capacity: Readonly<Record<string, number>>;
+  maps: { name: string; max_entries: number; bytes: number }[];
+  bytes: number;
+}
+
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>, maps?: MapsInfo): string {
   const e = new Exposition();
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
@@ -57,6 +64,7 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], p
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
   const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
   for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
+  for (const m of maps?.maps ?? []) e.add("featherlb_xdp_map_bytes", "gauge", "XDP program: kernel memory of each BPF map (sized from the config at start).", { map: m.name }, m.bytes);
   for (const s of services) {
     const labels = { service: s.name };
     addTraffic(e, "service", labels, s.stats);
@@ -85,11 +93,12 @@ function backendStatus(b: Backend) {
   };
 }
 
-export function renderStatus(info: RuntimeInfo, services: readonly Service[]) {
+export function renderStatus(info: RuntimeInfo, services: readonly Service[], maps?: MapsInfo) {
   return {
     version: info.version,
     mode: info.mode,
     ...(info.attach ? { attach: info.attach } : {}),
+    ...(maps ? { xdp_maps: maps } : {}),
     uptime_seconds: Math.round((Date.now() - info.startedAt) / 1000),
     reloads: info.reloads,
     services: services.map((s) => ({

@@ -9,6 +9,7 @@
  *
  * Used by test/proxy/storm.test.ts (CI size) and test/bench/scale.ts (10 to 10,000 backends).
  */
+import { readFileSync } from "node:fs";
 import type { Proc } from "./proc.ts";
 
 const SAMPLE_GAP_MS = 20;
@@ -25,6 +26,8 @@ export interface StormResult {
   /** ms from "down" until featherlb had marked every backend down; then the same for "up". */
   downMs: number;
   upMs: number;
+  /** CPU seconds featherlb used from "down" until every backend was up again (user + system). */
+  cpuS: number;
   /** /healthz while the storm ran (down and up phases). */
   admin: Latencies;
   /** Connections to the healthy service before the storm (baseline) and during it. */
@@ -42,6 +45,8 @@ export interface StormTarget {
   ups(): number;
   /** The farm's backend count: every one of them flips. */
   backends: number;
+  /** featherlb's pid, for its CPU time. */
+  pid: number;
   /** Longest either phase may take. */
   phaseTimeoutMs: number;
 }
@@ -118,6 +123,15 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
   return performance.now() - start;
 }
 
+/** CPU seconds (user + system) process `pid` has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+/** Clock ticks per second of /proc's times (USER_HZ: 100 on every Linux architecture featherlb runs on). */
+const CLK_TCK = 100;
+
 /** The farm (a farm.ts process) obeys `cmd` ("down" or "up"); resolves once it has. */
 export async function farmCommand(farm: Proc, cmd: "down" | "up"): Promise<void> {
   const from = farm.lines.length;
@@ -144,14 +158,16 @@ export async function runStorm(target: StormTarget, farm: Proc): Promise<StormRe
     const connsBefore = conns?.take() ?? summarise([]);
     admin.take();
     const downs = target.downs();
+    const cpu = cpuSeconds(target.pid);
     await farmCommand(farm, "down");
     const downMs = await until("every backend down", () => target.downs() - downs >= target.backends, target.phaseTimeoutMs);
     const ups = target.ups();
     await farmCommand(farm, "up");
     const upMs = await until("every backend up", () => target.ups() - ups >= target.backends, target.phaseTimeoutMs);
+    const cpuS = cpuSeconds(target.pid) - cpu;
     // The last rebuilds run after the last flip: give them time to show in the probes.
     await Bun.sleep(500);
-    return { downMs, upMs, admin: admin.take(), connsBefore, conns: conns?.take() ?? summarise([]) };
+    return { downMs, upMs, cpuS, admin: admin.take(), connsBefore, conns: conns?.take() ?? summarise([]) };
   } finally {
     await admin.stop();
     await conns?.stop();

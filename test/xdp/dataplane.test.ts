@@ -235,6 +235,11 @@ services:
       const wanted = Object.entries(mapSizes(capacity, 4096)).map(([k, n]) => [MAPS[k as MapKey].name, n]);
       expect(wanted.map(([name]) => [name, loaded[name!]])).toEqual(wanted);
       expect(env.program.mapMemory().every((m) => m.bytes > 0)).toBe(true);
+      // What /status shows (xdp_maps) and /metrics (featherlb_xdp_map_bytes).
+      const shown = env.p.maps();
+      expect(shown.capacity).toEqual({ ...capacity });
+      expect(shown.bytes).toBe(shown.maps.reduce((n, m) => n + m.bytes, 0));
+      expect(shown.maps.map((m) => m.name).sort()).toEqual(Object.values(MAPS).map((m) => m.name).sort());
 
       const ports = Array.from({ length: 17 }, (_, i) => 80 + i);
       const many = parseConfig(

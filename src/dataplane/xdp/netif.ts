@@ -138,7 +138,12 @@ export type Managed = { ip: string; nexthop: string; ours: boolean } | { ip: str
  */
 export function manageNeighbours(ifname: string, ips: readonly string[]): Managed[] {
   if (ips.length === 0) return [];
-  const ifindex = ifindexOf(ifname);
+  let ifindex: number;
+  try {
+    ifindex = ifindexOf(ifname);
+  } catch {
+    throw new XdpError("neighbour", `interface ${ifname} is gone`);
+  }
   const cannot = (ip: string, why: string, errno = 0): Managed => ({ ip, error: new XdpError("neighbour", why, errno) });
   return withNetlink((nl) => {
     const routes = nl.routes(ips);

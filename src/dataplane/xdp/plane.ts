@@ -9,7 +9,7 @@ import type { Logger } from "../../control/log.ts";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane, ServicePair } from "../types.ts";
+import type { DataPlane, PlaneMaps, ServicePair } from "../types.ts";
 import { isXdpError } from "./errors.ts";
 import { overflow } from "./capacity.ts";
 import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
@@ -276,6 +276,11 @@ export class XdpDataPlane implements DataPlane {
 
   packetReasons(): Readonly<Record<string, number>> {
     return this.program.reasons();
+  }
+
+  maps(): PlaneMaps {
+    const maps = this.program.mapMemory().map((m) => ({ name: m.name, max_entries: m.maxEntries, bytes: m.bytes }));
+    return { capacity: { ...this.program.capacity }, maps, bytes: maps.reduce((n, m) => n + m.bytes, 0) };
   }
 
   /** Stop new flows (their SYNs go to the kernel, which resets them); wait for open flows to close. */
