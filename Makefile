@@ -25,8 +25,9 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 
 build: dist/featherlb ## compile the single binary dist/featherlb
 
+# src/config/worker.ts is a second entry point: the worker thread reloads parse the config on.
 dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
-	$(BUN) build --compile --minify --sourcemap src/main.ts --outfile $@
+	$(BUN) build --compile --minify --sourcemap src/main.ts src/config/worker.ts --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .

@@ -9,18 +9,23 @@
  */
 import { MAX_BACKENDS } from "./config/limits.ts";
 import { loadConfig } from "./config/load.ts";
+import { WORKER_PATH, loadConfigOffThread } from "./config/offthread.ts";
 import type { Config } from "./config/types.ts";
 import { AdminServer } from "./control/admin.ts";
 import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
 import { Logger } from "./control/log.ts";
-import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
+import { type RuntimeInfo, renderMetricsSliced, renderStatus } from "./control/metrics.ts";
+import { slicer } from "./control/rebuild.ts";
 import { Service } from "./control/service.ts";
 import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
 import type { ConnectHooks, DataPlane, ServicePair } from "./dataplane/types.ts";
 import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
+
+/** The config worker (config/worker.ts), next to this file in the sources and in the compiled binary. */
+const CONFIG_WORKER = new URL(WORKER_PATH, import.meta.url);
 
 /** Builds the data plane a config asks for; connect results go to `hooks` (passive health checks). */
 export type PlaneFactory = (config: Config, log: Logger, hooks: ConnectHooks) => Promise<DataPlane>;
@@ -47,7 +52,7 @@ export class Runtime {
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
-        return renderMetrics(this.info, this.services, this.plane.packetReasons?.(), this.plane.maps?.());
+        return renderMetricsSliced(this.info, this.services, this.plane.packetReasons?.(), this.plane.maps?.());
       },
       status: () => {
         this.plane.refreshStats();
@@ -111,7 +116,8 @@ export class Runtime {
   private async reloadOnce(): Promise<void> {
     if (this.stopping) return;
     try {
-      const next = await loadConfig(this.path);
+      // Parsed on a worker thread: a large file would otherwise hold the event loop for its whole parse.
+      const next = await loadConfigOffThread(this.path, CONFIG_WORKER);
       if (next.mode !== this.config.mode) {
         throw new UserError("config", `${this.path}: mode changed from ${this.config.mode} to ${next.mode}; changing the data plane needs a restart.`);
       }
@@ -151,7 +157,13 @@ export class Runtime {
       throw err;
     }
     admin.commit();
-    for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
+    // Thousands of backends to diff: in slices, so established connections keep flowing meanwhile.
+    const pause = slicer();
+    for (const { config: cfg, service } of pairs) {
+      if (!byName.has(cfg.name)) continue;
+      service.update(cfg);
+      await pause();
+    }
     const next = pairs.map((p) => p.service);
     // The reload's own changes (backends, weights, algorithm) are in the plans before it is reported.
     await Promise.all(next.map((s) => s.settled()));

@@ -6,6 +6,7 @@
  */
 import { lookup } from "node:dns/promises";
 import { isIpLiteral } from "../config/address.ts";
+import type { Backend } from "./backend.ts";
 import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
 
@@ -35,7 +36,7 @@ export class Resolver {
 
   private arm(): void {
     this.stop();
-    const pending = this.services.some((s) => [...s.backends.values()].some((b) => b.enabled && b.ip === undefined));
+    const pending = this.services.some((s) => named(s).some((b) => b.enabled && b.ip === undefined));
     this.timer = setTimeout(async () => {
       await this.refresh();
       this.arm();
@@ -46,9 +47,7 @@ export class Resolver {
   /** One lookup per distinct name per round, however many services and backends share it. */
   private async refresh(): Promise<void> {
     const names = new Set<string>();
-    for (const service of this.services) {
-      for (const b of service.backends.values()) if (b.enabled && !isIpLiteral(b.config.host)) names.add(b.config.host);
-    }
+    for (const service of this.services) for (const b of named(service)) if (b.enabled) names.add(b.config.host);
     const resolved = new Map<string, string>();
     const failures = new Map<string, string>();
     await Promise.all(
@@ -62,7 +61,9 @@ export class Resolver {
     );
     const warned = new Set<string>();
     for (const service of this.services) {
-      for (const backend of service.backends.values()) {
+      const backends = named(service);
+      if (backends.length === 0) continue; // IP literals only: nothing to resolve or warn about
+      for (const backend of backends) {
         const name = backend.config.host;
         const error = failures.get(name);
         if (error === undefined || !backend.enabled || warned.has(name)) continue;
@@ -72,4 +73,11 @@ export class Resolver {
       service.setAddresses(resolved);
     }
   }
+}
+
+/** The backends of `service` written as hostnames (IP literals need no lookup). */
+function named(service: Service): Backend[] {
+  const out: Backend[] = [];
+  for (const b of service.backends.values()) if (!isIpLiteral(b.config.host)) out.push(b);
+  return out;
 }

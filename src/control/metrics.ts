@@ -4,6 +4,7 @@
  */
 import type { Backend } from "./backend.ts";
 import type { Counters } from "./stats.ts";
+import { slicer } from "./rebuild.ts";
 import type { Service } from "./service.ts";
 
 export interface RuntimeInfo {
@@ -17,16 +18,22 @@ export interface RuntimeInfo {
 
 type Labels = Record<string, string>;
 
+/** A label value escaped as the text format wants it (backslash, quote, newline). */
+const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+/** `k="v",…` for a label set, rendered once and reused by every sample that carries it. */
+const renderLabels = (labels: Labels) =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+    .join(",");
+
 class Exposition {
   private readonly families = new Map<string, { help: string; type: string; samples: string[] }>();
 
-  add(name: string, type: "gauge" | "counter", help: string, labels: Labels, value: number): void {
+  /** One sample; `labels` already rendered (renderLabels), "" for none. */
+  add(name: string, type: "gauge" | "counter", help: string, labels: string, value: number): void {
     let family = this.families.get(name);
     if (!family) this.families.set(name, (family = { help, type, samples: [] }));
-    const l = Object.entries(labels)
-      .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
-      .join(",");
-    family.samples.push(`${name}${l ? `{${l}}` : ""} ${value}`);
+    family.samples.push(labels ? `${name}{${labels}} ${value}` : `${name} ${value}`);
   }
 
   render(): string {
@@ -37,14 +44,15 @@ class Exposition {
 }
 
 /** The counters every service and backend exposes, under featherlb_service_* and featherlb_backend_*. */
-function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels, c: Counters): void {
+function addTraffic(e: Exposition, scope: "service" | "backend", labels: string, c: Counters): void {
   const p = `featherlb_${scope}`;
+  const dir = (d: "in" | "out") => `${labels},direction="${d}"`;
   e.add(`${p}_connections_active`, "gauge", "Connections (proxy) or flows (xdp) open now.", labels, c.active);
   e.add(`${p}_connections_total`, "counter", "Connections (proxy) or flows (xdp) opened.", labels, c.total);
-  e.add(`${p}_bytes_total`, "counter", "Payload bytes relayed (proxy) or IP bytes forwarded (xdp), by direction: in = client to backend.", { ...labels, direction: "in" }, c.bytesIn);
-  e.add(`${p}_bytes_total`, "counter", "", { ...labels, direction: "out" }, c.bytesOut);
-  e.add(`${p}_packets_total`, "counter", "Packets forwarded by direction (xdp; 0 in proxy mode).", { ...labels, direction: "in" }, c.packetsIn);
-  e.add(`${p}_packets_total`, "counter", "", { ...labels, direction: "out" }, c.packetsOut);
+  e.add(`${p}_bytes_total`, "counter", "Payload bytes relayed (proxy) or IP bytes forwarded (xdp), by direction: in = client to backend.", dir("in"), c.bytesIn);
+  e.add(`${p}_bytes_total`, "counter", "", dir("out"), c.bytesOut);
+  e.add(`${p}_packets_total`, "counter", "Packets forwarded by direction (xdp; 0 in proxy mode).", dir("in"), c.packetsIn);
+  e.add(`${p}_packets_total`, "counter", "", dir("out"), c.packetsOut);
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
@@ -55,29 +63,46 @@ export interface MapsInfo {
   bytes: number;
 }
 
-export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>, maps?: MapsInfo): string {
-  const e = new Exposition();
-  e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
-  e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
-  e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", { result: "ok" }, info.reloads.ok);
-  e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
-  e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
+/**
+ * The exposition, one service per step: renderMetrics runs it at once, renderMetricsSliced yields to the
+ * event loop between steps once a slice is used up (10,000 backends are ~120,000 samples).
+ */
+function* metricsSteps(e: Exposition, info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>, maps?: MapsInfo): Generator<void> {
+  e.add("featherlb_info", "gauge", "Build and data plane of this process.", renderLabels({ version: info.version, mode: info.mode }), 1);
+  e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", "", Math.round((Date.now() - info.startedAt) / 1000));
+  e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", 'result="ok"', info.reloads.ok);
+  e.add("featherlb_config_reloads_total", "counter", "", 'result="failed"', info.reloads.failed);
+  e.add("process_resident_memory_bytes", "gauge", "Resident set size.", "", process.memoryUsage.rss());
   const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
-  for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
-  for (const m of maps?.maps ?? []) e.add("featherlb_xdp_map_bytes", "gauge", "XDP program: kernel memory of each BPF map (sized from the config at start).", { map: m.name }, m.bytes);
+  for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, renderLabels({ reason }), n);
+  for (const m of maps?.maps ?? []) e.add("featherlb_xdp_map_bytes", "gauge", "XDP program: kernel memory of each BPF map (sized from the config at start).", renderLabels({ map: m.name }), m.bytes);
   for (const s of services) {
-    const labels = { service: s.name };
+    const labels = renderLabels({ service: s.name });
     addTraffic(e, "service", labels, s.stats);
-    e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", { ...labels, reason: "max_connections" }, s.stats.rejectedMaxConn);
-    e.add("featherlb_service_rejected_total", "counter", "", { ...labels, reason: "no_backend" }, s.stats.rejectedNoBackend);
+    e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", `${labels},reason="max_connections"`, s.stats.rejectedMaxConn);
+    e.add("featherlb_service_rejected_total", "counter", "", `${labels},reason="no_backend"`, s.stats.rejectedNoBackend);
     e.add("featherlb_service_backends_eligible", "gauge", "Backends in the pick set (enabled and healthy).", labels, s.picker.size);
     for (const b of s.backends.values()) {
-      const bl = { service: s.name, backend: b.key };
+      const bl = `${labels},backend="${escapeLabel(b.key)}"`;
       addTraffic(e, "backend", bl, b.stats);
       e.add("featherlb_backend_up", "gauge", "1 if the backend passes health checks, else 0.", bl, b.health === "up" ? 1 : 0);
       e.add("featherlb_backend_weight", "gauge", "Configured weight.", bl, b.config.weight);
     }
+    yield;
   }
+}
+
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>, maps?: MapsInfo): string {
+  const e = new Exposition();
+  for (const _ of metricsSteps(e, info, services, packetReasons, maps));
+  return e.render();
+}
+
+/** renderMetrics, yielding to the event loop between services once SLICE_MS is used up. */
+export async function renderMetricsSliced(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>, maps?: MapsInfo): Promise<string> {
+  const e = new Exposition();
+  const pause = slicer();
+  for (const _ of metricsSteps(e, info, services, packetReasons, maps)) await pause();
   return e.render();
 }
 

@@ -156,5 +156,18 @@ export class RebuildQueue {
   }
 }
 
+/**
+ * For a long loop on the event loop (a reload updating thousands of backends): `await pause()` after
+ * each step yields to the event loop once `sliceMs` have passed since the last yield, else goes on.
+ */
+export function slicer(sliceMs = SLICE_MS): () => Promise<void> {
+  let since = performance.now();
+  return async () => {
+    if (performance.now() - since < sliceMs) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    since = performance.now();
+  };
+}
+
 /** The process's queue (one event loop, one queue). */
 export const REBUILDS = new RebuildQueue();

@@ -36,13 +36,11 @@ export function chooseInterface(config: Config): string {
   return [...owners][0]!;
 }
 
-/** Is `ifname` a veth (no device behind it, and `ip -d link` says veth)? False when unsure. */
+/** Is `ifname` a veth (its link kind, asked over netlink)? False when unsure. */
 export async function isVeth(ifname: string): Promise<boolean> {
   try {
-    const uevent = await Bun.file(`/sys/class/net/${ifname}/device/uevent`).exists();
-    if (uevent) return false;
-    const link = Bun.spawnSync(["ip", "-d", "link", "show", ifname]);
-    return link.stdout.toString().includes("veth");
+    const index = ifindexOf(ifname);
+    return withNetlink((nl) => nl.linkKind(index)) === "veth";
   } catch {
     return false;
   }

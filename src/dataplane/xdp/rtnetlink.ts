@@ -1,6 +1,7 @@
 /**
- * The few rtnetlink requests featherlb makes, batched: a route lookup per backend (RTM_GETROUTE, what
- * `ip route get` asks), a dump of the IPv4 neighbour table (RTM_GETNEIGH), managed and tagged neighbour
+ * The few rtnetlink requests featherlb makes, batched: a link's kind (RTM_GETLINK: is it a veth?), a
+ * route lookup per backend (RTM_GETROUTE, what `ip route get` asks), a dump of the IPv4 neighbour table
+ * (RTM_GETNEIGH), managed and tagged neighbour
  * entries (RTM_NEWNEIGH with NDA_FLAGS_EXT = NTF_EXT_MANAGED and NDA_PROTOCOL, what `ip neigh replace
  * … managed protocol 241` sends) and their removal (RTM_DELNEIGH). One socket (nlsocket.ts) carries
  * them; requests go out CHUNK at a time per datagram, so 10,000 backends take a few hundred sends and
@@ -19,6 +20,8 @@ import { NetlinkSocket } from "./nlsocket.ts";
 
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
+const RTM_NEWLINK = 16;
+const RTM_GETLINK = 18;
 const RTM_NEWROUTE = 24;
 const RTM_GETROUTE = 26;
 const RTM_NEWNEIGH = 28;
@@ -36,6 +39,9 @@ const RTA_DST = 1;
 const RTA_OIF = 4;
 const RTA_GATEWAY = 5;
 const RTN_LOCAL = 2;
+
+const IFLA_LINKINFO = 18;
+const IFLA_INFO_KIND = 1;
 
 const NDA_DST = 1;
 const NDA_PROTOCOL = 12;
@@ -201,6 +207,23 @@ export class RtNetlink {
     const out = new Map<string, RouteAnswer | { errno: number }>();
     ips.forEach((ip, i) => out.set(ip, errnos[i] || !found[i] ? { errno: errnos[i]! } : found[i]!));
     return out;
+  }
+
+  /** The kind of link `ifindex` is ("veth", "bridge", …; IFLA_INFO_KIND), undefined for a device without one (a NIC). */
+  linkKind(ifindex: number): string | undefined {
+    const ifinfomsg = new Uint8Array(16); // u8 family (AF_UNSPEC), pad; u16 type; s32 index; u32 flags, change
+    new DataView(ifinfomsg.buffer).setInt32(4, ifindex, true);
+    let kind: string | undefined;
+    const [errno] = this.exchange([{ type: RTM_GETLINK, flags: NLM_F_ACK, fixed: ifinfomsg }], (_, m) => {
+      if (m.type !== RTM_NEWLINK) return;
+      const info = attrsOf(m, 16).get(IFLA_LINKINFO);
+      if (!info) return;
+      // IFLA_LINKINFO nests attributes: read them as a message whose payload is the nest.
+      const nested = attrsOf({ ...m, at: info.at, len: info.len }, 0).get(IFLA_INFO_KIND);
+      if (nested) kind = new TextDecoder().decode(new Uint8Array(m.v.buffer, m.v.byteOffset + nested.at, nested.len)).replace(/\0+$/, "");
+    });
+    if (errno) throw new XdpError("netlink", `RTM_GETLINK ${ifindex} failed (errno ${errno})`, errno);
+    return kind;
   }
 
   /** Every IPv4 neighbour entry of this network namespace (RTM_GETNEIGH dump). */
