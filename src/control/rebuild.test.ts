@@ -69,6 +69,20 @@ describe("coalescing", () => {
     expect(plans.length).toBe(0);
   });
 
+  test("a service whose plan picks nothing does not wait for the interval: the first backend back is served at once", async () => {
+    const queue = new RebuildQueue(60_000);
+    const { s, plans, backends } = await counted(2, queue);
+    for (const b of backends) s.markHealth(b, "down", "x");
+    queue.flush(); // this rebuild would wait out the interval: its plan still picks
+    expect(s.picker.size).toBe(0);
+    const t = performance.now();
+    s.markHealth(backends[0]!, "up", "ok"); // 60 s after the last rebuild would be the interval
+    await s.settled();
+    expect(performance.now() - t).toBeLessThan(5000);
+    expect(s.picker.size).toBe(1);
+    expect(plans.length).toBe(2);
+  });
+
   test("a change while a build runs: the build finishes, then one more rebuild takes the change", async () => {
     const queue = new RebuildQueue(0);
     const { s, plans, backends } = await counted(100, queue);

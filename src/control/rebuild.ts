@@ -9,8 +9,10 @@
  *
  * - coalesced: a dirty service is rebuilt on the next turn of the event loop, so every event of that
  *   turn is in one rebuild; after a rebuild, the next waits at least REBUILD_INTERVAL_MS, so a storm of
- *   N flips costs a few rebuilds per service, not N. The Service itself skips a rebuild whose pick set
- *   (members, weights, addresses) and algorithm are what the live plan was built from.
+ *   N flips costs a few rebuilds per service, not N. A service whose live plan picks nothing does not
+ *   wait (a rebuild can only bring it back: the first backend up after an outage, a name DNS just
+ *   resolved). The Service itself skips a rebuild whose pick set (members, weights, addresses) and
+ *   algorithm are what the live plan was built from.
  * - sliced: the queue works for at most SLICE_MS, then yields to the event loop (setImmediate: I/O,
  *   timers and admin requests run in between) and resumes. A Maglev build stops and resumes inside
  *   one table (maglev.ts MaglevBuild), so even a million-slot table is spread over many slices.
@@ -30,6 +32,8 @@ export const SLICE_MS = 4;
 export interface Rebuildable {
   /** Work on this service's rebuild until `until` (performance.now() ms); true once it is done. */
   rebuildStep(until: number): boolean;
+  /** The live plan picks nothing: rebuild without waiting for the interval. */
+  readonly starved: boolean;
 }
 
 interface Entry {
@@ -61,7 +65,7 @@ export class RebuildQueue {
   request(service: Rebuildable): void {
     const entry = this.dirty.get(service);
     if (entry?.started) this.again.add(service);
-    else if (!entry) this.dirty.set(service, { notBefore: (this.last.get(service) ?? -Infinity) + this.intervalMs, started: false });
+    else if (!entry) this.dirty.set(service, { notBefore: this.notBefore(service), started: false });
     this.arm();
   }
 
@@ -100,6 +104,12 @@ export class RebuildQueue {
       if (next.done) break;
       this.step(next.value, Number.POSITIVE_INFINITY);
     }
+  }
+
+  /** When a request for `service` may be served: the interval after its last rebuild, unless it is starved. */
+  private notBefore(service: Rebuildable): number {
+    if (service.starved) return Number.NEGATIVE_INFINITY;
+    return (this.last.get(service) ?? Number.NEGATIVE_INFINITY) + this.intervalMs;
   }
 
   private arm(): void {
@@ -141,7 +151,7 @@ export class RebuildQueue {
     this.last.set(service, now);
     this.resolve(this.waiting, service);
     if (this.again.delete(service)) {
-      this.dirty.set(service, { notBefore: now + this.intervalMs, started: false });
+      this.dirty.set(service, { notBefore: this.notBefore(service), started: false });
       const later = this.waitingAgain.get(service);
       this.waitingAgain.delete(service);
       if (later) this.waiting.set(service, later);

@@ -154,6 +154,11 @@ export class Service implements Rebuildable {
     return true;
   }
 
+  /** The live plan picks nothing (no eligible backend, or not built yet): rebuilds do not wait (rebuild.ts). */
+  get starved(): boolean {
+    return this.picker.size === 0;
+  }
+
   /** Resolves once the plan reflects every change made so far (at once when nothing is pending). */
   settled(): Promise<void> {
     return this.rebuilds.settled(this);
