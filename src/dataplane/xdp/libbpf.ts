@@ -71,6 +71,7 @@ const lib = dlopen(libbpfPath, {
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
   bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
   bpf_map_update_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
+  bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_map_delete_elem: { args: ["i32", "ptr"], returns: "i32" },
   bpf_map_get_next_key: { args: ["i32", "ptr", "ptr"], returns: "i32" },
@@ -221,6 +222,23 @@ export function mapUpdateBatch(map: MapRef, keys: Uint8Array, values: Uint8Array
   const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
   const rc = bpf.bpf_map_update_batch(map.fd, keys, values, n, opts);
   if (rc < 0) throw failed(`bpf_map_update_batch(${map.name}, ${count})`, -rc);
+}
+
+/**
+ * Read the first `count` entries of an array map in one syscall (BPF_MAP_LOOKUP_BATCH; arrays since
+ * Linux 5.6): keys 0 … count − 1 into `keys` (u32 each) and their values back to back into `values`
+ * (per-CPU maps: ncpus × round8(size) bytes each). Returns how many were read (fewer at the map's end).
+ * Throws XdpError("bpf"), e.g. on kernels without batch ops.
+ */
+export function mapLookupBatch(map: MapRef, keys: Uint8Array, values: Uint8Array, count: number): number {
+  if (count === 0) return 0;
+  const n = new Uint32Array([count]);
+  const next = new Uint32Array(1); // the batch token of an array: the next index
+  const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
+  const rc = bpf.bpf_map_lookup_batch(map.fd, null, next, keys, values, n, opts);
+  // -ENOENT: the walk reached the end of the map; `n` says how many entries came back.
+  if (rc < 0 && rc !== -ENOENT) throw failed(`bpf_map_lookup_batch(${map.name}, ${count})`, -rc);
+  return n[0]!;
 }
 
 /** Copy the value for `key` into `out`; false when absent. Per-CPU maps fill ncpus × round8(size) bytes. */

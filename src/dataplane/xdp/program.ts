@@ -266,6 +266,25 @@ export class XdpProgram {
     return Math.max(0, toNumber(this.maps.beActive.lookup(k) ?? 0n) - toNumber(this.maps.beAdj.lookup(k) ?? 0n));
   }
 
+  /**
+   * Every backend slot's counters, gauge and correction, read with one batch lookup per map: /metrics
+   * and the sweeper need them all, and one lookup per backend was 30,000 syscalls for 10,000 backends.
+   */
+  backendSnapshot(): BackendSnapshot {
+    const n = this.capacity.services * this.capacity.backends;
+    return new BackendSnapshot(this.keys, this.cpus, this.maps.beStats.lookupRange(n), this.maps.beActive.lookupRange(n), this.maps.beAdj.lookupRange(n));
+  }
+
+  /** Set many corrections at once (backend key → flows), as setBackendAdjust does one by one. */
+  setBackendAdjusts(adjust: ReadonlyMap<number, number>): void {
+    if (adjust.size === 0) return;
+    const keys = Uint32Array.from(adjust.keys());
+    const values = new BigUint64Array(keys.length);
+    let i = 0;
+    for (const n of adjust.values()) values[i++] = BigInt(Math.max(0, n));
+    this.maps.beAdj.updateBatch(keys, new Uint8Array(values.buffer));
+  }
+
   /** The raw atomic gauge (flows opened − flows closed by FIN/RST). */
   backendActiveRaw(svc: number, id: number): number {
     return toNumber(this.maps.beActive.lookup(this.backendKey(svc, id)) ?? 0n);
@@ -347,4 +366,52 @@ function equal(a: Uint32Array, b: Uint32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** An unsigned u64 at `at` (little-endian) as a Number: exact below 2^53, which counters stay under. */
+const u64At = (v: DataView, at: number) => v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000;
+
+/** The per-backend maps as read at one moment (XdpProgram.backendSnapshot). */
+export class BackendSnapshot {
+  private readonly stats: DataView;
+  private readonly activeV: DataView;
+  private readonly adjV: DataView;
+  /** Bytes per key in flb_be_stats: every CPU's flb_counters, each padded to 8. */
+  private readonly statsStride: number;
+
+  constructor(
+    private readonly keys: Keys,
+    private readonly cpus: number,
+    stats: Uint8Array,
+    active: Uint8Array,
+    adj: Uint8Array,
+  ) {
+    this.stats = new DataView(stats.buffer, stats.byteOffset, stats.byteLength);
+    this.activeV = new DataView(active.buffer, active.byteOffset, active.byteLength);
+    this.adjV = new DataView(adj.buffer, adj.byteOffset, adj.byteLength);
+    this.statsStride = Math.ceil(COUNTERS.size / 8) * 8 * cpus;
+  }
+
+  /** Backend `id` of service `svc`: its counters summed over the CPUs. */
+  counters(svc: number, id: number): CounterSums {
+    const base = this.keys.backend(svc, id) * this.statsStride;
+    const sums = {} as CounterSums;
+    const per = this.statsStride / this.cpus;
+    for (const f of COUNTERS.fields) {
+      let n = 0;
+      for (let cpu = 0; cpu < this.cpus; cpu++) n += u64At(this.stats, base + cpu * per + f.offset);
+      sums[f.name as keyof CounterSums] = n;
+    }
+    return sums;
+  }
+
+  /** The raw atomic gauge (flb_be_active; signed, as XdpProgram.backendActiveRaw). */
+  activeRaw(svc: number, id: number): number {
+    return Number(this.activeV.getBigInt64(this.keys.backend(svc, id) * 8, true));
+  }
+
+  /** The active flows least-connection picks see (XdpProgram.backendActive). */
+  active(svc: number, id: number): number {
+    return Math.max(0, this.activeRaw(svc, id) - Number(this.adjV.getBigInt64(this.keys.backend(svc, id) * 8, true)));
+  }
 }
