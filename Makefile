@@ -25,9 +25,10 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 
 build: dist/featherlb ## compile the single binary dist/featherlb
 
-# src/config/worker.ts is a second entry point: the worker thread reloads parse the config on.
+# Worker threads are entry points too: src/config/worker.ts (reloads parse the config on it) and
+# src/control/probe-worker.ts (health probes).
 dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
-	$(BUN) build --compile --minify --sourcemap src/main.ts src/config/worker.ts --outfile $@
+	$(BUN) build --compile --minify --sourcemap src/main.ts src/config/worker.ts src/control/probe-worker.ts --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .

@@ -24,8 +24,12 @@ import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
-/** The config worker (config/worker.ts), next to this file in the sources and in the compiled binary. */
+/**
+ * The worker threads, resolved relative to this file: in the sources src/config/… and src/control/…, in
+ * the compiled binary the same paths among its entry points (Makefile).
+ */
 const CONFIG_WORKER = new URL(WORKER_PATH, import.meta.url);
+const PROBE_WORKER = new URL("./control/probe-worker.ts", import.meta.url);
 
 /** Builds the data plane a config asks for; connect results go to `hooks` (passive health checks). */
 export type PlaneFactory = (config: Config, log: Logger, hooks: ConnectHooks) => Promise<DataPlane>;
@@ -48,7 +52,7 @@ export class Runtime {
   ) {
     this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
     if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
-    this.resolver = new Resolver(log, config.dns_refresh_ms);
+    this.resolver = new Resolver(log, config.dns_refresh_ms, () => this.health.sync(this.services));
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
@@ -71,7 +75,7 @@ export class Runtime {
   static async start(path: string, createPlane: PlaneFactory = createDataPlane): Promise<Runtime> {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
-    const health = new HealthChecker();
+    const health = new HealthChecker(PROBE_WORKER);
     const plane = await createPlane(config, log, {
       onConnectFailure: (b, reason) => health.reportFailure(b, reason),
       onConnectSuccess: (b) => health.reportSuccess(b),

@@ -19,6 +19,8 @@ export class Resolver {
   constructor(
     private readonly log: Logger,
     private refreshMs: number,
+    /** Called after a round in which some backend's address changed (the health checker re-targets its probes). */
+    private readonly onChange: () => void = () => {},
   ) {}
 
   /** Resolve every name now (bounded by `waitMs`), then keep refreshing. */
@@ -60,6 +62,7 @@ export class Resolver {
       }),
     );
     const warned = new Set<string>();
+    let changed = false;
     for (const service of this.services) {
       const backends = named(service);
       if (backends.length === 0) continue; // IP literals only: nothing to resolve or warn about
@@ -70,8 +73,9 @@ export class Resolver {
         warned.add(name);
         this.log.warn("backend name did not resolve", { backend: backend.key, name, error, keeping: backend.ip ?? null });
       }
-      service.setAddresses(resolved);
+      if (service.setAddresses(resolved)) changed = true;
     }
+    if (changed) this.onChange();
   }
 }
 

@@ -44,7 +44,8 @@ describe("coalescing", () => {
   });
 
   test("flips spread over time: at most one rebuild per interval, and the last plan has the last state", async () => {
-    const { s, plans, backends } = await counted(50, new RebuildQueue(100));
+    // Cost factor ∞: every rebuild waits the whole interval after the previous one.
+    const { s, plans, backends } = await counted(50, new RebuildQueue(100, 4, Number.POSITIVE_INFINITY));
     const start = performance.now();
     for (const b of backends) {
       s.markHealth(b, "down", "ECONNREFUSED");
@@ -57,6 +58,20 @@ describe("coalescing", () => {
     expect(plans.length).toBeGreaterThanOrEqual(2);
     expect(plans.length).toBeLessThanOrEqual(Math.ceil(spread / 100) + 2);
     for (let i = 1; i < plans.length; i++) expect(plans[i]! - plans[i - 1]!).toBeGreaterThanOrEqual(99);
+  });
+
+  test("a plan that costs microseconds waits microseconds: round robin follows every flip at once", async () => {
+    const queue = new RebuildQueue(60_000);
+    const s = new Service(serviceConfig(3, "round_robin"), quiet, queue);
+    await s.settled();
+    const [a, b] = [...s.backends.values()];
+    const t = performance.now();
+    for (const [backend, health] of [[a, "down"], [b, "down"], [a, "up"], [b, "up"]] as const) {
+      s.markHealth(backend!, health, "x");
+      await s.settled();
+    }
+    expect(s.picker.size).toBe(3);
+    expect(performance.now() - t).toBeLessThan(5000); // not 60 s per flip
   });
 
   test("a flip undone before its rebuild publishes no plan; an unchanged reload neither", async () => {

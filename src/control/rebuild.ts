@@ -8,11 +8,13 @@
  * queue decides when to rebuild:
  *
  * - coalesced: a dirty service is rebuilt on the next turn of the event loop, so every event of that
- *   turn is in one rebuild; after a rebuild, the next waits at least REBUILD_INTERVAL_MS, so a storm of
- *   N flips costs a few rebuilds per service, not N. A service whose live plan picks nothing does not
- *   wait (a rebuild can only bring it back: the first backend up after an outage, a name DNS just
- *   resolved). The Service itself skips a rebuild whose pick set (members, weights, addresses) and
- *   algorithm are what the live plan was built from.
+ *   turn is in one rebuild; after a rebuild, the next waits COST_FACTOR times as long as that one took,
+ *   at most REBUILD_INTERVAL_MS. A plan that costs microseconds (round robin over a few backends) is
+ *   rebuilt at once, as before; a 65,537-slot Maglev table (~3 ms) at most every ~75 ms, so a storm of
+ *   N flips costs a few rebuilds per service, not N, and rebuilds take at most ~4% of a core per
+ *   service. A service whose live plan picks nothing does not wait (a rebuild can only bring it back:
+ *   the first backend up after an outage, a name DNS just resolved). The Service itself skips a rebuild
+ *   whose pick set (members, weights, addresses) and algorithm are what the live plan was built from.
  * - sliced: the queue works for at most SLICE_MS, then yields to the event loop (setImmediate: I/O,
  *   timers and admin requests run in between) and resumes. A Maglev build stops and resumes inside
  *   one table (maglev.ts MaglevBuild), so even a million-slot table is spread over many slices.
@@ -23,8 +25,10 @@
  * given another.
  */
 
-/** The least time between two rebuilds of one service. */
+/** The longest a service waits after its last rebuild before the next (when that one was expensive). */
 export const REBUILD_INTERVAL_MS = 100;
+/** A service waits this many times its last rebuild's duration before the next (capped by the interval). */
+export const COST_FACTOR = 25;
 /** The longest the queue works before yielding to the event loop. */
 export const SLICE_MS = 4;
 
@@ -41,13 +45,15 @@ interface Entry {
   notBefore: number;
   /** A rebuild has started (its build may be half done). */
   started: boolean;
+  /** ms spent in it so far, over all its slices. */
+  spent: number;
 }
 
 export class RebuildQueue {
   /** Dirty services in the order they became dirty (Map keeps insertion order). */
   private readonly dirty = new Map<Rebuildable, Entry>();
-  /** When each service last finished a rebuild. */
-  private readonly last = new WeakMap<Rebuildable, number>();
+  /** When each service last finished a rebuild, and how many ms of work that rebuild was. */
+  private readonly last = new WeakMap<Rebuildable, { at: number; cost: number }>();
   /** Services dirtied again while their build ran: queued again once it is done. */
   private readonly again = new Set<Rebuildable>();
   /** Who waits for a service's requested rebuild (settled): the running or next one, and the one after. */
@@ -55,17 +61,20 @@ export class RebuildQueue {
   private readonly waitingAgain = new Map<Rebuildable, (() => void)[]>();
   private immediate: ReturnType<typeof setImmediate> | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When `timer` fires (performance.now() ms). */
+  private timerDue = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly intervalMs = REBUILD_INTERVAL_MS,
     private readonly sliceMs = SLICE_MS,
+    private readonly costFactor = COST_FACTOR,
   ) {}
 
   /** `service` changed: rebuild it soon (at most once per interval). */
   request(service: Rebuildable): void {
     const entry = this.dirty.get(service);
     if (entry?.started) this.again.add(service);
-    else if (!entry) this.dirty.set(service, { notBefore: this.notBefore(service), started: false });
+    else if (!entry) this.dirty.set(service, { notBefore: this.notBefore(service), started: false, spent: 0 });
     this.arm();
   }
 
@@ -106,10 +115,14 @@ export class RebuildQueue {
     }
   }
 
-  /** When a request for `service` may be served: the interval after its last rebuild, unless it is starved. */
+  /**
+   * When a request for `service` may be served: COST_FACTOR × its last rebuild's cost after that rebuild
+   * (at most the interval), or at once when it is starved.
+   */
   private notBefore(service: Rebuildable): number {
-    if (service.starved) return Number.NEGATIVE_INFINITY;
-    return (this.last.get(service) ?? Number.NEGATIVE_INFINITY) + this.intervalMs;
+    const last = this.last.get(service);
+    if (service.starved || !last) return Number.NEGATIVE_INFINITY;
+    return last.at + Math.min(this.intervalMs, this.costFactor * last.cost);
   }
 
   private arm(): void {
@@ -118,15 +131,23 @@ export class RebuildQueue {
     let soonest = Number.POSITIVE_INFINITY;
     for (const e of this.dirty.values()) soonest = Math.min(soonest, e.started ? now : e.notBefore);
     if (soonest <= now) {
-      if (this.timer !== undefined) clearTimeout(this.timer);
-      this.timer = undefined;
+      this.clearTimer();
       this.immediate = setImmediate(() => this.run());
-    } else if (this.timer === undefined) {
+    } else if (soonest < this.timerDue) {
+      this.clearTimer();
+      this.timerDue = soonest;
       this.timer = setTimeout(() => {
         this.timer = undefined;
+        this.timerDue = Number.POSITIVE_INFINITY;
         this.arm();
       }, soonest - now);
     }
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerDue = Number.POSITIVE_INFINITY;
   }
 
   /** One slice: rebuild ready services until SLICE_MS has passed, then yield. */
@@ -145,13 +166,16 @@ export class RebuildQueue {
   private step(service: Rebuildable, until: number): boolean {
     const entry = this.dirty.get(service)!;
     entry.started = true;
-    if (!service.rebuildStep(until)) return false;
-    this.dirty.delete(service);
+    const t = performance.now();
+    const done = service.rebuildStep(until);
     const now = performance.now();
-    this.last.set(service, now);
+    entry.spent += now - t;
+    if (!done) return false;
+    this.dirty.delete(service);
+    this.last.set(service, { at: now, cost: entry.spent });
     this.resolve(this.waiting, service);
     if (this.again.delete(service)) {
-      this.dirty.set(service, { notBefore: this.notBefore(service), started: false });
+      this.dirty.set(service, { notBefore: this.notBefore(service), started: false, spent: 0 });
       const later = this.waitingAgain.get(service);
       this.waitingAgain.delete(service);
       if (later) this.waiting.set(service, later);

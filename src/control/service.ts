@@ -107,8 +107,9 @@ export class Service implements Rebuildable {
   /**
    * DNS answers (name → IPv4 address) for backends written as names. Enabled backends of those names
    * whose address changed take the new one (each change logged once); one rebuild covers them all.
+   * True when an address changed.
    */
-  setAddresses(answers: ReadonlyMap<string, string>): void {
+  setAddresses(answers: ReadonlyMap<string, string>): boolean {
     let changed = false;
     for (const backend of this.backends.values()) {
       const ip = answers.get(backend.config.host);
@@ -118,6 +119,7 @@ export class Service implements Rebuildable {
       changed = true;
     }
     if (changed) this.changed();
+    return changed;
   }
 
   /** Remove backends that a reload disabled once their last connection has ended. */

@@ -7,9 +7,11 @@
  *   down   close every listener: connects are refused at once (RST), as after a rack outage → "down N"
  *   up     listen again on every address                                                   → "up N"
  *
- * It starts up ("ready N"). Addresses are host:port arguments, or `HOST_PREFIX/COUNT:PORT` for COUNT
- * loopback hosts (e.g. `127.1/1000:9000` → 127.1.0.1 … 127.1.3.232, all on port 9000; the kernel
- * answers for all of 127.0.0.0/8, so no address needs configuring).
+ * It starts up ("ready N"). Addresses are host:port arguments, or
+ *   `A.B/COUNT:PORT`        COUNT loopback hosts A.B.x.y on PORT (127.1/1000:9000 → 127.1.0.1 …
+ *                           127.1.3.250; the kernel answers for all of 127.0.0.0/8 unconfigured);
+ *   `A.B.C.D+H:PORT+N`      H hosts from A.B.C.D up (last byte) × N ports from PORT (10.66.0.100+40:9000+250:
+ *                           40 addresses of a namespace × 250 ports = 10,000 backends).
  *
  *   bun test/support/farm.ts 127.1/2000:9000
  */
@@ -17,10 +19,17 @@ import type { TCPSocketListener } from "bun";
 
 /** Expand `a.b/COUNT:PORT` into COUNT host:port strings, hosts a.b.x.y with y in 1..250. */
 export function farmAddresses(spec: string): string[] {
-  const m = /^(\d+\.\d+)\/(\d+):(\d+)$/.exec(spec);
-  if (!m) return [spec];
-  const [, prefix, count, port] = m;
-  return Array.from({ length: Number(count) }, (_, i) => `${prefix}.${Math.floor(i / 250)}.${(i % 250) + 1}:${port}`);
+  const loop = /^(\d+\.\d+)\/(\d+):(\d+)$/.exec(spec);
+  if (loop) {
+    const [, prefix, count, port] = loop;
+    return Array.from({ length: Number(count) }, (_, i) => `${prefix}.${Math.floor(i / 250)}.${(i % 250) + 1}:${port}`);
+  }
+  const grid = /^(\d+\.\d+\.\d+)\.(\d+)\+(\d+):(\d+)\+(\d+)$/.exec(spec);
+  if (grid) {
+    const [, net, first, hosts, port, ports] = grid.map(String) as [string, string, string, string, string, string];
+    return Array.from({ length: Number(hosts) * Number(ports) }, (_, i) => `${net}.${Number(first) + Math.floor(i / Number(ports))}:${Number(port) + (i % Number(ports))}`);
+  }
+  return [spec];
 }
 
 function listenAll(addresses: string[]): TCPSocketListener[] {

@@ -152,7 +152,8 @@ export async function runStorm(target: StormTarget, farm: Proc): Promise<StormRe
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   }, SAMPLE_GAP_MS);
   const { healthy } = target;
-  const conns = healthy ? probe(() => firstByte(healthy.host, healthy.port), 0) : undefined;
+  // One connection every 5 ms: a steady client, not a load test (its CPU would drown the storm's).
+  const conns = healthy ? probe(() => firstByte(healthy.host, healthy.port), 5) : undefined;
   try {
     await Bun.sleep(500);
     const connsBefore = conns?.take() ?? summarise([]);
