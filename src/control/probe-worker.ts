@@ -26,6 +26,6 @@ const prober = new Prober((result) => {
 });
 
 self.onmessage = (event: MessageEvent<ProbeCommand>) => {
-  if ("sync" in event.data) prober.sync(event.data.sync);
+  if ("update" in event.data) prober.update(event.data.update, event.data.remove);
   else prober.stop();
 };

@@ -36,11 +36,9 @@ export class Prober {
 
   constructor(private readonly report: (result: ProbeResult) => void) {}
 
-  /** Probe exactly `targets` from now on: new ones start (staggered), changed ones take effect at their next probe, absent ones stop. */
-  sync(targets: readonly ProbeTarget[]): void {
-    const live = new Set<number>();
+  /** Start probing `targets` (new ones staggered; known keys take the new address and timing at their next probe) and stop probing `removed`. */
+  update(targets: readonly ProbeTarget[], removed: readonly number[]): void {
     for (const target of targets) {
-      live.add(target.key);
       const known = this.targets.get(target.key);
       if (known) {
         known.target = target;
@@ -50,9 +48,9 @@ export class Prober {
       this.targets.set(target.key, s);
       this.schedule(s, Math.random() * target.intervalMs);
     }
-    for (const [key, s] of this.targets) {
-      if (live.has(key)) continue;
-      if (s.timer) clearTimeout(s.timer);
+    for (const key of removed) {
+      const s = this.targets.get(key);
+      if (s?.timer) clearTimeout(s.timer);
       this.targets.delete(key);
     }
   }
@@ -98,25 +96,37 @@ export async function probe(ip: string, port: number, timeoutMs: number): Promis
 
 /** Where probes run: a Prober on this thread, or on a worker thread (probe-worker.ts). */
 export interface ProbeRunner {
+  /** Probe exactly `targets` from now on. Only what changed since the last sync is passed on. */
   sync(targets: readonly ProbeTarget[]): void;
   stop(): void;
 }
 
 /** The messages probe-worker.ts takes. */
-export type ProbeCommand = { sync: readonly ProbeTarget[] } | { stop: true };
+export type ProbeCommand = { update: readonly ProbeTarget[]; remove: readonly number[] } | { stop: true };
+
+/** Targets per message to the worker: a structured clone of 10,000 targets holds the event loop ~100 ms. */
+const CHUNK = 500;
 
 /**
  * Probes on a worker thread at `workerUrl` (probe-worker.ts), results delivered in batches to `report`.
  * Without a URL, or when the worker cannot start or fails, the Prober runs on this thread instead.
+ * A sync sends only the targets that changed (a reload of the same 10,000 backends sends none), CHUNK
+ * per turn of the event loop.
  */
 export function probeRunner(report: (results: readonly ProbeResult[]) => void, workerUrl?: URL): ProbeRunner {
-  let last: readonly ProbeTarget[] = [];
+  /** What the prober has been told: key → its target, and the target as text (to compare). */
+  const told = new Map<number, { target: ProbeTarget; text: string }>();
+  const queue: ProbeCommand[] = [];
+  let sending: ReturnType<typeof setImmediate> | undefined;
   let local: Prober | undefined;
-  const inThread = () => {
-    local ??= new Prober((r) => report([r]));
-    local.sync(last);
-  };
   let worker: Worker | undefined;
+
+  const inThread = () => {
+    if (!local) {
+      local = new Prober((r) => report([r]));
+      local.update([...told.values()].map((t) => t.target), []);
+    }
+  };
   if (workerUrl) {
     try {
       worker = new Worker(workerUrl.href);
@@ -125,20 +135,46 @@ export function probeRunner(report: (results: readonly ProbeResult[]) => void, w
       worker.onerror = () => {
         worker?.terminate();
         worker = undefined;
-        inThread();
+        queue.length = 0;
+        inThread(); // everything told so far, on this thread from now on
       };
     } catch {
       worker = undefined;
     }
   }
+  const send = () => {
+    sending = undefined;
+    const command = queue.shift();
+    if (command && worker) worker.postMessage(command);
+    if (queue.length && worker) sending = setImmediate(send);
+  };
+
   return {
     sync(targets) {
-      last = targets;
-      if (worker) worker.postMessage({ sync: targets } satisfies ProbeCommand);
-      else inThread();
+      const update: ProbeTarget[] = [];
+      const live = new Set<number>();
+      for (const target of targets) {
+        live.add(target.key);
+        const text = `${target.ip} ${target.port} ${target.intervalMs} ${target.timeoutMs}`;
+        if (told.get(target.key)?.text === text) continue;
+        told.set(target.key, { target, text });
+        update.push(target);
+      }
+      const remove = [...told.keys()].filter((key) => !live.has(key));
+      for (const key of remove) told.delete(key);
+      if (update.length === 0 && remove.length === 0) return;
+      if (!worker) {
+        inThread();
+        local!.update(update, remove);
+        return;
+      }
+      queue.push({ update: update.slice(0, CHUNK), remove });
+      for (let i = CHUNK; i < update.length; i += CHUNK) queue.push({ update: update.slice(i, i + CHUNK), remove: [] });
+      sending ??= setImmediate(send);
     },
     stop() {
       local?.stop();
+      if (sending) clearImmediate(sending);
       if (worker) {
         worker.postMessage({ stop: true } satisfies ProbeCommand);
         worker.terminate();

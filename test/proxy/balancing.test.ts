@@ -186,7 +186,8 @@ test("every backend down: new clients are closed at once and counted, never left
     config(port, { backends: [dead.address], extra: "    health_check: { interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }" }),
   );
   try {
-    await waitFor("backend marked down", async () => (await lb.metric("featherlb_backend_up", {})) === 0);
+    // Marked down, and out of the plan (rebuilt within one rebuild interval of the flip).
+    await waitFor("backend marked down", async () => (await lb.metric("featherlb_backend_up", {})) === 0 && (await lb.metric("featherlb_service_backends_eligible", {})) === 0);
     const client = await connect("127.0.0.1", port);
     const t0 = Date.now();
     await client.ended;

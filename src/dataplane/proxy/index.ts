@@ -9,7 +9,7 @@ import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { ConnectHooks, DataPlane, ServicePair } from "../types.ts";
-import { raiseBacklog } from "./backlog.ts";
+import { raiseBacklogs } from "./backlog.ts";
 import { Connector } from "./connect.ts";
 import { clock, Relay } from "./relay.ts";
 
@@ -72,6 +72,14 @@ export class ProxyDataPlane implements DataPlane {
       this.bindings.set(b.address, b);
       this.log.info("listening", { service: b.service.name, address: b.address });
     }
+    if (process.platform === "linux") {
+      const raised = raiseBacklogs(fresh.map((b) => ({ host: wanted.get(b.address)!.config.listen.host, port: b.listener.port })));
+      fresh.forEach((b, i) => {
+        const r = raised[i]!;
+        if ("error" in r) this.log.warn("accept backlog left at Bun's 512", { address: b.address, reason: r.error });
+        else this.log.debug("accept backlog raised", { address: b.address, backlog: r.backlog });
+      });
+    }
   }
 
   private bind(address: string, { host, port }: HostPort, service: Service): Binding {
@@ -85,11 +93,6 @@ export class ProxyDataPlane implements DataPlane {
       });
     } catch (err) {
       throw listenError(err as { code?: string }, address, service.name);
-    }
-    if (process.platform === "linux") {
-      const raised = raiseBacklog(host, binding.listener.port);
-      if ("error" in raised) this.log.warn("accept backlog left at Bun's 512", { address, reason: raised.error });
-      else this.log.debug("accept backlog raised", { address, backlog: raised.backlog });
     }
     return binding;
   }
