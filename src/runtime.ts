@@ -16,7 +16,7 @@ import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
 import { Logger } from "./control/log.ts";
 import { type RuntimeInfo, renderMetricsSliced, renderStatus } from "./control/metrics.ts";
-import { slicer } from "./control/rebuild.ts";
+import { slicer } from "./control/slice.ts";
 import { Service } from "./control/service.ts";
 import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
 import type { ConnectHooks, DataPlane, ServicePair } from "./dataplane/types.ts";
@@ -52,7 +52,7 @@ export class Runtime {
   ) {
     this.info = { version: VERSION, mode: plane.kind, startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
     if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
-    this.resolver = new Resolver(log, config.dns_refresh_ms, () => this.health.sync(this.services));
+    this.resolver = new Resolver(log, config.dns_refresh_ms, () => void this.health.sync(this.services));
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
@@ -175,7 +175,7 @@ export class Runtime {
     this.services = next;
     this.log.level = config.log.level;
     await this.resolver.sync(next, config.dns_refresh_ms);
-    this.health.sync(next);
+    await this.health.sync(next);
   }
 
   /** Stop accepting, let established connections finish up to drain_timeout, then release everything. */

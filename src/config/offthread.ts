@@ -25,7 +25,8 @@ export async function loadConfigOffThread(path: string, workerUrl: URL): Promise
     worker.onerror = (event) => resolve({ crash: event.message });
     worker.postMessage({ path });
   }).finally(() => worker.terminate());
-  if ("config" in reply) return reply.config;
+  // A Config is plain data (strings, numbers, booleans, arrays; undefined fields read back as absent).
+  if ("config" in reply) return JSON.parse(reply.config) as Config;
   if ("error" in reply) throw new UserError(reply.error.code, reply.error.message, reply.error.exitCode);
   return loadConfig(path);
 }

@@ -5,7 +5,6 @@
  * change and rebuilds its plan; a failed lookup keeps the last address.
  */
 import { lookup } from "node:dns/promises";
-import { isIpLiteral } from "../config/address.ts";
 import type { Backend } from "./backend.ts";
 import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
@@ -82,6 +81,6 @@ export class Resolver {
 /** The backends of `service` written as hostnames (IP literals need no lookup). */
 function named(service: Service): Backend[] {
   const out: Backend[] = [];
-  for (const b of service.backends.values()) if (!isIpLiteral(b.config.host)) out.push(b);
+  for (const b of service.backends.values()) if (b.named) out.push(b);
   return out;
 }

@@ -12,6 +12,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { probeRunner, type ProbeResult, type ProbeRunner, type ProbeTarget } from "./probe.ts";
+import { slicer } from "./slice.ts";
 import type { Service } from "./service.ts";
 
 interface Streak {
@@ -28,6 +29,11 @@ export class HealthChecker {
   private readonly runner: ProbeRunner;
   private nextKey = 0;
   private stopped = false;
+  /** The sync in progress (sync serialises them). */
+  private syncing: Promise<void> = Promise.resolve();
+  /** Probe results not taken yet (drain), in arrival order. */
+  private inbox: ProbeResult[] = [];
+  private draining = false;
 
   /** `probeWorker`: probe-worker.ts, to probe on a worker thread; without it, probes run on this thread. */
   constructor(probeWorker?: URL) {
@@ -36,15 +42,24 @@ export class HealthChecker {
 
   /**
    * (Re)start checks for this set of services; backends already checked keep their streaks. Also call
-   * it when backend addresses change (DNS): the probes go to each backend's current address.
+   * it when backend addresses change (DNS): the probes go to each backend's current address. In slices
+   * (10,000 backends are tens of ms of bookkeeping): concurrent calls are serialised, the last wins.
    */
-  sync(services: readonly Service[]): void {
+  async sync(services: readonly Service[]): Promise<void> {
+    this.syncing = this.syncing.then(() => this.syncOnce(services));
+    return this.syncing;
+  }
+
+  private async syncOnce(services: readonly Service[]): Promise<void> {
     if (this.stopped) return;
+    const pause = slicer();
     const live = new Set<Backend>();
+    const current = new Set<Backend>();
     const targets: ProbeTarget[] = [];
     for (const service of services) {
       const { enabled, interval_ms, timeout_ms } = service.config.health_check;
       for (const backend of service.backends.values()) {
+        current.add(backend);
         this.owner.set(backend, service);
         if (!enabled || !backend.enabled) continue;
         live.add(backend);
@@ -57,6 +72,8 @@ export class HealthChecker {
         // Until DNS has answered there is nothing to connect to: no probe, no result.
         if (backend.ip !== undefined) targets.push({ key: streak.key, ip: backend.ip, port: backend.config.port, intervalMs: interval_ms, timeoutMs: timeout_ms });
       }
+      await pause();
+      if (this.stopped) return;
     }
     for (const [backend, streak] of this.streaks) {
       if (live.has(backend)) continue;
@@ -66,10 +83,8 @@ export class HealthChecker {
       // definition. (A backend removed by a reload keeps its state while it drains.)
       if (backend.enabled && backend.health === "down") this.owner.get(backend)?.markHealth(backend, "up", "health checks disabled");
     }
-    const current = new Set<Backend>();
-    for (const service of services) for (const backend of service.backends.values()) current.add(backend);
     for (const backend of this.owner.keys()) if (!current.has(backend)) this.owner.delete(backend);
-    this.runner.sync(targets);
+    await this.runner.sync(targets);
   }
 
   /** Passive check: the data plane failed to connect. */
@@ -90,12 +105,31 @@ export class HealthChecker {
     this.byKey.clear();
   }
 
-  /** A batch of active probe results (from the worker thread, or one at a time on this thread). */
+  /**
+   * A batch of active probe results (from the worker thread, or one at a time on this thread). In a
+   * storm one batch can hold thousands, each a flip that is logged: they are taken in order, in slices
+   * (rebuild.ts slicer), so the event loop is never held by one batch.
+   */
   private results(results: readonly ProbeResult[]): void {
     if (this.stopped) return;
-    for (const [key, error] of results) {
-      const backend = this.byKey.get(key);
-      if (backend) this.result(backend, error === null, error ?? "ok");
+    for (const r of results) this.inbox.push(r);
+    if (!this.draining) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    const pause = slicer();
+    try {
+      for (let i = 0; i < this.inbox.length; i++) {
+        if (this.stopped) return;
+        const [key, error] = this.inbox[i]!;
+        const backend = this.byKey.get(key);
+        if (backend) this.result(backend, error === null, error ?? "ok");
+        if ((i & 63) === 63) await pause();
+      }
+    } finally {
+      this.inbox = [];
+      this.draining = false;
     }
   }
 

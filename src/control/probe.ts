@@ -12,6 +12,7 @@
  * work: the runtime runs the Prober on a worker thread (probe-worker.ts), where that work never delays
  * the event loop that relays connections and answers /healthz. Results cross back in batches.
  */
+import { slicer } from "./slice.ts";
 
 export interface ProbeTarget {
   /** The checker's name for the backend (small integer). */
@@ -97,7 +98,7 @@ export async function probe(ip: string, port: number, timeoutMs: number): Promis
 /** Where probes run: a Prober on this thread, or on a worker thread (probe-worker.ts). */
 export interface ProbeRunner {
   /** Probe exactly `targets` from now on. Only what changed since the last sync is passed on. */
-  sync(targets: readonly ProbeTarget[]): void;
+  sync(targets: readonly ProbeTarget[]): Promise<void>;
   stop(): void;
 }
 
@@ -114,8 +115,9 @@ const CHUNK = 500;
  * per turn of the event loop.
  */
 export function probeRunner(report: (results: readonly ProbeResult[]) => void, workerUrl?: URL): ProbeRunner {
-  /** What the prober has been told: key → its target, and the target as text (to compare). */
-  const told = new Map<number, { target: ProbeTarget; text: string }>();
+  /** What the prober has been told: key → target. */
+  const told = new Map<number, ProbeTarget>();
+  const same = (a: ProbeTarget, b: ProbeTarget) => a.ip === b.ip && a.port === b.port && a.intervalMs === b.intervalMs && a.timeoutMs === b.timeoutMs;
   const queue: ProbeCommand[] = [];
   let sending: ReturnType<typeof setImmediate> | undefined;
   let local: Prober | undefined;
@@ -124,7 +126,7 @@ export function probeRunner(report: (results: readonly ProbeResult[]) => void, w
   const inThread = () => {
     if (!local) {
       local = new Prober((r) => report([r]));
-      local.update([...told.values()].map((t) => t.target), []);
+      local.update([...told.values()], []);
     }
   };
   if (workerUrl) {
@@ -150,15 +152,19 @@ export function probeRunner(report: (results: readonly ProbeResult[]) => void, w
   };
 
   return {
-    sync(targets) {
+    async sync(targets) {
+      const pause = slicer();
       const update: ProbeTarget[] = [];
       const live = new Set<number>();
-      for (const target of targets) {
+      for (let i = 0; i < targets.length; i++) {
+        const target = targets[i]!;
         live.add(target.key);
-        const text = `${target.ip} ${target.port} ${target.intervalMs} ${target.timeoutMs}`;
-        if (told.get(target.key)?.text === text) continue;
-        told.set(target.key, { target, text });
-        update.push(target);
+        const known = told.get(target.key);
+        if (!known || !same(known, target)) {
+          told.set(target.key, target);
+          update.push(target);
+        }
+        if ((i & 255) === 255) await pause();
       }
       const remove = [...told.keys()].filter((key) => !live.has(key));
       for (const key of remove) told.delete(key);

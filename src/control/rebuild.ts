@@ -25,12 +25,12 @@
  * given another.
  */
 
+import { SLICE_MS } from "./slice.ts";
+
 /** The longest a service waits after its last rebuild before the next (when that one was expensive). */
 export const REBUILD_INTERVAL_MS = 100;
 /** A service waits this many times its last rebuild's duration before the next (capped by the interval). */
 export const COST_FACTOR = 25;
-/** The longest the queue works before yielding to the event loop. */
-export const SLICE_MS = 4;
 
 /** What the queue rebuilds: a Service (service.ts). */
 export interface Rebuildable {
@@ -188,19 +188,6 @@ export class RebuildQueue {
     waiters.delete(service);
     for (const resolve of list ?? []) resolve();
   }
-}
-
-/**
- * For a long loop on the event loop (a reload updating thousands of backends): `await pause()` after
- * each step yields to the event loop once `sliceMs` have passed since the last yield, else goes on.
- */
-export function slicer(sliceMs = SLICE_MS): () => Promise<void> {
-  let since = performance.now();
-  return async () => {
-    if (performance.now() - since < sliceMs) return;
-    await new Promise((resolve) => setImmediate(resolve));
-    since = performance.now();
-  };
 }
 
 /** The process's queue (one event loop, one queue). */
