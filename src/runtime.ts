@@ -16,7 +16,7 @@ import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
 import { Logger } from "./control/log.ts";
 import { type RuntimeInfo, renderMetricsSliced, renderStatus } from "./control/metrics.ts";
-import { slicer } from "./control/slice.ts";
+import { slicer } from "./slice.ts";
 import { Service } from "./control/service.ts";
 import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
 import type { ConnectHooks, DataPlane, ServicePair } from "./dataplane/types.ts";
@@ -143,11 +143,15 @@ export class Runtime {
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
+    // Thousands of backends to look at (and below, to diff): in slices, so established connections
+    // keep flowing meanwhile.
+    const pause = slicer();
     for (const cfg of config.services) {
       const needed = byName.get(cfg.name)?.backendsAfter(cfg) ?? 0;
       if (needed > MAX_BACKENDS) {
         throw new UserError("config", `${this.path}: service ${cfg.name} would hold ${needed} backends while removed ones drain, more than ${MAX_BACKENDS}; reload again once their connections have ended.`);
       }
+      await pause();
     }
     const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
     // New services pick nothing until their first plan is built (in slices: the event loop keeps
@@ -161,8 +165,6 @@ export class Runtime {
       throw err;
     }
     admin.commit();
-    // Thousands of backends to diff: in slices, so established connections keep flowing meanwhile.
-    const pause = slicer();
     for (const { config: cfg, service } of pairs) {
       if (!byName.has(cfg.name)) continue;
       service.update(cfg);

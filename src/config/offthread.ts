@@ -9,6 +9,7 @@ import { UserError } from "../errors.ts";
 import { loadConfig } from "./load.ts";
 import type { Config } from "./types.ts";
 import type { WorkerReply } from "./worker.ts";
+import { slicer } from "../slice.ts";
 
 /** worker.ts relative to src/: the runtime resolves it against its own URL (see worker.ts). */
 export const WORKER_PATH = "./config/worker.ts";
@@ -25,8 +26,16 @@ export async function loadConfigOffThread(path: string, workerUrl: URL): Promise
     worker.onerror = (event) => resolve({ crash: event.message });
     worker.postMessage({ path });
   }).finally(() => worker.terminate());
-  // A Config is plain data (strings, numbers, booleans, arrays; undefined fields read back as absent).
-  if ("config" in reply) return JSON.parse(reply.config) as Config;
+  if ("config" in reply) {
+    // A Config is plain data (strings, numbers, booleans, arrays; undefined fields read back as absent).
+    const pause = slicer();
+    const services: Config["services"] = [];
+    for (const s of reply.config.services) {
+      services.push(JSON.parse(s) as Config["services"][number]);
+      await pause();
+    }
+    return { ...(JSON.parse(reply.config.top) as Omit<Config, "services">), services };
+  }
   if ("error" in reply) throw new UserError(reply.error.code, reply.error.message, reply.error.exitCode);
   return loadConfig(path);
 }

@@ -10,15 +10,20 @@
 import { UserError } from "../errors.ts";
 import { loadConfig } from "./load.ts";
 
-/** `config` travels as JSON: parsing it costs the main thread a fifth of what a structured clone of the objects does. */
-export type WorkerReply = { config: string } | { error: { code: UserError["code"]; message: string; exitCode: number } } | { crash: string };
+/**
+ * The Config travels as JSON, one string for the top level and one per service: parsing JSON costs the
+ * main thread a fifth of a structured clone of the objects, and one service at a time it never holds
+ * the event loop long (offthread.ts parses them in slices).
+ */
+export type WorkerReply = { config: { top: string; services: string[] } } | { error: { code: UserError["code"]; message: string; exitCode: number } } | { crash: string };
 
 declare const self: Worker;
 
 self.onmessage = async (event: MessageEvent<{ path: string }>) => {
   let reply: WorkerReply;
   try {
-    reply = { config: JSON.stringify(await loadConfig(event.data.path)) };
+    const { services, ...top } = await loadConfig(event.data.path);
+    reply = { config: { top: JSON.stringify(top), services: services.map((s) => JSON.stringify(s)) } };
   } catch (err) {
     reply = err instanceof UserError ? { error: { code: err.code, message: err.message, exitCode: err.exitCode } } : { crash: String(err) };
   }

@@ -12,7 +12,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { probeRunner, type ProbeResult, type ProbeRunner, type ProbeTarget } from "./probe.ts";
-import { slicer } from "./slice.ts";
+import { slicer } from "../slice.ts";
 import type { Service } from "./service.ts";
 
 interface Streak {

@@ -4,7 +4,7 @@
  */
 import type { Backend } from "./backend.ts";
 import type { Counters } from "./stats.ts";
-import { slicer } from "./slice.ts";
+import { slicer } from "../slice.ts";
 import type { Service } from "./service.ts";
 
 export interface RuntimeInfo {

@@ -12,7 +12,7 @@
  * work: the runtime runs the Prober on a worker thread (probe-worker.ts), where that work never delays
  * the event loop that relays connections and answers /healthz. Results cross back in batches.
  */
-import { slicer } from "./slice.ts";
+import { slicer } from "../slice.ts";
 
 export interface ProbeTarget {
   /** The checker's name for the backend (small integer). */

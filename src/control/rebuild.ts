@@ -25,7 +25,7 @@
  * given another.
  */
 
-import { SLICE_MS } from "./slice.ts";
+import { SLICE_MS } from "../slice.ts";
 
 /** The longest a service waits after its last rebuild before the next (when that one was expensive). */
 export const REBUILD_INTERVAL_MS = 100;
