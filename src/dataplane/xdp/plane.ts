@@ -193,6 +193,7 @@ export class XdpDataPlane implements DataPlane {
   private write(m: Mirrored): void {
     if (this.closed) return;
     const { service, index } = m;
+    let moved = false;
     for (const [id, backend] of service.backends) {
       if (m.slots.get(id) !== backend) {
         this.program.resetBackendCounters(index, id);
@@ -202,6 +203,7 @@ export class XdpDataPlane implements DataPlane {
       const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
       const entry = v4 ? `${backend.ip}:${backend.config.port}` : "";
       if (m.written.get(id) === entry) continue;
+      moved = true;
       if (v4) {
         this.neighbours.keepResolved(backend.ip!);
         this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port);
@@ -220,8 +222,8 @@ export class XdpDataPlane implements DataPlane {
       m.slots.delete(id);
       m.written.delete(id);
     }
-    if (this.neighbours.started) {
-      // A plan event may carry a new backend address (DNS): resolve it soon, not at the next tick.
+    if (moved && this.neighbours.started) {
+      // A new backend or address (DNS): resolve its next hop soon, not at the next refresh.
       this.neighbours.changed();
     }
     try {
