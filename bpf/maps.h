@@ -62,9 +62,13 @@ struct {
 	__type(value, struct plan_member);
 } flb_members SEC(".maps");
 
-/* Plan slots (member ids), a pool shared by all plans; each plan header points at its range. */
+/* Plan slots (member ids), a pool shared by all plans; each plan header points at its range.
+ * BPF_F_MMAPABLE (Linux ≥ 5.5): TS writes plans straight into the map's memory (src/dataplane/xdp/
+ * program.ts writePlan). A 65,537-slot Maglev table through BPF_MAP_UPDATE_BATCH took 20-60 ms of
+ * syscall (one element at a time in the kernel); through the mapping it is a copy of 256 KiB. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, SLOT_POOL_MAX);
 	__type(key, __u32);
 	__type(value, __u32);

@@ -50,6 +50,8 @@ const libc = dlopen("libc.so.6", {
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
   clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
+  mmap: { args: ["ptr", "u64", "i32", "i32", "i32", "i64"], returns: "ptr" },
+  munmap: { args: ["ptr", "u64"], returns: "i32" },
 });
 // Loaded for their side effect (the sonames libbpf needs); one symbol each because dlopen wants one.
 // dlopen throws when a library cannot be loaded: index.ts turns that into a UserError ("unsupported").
@@ -313,6 +315,35 @@ export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): n
   const fd = bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
   if (fd < 0) throw failed(`bpf_link_create(ifindex ${ifindex})`, -fd);
   return fd;
+}
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+
+/** A BPF_F_MMAPABLE array map's memory, mapped into this process; `close` unmaps it. */
+export interface MappedMap {
+  readonly bytes: Uint8Array;
+  close(): void;
+}
+
+/**
+ * Map the values of a BPF_F_MMAPABLE array map (`bytes` = max_entries × value size, rounded up to a
+ * page): reads and writes go straight to the map, no syscall per element. Throws XdpError("bpf").
+ */
+export function mapMmap(map: MapRef, bytes: number): MappedMap {
+  const length = Math.ceil(bytes / 4096) * 4096;
+  const p = libc.symbols.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0) as Pointer | null;
+  // MAP_FAILED is (void *) -1: far above any user-space address (x86-64 and arm64 keep those below 2^48).
+  if (!p || Number(p) >= 2 ** 48) throw failed(`mmap(${map.name})`, errno());
+  let open = true;
+  return {
+    bytes: new Uint8Array(toArrayBuffer(p, 0, length)),
+    close() {
+      if (open) libc.symbols.munmap(p, length); // the mapping goes whatever munmap returns
+      open = false;
+    },
+  };
 }
 
 const CLOCK_MONOTONIC = 1;

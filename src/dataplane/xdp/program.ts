@@ -25,7 +25,7 @@ import {
   type Maps,
   type Reason,
 } from "./layout.ts";
-import { BpfObject, monotonicSeconds, possibleCpus } from "./libbpf.ts";
+import { BpfObject, mapMmap, monotonicSeconds, possibleCpus, type MappedMap } from "./libbpf.ts";
 import { BpfMap, PerCpuMap } from "./map.ts";
 import { SlotPool } from "./pool.ts";
 import type { FieldsOf } from "./struct.ts";
@@ -73,6 +73,12 @@ export class XdpProgram {
   readonly keys: Keys;
   private readonly pool: SlotPool;
   private readonly plans = new Map<number, PlanState>();
+  /**
+   * flb_slots, mapped (BPF_F_MMAPABLE): plans are written here directly, no syscall per slot. An array
+   * map keeps each value in round_up(value_size, 8) bytes, so slot i is u32 number 2·i of the mapping.
+   */
+  private readonly slotMap: MappedMap;
+  private readonly slots: Uint32Array;
 
   /**
    * `obj` is loaded (loader.ts loadProgram) with its maps sized for `capacity`; the program owns it from
@@ -91,9 +97,12 @@ export class XdpProgram {
       maps[key] = spec.perCpu ? new PerCpuMap(spec, fd, this.cpus) : new BpfMap(spec, fd);
     }
     this.maps = maps as unknown as MapHandles;
+    this.slotMap = mapMmap(this.maps.slots, capacity.slots * 8);
+    this.slots = new Uint32Array(this.slotMap.bytes.buffer, 0, capacity.slots * 2);
   }
 
   close(): void {
+    this.slotMap.close();
     this.obj.close();
   }
 
@@ -210,24 +219,20 @@ export class XdpProgram {
     return written;
   }
 
-  /** Write `slots` at pool index `start`, only where they differ from `before` (what is there now, if known). */
+  /**
+   * Write `slots` at pool index `start` of the mapped flb_slots, only where they differ from `before`
+   * (what is there now, if known). The program reads this buffer only once flb_svc_act points at it,
+   * and that flip is a map update (a syscall: every store here is visible to the kernel before it).
+   */
   private writeSlots(start: number, slots: Uint32Array, before: Uint32Array | undefined): number {
     const n = slots.length;
-    let count = n;
-    if (before) {
-      count = 0;
-      for (let i = 0; i < n; i++) if (slots[i] !== before[i]) count++;
-    }
-    if (count === 0) return 0;
-    const keys = new Uint32Array(count);
-    // flb_slots values are __u32 in host order: a Uint32Array's bytes, without encoding values one by one.
-    const values = new Uint32Array(count);
-    for (let i = 0, j = 0; i < n; i++) {
+    const out = this.slots;
+    let count = 0;
+    for (let i = 0, at = 2 * start; i < n; i++, at += 2) {
       if (before && slots[i] === before[i]) continue;
-      keys[j] = start + i;
-      values[j++] = slots[i]!;
+      out[at] = slots[i]!;
+      count++;
     }
-    this.maps.slots.updateBatch(keys, new Uint8Array(values.buffer));
     return count;
   }
 
