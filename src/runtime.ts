@@ -54,12 +54,12 @@ export class Runtime {
     if (plane.attachMode !== undefined) this.info.attach = plane.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms, () => void this.health.sync(this.services));
     this.admin = new AdminServer({
-      metrics: () => {
-        this.plane.refreshStats();
+      metrics: async () => {
+        await this.plane.refreshStats();
         return renderMetricsSliced(this.info, this.services, this.plane.packetReasons?.(), this.plane.maps?.());
       },
-      status: () => {
-        this.plane.refreshStats();
+      status: async () => {
+        await this.plane.refreshStats();
         return renderStatus(this.info, this.services, this.plane.maps?.());
       },
     });

@@ -76,7 +76,7 @@ export class AdminServer {
       case "/metrics":
         return new Response(await this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
       case "/status":
-        return Response.json(this.source.status());
+        return Response.json(await this.source.status());
       case "/healthz":
         return new Response("ok\n");
       default:

@@ -52,8 +52,8 @@ export interface DataPlane {
    * controls is wrong: port in use, missing privilege…
    */
   apply(config: Config, services: readonly ServicePair[]): Promise<void>;
-  /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape). */
-  refreshStats(): void;
+  /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape; xdp: in slices). */
+  refreshStats(): void | Promise<void>;
   /** xdp: packets by what the program did with them (flb_reasons: passes, transmits), for /metrics. */
   packetReasons?(): Readonly<Record<string, number>>;
   /** xdp: the BPF maps' sizes and kernel memory, and the capacity they were sized for (/status, /metrics). */

@@ -93,8 +93,8 @@ if (bpfSuiteEnabled("xdp data plane")) {
       s.rebuild();
     });
 
-    test("refreshStats fills the Service and Backend counters", () => {
-      env.p.refreshStats();
+    test("refreshStats fills the Service and Backend counters", async () => {
+      await env.p.refreshStats();
       const s = services[0]!;
       expect(s.stats.total).toBe(15);
       expect(s.stats.active).toBe(15);
@@ -107,7 +107,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
       const r = await env.p.sweep(ffi.monotonicSeconds() + 301);
       expect(r?.expired).toBe(15);
       expect(env.program.flowCounts()).toEqual({ fwd: 0, rev: 0 });
-      env.p.refreshStats();
+      await env.p.refreshStats();
       expect(services[0]!.stats.active).toBe(0);
       expect(services[0]!.stats.total).toBe(15);
     });
@@ -171,7 +171,7 @@ services:
       const to90 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(90)).data));
       expect(to80).toEqual([0, 1, 0, 1]);
       expect(to90).toEqual([2, 2, 2, 2]);
-      env.p.refreshStats();
+      await env.p.refreshStats();
       expect(services.map((s) => s.stats.total)).toEqual([4, 4]);
     } finally {
       env.p.close();

@@ -227,17 +227,19 @@ export function mapUpdateBatch(map: MapRef, keys: Uint8Array, values: Uint8Array
 }
 
 /**
- * Read the first `count` entries of an array map in one syscall (BPF_MAP_LOOKUP_BATCH; arrays since
- * Linux 5.6): keys 0 … count − 1 into `keys` (u32 each) and their values back to back into `values`
- * (per-CPU maps: ncpus × round8(size) bytes each). Returns how many were read (fewer at the map's end).
- * Throws XdpError("bpf"), e.g. on kernels without batch ops.
+ * Read `count` entries of an array map from index `from` in one syscall (BPF_MAP_LOOKUP_BATCH; arrays
+ * since Linux 5.6): keys into `keys` (u32 each) and their values back to back into `values` (per-CPU
+ * maps: ncpus × round8(size) bytes each). Returns how many were read (fewer at the map's end). Throws
+ * XdpError("bpf"), e.g. on kernels without batch ops.
  */
-export function mapLookupBatch(map: MapRef, keys: Uint8Array, values: Uint8Array, count: number): number {
+export function mapLookupBatch(map: MapRef, keys: Uint8Array, values: Uint8Array, count: number, from = 0): number {
   if (count === 0) return 0;
   const n = new Uint32Array([count]);
-  const next = new Uint32Array(1); // the batch token of an array: the next index
+  // The batch token of an array is an index: the walk resumes after in_batch (none: from index 0).
+  const after = from > 0 ? new Uint32Array([from - 1]) : null;
+  const next = new Uint32Array(1);
   const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
-  const rc = bpf.bpf_map_lookup_batch(map.fd, null, next, keys, values, n, opts);
+  const rc = bpf.bpf_map_lookup_batch(map.fd, after, next, keys, values, n, opts);
   // -ENOENT: the walk reached the end of the map; `n` says how many entries came back.
   if (rc < 0 && rc !== -ENOENT) throw failed(`bpf_map_lookup_batch(${map.name}, ${count})`, -rc);
   return n[0]!;

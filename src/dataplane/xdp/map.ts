@@ -34,24 +34,23 @@ abstract class Handle<K extends AnyCType, V extends AnyCType> implements MapRef 
   abstract get valueBytes(): number;
 
   /**
-   * The values of keys 0 … count − 1 of a u32-keyed array, back to back (valueBytes each): one syscall
-   * where the kernel has batch lookups on arrays (Linux ≥ 5.6), else one lookup per entry.
+   * The values of keys from … from + count − 1 of a u32-keyed array into `out` (valueBytes each, back
+   * to back): one syscall where the kernel has batch lookups on arrays (Linux ≥ 5.6), else one lookup
+   * per entry.
    */
-  lookupRange(count: number): Uint8Array {
+  lookupRange(out: Uint8Array, count: number, from = 0): void {
     const size = this.valueBytes;
-    const values = new Uint8Array(count * size);
     try {
-      if (mapLookupBatch(this, new Uint8Array(count * 4), values, count) === count) return values;
+      if (mapLookupBatch(this, new Uint8Array(count * 4), out, count, from) === count) return;
     } catch (err) {
       if (!isXdpError(err, "bpf")) throw err;
     }
     const key = new Uint32Array(1);
     const kb = new Uint8Array(key.buffer);
     for (let i = 0; i < count; i++) {
-      key[0] = i;
-      mapLookup(this, kb, values.subarray(i * size, (i + 1) * size));
+      key[0] = from + i;
+      mapLookup(this, kb, out.subarray(i * size, (i + 1) * size));
     }
-    return values;
   }
 
   /** The key after `prev` (null = the first) into `out`; false at the end of the walk. */

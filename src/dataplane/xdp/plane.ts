@@ -10,6 +10,7 @@ import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane, PlaneMaps, ServicePair } from "../types.ts";
+import { slicer } from "../../slice.ts";
 import { isXdpError } from "./errors.ts";
 import { overflow } from "./capacity.ts";
 import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
@@ -106,7 +107,7 @@ export class XdpDataPlane implements DataPlane {
       }
       const result = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now);
       if (this.closed) return result;
-      const snapshot = this.program.backendSnapshot();
+      const snapshot = await this.program.backendSnapshot(slicer());
       const adjust = new Map<number, number>();
       for (const { index, slots } of this.mirrored.values()) {
         for (const id of slots.keys()) {
@@ -118,7 +119,7 @@ export class XdpDataPlane implements DataPlane {
       if (result.deleted) this.log.debug("xdp flows expired", { idle: result.expired, closed: result.deleted - result.expired });
       // Keep Backend.stats.active current even when nobody scrapes /metrics: the runtime removes a
       // drained backend once it reads 0 there.
-      this.refreshStats();
+      await this.refreshStats();
       return result;
     } finally {
       this.sweeping = false;
@@ -260,10 +261,12 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  refreshStats(): void {
+  async refreshStats(): Promise<void> {
     if (this.closed) return;
-    // Every backend's counters in one batch lookup per map (a few ms for 10,000 backends).
-    const snapshot = this.program.backendSnapshot();
+    // Every backend's counters in batch lookups, and their copying, in slices (10,000 backends).
+    const pause = slicer();
+    const snapshot = await this.program.backendSnapshot(pause);
+    if (this.closed) return;
     for (const { service, index } of this.mirrored.values()) {
       const s = this.program.serviceCounters(index);
       const st = service.stats;
@@ -279,6 +282,7 @@ export class XdpDataPlane implements DataPlane {
         active += bs.active;
       }
       st.active = active;
+      await pause();
     }
   }
 
@@ -297,7 +301,7 @@ export class XdpDataPlane implements DataPlane {
     const cfg = this.program.readConfig();
     this.program.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING });
     while (Date.now() < deadline) {
-      this.refreshStats();
+      await this.refreshStats();
       const open = [...this.mirrored.values()].reduce((n, m) => n + m.service.stats.active, 0);
       if (open === 0) return;
       await Bun.sleep(Math.min(250, Math.max(0, deadline - Date.now())));
