@@ -156,7 +156,11 @@ export class XdpDataPlane implements DataPlane {
     }
 
     const used = new Set([...this.mirrored.values()].map((m) => m.index));
+    // 10,000 backends to compare with what the maps hold: one service per step, in slices.
+    const pause = slicer();
     for (const [key, { service, listen }] of wanted) {
+      await pause();
+      if (this.closed) return;
       let m = this.mirrored.get(key);
       if (!m) {
         let index = 0;
