@@ -61,7 +61,7 @@ export function loadError(err: unknown): UserError {
       return new UserError("permission", "loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.17 with BTF, or use mode: proxy.`);
   }
   return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }
