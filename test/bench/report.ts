@@ -13,6 +13,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseResults, type Meta } from "./jsonl.ts";
 import { renderScale } from "./scale-report.ts";
 
 const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-xdp", "xdp-floor"] as const;
@@ -43,22 +44,8 @@ interface Row {
   machine_busy_pct?: number;
   result: Record<string, number | boolean | string>;
 }
-type Meta = Record<string, string | number>;
-
 // ------------------------------------------------------------------ reading
-function parse(file: string): { rows: Row[]; meta: Meta; end: Meta } {
-  const rows: Row[] = [];
-  let meta: Meta = {};
-  let end: Meta = {};
-  for (const line of readFileSync(file, "utf8").split("\n")) {
-    if (!line.trim()) continue;
-    const obj = JSON.parse(line) as { meta?: Meta; end?: Meta } & Row;
-    if (obj.meta) meta = obj.meta;
-    else if (obj.end) end = obj.end;
-    else rows.push(obj);
-  }
-  return { rows, meta, end };
-}
+const parse = (file: string) => parseResults<Row>(readFileSync(file, "utf8"));
 
 /** One metric of one system: the value of each repetition. */
 interface Stat {

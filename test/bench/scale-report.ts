@@ -3,24 +3,10 @@
  * and the chart docs/benchmarks-scale.svg, in the style of the main chart (report.ts). report.ts calls
  * renderScale when given `--scale FILE`.
  */
+import { parseResults, type Meta } from "./jsonl.ts";
 import type { ScaleRow } from "./scale.ts";
 
-type Meta = Record<string, string | number>;
 type Row = ScaleRow & { loadavg?: number };
-
-export function parseScale(text: string): { rows: Row[]; meta: Meta; end: Meta } {
-  const rows: Row[] = [];
-  let meta: Meta = {};
-  let end: Meta = {};
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const obj = JSON.parse(line) as { meta?: Meta; end?: Meta } & Row;
-    if (obj.meta) meta = obj.meta;
-    else if (obj.end) end = obj.end;
-    else rows.push(obj);
-  }
-  return { rows, meta, end };
-}
 
 const MODES = ["proxy", "xdp"] as const;
 const COLOR = { proxy: "#ff7f0e", xdp: "#d62728" } as const;
@@ -59,7 +45,7 @@ function table(head: string[], rows: string[][], left = 2): string {
 }
 
 export function renderScale(text: string): { md: string; svg: string } {
-  const { rows, meta, end } = parseScale(text);
+  const { rows, meta, end } = parseResults<Row>(text);
   const sorted = [...rows].sort((a, b) => MODES.indexOf(a.mode) - MODES.indexOf(b.mode) || a.backends - b.backends);
   const out: string[] = [];
   out.push(
