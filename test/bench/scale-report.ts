@@ -84,7 +84,7 @@ export function renderScale(text: string): { md: string; svg: string } {
     if (m.length < 2) return [];
     const rss = slope(m.map((r) => [r.backends, r.rss_kib * 1024]));
     const maps = m.every((r) => r.map_bytes !== null) ? slope(m.map((r) => [r.backends, r.map_bytes!])) : NaN;
-    return [`- ${LABEL[mode]}: RSS grows by ${(rss / 1024).toFixed(1)} KiB per backend` + (Number.isFinite(maps) ? `; BPF map memory by ${(maps / 1024).toFixed(1)} KiB per backend (at 250 backends per service; see *Memory* below)` : "") + " (least squares over the rows above)."];
+    return [`- ${LABEL[mode]}: RSS grows by ${(rss / 1024).toFixed(1)} KiB per backend` + (Number.isFinite(maps) ? `; BPF map memory by ${(maps / 1024).toFixed(1)} KiB per backend (at 250 backends per service; see *Memory* above)` : "") + " (least squares over the rows above)."];
   });
   if (growth.length) out.push("**Growth, measured.**", "", ...growth, "");
 
