@@ -121,13 +121,17 @@ export class Runtime {
     if (this.stopping) return;
     try {
       // Parsed on a worker thread: a large file would otherwise hold the event loop for its whole parse.
+      const started = performance.now();
       const next = await loadConfigOffThread(this.path, CONFIG_WORKER);
+      const loaded = performance.now();
       if (next.mode !== this.config.mode) {
         throw new UserError("config", `${this.path}: mode changed from ${this.config.mode} to ${next.mode}; changing the data plane needs a restart.`);
       }
       await this.applyConfig(next, this.services);
       this.info.reloads.ok++;
-      this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
+      // How long reading the file took (on the worker) and applying it (in slices), for large configs.
+      const ms = (t: number) => Math.round(t);
+      this.log.info("config reloaded", { services: next.services.map((s) => s.name), load_ms: ms(loaded - started), apply_ms: ms(performance.now() - loaded) });
     } catch (err) {
       this.info.reloads.failed++;
       if (!(err instanceof UserError)) throw err;
