@@ -32,7 +32,7 @@ bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct, 
 	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh scale && \
 	$(BUN) run test/bench/report.ts build/bench/results.jsonl --scale build/bench/scale.jsonl --elapsed $$(( $$(date +%s) - start ))
 
-bench-scale: node_modules/.installed ## only the cost curves: 10 … 10,000 backends, both modes → docs/benchmarks.md scale section + docs/benchmarks-scale.svg (root, ~4 min)
+bench-scale: node_modules/.installed ## only the cost curves: 10 … 10,000 backends, both modes → docs/benchmarks.md scale section + docs/benchmarks-scale.svg (root, ~2 min)
 	$(MAKE) --no-print-directory build
 	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh scale
 	$(BUN) run test/bench/report.ts --scale build/bench/scale.jsonl

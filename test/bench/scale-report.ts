@@ -53,7 +53,7 @@ export function renderScale(text: string): { md: string; svg: string } {
     "## Cost curves: 10 to 10,000 backends",
     "",
     `- Run: ${meta.date ?? "?"} · commit \`${meta.commit ?? "?"}\` · kernel ${meta.kernel ?? "?"} · ${meta.cpus ?? "?"} cores · machine load average at start ${meta.loadavg_start ?? "?"}, at end ${end.loadavg_end ?? "?"}`,
-    "- One run per cell (`make bench-scale`, ~4 min): `maglev` services, health checks every 1 s with rise 1 and fall 1, so a storm flips every backend within about a second (test/bench/scale.ts says how each figure is taken).",
+    "- One run per cell (`make bench-scale`, ~2 min): `maglev` services, health checks every 1 s with rise 1 and fall 1, so a storm flips every backend within about a second (test/bench/scale.ts says how each figure is taken).",
     "",
     "![cost curves](benchmarks-scale.svg)",
     "",
