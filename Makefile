@@ -27,9 +27,10 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 build: dist/featherlb ## compile the single binary dist/featherlb
 
 # FEATHERLB_COMMIT: what `featherlb --version` names (build/commit, packaging/release.mk); the target it
-# prints is the host's (release builds set it, packaging/build.ts).
+# prints is the host's (release builds set it, packaging/build.ts). Worker threads are entry points too:
+# src/config/worker.ts (reloads parse the config on it) and src/control/probe-worker.ts (health probes).
 dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ) build/commit
-	$(BUN) build --compile --minify --sourcemap src/main.ts --define FEATHERLB_COMMIT='"'"$$(cat build/commit)"'"' --outfile $@
+	$(BUN) build --compile --minify --sourcemap src/main.ts src/config/worker.ts src/control/probe-worker.ts --define FEATHERLB_COMMIT='"'"$$(cat build/commit)"'"' --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .

@@ -15,17 +15,21 @@
 /* Helpers return an XDP action (>= 0) or FLB_GO_ON: callers do `if (action >= 0) return action;`. */
 #define FLB_GO_ON -1
 
-/* Map sizes: src/config/limits.ts defines the same names (the config contract). */
+/* Limits: src/config/limits.ts defines the same names (the config contract). The maps are sized at load
+ * time from the config (src/dataplane/xdp/capacity.ts sets max_entries and flb_sizes, maps.h); these are
+ * the largest sizes the loader may choose, and the size maps.h declares. Only MAX_BACKENDS is also a
+ * bound the verifier needs (select.h pick_least's loop, the backend id check in new_flow). */
 enum flb_limit {
-	/* Services the data plane can hold at once (array maps are sized MAX_SERVICES × …). */
-	MAX_SERVICES = 64,
-	/* Backends per service (the maps have a slot per backend id). */
-	MAX_BACKENDS = 256,
+	/* Services one program holds (the service dimension of the per-service arrays). */
+	MAX_SERVICES = 1024,
+	/* Backends per service: the largest flb_sizes.backends, and the verifier's bound on loops over a
+	 * plan's members (pick_least). */
+	MAX_BACKENDS = 4096,
 	/* Plan tables per service: one active, one being built (flip by index, see maps.h flb_svc_act). */
 	PLAN_BUFFERS = 2,
-	/* Member ids in plan slots, shared by every plan; TS allocates a range per (service, buffer). 4 Mi
-	 * entries (16 MiB) hold e.g. two buffers of the largest Maglev table (2^20) plus room for others. */
-	SLOT_POOL_SIZE = 1 << 22,
+	/* Member ids in plan slots, shared by every plan; TS allocates a range per (service, buffer). The
+	 * loader sizes the pool from the config's plans; this caps it (256 MiB). */
+	SLOT_POOL_MAX = 1 << 26,
 };
 
 /* Default flow-table capacity; the loader overrides it from xdp.flow_table_size before load. */

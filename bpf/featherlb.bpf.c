@@ -45,7 +45,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 		return pass(REASON_DRAINING);
 
 	int id = pick_backend(s, client_hash(fk->saddr));
-	if (id < 0 || id >= MAX_BACKENDS) {
+	if (id < 0 || id >= (int)flb_sizes.backends) {
 		struct flb_counters *c = svc_counters(s);
 		if (c)
 			c->no_backend += 1;

@@ -3,6 +3,10 @@
  * Maps, and the keys of the arrays indexed per service. Names are ≤ 15 characters (the kernel truncates
  * longer ones). TypeScript finds them by these names and knows their key and value types
  * (src/dataplane/xdp/layout.ts MAPS; test/xdp/layout.test.ts checks both against BTF).
+ *
+ * Sizes: max_entries below is the largest size (from enum flb_limit). The loader sets every map's size
+ * from the config before load (src/dataplane/xdp/capacity.ts: the config's services, backends and plan
+ * slots with room to grow on reload), and the stride of the per-backend arrays in flb_sizes.
  */
 #ifndef FLB_MAPS_H
 #define FLB_MAPS_H
@@ -11,6 +15,11 @@
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
 #include "structs.h"
+
+/* Load-time sizes (see struct flb_sizes). `const volatile`: libbpf puts it in .rodata, the loader writes
+ * it before load (bpf_map__initial_value) and the kernel freezes it, so the verifier knows the value.
+ * It must stay the only variable in .rodata: TypeScript writes it at offset 0 (layout.test.ts checks). */
+const volatile struct flb_sizes flb_sizes = { .backends = MAX_BACKENDS };
 
 /* Run-time settings (one entry; config.h reads it). */
 struct {
@@ -53,10 +62,14 @@ struct {
 	__type(value, struct plan_member);
 } flb_members SEC(".maps");
 
-/* Plan slots (member ids), a pool shared by all plans; each plan header points at its range. */
+/* Plan slots (member ids), a pool shared by all plans; each plan header points at its range.
+ * BPF_F_MMAPABLE (Linux ≥ 5.5): TS writes plans straight into the map's memory (src/dataplane/xdp/
+ * program.ts writePlan). A 65,537-slot Maglev table through BPF_MAP_UPDATE_BATCH took 20-60 ms of
+ * syscall (one element at a time in the kernel); through the mapping it is a copy of 256 KiB. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SLOT_POOL_SIZE);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, SLOT_POOL_MAX);
 	__type(key, __u32);
 	__type(value, __u32);
 } flb_slots SEC(".maps");
@@ -154,7 +167,7 @@ struct {
 /** Per-backend arrays (flb_backends, flb_be_active, flb_be_adj, flb_be_stats): backend `id` of service `svc`. */
 static __always_inline __u32 backend_key(__u32 svc, __u32 id)
 {
-	return svc * MAX_BACKENDS + id;
+	return svc * flb_sizes.backends + id;
 }
 
 /** flb_plans: plan table `buffer` (0 … PLAN_BUFFERS-1) of service `svc`. */
@@ -163,10 +176,10 @@ static __always_inline __u32 plan_key(__u32 svc, __u32 buffer)
 	return svc * PLAN_BUFFERS + buffer;
 }
 
-/** flb_members: member `i` of plan table `plan` (a plan_key). */
+/** flb_members: member `i` of plan table `plan` (a plan_key). A plan has at most one member per backend id. */
 static __always_inline __u32 member_key(__u32 plan, __u32 i)
 {
-	return plan * MAX_BACKENDS + i;
+	return plan * flb_sizes.backends + i;
 }
 
 #endif

@@ -103,6 +103,13 @@ struct flb_config {
 	__u16 pad;
 };
 
+/* Sizes chosen at load time (maps.h flb_sizes, in .rodata: the loader writes them before load, the
+ * verifier then sees them as constants). */
+struct flb_sizes {
+	__u32 backends; /* backend ids per service: the stride of the per-backend arrays, ≤ MAX_BACKENDS */
+	__u32 pad;
+};
+
 /* flb_nbr value: the MAC of a backend's next hop, written by the loader (neigh.h resolve_from_table). */
 struct nbr_mac {
 	__u8 mac[6];

@@ -7,7 +7,8 @@ import type { HostPort } from "../config/types.ts";
 import { UserError } from "../errors.ts";
 
 export interface AdminSource {
-  metrics(): string;
+  /** The exposition; may be rendered in slices (10,000 backends) so other requests are answered meanwhile. */
+  metrics(): string | Promise<string>;
   status(): unknown;
 }
 
@@ -75,14 +76,14 @@ export class AdminServer {
     }
   }
 
-  private handle(req: Request): Response {
+  private async handle(req: Request): Promise<Response> {
     const path = pathOf(req.url);
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (path) {
       case "/metrics":
-        return new Response(this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+        return new Response(await this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
       case "/status":
-        return Response.json(this.source.status());
+        return Response.json(await this.source.status());
       case "/healthz":
         return new Response("ok\n");
       default:

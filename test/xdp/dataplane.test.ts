@@ -10,9 +10,11 @@ import { Logger } from "../../src/control/log.ts";
 import { Service } from "../../src/control/service.ts";
 import { XdpDataPlane } from "../../src/dataplane/xdp/plane.ts";
 import { XdpError } from "../../src/dataplane/xdp/errors.ts";
-import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
+import { capacityFor, mapSizes } from "../../src/dataplane/xdp/capacity.ts";
+import { CFG_FLAGS, MAPS, ipv4ToU32, u32ToIpv4, type MapKey } from "../../src/dataplane/xdp/layout.ts";
+import { clientHash } from "../../src/control/algorithms/hash.ts";
 import * as ffi from "../../src/dataplane/xdp/libbpf.ts";
-import { loadTestProgram } from "./program-test.ts";
+import { TEST_CAPACITY, loadTestProgram } from "./program-test.ts";
 import { CLIENT_MAC, LB_MAC, TCP, mac, parseTcp, tcpPacket } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -37,8 +39,8 @@ ${BACKENDS.map((b) => `      - { address: "${b}:8080" }`).join("\n")}
   );
 }
 
-async function plane(flowTableSize = 65536) {
-  const program = await loadTestProgram({ flowTableSize });
+async function plane(flowTableSize = 65536, capacity = TEST_CAPACITY) {
+  const program = await loadTestProgram({ flowTableSize, capacity });
   const lines: string[] = [];
   const log = new Logger("debug", (l) => void lines.push(l));
   const cfg = config(80);
@@ -48,6 +50,13 @@ async function plane(flowTableSize = 65536) {
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
   for (let i = 0; i < 256; i++) program.setNeighbour(ipv4ToU32(`10.0.1.${i}`), mac(CLIENT_MAC));
   return { p, program, cfg, lines };
+}
+
+/** The config's Services with their first plans built (a new Service picks nothing until then). */
+async function built(cfg: ReturnType<typeof config>): Promise<Service[]> {
+  const services = cfg.services.map((c) => new Service(c));
+  await Promise.all(services.map((s) => s.settled()));
+  return services;
 }
 
 let port = 20000;
@@ -60,7 +69,7 @@ if (bpfSuiteEnabled("xdp data plane")) {
     let services: Service[];
     beforeAll(async () => {
       env = await plane();
-      services = env.cfg.services.map((c) => new Service(c));
+      services = await built(env.cfg);
       await env.p.apply(env.cfg, services.map((service, i) => ({ config: env.cfg.services[i]!, service })));
     });
     afterAll(() => env?.p.close());
@@ -84,8 +93,8 @@ if (bpfSuiteEnabled("xdp data plane")) {
       s.rebuild();
     });
 
-    test("refreshStats fills the Service and Backend counters", () => {
-      env.p.refreshStats();
+    test("refreshStats fills the Service and Backend counters", async () => {
+      await env.p.refreshStats();
       const s = services[0]!;
       expect(s.stats.total).toBe(15);
       expect(s.stats.active).toBe(15);
@@ -98,14 +107,14 @@ if (bpfSuiteEnabled("xdp data plane")) {
       const r = await env.p.sweep(ffi.monotonicSeconds() + 301);
       expect(r?.expired).toBe(15);
       expect(env.program.flowCounts()).toEqual({ fwd: 0, rev: 0 });
-      env.p.refreshStats();
+      await env.p.refreshStats();
       expect(services[0]!.stats.active).toBe(0);
       expect(services[0]!.stats.total).toBe(15);
     });
 
     test("least_connections sees the swept counts", async () => {
       const cfg = config(80, "least_connections");
-      services = cfg.services.map((c) => new Service(c));
+      services = await built(cfg);
       await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       // 3 flows spread one per backend, then expire them all: the next three picks go 0, 1, 2 again.
       const first = Array.from({ length: 3 }, () => backendOf(env.program.run(syn()).data));
@@ -156,13 +165,13 @@ services:
     backends: [{ address: "10.0.0.23:8080" }]
 `;
       const cfg = parseConfig(text, "two.yaml");
-      const services = cfg.services.map((c) => new Service(c));
+      const services = await built(cfg);
       await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       const to80 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(80)).data));
       const to90 = Array.from({ length: 4 }, () => backendOf(env.program.run(syn(90)).data));
       expect(to80).toEqual([0, 1, 0, 1]);
       expect(to90).toEqual([2, 2, 2, 2]);
-      env.p.refreshStats();
+      await env.p.refreshStats();
       expect(services.map((s) => s.stats.total)).toEqual([4, 4]);
     } finally {
       env.p.close();
@@ -173,7 +182,7 @@ services:
     const env = await plane(1024);
     try {
       const cfg = config(80, "least_connections");
-      const services = cfg.services.map((c) => new Service(c));
+      const services = await built(cfg);
       await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       for (let i = 0; i < 1500; i++) expect(env.program.run(syn()).retval).toBe(XDP_TX);
       const raw = [0, 1, 2].reduce((n, id) => n + env.program.backendActiveRaw(0, id), 0);
@@ -192,7 +201,7 @@ services:
     const env = await plane();
     try {
       const cfg = config(80);
-      const services = cfg.services.map((c) => new Service(c));
+      const services = await built(cfg);
       await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
       const writePlan = env.program.writePlan;
       env.program.writePlan = () => {
@@ -209,6 +218,70 @@ services:
       } finally {
         env.program.writePlan = writePlan;
       }
+    } finally {
+      env.p.close();
+    }
+  });
+
+  test("the maps are sized from the config at load time; a reload they cannot hold is refused and the old config keeps serving", async () => {
+    const cfg = config(80);
+    const capacity = { ...capacityFor(cfg.services), neighbours: TEST_CAPACITY.neighbours };
+    expect(capacity).toMatchObject({ services: 16, backends: 64 });
+    const env = await plane(4096, capacity);
+    try {
+      const services = await built(cfg);
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
+      const loaded = Object.fromEntries(env.program.mapMemory().map((m) => [m.name, m.maxEntries]));
+      const wanted = Object.entries(mapSizes(capacity, 4096)).map(([k, n]) => [MAPS[k as MapKey].name, n]);
+      expect(wanted.map(([name]) => [name, loaded[name!]])).toEqual(wanted);
+      expect(env.program.mapMemory().every((m) => m.bytes > 0)).toBe(true);
+      // What /status shows (xdp_maps) and /metrics (featherlb_xdp_map_bytes).
+      const shown = env.p.maps();
+      expect(shown.capacity).toEqual({ ...capacity });
+      expect(shown.bytes).toBe(shown.maps.reduce((n, m) => n + m.bytes, 0));
+      expect(shown.maps.map((m) => m.name).sort()).toEqual(Object.values(MAPS).map((m) => m.name).sort());
+
+      const ports = Array.from({ length: 17 }, (_, i) => 80 + i);
+      const many = parseConfig(
+        `mode: xdp\nxdp: { snat_ports: "40000-49999" }\nservices:\n${ports.map((p) => `  - { name: s${p}, listen: "10.0.0.1:${p}", backends: [{ address: "10.0.0.21:8080" }] }`).join("\n")}\n`,
+        "many.yaml",
+      );
+      const next = await built(many);
+      await expect(env.p.apply(many, next.map((service, i) => ({ config: many.services[i]!, service })))).rejects.toMatchObject({
+        name: "UserError",
+        code: "config",
+        message: expect.stringContaining("sized at start for 16 services and this config has 17; restart featherlb"),
+      });
+      expect(backendOf(env.program.run(syn(80)).data)).toBeGreaterThanOrEqual(0);
+      expect(env.program.run(syn(81)).retval).toBe(XDP_PASS);
+    } finally {
+      env.p.close();
+    }
+  });
+
+  test("a health flip writes only the Maglev slots that changed (the live plan again: none)", async () => {
+    const env = await plane();
+    try {
+      const cfg = config(80, "maglev");
+      const services = await built(cfg);
+      await env.p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
+      const s = services[0]!;
+      const written = () => env.lines.map((l) => JSON.parse(l)).filter((j) => j.msg === "xdp plan written").map((j) => j.slots_written as number);
+      const flip = (id: number, health: "up" | "down") => {
+        s.backends.get(id)!.health = health;
+        s.rebuild();
+        for (let i = 0; i < 30; i++) {
+          const src = `10.0.1.${i}`;
+          const r = env.program.run(syn(80, src));
+          expect(backendOf(r.data)).toBe(s.picker.pick({ clientHash: clientHash(src) }));
+        }
+      };
+      flip(1, "down"); // into the other buffer, empty so far: all of it
+      flip(1, "up"); // back into the first buffer, which holds this very table: nothing to write
+      flip(2, "down"); // the buffer of "1 down": only the slots of 1 and 2 differ
+      expect(written()).toEqual([65537, 65537, 0, expect.any(Number)]);
+      expect(written()[3]).toBeGreaterThan(0);
+      expect(written()[3]).toBeLessThan(65537 * 0.8);
     } finally {
       env.p.close();
     }

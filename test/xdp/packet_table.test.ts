@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { clientHash } from "../../src/control/algorithms/hash.ts";
 import { Picker } from "../../src/control/algorithms/picker.ts";
-import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
+import { CFG_FLAGS, FLOW_KEY, FLOW_STATE, MAX_BACKENDS, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
 import { XdpError } from "../../src/dataplane/xdp/errors.ts";
 import { EINVAL } from "../../src/dataplane/xdp/libbpf.ts";
-import { loadTestProgram, type TestProgram } from "./program-test.ts";
+import { TEST_CAPACITY, loadTestProgram, type TestProgram } from "./program-test.ts";
 import {
   CLIENT_MAC,
   ETH_P_8021Q,
@@ -576,6 +576,35 @@ if (bpfSuiteEnabled("xdp packet table")) {
       const d = client(12000, TCP.ACK, { seq: 1001, ack: 1 });
       row(tcpPacket(d), XDP_TX, toBackend(d, be, snat));
       expect(pick()).not.toBe(be);
+    });
+  });
+
+  describe("the largest service (MAX_BACKENDS members; maps sized at load time)", () => {
+    test(`least_connections over ${MAX_BACKENDS} members finds the least loaded one, the last included; maglev over them too`, async () => {
+      const big = await loadTestProgram({ flowTableSize: 65536, capacity: { ...TEST_CAPACITY, backends: MAX_BACKENDS, slots: 1 << 20 } });
+      try {
+        setupProgram(big);
+        // Every member on one of the three backend addresses (so each has a neighbour entry); ids 0 … 4095.
+        for (let id = 0; id < MAX_BACKENDS; id++) big.setBackend(0, id, ipv4ToU32(BACKENDS[id % 3]!), BE_PORT + id);
+        const all = Array.from({ length: MAX_BACKENDS }, (_, id) => ({ id, weight: 1, key: `m${id}` }));
+        big.writePlan(0, ALGORITHMS.least_connections.plan(all, { maglevTableSize: 65537 }));
+        for (const least of [MAX_BACKENDS - 1, 1234]) {
+          for (let id = 0; id < MAX_BACKENDS; id++) big.setBackendActive(0, id, id === least ? 0 : 5);
+          const r = big.run(tcpPacket(client(13000 + least, TCP.SYN)));
+          expect(r.retval).toBe(XDP_TX);
+          expect(parseTcp(r.data).dport).toBe(BE_PORT + least);
+        }
+        const plan = ALGORITHMS.maglev.plan(all, { maglevTableSize: 409_609 });
+        big.writePlan(0, plan);
+        const picker = new Picker(plan, { active: () => 0 });
+        for (let i = 0; i < 50; i++) {
+          const src = `10.0.1.${i}`;
+          const r = big.run(tcpPacket({ src, dst: VIP, sport: 14000 + i, dport: VPORT, flags: TCP.SYN }));
+          expect(parseTcp(r.data).dport).toBe(BE_PORT + picker.pick({ clientHash: clientHash(src) }));
+        }
+      } finally {
+        big.close();
+      }
     });
   });
 

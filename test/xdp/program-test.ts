@@ -2,7 +2,8 @@
  * What only the tests need of a loaded XDP program, on top of what the data plane uses (program.ts):
  * run a packet (BPF_PROG_TEST_RUN), count and read flow entries, set a backend's active gauge.
  */
-import { FLOW_KEY, backendKey } from "../../src/dataplane/xdp/layout.ts";
+import { MIN_CAPACITY } from "../../src/dataplane/xdp/capacity.ts";
+import { FLOW_KEY } from "../../src/dataplane/xdp/layout.ts";
 import { testRun, type TestRunResult } from "../../src/dataplane/xdp/libbpf.ts";
 import { loadObject, wrap, type LoadOptions } from "../../src/dataplane/xdp/loader.ts";
 import { XdpProgram } from "../../src/dataplane/xdp/program.ts";
@@ -15,7 +16,7 @@ export class TestProgram extends XdpProgram {
 
   /** Set the gauge (emulate load for least/two_choices). */
   setBackendActive(svc: number, id: number, n: number): void {
-    this.maps.beActive.update(backendKey(svc, id), n);
+    this.maps.beActive.update(this.backendKey(svc, id), n);
   }
 
   /** Entries in the forward and reverse flow tables (walks the keys: O(n)). */
@@ -39,7 +40,11 @@ export class TestProgram extends XdpProgram {
   }
 }
 
+/** The tests' default sizes: the smallest, with room in flb_nbr for the clients' MACs too (CFG_STATIC_NEIGH). */
+export const TEST_CAPACITY = { ...MIN_CAPACITY, neighbours: 1024 };
+
 /** loader.ts loadProgram, with the test-only methods. */
 export async function loadTestProgram(options: LoadOptions): Promise<TestProgram> {
-  return wrap(await loadObject(options), (obj) => new TestProgram(obj));
+  const capacity = options.capacity ?? TEST_CAPACITY;
+  return wrap(await loadObject({ ...options, capacity }), (obj) => new TestProgram(obj, capacity));
 }

@@ -17,7 +17,7 @@ import type { Logger } from "../../control/log.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
 import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types.ts";
-import { raiseBacklog } from "./backlog.ts";
+import { raiseBacklogs } from "./backlog.ts";
 import { Connector } from "./connect.ts";
 import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
 import { decodeHeader } from "./proxyproto.ts";
@@ -104,6 +104,7 @@ export class ProxyDataPlane implements DataPlane {
       abort();
       throw err;
     }
+    this.raiseBacklogs(fresh);
     return {
       commit: () => {
         for (const binding of leaving) {
@@ -132,7 +133,20 @@ export class ProxyDataPlane implements DataPlane {
       // Forgotten, so the next reload binds it again.
       this.bindings.delete(b.address);
       this.log.error("a listener given up for a reload that failed could not be bound again", { address: b.address, error: (err as Error).message });
+      return;
     }
+    this.raiseBacklogs([this.bindings.get(b.address)!]);
+  }
+
+  /** Raise the accept backlog of new listeners from Bun's 512 (backlog.ts), one descriptor walk for all. */
+  private raiseBacklogs(bindings: readonly Binding[]): void {
+    if (process.platform !== "linux" || bindings.length === 0) return;
+    const raised = raiseBacklogs(bindings.map((b) => ({ host: b.listen.host, port: b.listener.port })));
+    bindings.forEach((b, i) => {
+      const r = raised[i]!;
+      if ("error" in r) this.log.warn("accept backlog left at Bun's 512", { address: b.address, reason: r.error });
+      else this.log.debug("accept backlog raised", { address: b.address, backlog: r.backlog });
+    });
   }
 
   private bind(address: string, listen: HostPort, service: Service): Binding {
@@ -146,11 +160,6 @@ export class ProxyDataPlane implements DataPlane {
       });
     } catch (err) {
       throw listenError(err as { code?: string }, address, service.name);
-    }
-    if (process.platform === "linux") {
-      const raised = raiseBacklog(listen.host, binding.listener.port);
-      if ("error" in raised) this.log.warn("accept backlog left at Bun's 512", { address, reason: raised.error });
-      else this.log.debug("accept backlog raised", { address, backlog: raised.backlog });
     }
     return binding;
   }

@@ -255,10 +255,17 @@ export class HostState {
     };
   }
 
-  /** Note a neighbour entry as ours (netif.manageNeighbour made or found it with our tag). */
+  /** Note a neighbour entry as ours (netif.manageNeighbours made or found it with our tag). */
   ownNeighbour(n: Neighbour): void {
-    if (this.record.neighbours.some((o) => o.dev === n.dev && o.dst === n.dst)) return;
-    this.record.neighbours.push(n);
+    this.ownNeighbours([n]);
+  }
+
+  /** Note neighbour entries as ours, with one write of the record for the lot. */
+  ownNeighbours(list: readonly Neighbour[]): void {
+    const known = new Set(this.record.neighbours.map(key));
+    const added = list.filter((n) => !known.has(key(n)) && known.add(key(n)));
+    if (added.length === 0) return;
+    this.record.neighbours.push(...added);
     this.save();
   }
 
@@ -267,9 +274,15 @@ export class HostState {
     return [...this.record.neighbours];
   }
 
-  /** Note that a neighbour entry is gone (netif.releaseNeighbour removed it). */
+  /** Note that a neighbour entry is gone (netif.releaseNeighbours removed it). */
   forgetNeighbour(n: Neighbour): void {
-    this.record.neighbours = this.record.neighbours.filter((o) => o.dev !== n.dev || o.dst !== n.dst);
+    this.forgetNeighbours([n]);
+  }
+
+  /** Note that neighbour entries are gone, with one write of the record for the lot. */
+  forgetNeighbours(list: readonly Neighbour[]): void {
+    const gone = new Set(list.map(key));
+    this.record.neighbours = this.record.neighbours.filter((o) => !gone.has(key(o)));
     this.save();
   }
 
@@ -316,6 +329,8 @@ export class HostState {
     this.path = undefined;
   }
 }
+
+const key = (n: Neighbour) => `${n.dev} ${n.dst}`;
 
 /** `op` on net.ipv4.ip_local_reserved_ports, its failure (an fs error) as XdpError("host"). */
 function sysctlOp<T>(what: "read" | "write", op: () => T): T {

@@ -11,6 +11,7 @@ import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
+import { capacityFor } from "./capacity.ts";
 import { HostState } from "./hoststate.ts";
 import type { XdpLink } from "./loader.ts";
 import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
@@ -61,7 +62,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
 
   let program: XdpProgram;
   try {
-    program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size });
+    program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size, capacity: capacityFor(serving) });
   } catch (err) {
     throw loader.loadError(err);
   }
@@ -79,7 +80,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     throw err;
   }
   const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log, host);
-  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size });
+  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size, capacity: program.capacity });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.
     log.info("IPv4 forwarding is off on the interface: backend next hops come from featherlb's neighbour table (main routing table + ARP cache, re-read every second)", { interface: ifname });

@@ -7,7 +7,7 @@
  * that differs, fails `make test` instead of corrupting maps.
  */
 
-import { MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_SIZE } from "../../config/limits.ts";
+import { MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_MAX } from "../../config/limits.ts";
 import type { PlanKind } from "../../control/algorithms/types.ts";
 import { XdpError } from "./errors.ts";
 import { Struct, be16, be32, bytes, cEnum, u16, u32, u64, type AnyCType } from "./struct.ts";
@@ -60,15 +60,20 @@ export const CONFIG = new Struct("flb_config", { snat_first: u16, snat_last: u16
 
 export const NBR_MAC = new Struct("nbr_mac", { mac, pad: u16 });
 
+/** The load-time sizes in .rodata (maps.h flb_sizes), written by the loader at RODATA_SIZES_OFFSET. */
+export const SIZES = new Struct("flb_sizes", { backends: u32, pad: u32 });
+/** Where flb_sizes is in the object's .rodata: the only variable there (layout.test.ts checks). */
+export const RODATA_SIZES_OFFSET = 0;
+
 /** Every struct of bpf/structs.h, for the layout test (it also fails on a struct BTF has and this lacks). */
-export const STRUCTS = [FLOW_KEY, NEXT_HOP, FLOW_FWD, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, NBR_MAC];
+export const STRUCTS = [FLOW_KEY, NEXT_HOP, FLOW_FWD, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, NBR_MAC, SIZES];
 
 // ---- enums (bpf/consts.h enum flb_*) ----
 
-// The map sizes are part of the config contract (a config that asks for more is refused when it is
-// loaded), so src/config/limits.ts defines them; enum flb_limit must hold the same values.
-export { FLOW_TABLE_SIZES, MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_SIZE } from "../../config/limits.ts";
-export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_SIZE } as const;
+// The largest map sizes are part of the config contract (a config that asks for more is refused when
+// it is loaded), so src/config/limits.ts defines them; enum flb_limit must hold the same values.
+export { FLOW_TABLE_SIZES, MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_MAX } from "../../config/limits.ts";
+export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_MAX } as const;
 
 /** PlanKind → enum flb_plan_kind (PLAN_*). */
 export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 };
@@ -152,13 +157,22 @@ export type Maps = typeof MAPS;
 export type MapKey = keyof Maps;
 
 // The keys of the per-service arrays: bpf/maps.h backend_key, plan_key and member_key are their C twins.
+// `backends` is the stride the maps were sized with (flb_sizes.backends, capacity.ts).
 
-/** flb_backends, flb_be_active, flb_be_adj, flb_be_stats: backend `id` of service `svc`. */
-export const backendKey = (svc: number, id: number): number => svc * MAX_BACKENDS + id;
+/** The keys of one loaded program, whose per-backend arrays have `backends` ids per service. */
+export class Keys {
+  constructor(readonly backends: number) {}
+  /** flb_backends, flb_be_active, flb_be_adj, flb_be_stats: backend `id` of service `svc`. */
+  backend(svc: number, id: number): number {
+    return svc * this.backends + id;
+  }
+  /** flb_members: member `i` of plan table `plan` (a planKey). */
+  member(plan: number, i: number): number {
+    return plan * this.backends + i;
+  }
+}
 /** flb_plans: plan table `buffer` (0 … PLAN_BUFFERS-1) of service `svc`. */
 export const planKey = (svc: number, buffer: number): number => svc * PLAN_BUFFERS + buffer;
-/** flb_members: member `i` of plan table `plan` (a planKey). */
-export const memberKey = (plan: number, i: number): number => plan * MAX_BACKENDS + i;
 
 /** The XDP program's function name in bpf/featherlb.bpf.c. */
 export const PROGRAM_NAME = "featherlb";

@@ -7,8 +7,9 @@ import objectPath from "../../../build/bpf/featherlb.bpf.o" with { type: "file" 
 import type { AttachMode } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
+import { MIN_CAPACITY, mapSizes, type Capacity } from "./capacity.ts";
 import { isXdpError } from "./errors.ts";
-import { CFG_FLAGS, MAPS } from "./layout.ts";
+import { CFG_FLAGS, MAPS, RODATA_SIZES_OFFSET, SIZES, type MapKey } from "./layout.ts";
 import { readFileSync } from "node:fs";
 import { BpfObject, EACCES, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
 import { isVeth } from "./netif.ts";
@@ -17,19 +18,27 @@ import { XdpProgram } from "./program.ts";
 export interface LoadOptions {
   /** Entries per flow table (xdp.flow_table_size). */
   flowTableSize: number;
+  /** The sizes of the other maps (capacity.ts capacityFor(config)); default MIN_CAPACITY. */
+  capacity?: Capacity;
 }
 
-/** Open the embedded object, size the flow tables, load (verify). Throws XdpError("bpf") with the verifier's log. */
+/** Open the embedded object, size its maps, load (verify). Throws XdpError("bpf") with the verifier's log. */
 export async function loadProgram(options: LoadOptions): Promise<XdpProgram> {
-  return wrap(await loadObject(options), (obj) => new XdpProgram(obj));
+  const capacity = options.capacity ?? MIN_CAPACITY;
+  return wrap(await loadObject(options), (obj) => new XdpProgram(obj, capacity));
 }
 
-/** loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it too). */
+/**
+ * loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it
+ * too). Every sized map gets its max_entries, and flb_sizes (.rodata) the per-backend stride, before
+ * load: array maps cannot be resized afterwards.
+ */
 export async function loadObject(options: LoadOptions): Promise<BpfObject> {
+  const capacity = options.capacity ?? MIN_CAPACITY;
   const image = new Uint8Array(await Bun.file(objectPath).arrayBuffer());
   return wrap(BpfObject.open(image), (obj) => {
-    obj.setMaxEntries(MAPS.fwd.name, options.flowTableSize);
-    obj.setMaxEntries(MAPS.rev.name, options.flowTableSize);
+    for (const [key, entries] of Object.entries(mapSizes(capacity, options.flowTableSize))) obj.setMaxEntries(MAPS[key as MapKey].name, entries);
+    obj.writeRodata(RODATA_SIZES_OFFSET, SIZES.encode({ backends: capacity.backends, pad: 0 }));
     obj.load();
     return obj;
   });
@@ -58,7 +67,7 @@ export function loadError(err: unknown): UserError {
       return new UserError("permission", `loading the XDP program needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON${which}; run featherlb as root, grant those capabilities, or use mode: proxy.`);
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.17 with BTF, or use mode: proxy.`);
   }
   return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }

@@ -9,9 +9,11 @@ import type { Logger } from "../../control/log.ts";
 import type { Backend } from "../../control/backend.ts";
 import type { Service } from "../../control/service.ts";
 import { UserError } from "../../errors.ts";
-import type { DataPlane, ServicePair } from "../types.ts";
+import type { DataPlane, PlaneMaps, ServicePair } from "../types.ts";
+import { slicer } from "../../slice.ts";
 import { isXdpError } from "./errors.ts";
-import { CFG_FLAGS, backendKey, ipv4ToU32 } from "./layout.ts";
+import { overflow } from "./capacity.ts";
+import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
 import { HostState } from "./hoststate.ts";
 import type { AttachedMode, XdpLink } from "./loader.ts";
 import { BackendNeighbours } from "./neighbours.ts";
@@ -38,6 +40,8 @@ interface Mirrored {
   unsubscribe: () => void;
   /** Which Backend object owns each id slot, to reset counters when an id is reused. */
   slots: Map<number, Backend>;
+  /** What flb_backends holds for each id ("ip:port", "" when cleared): unchanged entries are not rewritten. */
+  written: Map<number, string>;
 }
 
 /** The per-CPU map sums that services and backends share, into the Counters /metrics reads. */
@@ -103,16 +107,19 @@ export class XdpDataPlane implements DataPlane {
       }
       const result = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now);
       if (this.closed) return result;
+      const snapshot = await this.program.backendSnapshot(slicer());
+      const adjust = new Map<number, number>();
       for (const { index, slots } of this.mirrored.values()) {
         for (const id of slots.keys()) {
-          const raw = this.program.backendActiveRaw(index, id);
-          this.program.setBackendAdjust(index, id, raw - (result.open.get(backendKey(index, id)) ?? 0));
+          const key = this.program.keys.backend(index, id);
+          adjust.set(key, snapshot.activeRaw(index, id) - (result.open.get(key) ?? 0));
         }
       }
+      this.program.setBackendAdjusts(adjust);
       if (result.deleted) this.log.debug("xdp flows expired", { idle: result.expired, closed: result.deleted - result.expired });
       // Keep Backend.stats.active current even when nobody scrapes /metrics: the runtime removes a
       // drained backend once it reads 0 there.
-      this.refreshStats();
+      await this.refreshStats();
       return result;
     } finally {
       this.sweeping = false;
@@ -124,6 +131,9 @@ export class XdpDataPlane implements DataPlane {
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config, services.map((p) => p.config));
     if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
+    // The maps were sized for the config at start (capacity.ts): a reload must fit them.
+    const full = overflow(this.program.capacity, services.map((p) => p.config), (i) => services[i]!.service.backendsAfter(services[i]!.config));
+    if (full) throw new UserError("config", inFile(config, `${full}.`));
     this.checkXdpChanges(config);
     this.config = config;
 
@@ -146,14 +156,18 @@ export class XdpDataPlane implements DataPlane {
     }
 
     const used = new Set([...this.mirrored.values()].map((m) => m.index));
+    // 10,000 backends to compare with what the maps hold: one service per step, in slices.
+    const pause = slicer();
     for (const [key, { service, listen }] of wanted) {
+      await pause();
+      if (this.closed) return;
       let m = this.mirrored.get(key);
       if (!m) {
         let index = 0;
         while (used.has(index)) index++;
         used.add(index);
         this.program.resetServiceCounters(index);
-        m = { index, service, listen, unsubscribe: () => {}, slots: new Map() };
+        m = { index, service, listen, unsubscribe: () => {}, slots: new Map(), written: new Map() };
         this.mirrored.set(key, m);
       }
       // Re-subscribe on every apply: a reload may hand us a new Service object for the same address.
@@ -170,6 +184,8 @@ export class XdpDataPlane implements DataPlane {
       this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
     }
     this.neighbours.changed();
+    // The backends' managed neighbour entries are made (in slices) before the config counts as applied.
+    await this.neighbours.settled();
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
   }
 
@@ -182,14 +198,20 @@ export class XdpDataPlane implements DataPlane {
   private write(m: Mirrored): void {
     if (this.closed) return;
     const { service, index } = m;
+    let moved = false;
     for (const [id, backend] of service.backends) {
       if (m.slots.get(id) !== backend) {
         this.program.resetBackendCounters(index, id);
         m.slots.set(id, backend);
+        m.written.delete(id);
       }
-      if (backend.ip && IPV4.test(backend.ip)) {
-        this.neighbours.keepResolved(backend.ip);
-        this.program.setBackend(index, id, ipv4ToU32(backend.ip), backend.config.port);
+      const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
+      const entry = v4 ? `${backend.ip}:${backend.config.port}` : "";
+      if (m.written.get(id) === entry) continue;
+      moved = true;
+      if (v4) {
+        this.neighbours.keepResolved(backend.ip!);
+        this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port);
       } else {
         this.program.clearBackend(index, id);
         if (backend.ip && !this.warnedV6.has(backend.key)) {
@@ -197,21 +219,23 @@ export class XdpDataPlane implements DataPlane {
           this.log.warn("xdp balances IPv4 backends only; this backend gets no new flows", { service: service.name, backend: backend.key });
         }
       }
+      m.written.set(id, entry);
     }
     for (const id of m.slots.keys()) {
       if (service.backends.has(id)) continue;
       this.program.clearBackend(index, id);
       m.slots.delete(id);
+      m.written.delete(id);
     }
-    if (this.neighbours.started) {
-      // A plan event may carry a new backend address (DNS): resolve it now, not at the next tick.
+    if (moved && this.neighbours.started) {
+      // A new backend or address (DNS): resolve its next hop soon, not at the next refresh.
       this.neighbours.changed();
     }
     try {
       const plan = service.picker.plan;
-      this.program.writePlan(index, plan);
+      const written = this.program.writePlan(index, plan);
       // Once per plan change (health flips, reloads): says when the kernel tables changed.
-      this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length });
+      this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length, slots_written: written });
     } catch (err) {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
       if (isXdpError(err, "plan_too_large")) throw err;
@@ -241,7 +265,12 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
-  refreshStats(): void {
+  async refreshStats(): Promise<void> {
+    if (this.closed) return;
+    // Every backend's counters in batch lookups, and their copying, in slices (10,000 backends).
+    const pause = slicer();
+    const snapshot = await this.program.backendSnapshot(pause);
+    if (this.closed) return;
     for (const { service, index } of this.mirrored.values()) {
       const s = this.program.serviceCounters(index);
       const st = service.stats;
@@ -252,16 +281,22 @@ export class XdpDataPlane implements DataPlane {
       let active = 0;
       for (const [id, backend] of service.backends) {
         const bs = backend.stats;
-        copyTraffic(bs, this.program.backendCounters(index, id));
-        bs.active = this.program.backendActive(index, id);
+        copyTraffic(bs, snapshot.counters(index, id));
+        bs.active = snapshot.active(index, id);
         active += bs.active;
       }
       st.active = active;
+      await pause();
     }
   }
 
   packetReasons(): Readonly<Record<string, number>> {
     return this.program.reasons();
+  }
+
+  maps(): PlaneMaps {
+    const maps = this.program.mapMemory().map((m) => ({ name: m.name, max_entries: m.maxEntries, bytes: m.bytes }));
+    return { capacity: { ...this.program.capacity }, maps, bytes: maps.reduce((n, m) => n + m.bytes, 0) };
   }
 
   /** Stop new flows (their SYNs go to the kernel, which resets them); wait for open flows to close. */
@@ -270,7 +305,7 @@ export class XdpDataPlane implements DataPlane {
     const cfg = this.program.readConfig();
     this.program.writeConfig({ ...cfg, flags: cfg.flags | CFG_FLAGS.DRAINING });
     while (Date.now() < deadline) {
-      this.refreshStats();
+      await this.refreshStats();
       const open = [...this.mirrored.values()].reduce((n, m) => n + m.service.stats.active, 0);
       if (open === 0) return;
       await Bun.sleep(Math.min(250, Math.max(0, deadline - Date.now())));
