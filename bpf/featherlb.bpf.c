@@ -6,10 +6,10 @@
  *   backend → LB:  be:bp → vip:snat   becomes   vip:vp → c:cp       (reverse table)
  *
  * Everything else (ARP, IPv6, VLAN, non-TCP, fragments, IP options, the LB's own traffic) is passed to
- * the kernel untouched. This file only composes the headers:
- *   consts.h structs.h maps.h config.h counters.h (data)   parsing.h csum.h rewrite.h (packet)
+ * the kernel untouched; a service SYN never is (answer.h). This file only composes the headers:
+ *   consts.h structs.h maps.h config.h counters.h (data)   parsing.h csum.h rewrite.h answer.h (packet)
  *   hash.h select.h (plan interpreter)   neigh.h (next hop)   flow.h (flow state)   snat.h (SNAT ports)
- *   tsmod.h (TCP timestamp modulation).
+ *   tcpopt.h tsmod.h (TCP options, timestamp modulation).
  */
 #include <linux/bpf.h>
 #include <linux/errno.h>
@@ -22,80 +22,172 @@
 #include "parsing.h"
 #include "csum.h"
 #include "rewrite.h"
+#include "answer.h"
 #include "hash.h"
 #include "select.h"
 #include "neigh.h"
 #include "flow.h"
 #include "snat.h"
+#include "tcpopt.h"
 #include "tsmod.h"
 
+/** A next-hop failure of a packet of an existing flow: dropped (the sender retransmits; passing it would
+ * make the kernel reset a connection it does not know). */
+static __always_inline int hop_failed(__u32 svc, int rc)
+{
+	return svc_drop(svc, rc == NH_NO_NEIGH ? REASON_NO_NEIGH : REASON_FIB_FAIL);
+}
+
 /**
- * A SYN for no known flow: pick a backend, claim a SNAT port, record both directions. Returns the action
- * for the packet, or FLB_GO_ON when another CPU recorded this 4-tuple first (two copies of one SYN in
- * flight at once): the caller then carries the packet along that flow.
+ * A SYN for no known flow: pick a backend, claim a SNAT port, record the handshake (flb_syn_fwd,
+ * flb_syn_rev). Returns the action for the packet, or FLB_GO_ON when another CPU recorded this 4-tuple
+ * first (two copies of one SYN in flight at once): the caller then carries the packet along that flow.
+ * Every SYN ends here, in XDP: transmitted to a backend, answered with an RST, or dropped (answer.h).
  */
 static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-				    const struct flow_key *fk, const struct svc_val *svc)
+				    const struct flow_key *fk, __u32 s)
 {
-	__u32 s = svc->index;
 	if (cfg_draining(cfg))
-		return pass(REASON_DRAINING);
+		return answer_rst(ctx, p, s, REASON_DRAINING);
 
 	int id = pick_backend(s, client_hash(fk->saddr));
-	if (id < 0 || id >= MAX_BACKENDS) {
-		struct flb_counters *c = svc_counters(s);
-		if (c)
-			c->no_backend += 1;
-		return pass(REASON_NO_BACKEND);
-	}
+	if (id < 0 || id >= MAX_BACKENDS)
+		return answer_rst(ctx, p, s, REASON_NO_BACKEND);
 	__u32 bk = backend_key(s, id);
 	struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
 	if (!be || !(be->flags & BACKEND_PRESENT))
-		return pass(REASON_NO_BACKEND);
+		return answer_rst(ctx, p, s, REASON_NO_BACKEND);
 	__be32 be_addr = be->addr;
 	__be16 be_port = be->port;
+	__u32 gen = be->gen;
 
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
 	struct next_hop out = {};
-	int action = resolve_l2(ctx, cfg, fk->daddr, be_addr, NULL, NULL, &out);
-	if (action >= 0)
-		return action;
+	int rc = resolve_l2(ctx, cfg, fk->daddr, be_addr, NULL, NULL, &out);
+	if (rc == NH_NO_NEIGH)
+		return svc_drop(s, REASON_NO_NEIGH); /* the managed neighbour entry resolves it; the client retransmits */
+	if (rc != FLB_GO_ON)
+		return answer_rst(ctx, p, s, REASON_FIB_FAIL);
 
-	__be16 snat = alloc_snat_port(cfg, fk, be_addr, be_port);
-	if (!snat) {
-		struct flb_counters *c = svc_counters(s);
-		if (c)
-			c->snat_fail += 1;
-		return pass(REASON_SNAT_EXHAUSTED);
-	}
 	__u32 now = now_seconds();
 	out.at = now;
+	struct seg g;
+	seg_of(p, &g);
 	struct flow_fwd f = {
-		.be_addr = be_addr, .be_port = be_port, .snat_port = snat, .svc = s, .backend = id, .state = 0,
+		.id = new_flow_id(), .be_addr = be_addr, .be_port = be_port, .svc = s, .backend = id, .gen = gen,
 		.last_seen = now, .to_backend = out, /* .to_client: resolved by the first reply */
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
+	track_syn(&f, &g, syn_wscale(ctx, p));
 	__u8 *ts = ts_start_flow(ctx, p, &f);
-	/* BPF_NOEXIST: the lookup in from_client and this insert are not atomic, so two CPUs can both get
+
+	f.snat_port = alloc_snat_port(cfg, fk, f.id, be_addr, be_port, bk, now);
+	if (!f.snat_port)
+		return svc_drop(s, REASON_SNAT_EXHAUSTED); /* transient: ports come back within seconds */
+	/* BPF_NOEXIST: the lookups in from_client and this insert are not atomic, so two CPUs can both get
 	 * here for one 4-tuple. Exactly one insert wins; the other gives its SNAT port back and follows the
-	 * winner, so a flow is counted (flows_new, be_active) once and never has two reverse entries. */
-	long err = bpf_map_update_elem(&flb_fwd, fk, &f, BPF_NOEXIST);
+	 * winner, so a 4-tuple never has two handshakes and a port never two owners. */
+	long err = bpf_map_update_elem(&flb_syn_fwd, fk, &f, BPF_NOEXIST);
 	if (err != 0) {
 		struct flow_key rk = {};
 		reverse_key(fk, &f, &rk);
-		bpf_map_delete_elem(&flb_rev, &rk);
+		bpf_map_delete_elem(&flb_syn_rev, &rk); /* ours: claimed a moment ago, nobody takes it (snat.h) */
 		if (err == -EEXIST) {
-			count_reason(REASON_SYN_RACE);
+			count_svc_reason(s, REASON_SYN_RACE);
 			return FLB_GO_ON;
 		}
-		return pass(REASON_SNAT_EXHAUSTED);
+		return svc_drop(s, REASON_SYN_BUSY);
 	}
-	count_flow_open(s, id);
 	count_packet(s, id, DIR_C2B, p->payload);
-	count_reason(REASON_TX_C2B);
+	count_svc_reason(s, REASON_TX_C2B);
 	if (ts)
 		ts_field_add(p->tcph, ts, f.ts_off); /* TSval' = TSval + ts_off */
-	rewrite(p, &out, fk->daddr, snat, be_addr, be_port);
+	rewrite(p, &out, fk->daddr, f.snat_port, be_addr, be_port);
+	return transmit(ctx, &out);
+}
+
+/**
+ * A client packet of an established flow `f` (in flb_fwd under `fk`): rewritten toward its backend if
+ * the flow's reverse entry still names it, after the RST/FIN/ACK rules (track_seq).
+ */
+static __always_inline int established_c2b(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+					   const struct flow_key *fk, struct flow_fwd *f)
+{
+	__u32 svc = f->svc;
+	if (!pair_ok(&flb_rev, fk, f)) {
+		/* The reverse entry was evicted or taken over: the flow cannot be carried any more. Forget it
+		 * and let the kernel answer with an RST, so the client learns at once. */
+		struct flow_fwd old = *f;
+		close_flow(f);
+		forget_flow(fk, &old);
+		return svc_pass(svc, REASON_PAIR_MISMATCH);
+	}
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int rc = next_hop(ctx, cfg, &f->to_backend, now, fk->daddr, f->be_addr, NULL, NULL, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(svc, rc);
+	touch_flow(f, now);
+	enum flb_reason event = REASON_MAX;
+	int verdict = track_seq(f, p, DIR_C2B, &event);
+	if (verdict == TRACK_DROP)
+		return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
+	struct flow_fwd fv = *f;
+	count_packet(svc, fv.backend, DIR_C2B, p->payload);
+	count_svc_reason(svc, REASON_TX_C2B);
+	if (event != REASON_MAX)
+		count_svc_reason(svc, event);
+	if (verdict == TRACK_FORGET)
+		forget_flow(fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_C2B);
+	rewrite(p, &out, fk->daddr, fv.snat_port, fv.be_addr, fv.be_port);
+	return transmit(ctx, &out);
+}
+
+/**
+ * A client packet of handshake `sf` (in flb_syn_fwd under `fk`): a retransmitted SYN goes the same way;
+ * the ACK of the backend's SYN-ACK moves the flow to the established table (promote) and continues as an
+ * established packet; an RST that fits ends it; anything else is dropped (the handshake is not done).
+ */
+static __always_inline int handshake_c2b(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+					 const struct flow_key *fk, struct flow_fwd *sf)
+{
+	__u32 svc = sf->svc;
+	const struct tcphdr *t = p->tcph;
+	struct seg g;
+	seg_of(p, &g);
+	__u32 now = now_seconds();
+
+	if (completes_handshake(sf, t, &g)) {
+		enum flb_reason why = REASON_SYN_BUSY;
+		touch_flow(sf, now);
+		struct flow_fwd *f = promote(fk, sf, now, &why);
+		if (!f)
+			return why == REASON_PAIR_MISMATCH ? svc_pass(svc, why) : svc_drop(svc, why);
+		return established_c2b(ctx, cfg, p, fk, f);
+	}
+	if ((sf->state & (FLOW_DEAD | FLOW_PROMOTING)) || !pair_ok(&flb_syn_rev, fk, sf))
+		return svc_drop(svc, REASON_SYN_BUSY);
+	if (t->rst) {
+		if (!handshake_rst_ok(sf, t, &g, DIR_C2B))
+			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
+	} else if (!tcp_is_syn_only(t)) {
+		return svc_drop(svc, REASON_BAD_HANDSHAKE);
+	} else if (!(sf->state & FLOW_SYNACK) && g.end != sf->c2b.end) {
+		track_syn(sf, &g, sf->c2b.wscale); /* a SYN with a new ISN on this 4-tuple: follow it */
+	}
+	struct next_hop out;
+	int rc = next_hop(ctx, cfg, &sf->to_backend, now, fk->daddr, sf->be_addr, NULL, NULL, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(svc, rc);
+	touch_flow(sf, now);
+	struct flow_fwd fv = *sf;
+	count_packet(svc, fv.backend, DIR_C2B, p->payload);
+	count_svc_reason(svc, REASON_TX_C2B);
+	if (t->rst)
+		forget_handshake(fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_C2B);
+	rewrite(p, &out, fk->daddr, fv.snat_port, fv.be_addr, fv.be_port);
 	return transmit(ctx, &out);
 }
 
@@ -106,75 +198,125 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	struct flow_key fk = {
 		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
 	};
+	__u32 s = svc->index;
+	int syn = tcp_is_syn_only(p->tcph);
 	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	if (f && flow_is_closed(f) && tcp_is_syn_only(p->tcph)) {
+	if (f) {
+		if (!(flow_is_closed(f) && syn))
+			return established_c2b(ctx, cfg, p, &fk, f);
 		/* The client reuses a 4-tuple whose flow has ended: start over. */
 		struct flow_fwd old = *f;
 		forget_flow(&fk, &old);
-		f = NULL;
 	}
-	if (!f) {
-		if (!tcp_is_syn_only(p->tcph))
-			return pass(REASON_NO_FLOW);
-		int action = new_flow(ctx, cfg, p, &fk, svc);
-		if (action >= 0)
-			return action;
-		f = bpf_map_lookup_elem(&flb_fwd, &fk);
-		if (!f)
-			return pass(REASON_NO_FLOW);
+	struct flow_fwd *sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
+	if (sf && !(sf->state & FLOW_DEAD))
+		return handshake_c2b(ctx, cfg, p, &fk, sf);
+	if (!syn)
+		return svc_pass(s, REASON_NO_FLOW);
+	if (sf) {
+		struct flow_fwd old = *sf; /* abandoned and its port taken back: start over */
+		forget_handshake(&fk, &old);
 	}
-
-	__u32 now = now_seconds();
-	struct next_hop out;
-	int action = next_hop(ctx, cfg, &f->to_backend, now, fk.daddr, f->be_addr, NULL, NULL, &out);
+	int action = new_flow(ctx, cfg, p, &fk, s);
 	if (action >= 0)
 		return action;
+	sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
+	if (!sf)
+		return svc_drop(s, REASON_SYN_BUSY);
+	return handshake_c2b(ctx, cfg, p, &fk, sf);
+}
+
+/** A backend packet of an established flow: rewritten back to the client as if from the service. */
+static __always_inline int established_b2c(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+					   const struct flow_key *fk, struct flow_fwd *f)
+{
+	__u32 svc = f->svc;
+	__u8 ours[ETH_ALEN];
+	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
+	__u8 client_mac[ETH_ALEN];
+	__builtin_memcpy(client_mac, f->client_mac, ETH_ALEN);
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int rc = next_hop(ctx, cfg, &f->to_client, now, fk->daddr, fk->saddr, client_mac, ours, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(svc, rc);
 	touch_flow(f, now);
-	int done = track_state(f, p->tcph, DIR_C2B);
+	enum flb_reason event = REASON_MAX;
+	int verdict = track_seq(f, p, DIR_B2C, &event);
+	if (verdict == TRACK_DROP)
+		return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
 	struct flow_fwd fv = *f;
-	count_packet(fv.svc, fv.backend, DIR_C2B, p->payload);
-	count_reason(REASON_TX_C2B);
-	if (done)
-		forget_flow(&fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_C2B);
-	rewrite(p, &out, fk.daddr, fv.snat_port, fv.be_addr, fv.be_port);
+	count_packet(svc, fv.backend, DIR_B2C, p->payload);
+	count_svc_reason(svc, REASON_TX_B2C);
+	if (event != REASON_MAX)
+		count_svc_reason(svc, event);
+	if (verdict == TRACK_FORGET)
+		forget_flow(fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_B2C);
+	/* Back to the client as if it came from the service address. */
+	rewrite(p, &out, fk->daddr, fk->dport, fk->saddr, fk->sport);
 	return transmit(ctx, &out);
 }
 
-/** Backend → LB SNAT port. */
+/** A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits. */
+static __always_inline int handshake_b2c(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+					 const struct flow_key *fk, struct flow_fwd *sf)
+{
+	__u32 svc = sf->svc;
+	const struct tcphdr *t = p->tcph;
+	struct seg g;
+	seg_of(p, &g);
+	if (sf->state & (FLOW_DEAD | FLOW_PROMOTING))
+		return svc_drop(svc, REASON_SYN_BUSY);
+	if (t->rst) {
+		if (!handshake_rst_ok(sf, t, &g, DIR_B2C))
+			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
+	} else if (!(t->syn && t->ack) || track_synack(sf, &g, syn_wscale(ctx, p)) != 0) {
+		return svc_drop(svc, REASON_BAD_HANDSHAKE);
+	}
+	__u8 ours[ETH_ALEN];
+	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
+	__u8 client_mac[ETH_ALEN];
+	__builtin_memcpy(client_mac, sf->client_mac, ETH_ALEN);
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int rc = next_hop(ctx, cfg, &sf->to_client, now, fk->daddr, fk->saddr, client_mac, ours, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(svc, rc);
+	touch_flow(sf, now);
+	struct flow_fwd fv = *sf;
+	count_packet(svc, fv.backend, DIR_B2C, p->payload);
+	count_svc_reason(svc, REASON_TX_B2C);
+	if (t->rst)
+		forget_handshake(fk, &fv);
+	ts_modulate(ctx, p, &fv, DIR_B2C);
+	rewrite(p, &out, fk->daddr, fk->dport, fk->saddr, fk->sport);
+	return transmit(ctx, &out);
+}
+
+/** Backend → LB SNAT port: the established flow that owns the port, else the handshake that does. */
 static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
 {
 	struct flow_key rk = {
 		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
 	};
-	struct flow_key *owner = bpf_map_lookup_elem(&flb_rev, &rk);
-	if (!owner)
-		return pass(REASON_NO_FLOW);
-	struct flow_key fk = *owner;
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	/* A reverse entry whose forward flow was evicted or replaced is stale. */
-	if (!f || f->snat_port != rk.dport || f->be_addr != rk.saddr || f->be_port != rk.sport)
-		return pass(REASON_NO_FLOW);
-
-	struct flow_fwd fv = *f;
-	__u8 ours[ETH_ALEN];
-	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
-	__u32 now = now_seconds();
-	struct next_hop out;
-	int action = next_hop(ctx, cfg, &f->to_client, now, fk.daddr, fk.saddr, fv.client_mac, ours, &out);
-	if (action >= 0)
-		return action;
-	touch_flow(f, now);
-	int done = track_state(f, p->tcph, DIR_B2C);
-	fv.state = f->state;
-	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);
-	count_reason(REASON_TX_B2C);
-	if (done)
-		forget_flow(&fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_B2C);
-	/* Back to the client as if it came from the service address. */
-	rewrite(p, &out, fk.daddr, fk.dport, fk.saddr, fk.sport);
-	return transmit(ctx, &out);
+	struct flow_rev *owner = bpf_map_lookup_elem(&flb_rev, &rk);
+	if (owner) {
+		struct flow_key fk = owner->fwd;
+		__u64 id = owner->id;
+		struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
+		if (f && f->id == id)
+			return established_b2c(ctx, cfg, p, &fk, f);
+	}
+	owner = bpf_map_lookup_elem(&flb_syn_rev, &rk);
+	if (owner) {
+		struct flow_key fk = owner->fwd;
+		__u64 id = owner->id;
+		struct flow_fwd *sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
+		if (sf && sf->id == id)
+			return handshake_b2c(ctx, cfg, p, &fk, sf);
+	}
+	return pass(REASON_NO_FLOW_BACKEND);
 }
 
 SEC("xdp")

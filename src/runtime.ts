@@ -47,7 +47,7 @@ export class Runtime {
     this.admin = new AdminServer({
       metrics: () => {
         this.plane.refreshStats();
-        return renderMetrics(this.info, this.services, this.plane.packetReasons?.());
+        return renderMetrics(this.info, this.services, this.plane.xdpStats?.());
       },
       status: () => {
         this.plane.refreshStats();

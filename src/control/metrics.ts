@@ -17,6 +17,20 @@ export interface RuntimeInfo {
 
 type Labels = Record<string, string>;
 
+/**
+ * What the XDP data plane reports besides the service and backend counters: the program's packet
+ * counts by reason in total, and per service for the reasons counted once a packet's service is known.
+ * `kinds` says what each reason is: an outcome ("pass" to the kernel, "drop", "tx" transmitted; every
+ * packet is counted under exactly one) or an "event" (counted in addition to the packet's outcome).
+ * `entries`: the flow tables' entries per stage as the last sweep left them.
+ */
+export interface XdpStats {
+  total: Readonly<Record<string, number>>;
+  services: ReadonlyMap<string, Readonly<Record<string, number>>>;
+  kinds: Readonly<Record<string, string>>;
+  entries: Readonly<Record<"established" | "handshake", number>>;
+}
+
 class Exposition {
   private readonly families = new Map<string, { help: string; type: string; samples: string[] }>();
 
@@ -48,15 +62,31 @@ function addTraffic(e: Exposition, scope: "service" | "backend", labels: Labels,
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
-export function renderMetrics(info: RuntimeInfo, services: readonly Service[], packetReasons?: Readonly<Record<string, number>>): string {
+/** The XDP families: outcomes by action and reason, events by name; in total and per service. */
+function addXdp(e: Exposition, x: XdpStats): void {
+  const packets = "XDP program: packets by outcome (action: pass = to the kernel, drop, tx = transmitted; every packet counts once). See bpf/README.md.";
+  const events = "XDP program: events counted besides a packet's outcome (next-hop sources, handshakes completed, RSTs forwarded without ending a flow, …). See bpf/README.md.";
+  const add = (counts: Readonly<Record<string, number>>, labels: Labels, prefix: string) => {
+    for (const [reason, n] of Object.entries(counts)) {
+      const kind = x.kinds[reason] ?? "event";
+      if (kind === "event") e.add(`${prefix}_events_total`, "counter", events, { ...labels, event: reason }, n);
+      else e.add(`${prefix}_packets_total`, "counter", packets, { ...labels, action: kind, reason }, n);
+    }
+  };
+  add(x.total, {}, "featherlb_xdp");
+  for (const [service, counts] of x.services) add(counts, { service }, "featherlb_service_xdp");
+  const flows = "XDP flow tables: entries per stage (established; handshake = SYN seen, not yet acknowledged) after the last sweep (every 2 s; established every 10 s).";
+  for (const [stage, n] of Object.entries(x.entries)) e.add("featherlb_xdp_flows", "gauge", flows, { stage }, n);
+}
+
+export function renderMetrics(info: RuntimeInfo, services: readonly Service[], xdp?: XdpStats): string {
   const e = new Exposition();
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", { version: info.version, mode: info.mode }, 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", {}, Math.round((Date.now() - info.startedAt) / 1000));
   e.add("featherlb_config_reloads_total", "counter", "SIGHUP reloads by result.", { result: "ok" }, info.reloads.ok);
   e.add("featherlb_config_reloads_total", "counter", "", { result: "failed" }, info.reloads.failed);
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", {}, process.memoryUsage.rss());
-  const help = "XDP program: packets by outcome (tx_* = rewritten and sent, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
-  for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, { reason }, n);
+  if (xdp) addXdp(e, xdp);
   for (const s of services) {
     const labels = { service: s.name };
     addTraffic(e, "service", labels, s.stats);

@@ -94,7 +94,8 @@ describe("maps", () => {
     expect(maxEntries(MAPS.members.name)).toBe(MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
     expect(maxEntries(MAPS.backends.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
     expect(maxEntries(MAPS.slots.name)).toBe(SLOT_POOL_SIZE);
-    expect(maxEntries(MAPS.reasons.name)).toBe(REASONS.length);
+    expect(maxEntries(MAPS.reasons.name)).toBe((MAX_SERVICES + 1) * REASONS.length);
+    expect(maxEntries(MAPS.snatFull.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
   });
 });
 

@@ -6,6 +6,7 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
+import { release as kernelRelease } from "node:os";
 import type { Config } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
@@ -57,6 +58,7 @@ async function start(config: Config, log: Logger): Promise<XdpDataPlane> {
     throw new UserError("unsupported", `the embedded libbpf could not be loaded (${(err as Error).message}); use mode: proxy.`);
   }
 
+  loader.checkKernel(kernelRelease());
   let program: XdpProgram;
   try {
     program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size });
@@ -76,7 +78,7 @@ async function start(config: Config, log: Logger): Promise<XdpDataPlane> {
     host?.close();
     throw err;
   }
-  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log, host);
+  const release = tryReserve([config.xdp.snat_ports], log, host);
   log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.

@@ -18,6 +18,29 @@ export interface LoadOptions {
   flowTableSize: number;
 }
 
+/**
+ * Entries per handshake table (flb_syn_fwd, flb_syn_rev): a quarter of the flow table, at least 1024.
+ * Handshakes last a round trip, so few are open at once; a SYN flood churns this table only, and an
+ * entry then lives about size / SYN rate (bpf/README.md "Flows").
+ */
+export const handshakeTableSize = (flowTableSize: number): number => Math.max(1024, flowTableSize / 4);
+
+/** The oldest kernel the program loads on: bpf_loop (5.17) in the SNAT port search (bpf/snat.h). */
+export const MIN_KERNEL: readonly [number, number] = [5, 17];
+
+/**
+ * A UserError when `release` (uname -r) is older than MIN_KERNEL, so the user reads why instead of a
+ * verifier log about an unknown helper. An unparsable release is let through (the load then says).
+ */
+export function checkKernel(release: string): void {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) return;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const [wantMajor, wantMinor] = MIN_KERNEL;
+  if (major > wantMajor || (major === wantMajor && minor >= wantMinor)) return;
+  throw new UserError("unsupported", `mode: xdp needs Linux ≥ ${wantMajor}.${wantMinor} (the XDP program uses bpf_loop); this kernel is ${release}. Upgrade the kernel or use mode: proxy.`);
+}
+
 /** Open the embedded object, size the flow tables, load (verify). Throws XdpError("bpf") with the verifier's log. */
 export async function loadProgram(options: LoadOptions): Promise<XdpProgram> {
   return wrap(await loadObject(options), (obj) => new XdpProgram(obj));
@@ -29,6 +52,8 @@ export async function loadObject(options: LoadOptions): Promise<BpfObject> {
   return wrap(BpfObject.open(image), (obj) => {
     obj.setMaxEntries(MAPS.fwd.name, options.flowTableSize);
     obj.setMaxEntries(MAPS.rev.name, options.flowTableSize);
+    obj.setMaxEntries(MAPS.synFwd.name, handshakeTableSize(options.flowTableSize));
+    obj.setMaxEntries(MAPS.synRev.name, handshakeTableSize(options.flowTableSize));
     obj.load();
     return obj;
   });
@@ -52,7 +77,7 @@ export function loadError(err: unknown): UserError {
       return new UserError("permission", "loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ ${MIN_KERNEL.join(".")} with BTF, or use mode: proxy.`);
   }
   return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }
