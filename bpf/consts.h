@@ -88,6 +88,11 @@ enum flb_cfg_flag {
 	CFG_DRAINING = 1U << 1,     /* no new flows: SYNs of unknown flows are answered with a RST (answer.h) */
 };
 
+/* struct svc_val.flags */
+enum flb_svc_flag {
+	SVC_RETIRED = 1U << 0, /* gone from the config: its open flows still translate, new SYNs are not its */
+};
+
 /* struct backend.flags */
 enum flb_backend_flag {
 	BACKEND_PRESENT = 1U << 0,
@@ -153,6 +158,7 @@ struct flb_contract {
 	enum flb_plan_kind plan_kind;
 	enum flb_flow_state flow_state;
 	enum flb_cfg_flag cfg_flag;
+	enum flb_svc_flag svc_flag;
 	enum flb_backend_flag backend_flag;
 	enum flb_reason reason;
 };

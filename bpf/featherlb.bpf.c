@@ -211,6 +211,8 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	struct flow_fwd *sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
 	if (sf && !(sf->state & FLOW_DEAD))
 		return handshake_c2b(ctx, cfg, p, &fk, sf);
+	if (svc->flags & SVC_RETIRED)
+		return pass(REASON_NOT_OURS); /* a reload removed the service: only its open flows are ours */
 	if (!syn)
 		return svc_pass(s, REASON_NO_FLOW);
 	if (sf) {
@@ -283,7 +285,8 @@ static __always_inline int handshake_b2c(struct xdp_md *ctx, const struct flb_co
 	int rc = next_hop(ctx, cfg, &sf->to_client, now, fk->daddr, fk->saddr, client_mac, ours, &out);
 	if (rc != FLB_GO_ON)
 		return hop_failed(svc, rc);
-	touch_flow(sf, now);
+	/* No touch_flow: a handshake lives on its client's packets. The backend retransmits its SYN-ACK
+	 * for half a minute to a client that is gone (a spoofed SYN): that must not keep it. */
 	struct flow_fwd fv = *sf;
 	count_packet(svc, fv.backend, DIR_B2C, p->payload);
 	count_svc_reason(svc, REASON_TX_B2C);

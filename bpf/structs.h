@@ -87,7 +87,7 @@ struct svc_key {
 
 struct svc_val {
 	__u32 index; /* 0 … MAX_SERVICES-1: selects plans, backends, counters */
-	__u32 flags; /* reserved */
+	__u32 flags; /* SVC_* */
 };
 
 /* One plan table header, at flb_plans[plan_key(svc, buffer)]. */

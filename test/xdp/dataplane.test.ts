@@ -12,6 +12,7 @@ import { XdpDataPlane } from "../../src/dataplane/xdp/plane.ts";
 import { XdpError } from "../../src/dataplane/xdp/errors.ts";
 import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
 import * as ffi from "../../src/dataplane/xdp/libbpf.ts";
+import { HostState } from "../../src/dataplane/xdp/hoststate.ts";
 import { loadTestProgram, type TestProgram } from "./program-test.ts";
 import { CLIENT_MAC, LB_MAC, TCP, mac, parseTcp, tcpPacket } from "./packets.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -20,13 +21,13 @@ const XDP_PASS = 2;
 const XDP_TX = 3;
 const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
 
-function config(port: number, algorithm = "round_robin", idle = "5m"): Config {
+function config(port: number, algorithm = "round_robin", idle = "5m", o: { name?: string; snat?: string } = {}): Config {
   return parseConfig(
     `mode: xdp
 xdp:
-  snat_ports: "40000-49999"
+  snat_ports: "${o.snat ?? "40000-49999"}"
 services:
-  - name: web
+  - name: ${o.name ?? "web"}
     listen: "10.0.0.1:${port}"
     algorithm: ${algorithm}
     idle_timeout: ${idle}
@@ -42,13 +43,25 @@ async function plane(flowTableSize = 65536) {
   const lines: string[] = [];
   const log = new Logger("debug", (l) => void lines.push(l));
   const cfg = config(80);
-  const p = new XdpDataPlane(program, log, cfg, { mode: "generic", close: () => {} }, "flbxtest0", () => {});
+  // net.ipv4.ip_local_reserved_ports of a pretend host: a SNAT range change must not touch the real one.
+  const reserved = { value: "", read: () => reserved.value, write: (v: string) => void (reserved.value = v.trim()) };
+  const p = new XdpDataPlane(program, log, cfg, { mode: "generic", close: () => {} }, "flbxtest0", () => {}, HostState.unrecorded(log, reserved));
   // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
   program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
   for (let i = 0; i < 256; i++) program.setNeighbour(ipv4ToU32(`10.0.1.${i}`), mac(CLIENT_MAC));
-  return { p, program, cfg, lines };
+  return { p, program, cfg, lines, reserved };
 }
+
+/** Apply `cfg` with a new Service per service (as the runtime does for a renamed one); the Services. */
+async function applyNew(p: XdpDataPlane, cfg: Config): Promise<Service[]> {
+  const services = cfg.services.map((c) => new Service(c));
+  await p.apply(cfg, services.map((service, i) => ({ config: cfg.services[i]!, service })));
+  return services;
+}
+
+/** The raw gauges of service index `svc` (flb_be_active, signed: a wrap below zero reads negative). */
+const gauges = (program: TestProgram, svc: number) => [0, 1, 2].map((id) => program.backendActiveRaw(svc, id));
 
 let port = 20000;
 const syn = (dport = 80, src = `10.0.1.${port % 256}`) => tcpPacket({ src, dst: "10.0.0.1", sport: port++, dport, flags: TCP.SYN });
@@ -213,5 +226,81 @@ services:
     } finally {
       env.p.close();
     }
+  });
+
+  describe("reloads keep open flows right", () => {
+    /** Open a flow to :dport; close() ends it with an RST at the backend's next sequence number. */
+    const flow = (program: TestProgram, dport = 80) => {
+      const sport = port++;
+      const spec = { src: "10.0.1.9", dst: "10.0.0.1", sport, dport, flags: TCP.SYN };
+      const h = program.handshake(spec);
+      return {
+        ...h,
+        packet: (flags: number) => tcpPacket({ ...spec, flags, seq: h.cseq, ack: h.bseq }),
+        close: () => expect(program.run(tcpPacket({ ...spec, flags: TCP.RST, seq: h.cseq })).retval).toBe(XDP_TX),
+      };
+    };
+
+    test("renaming a service (new Service and Backend objects, same listener): its backends' gauges keep counting its open flows and never wrap", async () => {
+      const env = await plane();
+      try {
+        await applyNew(env.p, config(80, "round_robin", "5m", { name: "web" }));
+        const flows = Array.from({ length: 3 }, () => flow(env.program));
+        expect(gauges(env.program, 0)).toEqual([1, 1, 1]);
+        const renamed = await applyNew(env.p, config(80, "round_robin", "5m", { name: "www" }));
+        expect(gauges(env.program, 0)).toEqual([1, 1, 1]);
+        for (const f of flows) f.close();
+        expect(gauges(env.program, 0)).toEqual([0, 0, 0]);
+        env.p.refreshStats();
+        expect([...renamed[0]!.backends.values()].map((b) => b.stats.active)).toEqual([0, 0, 0]);
+      } finally {
+        env.p.close();
+      }
+    });
+
+    test("moving a service to another port: flows on the old port close without touching the new service's gauges; no gauge wraps", async () => {
+      const env = await plane();
+      try {
+        await applyNew(env.p, config(80, "least_connections"));
+        const old = Array.from({ length: 3 }, () => flow(env.program, 80));
+        const moved = await applyNew(env.p, config(81, "least_connections"));
+        const fresh = flow(env.program, 81);
+        for (const f of old) f.close();
+        // The old flows counted under the old index, the new service under another; nothing below zero.
+        for (const svc of [0, 1]) for (const g of gauges(env.program, svc)) expect(g).toBeGreaterThanOrEqual(0);
+        env.p.refreshStats();
+        expect([...moved[0]!.backends.values()].reduce((n, b) => n + b.stats.active, 0)).toBe(1);
+        // least_connections on the new port is not starved by a wrapped gauge: the next picks spread.
+        const picks = Array.from({ length: 2 }, () => BACKENDS.indexOf(flow(env.program, 81).backend));
+        expect(new Set([BACKENDS.indexOf(fresh.backend), ...picks]).size).toBe(3);
+      } finally {
+        env.p.close();
+      }
+    });
+
+    test("a snat_ports change: open flows keep their ports both ways, new flows take the new range; the old range is released once no flow uses it", async () => {
+      const env = await plane();
+      try {
+        await applyNew(env.p, config(80));
+        const f = flow(env.program);
+        expect(f.snat).toBeGreaterThanOrEqual(40000);
+        await applyNew(env.p, config(80, "round_robin", "5m", { snat: "30000-31023" }));
+        expect(env.reserved.value).toBe("30000-31023,40000-49999");
+        const reply = tcpPacket({ srcMac: "02:00:00:00:00:99", dstMac: LB_MAC, src: f.backend, dst: "10.0.0.1", sport: 8080, dport: f.snat, flags: TCP.ACK, seq: f.bseq, ack: f.cseq });
+        expect(env.program.run(reply).retval).toBe(XDP_TX);
+        expect(env.program.run(f.packet(TCP.ACK)).retval).toBe(XDP_TX);
+        const g = flow(env.program);
+        expect(g.snat).toBeGreaterThanOrEqual(30000);
+        expect(g.snat).toBeLessThanOrEqual(31023);
+        await env.p.sweep();
+        expect(env.reserved.value).toBe("30000-31023,40000-49999"); // still in use
+        f.close();
+        await env.p.sweep();
+        expect(env.reserved.value).toBe("30000-31023");
+        expect(env.program.readConfig()).toMatchObject({ prevFirst: 0, prevLast: 0 });
+      } finally {
+        env.p.close();
+      }
+    });
   });
 }

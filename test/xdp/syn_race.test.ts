@@ -28,9 +28,11 @@ if (bpfSuiteEnabled("xdp duplicate-SYN race")) {
   let p: TestProgram;
   beforeAll(async () => {
     p = await loadTestProgram({ flowTableSize: 131072 }); // handshake tables of 32768: room for every round
-    // The widest range: both CPUs' cursors walk forward without wrapping onto handshakes of earlier rounds,
-    // which a slow run (over SYN_TIMEOUT_S) would find abandoned and take back (bpf/snat.h).
+    // The widest range, and the two CPUs' SNAT cursors 32,000 ports apart: each walks ports no other
+    // round took, so a slow run (over SYN_TIMEOUT_S) never finds a handshake of an earlier round
+    // abandoned and takes its port back (bpf/snat.h), which would be right but is not what this tests.
     p.writeConfig({ snatFirst: 1024, snatLast: 65535, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
+    p.maps.cpu.update(0, Array.from({ length: p.cpus }, (_, cpu) => ({ port_cursor: cpu * (32_000 - 4099) })));
     BACKENDS.forEach((ip, i) => {
       p.setNeighbour(ipv4ToU32(ip), mac(`02:00:00:00:00:2${i + 1}`));
       p.setBackend(0, i, ipv4ToU32(ip), 8080);

@@ -102,6 +102,8 @@ export const FLOW_STATE = {
 } as const;
 /** enum flb_cfg_flag: struct flb_config.flags bits (CFG_*). */
 export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2 } as const;
+/** enum flb_svc_flag: struct svc_val.flags bits (SVC_*). */
+export const SVC_FLAGS = { RETIRED: 1 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
 export const BACKEND_FLAGS = { PRESENT: 1 } as const;
 
@@ -151,6 +153,7 @@ export const ENUMS = [
   cEnum("flb_plan_kind", "PLAN_", PLAN_KIND),
   cEnum("flb_flow_state", "FLOW_", FLOW_STATE),
   cEnum("flb_cfg_flag", "CFG_", CFG_FLAGS),
+  cEnum("flb_svc_flag", "SVC_", SVC_FLAGS),
   cEnum("flb_backend_flag", "BACKEND_", BACKEND_FLAGS),
   cEnum("flb_reason", "REASON_", { ...Object.fromEntries(REASONS.map((r, i) => [r, i])), max: REASONS.length }),
 ];

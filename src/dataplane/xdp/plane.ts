@@ -68,9 +68,10 @@ export class XdpDataPlane implements DataPlane {
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
   private sweeps = 0;
-  /** Service indexes given up by a reload whose flows may still be open: not handed out again until a
-   * sweep sees them empty (the generations in bpf/counters.h keep the gauges right even if they are). */
-  private readonly retiring = new Set<number>();
+  /** Services a reload removed, by index, while their flows may still be open: their listen address
+   * still translates those flows (SVC_RETIRED) and the index is not handed out again until a sweep sees
+   * no flow of it (the generations in bpf/counters.h would keep the gauges right even if it were). */
+  private readonly retiring = new Map<number, { host: string; port: number }>();
   /** The SNAT range a reload replaced, while flows still use it (flb_config prev_first/prev_last). */
   private prevRange?: PortRange;
   /** Entries of each stage's table as the last sweep left them (/metrics featherlb_xdp_flows). */
@@ -134,7 +135,11 @@ export class XdpDataPlane implements DataPlane {
           this.program.setBackendAdjust(index, id, raw - (flows.open.get(backendKey(index, id)) ?? 0));
         }
       }
-      for (const index of this.retiring) if (!flows.services.has(index) && !handshakes.services.has(index)) this.retiring.delete(index);
+      for (const [index, listen] of this.retiring) {
+        if (flows.services.has(index) || handshakes.services.has(index)) continue;
+        this.program.deleteService(index, ipv4ToU32(listen.host), listen.port);
+        this.retiring.delete(index);
+      }
       if (this.prevRange && flows.inWatched + handshakes.inWatched === 0) this.retirePrevRange();
       if (flows.deleted || handshakes.deleted) {
         this.log.debug("xdp flows expired", { idle: flows.expired, closed: flows.deleted - flows.expired, handshakes: handshakes.deleted });
@@ -164,15 +169,15 @@ export class XdpDataPlane implements DataPlane {
       wanted.set(`${host}:${port}`, { service: s, listen: { host, port } });
     }
 
-    // Services gone from the config: stop matching their address (established flows keep translating
-    // through the flow tables until they close).
+    // Services gone from the config: retired, so their open flows keep translating until they close
+    // (a sweep then removes the address); their SYNs are no longer theirs.
     for (const [key, m] of this.mirrored) {
       if (wanted.has(key)) continue;
       m.unsubscribe();
-      this.program.deleteService(ipv4ToU32(m.listen.host), m.listen.port);
+      this.program.retireService(m.index, ipv4ToU32(m.listen.host), m.listen.port);
       this.program.dropPlans(m.index);
       this.mirrored.delete(key);
-      this.retiring.add(m.index);
+      this.retiring.set(m.index, m.listen);
     }
 
     const used = new Set([...this.mirrored.values()].map((m) => m.index));
@@ -181,7 +186,12 @@ export class XdpDataPlane implements DataPlane {
       if (!m) {
         const index = this.freeIndex(used);
         used.add(index);
-        this.retiring.delete(index);
+        const retired = this.retiring.get(index);
+        if (retired) {
+          // Every index was taken: the retiring service's address stops translating its last flows.
+          this.program.deleteService(index, ipv4ToU32(retired.host), retired.port);
+          this.retiring.delete(index);
+        }
         this.program.resetServiceCounters(index);
         m = { index, service, listen, unsubscribe: () => {}, slots: new Map() };
         this.mirrored.set(key, m);

@@ -12,6 +12,7 @@ import {
   FLOW_STATE,
   MAPS,
   REASON_KINDS,
+  SVC_FLAGS,
   TIMING,
   MAX_BACKENDS,
   MAX_SERVICES,
@@ -163,9 +164,20 @@ export class XdpProgram {
     this.reasonRows.add(index);
   }
 
-  /** Stop matching a listen address; one that is absent already is fine. */
-  deleteService(addr: number, port: number): void {
-    this.maps.svc.delete({ addr, port });
+  /**
+   * A reload removed the service at index `index`: its listen address keeps translating the flows that
+   * are open (they name their service), but SYNs to it are no longer its (SVC_RETIRED). A service the
+   * new config put on the address has already replaced the entry: then nothing is done.
+   */
+  retireService(index: number, addr: number, port: number): void {
+    const cur = this.maps.svc.lookup({ addr, port });
+    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED });
+  }
+
+  /** Stop matching a retired listen address, unless another service took it meanwhile. */
+  deleteService(index: number, addr: number, port: number): void {
+    const cur = this.maps.svc.lookup({ addr, port });
+    if (cur?.index === index && cur.flags & SVC_FLAGS.RETIRED) this.maps.svc.delete({ addr, port });
   }
 
   /** The generation of a backend slot (struct backend.gen): flows remember it (bpf/counters.h). */

@@ -14,12 +14,16 @@
  *     `count` long-lived connections, each sending a 32-byte message every intervalMs and expecting
  *     it back within 2 s, for `seconds`. Prints {event:"ready", tuples:[{ip, port}]} once all are open.
  *     A connection that is reset, closed or too slow counts as failed and stops.
- *   soak <host> <port> <count> <concurrency> <bytes> <ip,ip,…>     → {ok, mismatched, wrongClient, failures}
- *     short connections: greeting, then `bytes` of random data starting with the connection's number,
- *     echoed back and compared; bytes that carry another connection's number count as wrongClient
+ *   attempts <host> <port> <count> <timeoutMs>                     → {connected, refused, timeouts, other}
+ *     connects one after another and closes at once: how the service answers SYNs
+ *   soak <host> <port> <count> <concurrency> <bytes> <ip,ip,…> [pauseMs] → {ok, mismatched, wrongClient, failures}
+ *     short connections: greeting, then `bytes` of random data starting with the connection's number
+ *     (in two halves pauseMs apart, so `concurrency` connections are open at once), echoed back and
+ *     compared; bytes that carry another connection's number count as wrongClient
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
+import { createConnection } from "node:net";
 import type net from "node:net";
 import { greetConn } from "../../support/conn.ts";
 import { percentile, runLoad, type LoadStats } from "../../support/load.ts";
@@ -163,14 +167,14 @@ async function echoers(count: number, intervalMs: number, seconds: number, ips: 
 }
 
 /** Short connections each echoing `bytes` of their own data (see the header). */
-async function soak(count: number, concurrency: number, bytes: number, ips: string[]) {
+async function soak(count: number, concurrency: number, bytes: number, ips: string[], pauseMs: number) {
   let ok = 0;
   let mismatched = 0;
   let wrongClient = 0;
   const stats = await runLoad({
     label: "soak",
     concurrency,
-    durationMs: DEADLINE_MS,
+    durationMs: DEADLINE_MS - 5000, // report what happened rather than only "deadline"
     maxConns: count,
     conn: async (i, onHello) => {
       const r = await greetConn({ host, port, localAddress: ips[i % ips.length], then: "keep", onHello, timeoutMs: 10_000 });
@@ -192,7 +196,18 @@ async function soak(count: number, concurrency: number, bytes: number, ips: stri
         });
         sock.on("error", (e) => resolve(`error ${(e as NodeJS.ErrnoException).code}`));
         sock.on("close", () => resolve(n >= bytes ? Buffer.concat(parts) : "closed"));
-        sock.write(payload);
+        const half = bytes >> 1;
+        sock.write(payload.subarray(0, half));
+        setTimeout(() => sock.write(payload.subarray(half)), pauseMs);
+      });
+      // Close as the backend does, FIN after FIN; wait for its FIN so no connection is left half-open.
+      if (typeof got !== "string") await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 5000);
+        sock.on("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        sock.end();
       });
       sock.destroy();
       if (typeof got === "string") return { ...r, ok: false, error: "reset" as const, detail: got, socket: undefined };
@@ -206,6 +221,33 @@ async function soak(count: number, concurrency: number, bytes: number, ips: stri
     },
   });
   return { ok, mismatched, wrongClient, ...failures(stats) };
+}
+
+/** `count` connects in a row, each closed at once: connected, refused (an RST), timed out, or other errors. */
+async function attempts(count: number, timeoutMs: number) {
+  const out = { connected: 0, refused: 0, timeouts: 0, other: 0, ms: 0 };
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const r = await new Promise<keyof typeof out>((resolve) => {
+      const sock = createConnection({ host, port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        resolve("timeouts");
+      }, timeoutMs);
+      sock.on("connect", () => {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve("connected");
+      });
+      sock.on("error", (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve(e.code === "ECONNREFUSED" ? "refused" : "other");
+      });
+    });
+    out[r]++;
+  }
+  out.ms = Math.round(performance.now() - t0);
+  return out;
 }
 
 async function udp() {
@@ -243,9 +285,14 @@ switch (mode) {
     result = await echoers(Number(count), Number(interval), Number(secs), list(ips));
     break;
   }
+  case "attempts": {
+    const [count = "10", timeout = "2000"] = rest;
+    result = await attempts(Number(count), Number(timeout));
+    break;
+  }
   case "soak": {
-    const [count = "1000", conc = "32", bytes = "1024", ips = ""] = rest;
-    result = await soak(Number(count), Number(conc), Number(bytes), list(ips));
+    const [count = "1000", conc = "32", bytes = "1024", ips = "", pause = "0"] = rest;
+    result = await soak(Number(count), Number(conc), Number(bytes), list(ips), Number(pause));
     break;
   }
   case "line":
