@@ -403,21 +403,49 @@ export async function refuse(lab: Lab, s: Sizes["refuse"]) {
   }
 }
 
-export const SCENARIOS = { flood, rst: blindRst, soak, refuse } as const;
+/**
+ * What the program costs per packet on well-behaved traffic (bpf_stats), to compare builds: keep-alive
+ * (established flows echoing small messages) and short connections (handshake, one echo, close).
+ * FEATHERLB_BIN picks the build; run it for each and compare the medians of `rounds`.
+ */
+export async function cost(lab: Lab, o: { seconds: number; conns: number; shortConns: number; rounds: number } = { seconds: 5, conns: 64, shortConns: 3000, rounds: 3 }) {
+  const lb = await lab.lb({ flowTableSize: 65536, name: "cost" });
+  const keepalive: number[] = [];
+  const short: number[] = [];
+  try {
+    for (let r = 0; r < o.rounds; r++) {
+      const echo = lab.clientProc(["echoers", lab.lbIp, "80", String(o.conns), "10", String(o.seconds + 1), lab.topo.clientIps.join(",")], 60);
+      await echo.waitFor((j) => j.event === "ready", 30_000);
+      await sleep(500);
+      const k = await costs(lab, lb, () => sleep(o.seconds * 1000))();
+      keepalive.push(k.programNsPerPacket);
+      await echo.waitFor((j) => j.echoes !== undefined || j.error !== undefined, 60_000);
+      await echo.stop();
+      const c = await costs(lab, lb, async () => void (await lab.client(["soak", lab.lbIp, "80", String(o.shortConns), "32", "64", lab.topo.clientIps.join(","), "0"], 120)))();
+      short.push(c.programNsPerPacket);
+    }
+  } finally {
+    await lb.stop();
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return { keepaliveNsPerPacket: median(keepalive), shortNsPerPacket: median(short), keepalive, short, loadavg: loadavg().map((x) => Math.round(x * 100) / 100) };
+}
+
+export const SCENARIOS = { flood, rst: blindRst, soak, refuse, cost } as const;
 
 if (import.meta.main) {
   process.env.FEATHERLB_BIN ??= "dist/featherlb"; // what `make bench-hostile` builds
   const args = process.argv.slice(2);
   const sizesOf = args.includes("--ci") ? CI : ISSUE;
   const given = args.filter((a) => a !== "--ci");
-  const names = given.length ? (given as (keyof typeof SCENARIOS)[]) : (Object.keys(SCENARIOS) as (keyof typeof SCENARIOS)[]);
+  const names = given.length ? (given as (keyof typeof SCENARIOS)[]) : (["flood", "rst", "soak", "refuse"] as const);
   for (const n of names) if (!(n in SCENARIOS)) throw new Error(`unknown scenario ${n} (one of ${Object.keys(SCENARIOS).join(", ")})`);
   if (process.getuid?.() !== 0) throw new Error("hostile.ts needs root (network namespaces, XDP)");
   const lab = new Lab();
   try {
     await lab.start();
     for (const n of names) {
-      const sizes = sizesOf[n];
+      const sizes = n === "cost" ? undefined : sizesOf[n];
       console.log(`[hostile] ${n} ${JSON.stringify(sizes)} (load ${loadavg().map((x) => x.toFixed(2)).join(" ")})`);
       const figures = await SCENARIOS[n](lab, sizes as never);
       console.log(JSON.stringify({ scenario: n, ...figures }, null, 2));

@@ -297,6 +297,8 @@ export class XdpDataPlane implements DataPlane {
     const cfg = this.program.readConfig();
     this.program.writeConfig({ ...cfg, snatFirst: to.first, snatLast: to.last, prevFirst: from.first, prevLast: from.last });
     this.log.info("xdp.snat_ports changed: new flows use the new range, open flows keep theirs", { new: `${to.first}-${to.last}`, previous: `${from.first}-${from.last}` });
+    // Release the previous range at once if no flow uses it (a sweep already running leaves it to the next).
+    setTimeout(() => void this.sweep(), 0);
   }
 
   /** No flow uses the replaced SNAT range any more: stop recognising it and release it. */
