@@ -15,7 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include "counters.h"
 #include "csum.h"
-#include "parsing.h"
+#include "tcpopt.h"
 
 #define TCP_FLAG_BYTE_RST_ACK 0x14 /* byte 13 of the TCP header: ACK (0x10) | RST (0x04) */
 
@@ -29,21 +29,32 @@ static __always_inline __u32 csum_words(const __u16 *w, int n, __u32 sum)
 }
 
 /**
- * Turn client SYN `p` into the RST|ACK the kernel would have sent for a port nobody listens on
+ * Turn the client SYN in `ctx` into the RST|ACK the kernel would have sent for a port nobody listens on
  * (RFC 9293 §3.10.7.1: a reset for a segment without ACK has seq 0 and acknowledges seq + length, the
  * SYN counting 1), in place, and send it back where it came from (XDP_TX). Counted under `reason` for
  * service `svc`.
  *
  * Headers are rewritten in place and their checksums computed from scratch (20 + 20 bytes, two small
  * sums: cheaper than incremental updates of nearly every field), then options and data are cut off
- * with bpf_xdp_adjust_tail. After that call the packet pointers are stale; nothing reads them again.
+ * with bpf_xdp_adjust_tail, after which no packet pointer is used again.
+ *
+ * A global (non-inlined) function, verified once: three reasons call it. Globals get only ctx and
+ * scalars, so it finds the headers again: parse_packet let through only untagged Ethernet, IPv4 with
+ * IHL 5 and TCP, so they sit at fixed offsets (tcpopt.h TCP_HDR_OFF).
  */
-static __always_inline int answer_rst(struct xdp_md *ctx, struct packet *p, __u32 svc, enum flb_reason reason)
+__noinline int answer_rst(struct xdp_md *ctx, __u32 svc, __u32 reason)
 {
-	struct ethhdr *eth = p->eth;
-	struct iphdr *iph = p->iph;
-	struct tcphdr *t = p->tcph;
-	__u32 ack = bpf_ntohl(t->seq) + 1 + p->payload;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	struct tcphdr *t = data + TCP_HDR_OFF;
+	if ((void *)(t + 1) > data_end)
+		return XDP_DROP; /* cannot happen after parse_packet; the verifier wants the check */
+	__u32 hdrs = sizeof(struct iphdr) + t->doff * 4;
+	__u32 tot = bpf_ntohs(iph->tot_len);
+	__u32 payload = tot > hdrs ? tot - hdrs : 0;
+	__u32 ack = bpf_ntohl(t->seq) + 1 + payload;
 
 	__u8 mac[ETH_ALEN];
 	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
@@ -77,11 +88,21 @@ static __always_inline int answer_rst(struct xdp_md *ctx, struct packet *p, __u3
 	t->check = ~csum_fold32(csum_words((__u16 *)t, sizeof(struct tcphdr) / 2, sum));
 
 	count_svc_reason(svc, reason);
-	int len = (long)ctx->data_end - (long)ctx->data;
-	int want = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
+	int len = data_end - data;
+	int want = TCP_HDR_OFF + sizeof(struct tcphdr);
 	if (len > want && bpf_xdp_adjust_tail(ctx, want - len) != 0)
 		return XDP_DROP;
 	return XDP_TX;
+}
+
+/**
+ * answer_rst for a caller: its action. The verifier does not know what a global function returns, and
+ * after one that may move the packet's tail it holds every packet pointer invalid; the mask tells it the
+ * result is an action (0…7, never FLB_GO_ON), so no path goes on with those pointers.
+ */
+static __always_inline int answer_syn(struct xdp_md *ctx, __u32 svc, enum flb_reason reason)
+{
+	return answer_rst(ctx, svc, reason) & 7;
 }
 
 #endif

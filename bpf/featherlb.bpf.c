@@ -48,15 +48,15 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 				    const struct flow_key *fk, __u32 s)
 {
 	if (cfg_draining(cfg))
-		return answer_rst(ctx, p, s, REASON_DRAINING);
+		return answer_syn(ctx, s, REASON_DRAINING);
 
 	int id = pick_backend(s, client_hash(fk->saddr));
 	if (id < 0 || id >= MAX_BACKENDS)
-		return answer_rst(ctx, p, s, REASON_NO_BACKEND);
+		return answer_syn(ctx, s, REASON_NO_BACKEND);
 	__u32 bk = backend_key(s, id);
 	struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
 	if (!be || !(be->flags & BACKEND_PRESENT))
-		return answer_rst(ctx, p, s, REASON_NO_BACKEND);
+		return answer_syn(ctx, s, REASON_NO_BACKEND);
 	__be32 be_addr = be->addr;
 	__be16 be_port = be->port;
 	__u32 gen = be->gen;
@@ -67,7 +67,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	if (rc == NH_NO_NEIGH)
 		return svc_drop(s, REASON_NO_NEIGH); /* the managed neighbour entry resolves it; the client retransmits */
 	if (rc != FLB_GO_ON)
-		return answer_rst(ctx, p, s, REASON_FIB_FAIL);
+		return answer_syn(ctx, s, REASON_FIB_FAIL);
 
 	__u32 now = now_seconds();
 	out.at = now;
@@ -106,163 +106,73 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	return transmit(ctx, &out);
 }
 
+/* What the checks of a flow's stage decided for a packet it carries. */
+struct verdict {
+	int established;       /* the flow is in the established tables (else the handshake tables) */
+	int forget;            /* delete the flow's entries once the packet is rewritten */
+	enum flb_reason event; /* an event to count with it, or REASON_MAX */
+};
+
 /**
- * A client packet of an established flow `f` (in flb_fwd under `fk`): rewritten toward its backend if
- * the flow's reverse entry still names it, after the RST/FIN/ACK rules (track_seq).
+ * A packet of established flow `f` (in flb_fwd under `fk`) travelling in `dir`: FLB_GO_ON when it is to
+ * be rewritten (after the RST/FIN/ACK rules of track_seq), else the action. A client packet also needs
+ * the flow's reverse entry to name it (a backend packet found the flow through it).
  */
-static __always_inline int established_c2b(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-					   const struct flow_key *fk, struct flow_fwd *f)
+static __always_inline int check_established(struct packet *p, const struct flow_key *fk, struct flow_fwd *f, int dir,
+					     struct verdict *v)
 {
-	__u32 svc = f->svc;
-	if (!pair_ok(&flb_rev, fk, f)) {
+	if (dir == DIR_C2B && !pair_ok(&flb_rev, fk, f)) {
 		/* The reverse entry was evicted or taken over: the flow cannot be carried any more. Forget it
 		 * and let the kernel answer with an RST, so the client learns at once. */
 		struct flow_fwd old = *f;
 		close_flow(f);
 		forget_flow(fk, &old);
-		return svc_pass(svc, REASON_PAIR_MISMATCH);
+		return svc_pass(old.svc, REASON_PAIR_MISMATCH);
 	}
-	__u32 now = now_seconds();
-	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &f->to_backend, now, fk->daddr, f->be_addr, NULL, NULL, &out);
-	if (rc != FLB_GO_ON)
-		return hop_failed(svc, rc);
-	touch_flow(f, now);
-	enum flb_reason event = REASON_MAX;
-	int verdict = track_seq(f, p, DIR_C2B, &event);
-	if (verdict == TRACK_DROP)
-		return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
-	struct flow_fwd fv = *f;
-	count_packet(svc, fv.backend, DIR_C2B, p->payload);
-	count_svc_reason(svc, REASON_TX_C2B);
-	if (event != REASON_MAX)
-		count_svc_reason(svc, event);
-	if (verdict == TRACK_FORGET)
-		forget_flow(fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_C2B);
-	rewrite(p, &out, fk->daddr, fv.snat_port, fv.be_addr, fv.be_port);
-	return transmit(ctx, &out);
+	int t = track_seq(f, p, dir, &v->event);
+	if (t == TRACK_DROP)
+		return svc_drop(f->svc, REASON_RST_OUT_OF_WINDOW);
+	v->forget = t == TRACK_FORGET;
+	return FLB_GO_ON;
 }
 
 /**
  * A client packet of handshake `sf` (in flb_syn_fwd under `fk`): a retransmitted SYN goes the same way;
- * the ACK of the backend's SYN-ACK moves the flow to the established table (promote) and continues as an
- * established packet; an RST that fits ends it; anything else is dropped (the handshake is not done).
+ * the ACK of the backend's SYN-ACK moves the flow to the established tables (promote: v->established,
+ * the caller finds it there); an RST that fits ends it; anything else is dropped (the handshake is not
+ * done). FLB_GO_ON or the action.
  */
-static __always_inline int handshake_c2b(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-					 const struct flow_key *fk, struct flow_fwd *sf)
+static __always_inline int check_handshake_c2b(struct packet *p, const struct flow_key *fk, struct flow_fwd *sf,
+					       __u32 now, struct verdict *v)
 {
 	__u32 svc = sf->svc;
 	const struct tcphdr *t = p->tcph;
 	struct seg g;
 	seg_of(p, &g);
-	__u32 now = now_seconds();
-
 	if (completes_handshake(sf, t, &g)) {
 		enum flb_reason why = REASON_SYN_BUSY;
 		touch_flow(sf, now);
-		struct flow_fwd *f = promote(fk, sf, now, &why);
-		if (!f)
+		if (!promote(fk, sf, now, &why))
 			return why == REASON_PAIR_MISMATCH ? svc_pass(svc, why) : svc_drop(svc, why);
-		return established_c2b(ctx, cfg, p, fk, f);
+		v->established = 1;
+		return FLB_GO_ON;
 	}
-	if ((sf->state & (FLOW_DEAD | FLOW_PROMOTING)) || !pair_ok(&flb_syn_rev, fk, sf))
+	if (sf->state & FLOW_PROMOTING)
 		return svc_drop(svc, REASON_SYN_BUSY);
 	if (t->rst) {
 		if (!handshake_rst_ok(sf, t, &g, DIR_C2B))
 			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
+		v->forget = 1;
 	} else if (!tcp_is_syn_only(t)) {
 		return svc_drop(svc, REASON_BAD_HANDSHAKE);
 	} else if (!(sf->state & FLOW_SYNACK) && g.end != sf->c2b.end) {
 		track_syn(sf, &g, sf->c2b.wscale); /* a SYN with a new ISN on this 4-tuple: follow it */
 	}
-	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &sf->to_backend, now, fk->daddr, sf->be_addr, NULL, NULL, &out);
-	if (rc != FLB_GO_ON)
-		return hop_failed(svc, rc);
-	touch_flow(sf, now);
-	struct flow_fwd fv = *sf;
-	count_packet(svc, fv.backend, DIR_C2B, p->payload);
-	count_svc_reason(svc, REASON_TX_C2B);
-	if (t->rst)
-		forget_handshake(fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_C2B);
-	rewrite(p, &out, fk->daddr, fv.snat_port, fv.be_addr, fv.be_port);
-	return transmit(ctx, &out);
-}
-
-/** Client → service address. */
-static __always_inline int from_client(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-				       const struct svc_val *svc)
-{
-	struct flow_key fk = {
-		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
-	};
-	__u32 s = svc->index;
-	int syn = tcp_is_syn_only(p->tcph);
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-	if (f) {
-		if (!(flow_is_closed(f) && syn))
-			return established_c2b(ctx, cfg, p, &fk, f);
-		/* The client reuses a 4-tuple whose flow has ended: start over. */
-		struct flow_fwd old = *f;
-		forget_flow(&fk, &old);
-	}
-	struct flow_fwd *sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
-	if (sf && !(sf->state & FLOW_DEAD))
-		return handshake_c2b(ctx, cfg, p, &fk, sf);
-	if (svc->flags & SVC_RETIRED)
-		return pass(REASON_NOT_OURS); /* a reload removed the service: only its open flows are ours */
-	if (!syn)
-		return svc_pass(s, REASON_NO_FLOW);
-	if (sf) {
-		struct flow_fwd old = *sf; /* abandoned and its port taken back: start over */
-		forget_handshake(&fk, &old);
-	}
-	int action = new_flow(ctx, cfg, p, &fk, s);
-	if (action >= 0)
-		return action;
-	sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
-	if (!sf)
-		return svc_drop(s, REASON_SYN_BUSY);
-	return handshake_c2b(ctx, cfg, p, &fk, sf);
-}
-
-/** A backend packet of an established flow: rewritten back to the client as if from the service. */
-static __always_inline int established_b2c(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-					   const struct flow_key *fk, struct flow_fwd *f)
-{
-	__u32 svc = f->svc;
-	__u8 ours[ETH_ALEN];
-	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
-	__u8 client_mac[ETH_ALEN];
-	__builtin_memcpy(client_mac, f->client_mac, ETH_ALEN);
-	__u32 now = now_seconds();
-	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &f->to_client, now, fk->daddr, fk->saddr, client_mac, ours, &out);
-	if (rc != FLB_GO_ON)
-		return hop_failed(svc, rc);
-	touch_flow(f, now);
-	enum flb_reason event = REASON_MAX;
-	int verdict = track_seq(f, p, DIR_B2C, &event);
-	if (verdict == TRACK_DROP)
-		return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
-	struct flow_fwd fv = *f;
-	count_packet(svc, fv.backend, DIR_B2C, p->payload);
-	count_svc_reason(svc, REASON_TX_B2C);
-	if (event != REASON_MAX)
-		count_svc_reason(svc, event);
-	if (verdict == TRACK_FORGET)
-		forget_flow(fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_B2C);
-	/* Back to the client as if it came from the service address. */
-	rewrite(p, &out, fk->daddr, fk->dport, fk->saddr, fk->sport);
-	return transmit(ctx, &out);
+	return FLB_GO_ON;
 }
 
 /** A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits. */
-static __always_inline int handshake_b2c(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-					 const struct flow_key *fk, struct flow_fwd *sf)
+static __always_inline int check_handshake_b2c(struct xdp_md *ctx, struct packet *p, struct flow_fwd *sf, struct verdict *v)
 {
 	__u32 svc = sf->svc;
 	const struct tcphdr *t = p->tcph;
@@ -273,53 +183,162 @@ static __always_inline int handshake_b2c(struct xdp_md *ctx, const struct flb_co
 	if (t->rst) {
 		if (!handshake_rst_ok(sf, t, &g, DIR_B2C))
 			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
+		v->forget = 1;
 	} else if (!(t->syn && t->ack) || track_synack(sf, &g, syn_wscale(ctx, p)) != 0) {
 		return svc_drop(svc, REASON_BAD_HANDSHAKE);
 	}
-	__u8 ours[ETH_ALEN];
-	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
-	__u8 client_mac[ETH_ALEN];
-	__builtin_memcpy(client_mac, sf->client_mac, ETH_ALEN);
+	return FLB_GO_ON;
+}
+
+/** Forget flow `f` from the tables of its stage (its entries, by id). */
+static __always_inline void forget_stage(const struct flow_key *fk, const struct flow_fwd *f, const struct verdict *v)
+{
+	if (v->established)
+		forget_flow(fk, f);
+	else
+		forget_handshake(fk, f);
+}
+
+/**
+ * Client → service address: the flow's stage decides (check_*), then the one rewrite toward the backend.
+ * Each piece is inlined once: a handshake ACK goes through both checks, every packet through one tail.
+ */
+static __always_inline int from_client(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+				       const struct svc_val *svc)
+{
+	struct flow_key fk = {
+		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
+	};
+	__u32 s = svc->index;
 	__u32 now = now_seconds();
+	int syn = tcp_is_syn_only(p->tcph);
+	struct verdict v = { .event = REASON_MAX };
+	int action;
+
+	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
+	if (f && flow_is_closed(f) && syn) {
+		/* The client reuses a 4-tuple whose flow has ended: start over. */
+		struct flow_fwd old = *f;
+		forget_flow(&fk, &old);
+		f = NULL;
+	}
+	if (f) {
+		v.established = 1;
+	} else {
+		f = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
+		/* A handshake carries on unless it was abandoned (its port taken back) or lost its port
+		 * otherwise (its reverse entry evicted); one being promoted has handed its entry on already. */
+		if (f && ((f->state & FLOW_DEAD) || !((f->state & FLOW_PROMOTING) || pair_ok(&flb_syn_rev, &fk, f)))) {
+			struct flow_fwd old = *f; /* start over: a SYN makes a new handshake, anything else finds no flow */
+			forget_handshake(&fk, &old);
+			f = NULL;
+		}
+		if (!f) {
+			if (svc->flags & SVC_RETIRED)
+				return pass(REASON_NOT_OURS); /* a reload removed the service: only its open flows are ours */
+			if (!syn)
+				return svc_pass(s, REASON_NO_FLOW);
+			action = new_flow(ctx, cfg, p, &fk, s);
+			if (action >= 0)
+				return action;
+			f = bpf_map_lookup_elem(&flb_syn_fwd, &fk); /* another CPU's, a moment old: follow it */
+			if (!f)
+				return svc_drop(s, REASON_SYN_BUSY);
+		}
+		action = check_handshake_c2b(p, &fk, f, now, &v);
+		if (action >= 0)
+			return action;
+		if (v.established) {
+			f = bpf_map_lookup_elem(&flb_fwd, &fk); /* promoted: on as an established packet */
+			if (!f)
+				return svc_drop(s, REASON_SYN_BUSY);
+		}
+	}
+	if (v.established) {
+		action = check_established(p, &fk, f, DIR_C2B, &v);
+		if (action >= 0)
+			return action;
+	}
+
 	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &sf->to_client, now, fk->daddr, fk->saddr, client_mac, ours, &out);
+	int rc = next_hop(ctx, cfg, &f->to_backend, now, fk.daddr, f->be_addr, NULL, NULL, &out);
 	if (rc != FLB_GO_ON)
-		return hop_failed(svc, rc);
-	/* No touch_flow: a handshake lives on its client's packets. The backend retransmits its SYN-ACK
-	 * for half a minute to a client that is gone (a spoofed SYN): that must not keep it. */
-	struct flow_fwd fv = *sf;
-	count_packet(svc, fv.backend, DIR_B2C, p->payload);
-	count_svc_reason(svc, REASON_TX_B2C);
-	if (t->rst)
-		forget_handshake(fk, &fv);
-	ts_modulate(ctx, p, &fv, DIR_B2C);
-	rewrite(p, &out, fk->daddr, fk->dport, fk->saddr, fk->sport);
+		return hop_failed(f->svc, rc);
+	touch_flow(f, now);
+	struct flow_fwd fv = *f;
+	count_packet(fv.svc, fv.backend, DIR_C2B, p->payload);
+	count_svc_reason(fv.svc, REASON_TX_C2B);
+	if (v.event != REASON_MAX)
+		count_svc_reason(fv.svc, v.event);
+	if (v.forget)
+		forget_stage(&fk, &fv, &v);
+	ts_modulate(ctx, p, &fv, DIR_C2B);
+	rewrite(p, &out, fk.daddr, fv.snat_port, fv.be_addr, fv.be_port);
 	return transmit(ctx, &out);
 }
 
-/** Backend → LB SNAT port: the established flow that owns the port, else the handshake that does. */
+/**
+ * The flow owning `rk` in reverse table `rev` (flows in `fwd`), if both entries agree: its forward key
+ * in *fk, or NULL.
+ */
+static __always_inline struct flow_fwd *owner_of(void *rev, void *fwd, const struct flow_key *rk, struct flow_key *fk)
+{
+	struct flow_rev *r = bpf_map_lookup_elem(rev, rk);
+	if (!r)
+		return NULL;
+	*fk = r->fwd;
+	__u64 id = r->id;
+	struct flow_fwd *f = bpf_map_lookup_elem(fwd, fk);
+	return f && f->id == id ? f : NULL;
+}
+
+/** Backend → LB SNAT port: the established flow that owns the port, else the handshake that does;
+ * rewritten back to the client as if from the service. */
 static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
 {
 	struct flow_key rk = {
 		.saddr = p->iph->saddr, .daddr = p->iph->daddr, .sport = p->tcph->source, .dport = p->tcph->dest,
 	};
-	struct flow_rev *owner = bpf_map_lookup_elem(&flb_rev, &rk);
-	if (owner) {
-		struct flow_key fk = owner->fwd;
-		__u64 id = owner->id;
-		struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
-		if (f && f->id == id)
-			return established_b2c(ctx, cfg, p, &fk, f);
+	struct flow_key fk = {};
+	struct verdict v = { .event = REASON_MAX };
+	int action;
+	struct flow_fwd *f = owner_of(&flb_rev, &flb_fwd, &rk, &fk);
+	if (f) {
+		v.established = 1;
+		action = check_established(p, &fk, f, DIR_B2C, &v);
+	} else {
+		f = owner_of(&flb_syn_rev, &flb_syn_fwd, &rk, &fk);
+		if (!f)
+			return pass(REASON_NO_FLOW_BACKEND);
+		action = check_handshake_b2c(ctx, p, f, &v);
 	}
-	owner = bpf_map_lookup_elem(&flb_syn_rev, &rk);
-	if (owner) {
-		struct flow_key fk = owner->fwd;
-		__u64 id = owner->id;
-		struct flow_fwd *sf = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
-		if (sf && sf->id == id)
-			return handshake_b2c(ctx, cfg, p, &fk, sf);
-	}
-	return pass(REASON_NO_FLOW_BACKEND);
+	if (action >= 0)
+		return action;
+
+	__u8 ours[ETH_ALEN];
+	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
+	__u8 client_mac[ETH_ALEN];
+	__builtin_memcpy(client_mac, f->client_mac, ETH_ALEN);
+	__u32 now = now_seconds();
+	struct next_hop out;
+	int rc = next_hop(ctx, cfg, &f->to_client, now, fk.daddr, fk.saddr, client_mac, ours, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(f->svc, rc);
+	/* A handshake lives on its client's packets: the backend retransmits its SYN-ACK for half a minute
+	 * to a client that is gone (a spoofed SYN), which must not keep it. */
+	if (v.established)
+		touch_flow(f, now);
+	struct flow_fwd fv = *f;
+	count_packet(fv.svc, fv.backend, DIR_B2C, p->payload);
+	count_svc_reason(fv.svc, REASON_TX_B2C);
+	if (v.event != REASON_MAX)
+		count_svc_reason(fv.svc, v.event);
+	if (v.forget)
+		forget_stage(&fk, &fv, &v);
+	ts_modulate(ctx, p, &fv, DIR_B2C);
+	/* Back to the client as if it came from the service address. */
+	rewrite(p, &out, fk.daddr, fk.dport, fk.saddr, fk.sport);
+	return transmit(ctx, &out);
 }
 
 SEC("xdp")

@@ -627,6 +627,24 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(p.flowCounts()).toEqual(before);
     });
 
+    test("a handshake whose reverse entry was evicted starts over on the client's retransmitted SYN; its ACK finds no flow", () => {
+      const before = p.flowCounts();
+      const s = client(6205, TCP.SYN, { seq: 300 });
+      const r = p.run(tcpPacket(s));
+      expect(r.retval).toBe(XDP_TX);
+      const be = backendOf(r.data);
+      const snat = parseTcp(r.data).sport;
+      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[be]!), daddr: ipv4ToU32(VIP), sport: BE_PORT, dport: snat });
+      row(fromBackend(be, snat, 6205, TCP.SYN | TCP.ACK, { seq: 50, ack: 301 }).input, XDP_PASS); // no owner: the kernel resets the backend
+      const again = p.run(tcpPacket(s));
+      expect(again.retval).toBe(XDP_TX);
+      expect(p.flowCounts()).toEqual({ ...before, synFwd: before.synFwd + 1, synRev: before.synRev + 1 });
+      const port2 = parseTcp(again.data).sport;
+      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[backendOf(again.data)]!), daddr: ipv4ToU32(VIP), sport: BE_PORT, dport: port2 });
+      row(tcpPacket(client(6205, TCP.ACK, { seq: 301, ack: 51 })), XDP_PASS);
+      expect(p.flowCounts()).toEqual(before);
+    });
+
     test(`an abandoned handshake's SNAT port is taken back for a new SYN after ${TIMING.SYN_TIMEOUT_S} s without a packet, not before`, () => {
       const cfg = p.readConfig();
       p.writeConfig({ ...cfg, snatFirst: 50020, snatLast: 50020, smac: mac(LB_MAC) }); // one port
