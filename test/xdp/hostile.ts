@@ -84,6 +84,17 @@ function procTicks(pid: number): number {
   return Number(f[11]) + Number(f[12]);
 }
 
+/** The load average, rounded: printed with every figure (the machine may be shared). */
+const load = () => loadavg().map((x) => Math.round(x * 100) / 100);
+
+/** Long-lived echoing connections (client.ts echoers), open: their 4-tuples, and their outcome once done. */
+interface Echoers {
+  tuples: { ip: string; port: number }[];
+  /** Waits for the end: echoes answered, connections that failed, the first errors. */
+  result(): Promise<{ echoes: number; failed: number; errors: string[] }>;
+  stop(): Promise<number>;
+}
+
 /** The network-namespace lab: topology, backends, the featherlb under test, the client, the tools. */
 export class Lab {
   readonly topo = topology({ prefix: "flbf", net: "10.81.0", clients: 16, backends: 3, txOff: true });
@@ -151,6 +162,25 @@ export class Lab {
     } catch {
       throw new Error(`client ${args.join(" ")} printed no JSON (exit ${code}): ${last} ${err}`);
     }
+  }
+
+  /** `conns` connections from the client addresses, each echoing every intervalMs for `seconds`, all open. */
+  async echoers(conns: number, intervalMs: number, seconds: number): Promise<Echoers> {
+    const p = this.clientProc(["echoers", this.lbIp, "80", String(conns), String(intervalMs), String(seconds), this.topo.clientIps.join(",")], seconds + 60);
+    const ready = await p.waitFor((j) => j.event === "ready" || j.error !== undefined, 30_000);
+    if (ready.json.error) {
+      await p.stop();
+      throw new Error(`echoers: ${ready.json.error}`);
+    }
+    return {
+      tuples: ready.json.tuples as { ip: string; port: number }[],
+      stop: () => p.stop(),
+      result: async () => {
+        const r = await p.waitFor((j) => j.echoes !== undefined || j.error !== undefined, (seconds + 60) * 1000);
+        if (r.json.error) throw new Error(`echoers: ${r.json.error}\n${p.tail(5)}`);
+        return { echoes: r.json.echoes as number, failed: r.json.failed as number, errors: r.json.errors as string[] };
+      },
+    };
   }
 
   /** The client script as a process (for modes that report while they run). */
@@ -253,16 +283,17 @@ async function secondsUntil(cond: () => boolean, limitMs: number): Promise<numbe
   return -1;
 }
 
+/** What every scenario ends its figures with: the changes of the watched counters since `before`, the load. */
+const closing = (lab: Lab, before: Record<string, number>) => ({ reasons: deltas(before, lab.reasons(), WATCHED), loadavg: load() });
+
 const WATCHED = ["no_flow", "no_flow_backend", "pair_mismatch", "rst_out_of_window", "rst_in_window", "syn_busy", "snat_exhausted", "bad_handshake", "port_reclaimed", "established"];
 
 export async function flood(lab: Lab, s: Sizes["flood"]) {
   const lb = await lab.lb({ flowTableSize: s.flowTableSize, name: "flood" });
   const recoverS = 15;
   // The echoers run through the flood and 3 s past it; the handshake table is watched longer.
-  const echo = lab.clientProc(["echoers", lab.lbIp, "80", String(s.conns), String(s.intervalMs), String(2 + s.floodSeconds + 3), lab.topo.clientIps.join(",")], 60 + s.floodSeconds);
+  const echo = await lab.echoers(s.conns, s.intervalMs, 2 + s.floodSeconds + 3);
   try {
-    const ready = await echo.waitFor((j) => j.event === "ready" || j.error !== undefined, 30_000);
-    if (ready.json.error) throw new Error(`echoers: ${ready.json.error}`);
     await sleep(1500); // a baseline second of echoes
     const before = lab.reasons();
     const base = lab.flows();
@@ -281,25 +312,22 @@ export async function flood(lab: Lab, s: Sizes["flood"]) {
     const atEnd = lab.flows();
     // The handshake table, full of the flood's SYNs, back to what is in use (none: the echoers' flows are established).
     const recoveredS = await secondsUntil(() => lab.flows().handshake <= base.handshake, recoverS * 1000);
-    const result = await echo.waitFor((j) => j.echoes !== undefined || j.error !== undefined, 60_000);
-    if (result.json.error) throw new Error(`echoers: ${result.json.error}\n${echo.tail(5)}`);
-    const after = lab.reasons();
+    const result = await echo.result();
     return {
       conns: s.conns,
       flowTableSize: s.flowTableSize,
       floodSeconds: s.floodSeconds,
       floodPackets,
       floodPps: Math.round(floodPackets / s.floodSeconds),
-      echoes: result.json.echoes as number,
-      echoFailed: result.json.failed as number,
-      echoErrors: result.json.errors,
+      echoes: result.echoes,
+      echoFailed: result.failed,
+      echoErrors: result.errors,
       newConnsDuringFlood: { tried: 40, failed: fresh.failures, errors: fresh.errors },
       tablesBefore: base,
       tablesAtFloodEnd: atEnd,
       handshakeTableBackInS: recoveredS,
       ...cost,
-      reasons: deltas(before, after, WATCHED),
-      loadavg: loadavg().map((x) => Math.round(x * 100) / 100),
+      ...closing(lab, before),
     };
   } finally {
     await echo.stop();
@@ -311,11 +339,9 @@ export async function blindRst(lab: Lab, s: Sizes["rst"]) {
   const lb = await lab.lb({ flowTableSize: 65536, name: "rst" });
   const perSide = Math.ceil(s.rsts / 2 / s.flows);
   // Echoing before, through and 3 s after the barrage (sending 10,000 takes well under a second).
-  const echo = lab.clientProc(["echoers", lab.lbIp, "80", String(s.flows), "500", String(5 + Math.ceil(s.rsts / 5000)), lab.topo.clientIps.join(",")], 120);
+  const echo = await lab.echoers(s.flows, 500, 5 + Math.ceil(s.rsts / 5000));
   try {
-    const ready = await echo.waitFor((j) => j.event === "ready" || j.error !== undefined, 30_000);
-    if (ready.json.error) throw new Error(String(ready.json.error));
-    const clientTuples = (ready.json.tuples as { ip: string; port: number }[]).map((t) => `${t.ip} ${t.port} ${lab.lbIp} 80`);
+    const clientTuples = echo.tuples.map((t) => `${t.ip} ${t.port} ${lab.lbIp} 80`);
     const backendSide = lab.backendTuples();
     const before = lab.reasons();
     let sent = 0;
@@ -323,19 +349,16 @@ export async function blindRst(lab: Lab, s: Sizes["rst"]) {
       sent += lab.rawtcpFrom(lab.topo.ns.client!, "R", perSide, clientTuples);
       for (const { ns, tuples } of backendSide) if (tuples.length) sent += lab.rawtcpFrom(ns, "R", perSide, tuples);
     })();
-    const result = await echo.waitFor((j) => j.echoes !== undefined || j.error !== undefined, 120_000);
-    if (result.json.error) throw new Error(`echoers: ${result.json.error}\n${echo.tail(5)}`);
-    const after = lab.reasons();
+    const result = await echo.result();
     return {
       flows: s.flows,
       backendTuples: backendSide.reduce((n, b) => n + b.tuples.length, 0),
       rstsSent: sent,
-      echoes: result.json.echoes as number,
-      flowsFailed: result.json.failed as number,
-      echoErrors: result.json.errors,
+      echoes: result.echoes,
+      flowsFailed: result.failed,
+      echoErrors: result.errors,
       ...cost,
-      reasons: deltas(before, after, WATCHED),
-      loadavg: loadavg().map((x) => Math.round(x * 100) / 100),
+      ...closing(lab, before),
     };
   } finally {
     await echo.stop();
@@ -352,7 +375,6 @@ export async function soak(lab: Lab, s: Sizes["soak"]) {
     const cost = await costs(lab, lb, async () => {
       result = await lab.client(["soak", lab.lbIp, "80", String(s.conns), String(s.concurrency), String(s.bytes), ips.join(","), String(s.pauseMs)], 30 + s.conns / 100);
     })();
-    const after = lab.reasons();
     return {
       conns: s.conns,
       clientIps: ips.length,
@@ -364,8 +386,7 @@ export async function soak(lab: Lab, s: Sizes["soak"]) {
       errors: result.errors,
       connsPerS: Math.round(s.conns / cost.wallS),
       ...cost,
-      reasons: deltas(before, after, WATCHED),
-      loadavg: loadavg().map((x) => Math.round(x * 100) / 100),
+      ...closing(lab, before),
     };
   } finally {
     await lb.stop();
@@ -387,8 +408,7 @@ export async function refuse(lab: Lab, s: Sizes["refuse"]) {
 
     // 2. Draining: a healthy backend, one connection held open so the drain lasts, then SIGTERM.
     lb = await lab.lb({ flowTableSize: 1024, drainTimeout: "6s", name: "refuse-drain" });
-    const held = lab.clientProc(["echoers", lab.lbIp, "80", "1", "300", "8", lab.topo.clientIps[0]!], 30);
-    await held.waitFor((j) => j.event === "ready", 15_000);
+    const held = await lab.echoers(1, 300, 8);
     const from = lb.lines.length;
     lb.kill("SIGTERM");
     await lb.waitFor((j) => j.msg === "draining", 5000, from);
@@ -414,12 +434,11 @@ export async function cost(lab: Lab, o: { seconds: number; conns: number; shortC
   const short: number[] = [];
   try {
     for (let r = 0; r < o.rounds; r++) {
-      const echo = lab.clientProc(["echoers", lab.lbIp, "80", String(o.conns), "10", String(o.seconds + 1), lab.topo.clientIps.join(",")], 60);
-      await echo.waitFor((j) => j.event === "ready", 30_000);
+      const echo = await lab.echoers(o.conns, 10, o.seconds + 1);
       await sleep(500);
       const k = await costs(lab, lb, () => sleep(o.seconds * 1000))();
       keepalive.push(k.programNsPerPacket);
-      await echo.waitFor((j) => j.echoes !== undefined || j.error !== undefined, 60_000);
+      await echo.result();
       await echo.stop();
       const c = await costs(lab, lb, async () => void (await lab.client(["soak", lab.lbIp, "80", String(o.shortConns), "32", "64", lab.topo.clientIps.join(","), "0"], 120)))();
       short.push(c.programNsPerPacket);
@@ -428,7 +447,7 @@ export async function cost(lab: Lab, o: { seconds: number; conns: number; shortC
     await lb.stop();
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  return { keepaliveNsPerPacket: median(keepalive), shortNsPerPacket: median(short), keepalive, short, loadavg: loadavg().map((x) => Math.round(x * 100) / 100) };
+  return { keepaliveNsPerPacket: median(keepalive), shortNsPerPacket: median(short), keepalive, short, loadavg: load() };
 }
 
 export const SCENARIOS = { flood, rst: blindRst, soak, refuse, cost } as const;
