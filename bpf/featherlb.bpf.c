@@ -109,6 +109,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 /* What the checks of a flow's stage decided for a packet it carries. */
 struct verdict {
 	int established;       /* the flow is in the established tables (else the handshake tables) */
+	int promoted;          /* … because this packet moved it there (its entries were just made a pair) */
 	int forget;            /* delete the flow's entries once the packet is rewritten */
 	enum flb_reason event; /* an event to count with it, or REASON_MAX */
 };
@@ -121,7 +122,7 @@ struct verdict {
 static __always_inline int check_established(struct packet *p, const struct flow_key *fk, struct flow_fwd *f, int dir,
 					     struct verdict *v)
 {
-	if (dir == DIR_C2B && !pair_ok(&flb_rev, fk, f)) {
+	if (dir == DIR_C2B && !v->promoted && !pair_ok(&flb_rev, fk, f)) {
 		/* The reverse entry was evicted or taken over: the flow cannot be carried any more. Forget it
 		 * and let the kernel answer with an RST, so the client learns at once. */
 		struct flow_fwd old = *f;
@@ -152,9 +153,10 @@ static __always_inline int check_handshake_c2b(struct packet *p, const struct fl
 	if (completes_handshake(sf, t, &g)) {
 		enum flb_reason why = REASON_SYN_BUSY;
 		touch_flow(sf, now);
-		if (!promote(fk, sf, now, &why))
+		if (promote(fk, sf, now, &why) != 0)
 			return why == REASON_PAIR_MISMATCH ? svc_pass(svc, why) : svc_drop(svc, why);
 		v->established = 1;
+		v->promoted = why != REASON_SYN_BUSY; /* not when another CPU did it */
 		return FLB_GO_ON;
 	}
 	if (sf->state & FLOW_PROMOTING)

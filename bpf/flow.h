@@ -345,9 +345,9 @@ static __always_inline int handshake_rst_ok(const struct flow_fwd *f, const stru
 }
 
 /**
- * Move handshake `sf` (in flb_syn_fwd under `fk`) to the established tables: the client's ACK `g`
- * acknowledged the SYN-ACK. Returns the established entry, or NULL with *reason set (the packet is
- * dropped or passed by the caller).
+ * Move handshake `sf` (in flb_syn_fwd under `fk`) to the established tables: the client's ACK
+ * acknowledged the SYN-ACK. Returns 0 (the caller finds the flow in flb_fwd), or -1 with *reason set
+ * (the packet is dropped or passed by the caller).
  *
  * Steps, and why in this order:
  * 1. FLOW_PROMOTING by compare-and-swap, unless FLOW_DEAD: against the SNAT allocator taking back the
@@ -363,8 +363,7 @@ static __always_inline int handshake_rst_ok(const struct flow_fwd *f, const stru
  *    whose last ACK was lost) is closed and replaced.
  * 5. The handshake entries go.
  */
-static __always_inline struct flow_fwd *promote(const struct flow_key *fk, struct flow_fwd *sf, __u32 now,
-						enum flb_reason *reason)
+static __always_inline int promote(const struct flow_key *fk, struct flow_fwd *sf, __u32 now, enum flb_reason *reason)
 {
 	__u32 st = sf->state;
 	if ((st & (FLOW_PROMOTING | FLOW_DEAD)) ||
@@ -372,7 +371,7 @@ static __always_inline struct flow_fwd *promote(const struct flow_key *fk, struc
 		/* Another CPU is promoting it (a duplicate ACK, or the client's next segment right behind):
 		 * carry this one along if that is done, else drop it (TCP retransmits). */
 		*reason = REASON_SYN_BUSY;
-		return bpf_map_lookup_elem(&flb_fwd, fk);
+		return bpf_map_lookup_elem(&flb_fwd, fk) ? 0 : -1;
 	}
 	struct flow_fwd f = *sf;
 	f.state = st & FLOW_TS_MOD;
@@ -414,13 +413,13 @@ static __always_inline struct flow_fwd *promote(const struct flow_key *fk, struc
 	bpf_map_delete_elem(&flb_syn_rev, &rk);
 	bpf_map_delete_elem(&flb_syn_fwd, fk);
 	count_svc_reason(f.svc, REASON_ESTABLISHED);
-	return bpf_map_lookup_elem(&flb_fwd, fk);
+	return 0;
 
 lost:
 	/* The port went to another flow: this handshake cannot become a flow. */
 	forget_handshake(fk, &f);
 	*reason = REASON_PAIR_MISMATCH;
-	return NULL;
+	return -1;
 }
 
 #endif

@@ -51,7 +51,7 @@ export interface Sizes {
 export const ISSUE: Sizes = {
   flood: { flowTableSize: 4096, conns: 200, intervalMs: 1000, floodSeconds: 10 },
   rst: { flows: 100, rsts: 10_000 },
-  soak: { flowTableSize: 1024, conns: 20_000, concurrency: 1200, bytes: 1024, clientIps: 16, pauseMs: 300 },
+  soak: { flowTableSize: 1024, conns: 20_000, concurrency: 700, bytes: 1024, clientIps: 16, pauseMs: 300 },
   refuse: { attempts: 50 },
 };
 
