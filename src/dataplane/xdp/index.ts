@@ -13,6 +13,7 @@ import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { HostState } from "./hoststate.ts";
+import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
 import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
@@ -47,6 +48,7 @@ async function start(config: Config, log: Logger): Promise<XdpDataPlane> {
   // mode: auto falls back to the proxy for it before anything is loaded or attached.
   const refusal = xdpRefusal(config);
   if (refusal) throw new UserError("config", `${refusal}.`);
+  checkKernel(kernelRelease());
   const ifname = chooseInterface(config);
   const ifindex = ifindexOf(ifname);
 
@@ -58,7 +60,6 @@ async function start(config: Config, log: Logger): Promise<XdpDataPlane> {
     throw new UserError("unsupported", `the embedded libbpf could not be loaded (${(err as Error).message}); use mode: proxy.`);
   }
 
-  loader.checkKernel(kernelRelease());
   let program: XdpProgram;
   try {
     program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size });

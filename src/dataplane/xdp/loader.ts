@@ -10,6 +10,7 @@ import { UserError } from "../../errors.ts";
 import { isXdpError } from "./errors.ts";
 import { MAPS } from "./layout.ts";
 import { BpfObject, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
+import { MIN_KERNEL } from "./kernel.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
 
@@ -24,22 +25,6 @@ export interface LoadOptions {
  * entry then lives about size / SYN rate (bpf/README.md "Flows").
  */
 export const handshakeTableSize = (flowTableSize: number): number => Math.max(1024, flowTableSize / 4);
-
-/** The oldest kernel the program loads on: bpf_loop (5.17) in the SNAT port search (bpf/snat.h). */
-export const MIN_KERNEL: readonly [number, number] = [5, 17];
-
-/**
- * A UserError when `release` (uname -r) is older than MIN_KERNEL, so the user reads why instead of a
- * verifier log about an unknown helper. An unparsable release is let through (the load then says).
- */
-export function checkKernel(release: string): void {
-  const m = /^(\d+)\.(\d+)/.exec(release);
-  if (!m) return;
-  const [major, minor] = [Number(m[1]), Number(m[2])];
-  const [wantMajor, wantMinor] = MIN_KERNEL;
-  if (major > wantMajor || (major === wantMajor && minor >= wantMinor)) return;
-  throw new UserError("unsupported", `mode: xdp needs Linux ≥ ${wantMajor}.${wantMinor} (the XDP program uses bpf_loop); this kernel is ${release}. Upgrade the kernel or use mode: proxy.`);
-}
 
 /** Open the embedded object, size the flow tables, load (verify). Throws XdpError("bpf") with the verifier's log. */
 export async function loadProgram(options: LoadOptions): Promise<XdpProgram> {
