@@ -46,6 +46,10 @@ enum flb_timing {
 	/* After a search of the whole SNAT range toward one backend found no free port, SYNs toward that
 	 * backend fail at once for this long, unless a flow toward it ends earlier (snat.h). */
 	SNAT_FULL_BACKOFF_MS = 100,
+	/* A reverse entry whose forward entry is missing counts as abandoned only once it is older than
+	 * this: a flow inserts its reverse entry first and its forward entry a moment later (snat.h,
+	 * flow.h promote). */
+	REV_CLAIM_GRACE_S = 1,
 };
 
 /* Default table capacities; the loader overrides them from xdp.flow_table_size before load. */

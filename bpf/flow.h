@@ -25,11 +25,7 @@
 #define WSCALE_NONE 0xff
 #define WSCALE_MAX 14
 
-/* A reverse entry whose owner is missing is taken as abandoned only once it is older than this (s): a
- * flow inserts its reverse entry first and its forward entry a moment later (snat.h, promote()). */
-#define REV_CLAIM_GRACE_S 1
-
-// ---- time ----
+/* ---- time ---- */
 
 /** CLOCK_MONOTONIC in seconds (the coarse clock is enough for idle expiry and cheaper). */
 static __always_inline __u32 now_seconds(void)
@@ -51,7 +47,7 @@ static __always_inline int older_than(__u32 then, __u32 now, __u32 limit)
 	return (__s32)(now - then) > (__s32)limit;
 }
 
-// ---- the pair of entries ----
+/* ---- the pair of entries ---- */
 
 /** The reverse-table key of a flow: what the backend's replies look like. */
 static __always_inline void reverse_key(const struct flow_key *fk, const struct flow_fwd *f, struct flow_key *rk)
@@ -62,7 +58,7 @@ static __always_inline void reverse_key(const struct flow_key *fk, const struct 
 	rk->dport = f->snat_port;
 }
 
-/** A new flow id: this CPU's counter in the high bits, the CPU in the low 8; never 0 (0 = no owner). */
+/** A new flow id: this CPU's counter (from 1) in the high 48 bits, the CPU in the low 16; never 0 (0 = no owner). */
 static __always_inline __u64 new_flow_id(void)
 {
 	__u32 zero = 0;
@@ -70,7 +66,7 @@ static __always_inline __u64 new_flow_id(void)
 	if (!cs)
 		return 0;
 	cs->next_id += 1;
-	return (cs->next_id << 8) | (bpf_get_smp_processor_id() & 0xff);
+	return (cs->next_id << 16) | (bpf_get_smp_processor_id() & 0xffff);
 }
 
 /**
@@ -176,7 +172,7 @@ static __always_inline void close_flow(struct flow_fwd *f)
 
 static __always_inline int flow_is_closed(const struct flow_fwd *f) { return f->state & FLOW_CLOSED; }
 
-// ---- sequence numbers (RFC 9293 §3.4: arithmetic modulo 2^32) ----
+/* ---- sequence numbers (RFC 9293 §3.4: arithmetic modulo 2^32) ---- */
 
 static __always_inline int seq_before(__u32 a, __u32 b) { return (__s32)(a - b) < 0; }
 static __always_inline int seq_after(__u32 a, __u32 b) { return (__s32)(b - a) < 0; }
@@ -217,7 +213,7 @@ static __always_inline __u8 syn_wscale(struct xdp_md *ctx, const struct packet *
 	return ws[0] > WSCALE_MAX ? WSCALE_MAX : ws[0];
 }
 
-// ---- the established stage ----
+/* ---- the established stage ---- */
 
 /* What track_seq decided for a packet of an established flow. */
 #define TRACK_SEND 0   /* rewrite and transmit */
@@ -295,7 +291,7 @@ static __always_inline int track_seq(struct flow_fwd *f, const struct packet *p,
 	return TRACK_SEND;
 }
 
-// ---- the handshake stage ----
+/* ---- the handshake stage ---- */
 
 /** A SYN's sequence state, in the flow it creates (not yet in a map). */
 static __always_inline void track_syn(struct flow_fwd *f, const struct seg *g, __u8 wscale)

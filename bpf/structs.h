@@ -50,7 +50,7 @@ struct tcp_dir {
  * rewritten only if both exist and agree (flow.h).
  */
 struct flow_fwd {
-	__u64 id;         /* unique per flow (per-CPU counter << 8 | CPU), never 0 */
+	__u64 id;         /* unique per flow (per-CPU counter << 16 | CPU), never 0 */
 	__be32 be_addr;   /* backend IPv4 */
 	__be16 be_port;   /* backend port */
 	__be16 snat_port; /* LB source port toward the backend (0 while the SYN's port is being claimed) */

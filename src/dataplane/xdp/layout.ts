@@ -85,7 +85,7 @@ export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, rand
 /** enum flb_layout: the version of the flow tables' layout (a process adopting pinned maps compares it). */
 export const LAYOUT = { FLB_LAYOUT_VERSION: 2 } as const;
 /** enum flb_timing: limits the sweeper shares with the program. */
-export const TIMING = { SYN_TIMEOUT_S: 5, SNAT_FULL_BACKOFF_MS: 100 } as const;
+export const TIMING = { SYN_TIMEOUT_S: 5, SNAT_FULL_BACKOFF_MS: 100, REV_CLAIM_GRACE_S: 1 } as const;
 
 /** enum flb_flow_state: struct flow_fwd.state bits (FLOW_*). */
 export const FLOW_STATE = {

@@ -396,7 +396,7 @@ export class XdpProgram {
     }
     const orphan = (r: NonNullable<ReturnType<typeof synRev.lookup>>) => {
       const f = synFwd.lookup(r.fwd);
-      return (!f || f.id !== r.id || (f.state & FLOW_STATE.DEAD) !== 0) && now - r.since > 1;
+      return (!f || f.id !== r.id || (f.state & FLOW_STATE.DEAD) !== 0) && now - r.since > TIMING.REV_CLAIM_GRACE_S;
     };
     const orphans: Uint8Array[] = [];
     await walk(synRev, chunk, (key) => {
