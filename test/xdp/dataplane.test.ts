@@ -236,10 +236,34 @@ services:
       const h = program.handshake(spec);
       return {
         ...h,
+        sport,
         packet: (flags: number) => tcpPacket({ ...spec, flags, seq: h.cseq, ack: h.bseq }),
         close: () => expect(program.run(tcpPacket({ ...spec, flags: TCP.RST, seq: h.cseq })).retval).toBe(XDP_TX),
       };
     };
+
+    test("the sweeper re-reads each entry before deleting it: a flow that saw a packet after the walk stays, an idle one goes", async () => {
+      const env = await plane();
+      try {
+        await applyNew(env.p, config(80));
+        const [busy, idle] = [flow(env.program), flow(env.program)];
+        const now = ffi.monotonicSeconds() + 301; // both look idle to the walk
+        const r = await env.program.sweepFlows(() => 300, 60, now, undefined, {
+          // …and then a packet of `busy` arrives (its last_seen moves) before the deletes.
+          afterWalk: async () => {
+            const key = { saddr: ipv4ToU32("10.0.1.9"), daddr: ipv4ToU32("10.0.0.1"), sport: busy.sport, dport: 80 };
+            const f = env.program.maps.fwd.lookup(key)!;
+            env.program.maps.fwd.update(key, { ...f, last_seen: f.last_seen + 1 });
+          },
+        });
+        expect({ expired: r.expired, deleted: r.deleted }).toEqual({ expired: 2, deleted: 1 });
+        expect(env.program.flowCounts()).toMatchObject({ fwd: 1, rev: 1 });
+        expect(env.program.run(busy.packet(TCP.ACK)).retval).toBe(XDP_TX);
+        expect(env.program.run(idle.packet(TCP.ACK)).retval).toBe(XDP_PASS);
+      } finally {
+        env.p.close();
+      }
+    });
 
     test("renaming a service (new Service and Backend objects, same listener): its backends' gauges keep counting its open flows and never wrap", async () => {
       const env = await plane();

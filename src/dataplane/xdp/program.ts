@@ -91,6 +91,22 @@ const toNumber = (v: bigint) => Number(BigInt.asIntN(64, v));
 /** A flow entry as read from flb_fwd or flb_syn_fwd. */
 type Flow = NonNullable<ReturnType<MapHandles["fwd"]["lookup"]>>;
 
+/** How a sweep walks: keys between yields to the event loop; a hook between the walk and the deletes (tests). */
+export interface WalkOptions {
+  chunk?: number;
+  afterWalk?: () => Promise<void>;
+}
+
+/** An entry a walk found to delete, and what it held then. */
+interface Doomed {
+  key: Uint8Array;
+  seen: Flow;
+}
+
+/** `now` if it is the flow `seen` was, untouched since (same id, last packet, state), else undefined. */
+const unchanged = (now: Flow | undefined, seen: Flow): Flow | undefined =>
+  now && now.id === seen.id && now.last_seen === seen.last_seen && now.state === seen.state ? now : undefined;
+
 const zeroReasons = (): Record<Reason, number> => Object.fromEntries(REASONS.map((r) => [r, 0])) as Record<Reason, number>;
 const inRange = (port: number, r: PortRange | undefined) => r !== undefined && port >= r.first && port <= r.last;
 
@@ -315,12 +331,13 @@ export class XdpProgram {
    * - the counted open flows left per backend slot are counted (`open`), only those of the slot's
    *   current generation (the flows the gauge counts).
    *
-   * Deletions happen after the walk (deleting the cursor key would restart get_next_key) and each is
-   * decided again on a fresh read just before it: a flow that saw a packet since the walk stays, and a
-   * reverse entry goes only if it still names the flow (by id). What is left is the window between that
-   * read and the delete, microseconds against a walk of seconds.
+   * Deletions happen after the walk (deleting the cursor key would restart get_next_key), each after a
+   * fresh read just before it: an entry that changed since the walk (a packet refreshed it, its state
+   * moved, another flow took the key) stays, and a reverse entry goes only if it still names the flow
+   * (by id). What is left is the window between that read and the delete, microseconds against a walk
+   * of seconds.
    */
-  async sweepFlows(idleSeconds: (svc: number) => number, closedLinger: number, now = monotonicSeconds(), watch?: PortRange, chunk = 4096): Promise<SweepResult> {
+  async sweepFlows(idleSeconds: (svc: number) => number, closedLinger: number, now = monotonicSeconds(), watch?: PortRange, o: WalkOptions = {}): Promise<SweepResult> {
     const { fwd, rev } = this.maps;
     const open = new Map<number, number>();
     const gens = new Map<number, number>();
@@ -336,15 +353,15 @@ export class XdpProgram {
     };
     const services = new Set<number>();
     let inWatched = 0;
-    const doomed: Uint8Array[] = [];
+    const doomed: Doomed[] = [];
     let expired = 0;
-    const walked = await walk(fwd, chunk, (key) => {
+    const walked = await walk(fwd, o.chunk ?? 4096, (key) => {
       const f = fwd.lookup(key);
       if (!f) return; // deleted by the program since the walk reached it
       services.add(f.svc);
       if (inRange(f.snat_port, watch)) inWatched++;
       if (expiredFlow(f)) {
-        doomed.push(key);
+        doomed.push({ key, seen: f });
         if ((f.state & FLOW_STATE.CLOSED) === 0) expired++;
         return;
       }
@@ -353,12 +370,13 @@ export class XdpProgram {
         open.set(slot, (open.get(slot) ?? 0) + 1);
       }
     });
+    await o.afterWalk?.();
     const freed = new Set<number>();
     let deleted = 0;
-    for (const k of doomed) {
-      const f = fwd.lookup(k);
-      if (!f || !expiredFlow(f)) continue; // gone, or a packet came since the walk
-      this.deletePair(rev, fwd, k, f);
+    for (const d of doomed) {
+      const f = unchanged(fwd.lookup(d.key), d.seen);
+      if (!f) continue; // gone, replaced, or a packet came since the walk
+      this.deletePair(rev, fwd, d.key, f);
       freed.add(backendKey(f.svc, f.backend));
       deleted++;
     }
@@ -369,7 +387,7 @@ export class XdpProgram {
   /**
    * Walk the handshake tables: handshakes without a packet for SYN_TIMEOUT_S, or marked dead (their port
    * was taken back), are deleted, and so are handshake reverse entries whose handshake is gone (evicted,
-   * or deleted while the entry had already changed hands). Decided again before each delete, as above.
+   * or deleted while the entry had already changed hands). Each delete follows a fresh read, as above.
    */
   async sweepHandshakes(now = monotonicSeconds(), watch?: PortRange, chunk = 4096): Promise<HandshakeSweep> {
     const { synFwd, synRev } = this.maps;
@@ -377,20 +395,20 @@ export class XdpProgram {
       (f.state & FLOW_STATE.PROMOTING) === 0 && ((f.state & FLOW_STATE.DEAD) !== 0 || now - f.last_seen > TIMING.SYN_TIMEOUT_S);
     const services = new Set<number>();
     let inWatched = 0;
-    const doomed: Uint8Array[] = [];
+    const doomed: Doomed[] = [];
     const walked = await walk(synFwd, chunk, (key) => {
       const f = synFwd.lookup(key);
       if (!f) return;
-      if (abandoned(f)) return void doomed.push(key);
+      if (abandoned(f)) return void doomed.push({ key, seen: f });
       services.add(f.svc);
       if (inRange(f.snat_port, watch)) inWatched++;
     });
     const freed = new Set<number>();
     let deleted = 0;
-    for (const k of doomed) {
-      const f = synFwd.lookup(k);
+    for (const d of doomed) {
+      const f = unchanged(synFwd.lookup(d.key), d.seen);
       if (!f || !abandoned(f)) continue;
-      this.deletePair(synRev, synFwd, k, f);
+      this.deletePair(synRev, synFwd, d.key, f);
       freed.add(backendKey(f.svc, f.backend));
       deleted++;
     }
