@@ -111,7 +111,7 @@ export class Lab {
     this.topo.setup();
     this.dir = mkdtempSync(join(tmpdir(), "flbf-"));
     this.rawtcp = join(this.dir, "rawtcp");
-    sh(["cc", "-O2", "-Wall", "-o", this.rawtcp, join(ROOT, "test/xdp/tools/rawtcp.c")]);
+    sh(["clang", "-O2", "-Wall", "-o", this.rawtcp, join(ROOT, "test/xdp/tools/rawtcp.c")]);
     for (const [i, ns] of this.topo.ns.backends.entries()) {
       const p = this.spawn(inNs(ns, BUN, join(HERE, "backend.ts"), `b${i + 1}`, String(BE_PORT)));
       await p.waitFor((j) => j.event === "ready", 15_000);
