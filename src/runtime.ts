@@ -80,7 +80,7 @@ export class Runtime {
     this.admin = new AdminServer({
       metrics: async () => {
         await this.xdp?.refreshStats();
-        return renderMetricsSliced(this.info, this.services, { packetReasons: this.xdp?.packetReasons?.(), incidents: this.incidents, maps: this.xdp?.maps?.() });
+        return renderMetricsSliced(this.info, this.services, { xdp: this.xdp?.xdpStats?.(), incidents: this.incidents, maps: this.xdp?.maps?.() });
       },
       status: async () => {
         await this.xdp?.refreshStats();

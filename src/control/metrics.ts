@@ -30,7 +30,7 @@ export interface MapsInfo {
 
 /** What /metrics shows besides the services: the XDP program's packet outcomes and maps, featherlb's own faults. */
 export interface MetricsExtras {
-  packetReasons?: Readonly<Record<string, number>>;
+  xdp?: XdpStats;
   incidents?: Incidents;
   maps?: MapsInfo;
 }
@@ -44,6 +44,20 @@ const renderLabels = (labels: Labels) =>
   Object.entries(labels)
     .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
     .join(",");
+
+/**
+ * What the XDP data plane reports besides the service and backend counters: the program's packet
+ * counts by reason in total, and per service for the reasons counted once a packet's service is known.
+ * `kinds` says what each reason is: an outcome ("pass" to the kernel, "drop", "tx" transmitted; every
+ * packet is counted under exactly one) or an "event" (counted in addition to the packet's outcome).
+ * `entries`: the flow tables' entries per stage as the last sweep left them.
+ */
+export interface XdpStats {
+  total: Readonly<Record<string, number>>;
+  services: ReadonlyMap<string, Readonly<Record<string, number>>>;
+  kinds: Readonly<Record<string, string>>;
+  entries: Readonly<Record<"established" | "handshake", number>>;
+}
 
 class Exposition {
   private readonly families = new Map<string, { help: string; type: string; samples: string[] }>();
@@ -75,6 +89,24 @@ function addTraffic(e: Exposition, scope: "service" | "backend", labels: string,
   e.add(`${p}_connect_failures_total`, "counter", "Failed connects to backends (timeouts, refusals).", labels, c.connectFailures);
 }
 
+/** The XDP families: outcomes by action and reason, events by name; in total and per service. */
+function addXdp(e: Exposition, x: XdpStats): void {
+  const packets =
+    "XDP program: packets by outcome (action: pass = to the kernel, drop, tx = transmitted; every packet counts once; icmp_c2b/icmp_b2c = ICMP errors translated and sent to the other side of their flow). See bpf/README.md.";
+  const events = "XDP program: events counted besides a packet's outcome (next-hop sources, handshakes completed, RSTs forwarded without ending a flow, …). See bpf/README.md.";
+  const add = (counts: Readonly<Record<string, number>>, labels: Labels, prefix: string) => {
+    for (const [reason, n] of Object.entries(counts)) {
+      const kind = x.kinds[reason] ?? "event";
+      if (kind === "event") e.add(`${prefix}_events_total`, "counter", events, renderLabels({ ...labels, event: reason }), n);
+      else e.add(`${prefix}_packets_total`, "counter", packets, renderLabels({ ...labels, action: kind, reason }), n);
+    }
+  };
+  add(x.total, {}, "featherlb_xdp");
+  for (const [service, counts] of x.services) add(counts, { service }, "featherlb_service_xdp");
+  const flows = "XDP flow tables: entries per stage (established; handshake = SYN seen, not yet acknowledged) after the last sweep (every 2 s; established every 10 s).";
+  for (const [stage, n] of Object.entries(x.entries)) e.add("featherlb_xdp_flows", "gauge", flows, renderLabels({ stage }), n);
+}
+
 /** The reasons a client is closed at once, as featherlb_service_rejected_total labels them. */
 const REJECTIONS = [
   ["max_connections", "rejectedMaxConn"],
@@ -89,14 +121,13 @@ const REJECTIONS = [
  * event loop between steps once a slice is used up (10,000 backends are ~120,000 samples).
  */
 function* metricsSteps(e: Exposition, info: RuntimeInfo, services: readonly Service[], extras: MetricsExtras): Generator<void> {
-  const { packetReasons, incidents, maps } = extras;
+  const { xdp, incidents, maps } = extras;
   e.add("featherlb_info", "gauge", "Build and data plane of this process.", renderLabels({ version: info.version, mode: info.mode }), 1);
   e.add("featherlb_uptime_seconds", "gauge", "Seconds since start.", "", Math.round((Date.now() - info.startedAt) / 1000));
   e.add("featherlb_config_reloads_total", "counter", "Config reloads (SIGHUP or a config file change) by result.", 'result="ok"', info.reloads.ok);
   e.add("featherlb_config_reloads_total", "counter", "", 'result="failed"', info.reloads.failed);
   e.add("process_resident_memory_bytes", "gauge", "Resident set size.", "", process.memoryUsage.rss());
-  const help = "XDP program: packets by outcome (tx_* = rewritten and sent, icmp_c2b/icmp_b2c = ICMP errors translated and sent to the other side of their flow, the rest = passed to the kernel; neigh_* = how a next hop was resolved). See bpf/README.md.";
-  for (const [reason, n] of Object.entries(packetReasons ?? {})) e.add("featherlb_xdp_packets_total", "counter", help, renderLabels({ reason }), n);
+  if (xdp) addXdp(e, xdp);
   for (const m of maps?.maps ?? []) e.add("featherlb_xdp_map_bytes", "gauge", "XDP program: kernel memory of each BPF map (sized from the config at start).", renderLabels({ map: m.name }), m.bytes);
   const localHelp = "Local resource errors (the LB out of descriptors, local ports or buffers) by errno; never counted against a backend.";
   for (const [errno, n] of incidents?.local ?? []) e.add("featherlb_local_errors_total", "counter", localHelp, renderLabels({ errno }), n);

@@ -5,6 +5,7 @@
  */
 import type { Config, ServiceConfig } from "../config/types.ts";
 import type { Backend } from "../control/backend.ts";
+import type { XdpStats } from "../control/metrics.ts";
 import type { Service } from "../control/service.ts";
 
 /**
@@ -62,8 +63,8 @@ export interface DataPlane {
   apply(config: Config, services: readonly ServicePair[]): Promise<void>;
   /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape; xdp: in slices). */
   refreshStats(): void | Promise<void>;
-  /** xdp: packets by what the program did with them (flb_reasons: passes, transmits), for /metrics. */
-  packetReasons?(): Readonly<Record<string, number>>;
+  /** xdp: packets by what the program did with them (outcomes and events) and the flow tables' entries, for /metrics. */
+  xdpStats?(): XdpStats;
   /** xdp: the BPF maps' sizes and kernel memory, and the capacity they were sized for (/status, /metrics). */
   maps?(): PlaneMaps;
   /** Stop accepting new connections; resolve once established ones finished or `deadline` (epoch ms) passed. */

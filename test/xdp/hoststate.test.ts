@@ -179,6 +179,8 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
       const from = first.lines.length;
       first.kill("SIGHUP");
       await first.waitFor((j) => j.msg === "config reloaded", STEP_MS, from);
+      // The previous range stays reserved while flows use it: none do here, so the next sweep releases it.
+      await first.waitFor((j) => j.msg === "xdp: no flow uses the previous SNAT range any more; released", STEP_MS, from);
       expect(reserved()).toBe("8000-8010,40005-40010,41000-42999");
       const recorded = await Bun.file(join(runDir, `netns-${netns}.json`)).json();
       expect(recorded.reservedPorts).toEqual({ range: "41000-42999", before: "8000-8010,40005-40010", wrote: "8000-8010,40005-40010,41000-42999" });

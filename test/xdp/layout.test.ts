@@ -92,11 +92,15 @@ describe("maps", () => {
   test("declared sizes are the largest the loader may choose (capacity.ts sizes every map within them)", () => {
     const largest = { services: MAX_SERVICES, backends: MAX_BACKENDS, slots: SLOT_POOL_MAX, neighbours: MAX_SERVICES * MAX_BACKENDS };
     // The flow tables are sized from xdp.flow_table_size (verifier.test.ts loads every size).
-    const { fwd: _fwd, rev: _rev, ...sized } = mapSizes(largest, 0);
+    const { fwd: _fwd, rev: _rev, synFwd: _synFwd, synRev: _synRev, ...sized } = mapSizes(largest, 0);
     const declared = Object.fromEntries(Object.keys(sized).map((k) => [k, maxEntries(MAPS[k as keyof typeof MAPS].name)]));
     expect(declared, DRIFT).toEqual(sized);
     expect(maxEntries(MAPS.plans.name)).toBe(MAX_SERVICES * PLAN_BUFFERS);
-    expect(maxEntries(MAPS.reasons.name)).toBe(REASONS.length);
+    expect(maxEntries(MAPS.members.name)).toBe(MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
+    expect(maxEntries(MAPS.backends.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
+    expect(maxEntries(MAPS.slots.name)).toBe(SLOT_POOL_MAX);
+    expect(maxEntries(MAPS.reasons.name)).toBe((MAX_SERVICES + 1) * REASONS.length);
+    expect(maxEntries(MAPS.snatFull.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
   });
 
   test(".rodata holds flb_sizes alone, at the offset the loader writes (layout.ts RODATA_SIZES_OFFSET)", () => {

@@ -14,7 +14,7 @@ import { MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_MAX } from "../../c
 import { DEFAULT_MAGLEV_TABLE_SIZE } from "../../config/defaults.ts";
 import type { ServiceConfig } from "../../config/types.ts";
 import { planSlotsBound } from "../../config/xdp.ts";
-import type { MapKey } from "./layout.ts";
+import { REASONS, type MapKey } from "./layout.ts";
 
 export interface Capacity {
   /** Service indexes 0 … services − 1. */
@@ -89,7 +89,14 @@ export function overflow(capacity: Capacity, services: readonly ServiceConfig[],
   return undefined;
 }
 
-/** max_entries of every map the loader sizes (the others keep bpf/maps.h's: one entry, REASON_MAX). */
+/**
+ * Entries per handshake table (flb_syn_fwd, flb_syn_rev): a quarter of the flow table, at least 1024.
+ * Handshakes last a round trip, so few are open at once; a SYN flood churns this table only, and an
+ * entry then lives about size / SYN rate (bpf/README.md "Flows").
+ */
+export const handshakeTableSize = (flowTableSize: number): number => Math.max(1024, flowTableSize / 4);
+
+/** max_entries of every map the loader sizes (the others keep bpf/maps.h's: one entry). */
 export function mapSizes(c: Capacity, flowTableSize: number): Partial<Record<MapKey, number>> {
   const perBackend = c.services * c.backends;
   return {
@@ -103,8 +110,13 @@ export function mapSizes(c: Capacity, flowTableSize: number): Partial<Record<Map
     beActive: perBackend,
     beAdj: perBackend,
     beStats: perBackend,
+    snatFull: perBackend,
+    // A row per service and one for packets of no known service (maps.h reason_key).
+    reasons: (c.services + 1) * REASONS.length,
     nbr: c.neighbours,
     fwd: flowTableSize,
     rev: flowTableSize,
+    synFwd: handshakeTableSize(flowTableSize),
+    synRev: handshakeTableSize(flowTableSize),
   };
 }

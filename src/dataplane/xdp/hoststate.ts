@@ -33,7 +33,7 @@ export interface Neighbour {
 }
 
 export interface PortsRecord {
-  /** The SNAT range featherlb added, "first-last". */
+  /** The SNAT ranges featherlb added, "first-last[,first-last]". */
   range: string;
   /** The value found before featherlb changed it: what a clean exit writes back, verbatim. */
   before: string;
@@ -208,16 +208,17 @@ export class HostState {
   }
 
   /**
-   * Reserve first-last in ip_local_reserved_ports. Replaces nothing: call the previous reservation's
-   * restore first (a SIGHUP that changes the range does). Returns the restore for a clean exit.
+   * Reserve first-last (and the ranges in `also`: a range a reload replaced, while flows still use it)
+   * in ip_local_reserved_ports. Replaces nothing: call the previous reservation's restore first (a
+   * SIGHUP that changes the range does). Returns the restore for a clean exit.
    *
    * The kernel merges ranges, so "remove our range" could remove an operator's overlapping ports: the
    * restore writes `before` back verbatim, and only if the sysctl still holds what we wrote.
    * Throws XdpError("host") when the sysctl cannot be read or written.
    */
-  reservePorts(first: number, last: number): () => void {
+  reservePorts(first: number, last: number, also: readonly { first: number; last: number }[] = []): () => void {
     const current = sysctlOp("read", () => this.sysctl.read());
-    const range = `${first}-${last}`;
+    const range = [{ first, last }, ...also].map((r) => `${r.first}-${r.last}`).join(",");
     // Still what we (or a crashed predecessor, adopted by claim) wrote: the older `before` stands.
     const adopted = this.record.reservedPorts;
     // Reserved already by the operator (a container's `sysctls:`, where /proc/sys is read-only, or the

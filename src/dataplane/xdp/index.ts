@@ -6,6 +6,7 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
+import { release as kernelRelease } from "node:os";
 import type { Config, ServiceConfig } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
@@ -13,6 +14,7 @@ import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
 import { capacityFor } from "./capacity.ts";
 import { HostState } from "./hoststate.ts";
+import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
 import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
@@ -48,6 +50,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   // mode: auto falls back to the proxy for it before anything is loaded or attached.
   const refusal = xdpRefusal(config, serving);
   if (refusal) throw new UserError("config", `${refusal}.`);
+  checkKernel(kernelRelease());
   // Only the services that run in xdp say which interface to attach to.
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
@@ -79,7 +82,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     host?.close();
     throw err;
   }
-  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log, host);
+  const release = tryReserve([config.xdp.snat_ports], log, host);
   log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size, capacity: program.capacity });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.

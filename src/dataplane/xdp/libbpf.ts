@@ -80,6 +80,7 @@ const lib = dlopen(libbpfPath, {
   bpf_map_get_next_key: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   bpf_link_create: { args: ["i32", "i32", "u32", "ptr"], returns: "i32" },
+  bpf_enable_stats: { args: ["i32"], returns: "i32" },
 });
 const bpf = lib.symbols;
 
@@ -347,6 +348,20 @@ export function mapMmap(map: MapRef, bytes: number): MappedMap {
       open = false;
     },
   };
+}
+
+/** enum bpf_stats_type BPF_STATS_RUN_TIME (linux/bpf.h). */
+const BPF_STATS_RUN_TIME = 0;
+
+/**
+ * Turn on the kernel's per-program run-time statistics (run_time_ns, run_cnt: what
+ * `sysctl kernel.bpf_stats_enabled=1` turns on) for as long as the returned fd is open; closeFd turns
+ * them off again unless someone else wants them. For the benchmarks: the data plane never calls it.
+ */
+export function enableRunTimeStats(): number {
+  const fd = bpf.bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) throw failed("bpf_enable_stats(BPF_STATS_RUN_TIME)", -fd);
+  return fd;
 }
 
 const CLOCK_MONOTONIC = 1;

@@ -12,6 +12,7 @@ import { isXdpError } from "./errors.ts";
 import { CFG_FLAGS, MAPS, RODATA_SIZES_OFFSET, SIZES, type MapKey } from "./layout.ts";
 import { readFileSync } from "node:fs";
 import { BpfObject, EACCES, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
+import { MIN_KERNEL } from "./kernel.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
 
@@ -67,7 +68,7 @@ export function loadError(err: unknown): UserError {
       return new UserError("permission", `loading the XDP program needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON${which}; run featherlb as root, grant those capabilities, or use mode: proxy.`);
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.17 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ ${MIN_KERNEL.join(".")} with BTF, or use mode: proxy.`);
   }
   return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }

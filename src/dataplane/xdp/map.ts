@@ -117,6 +117,13 @@ export class PerCpuMap<K extends AnyCType, V extends AnyCType> extends Handle<K,
     return Array.from({ length: this.cpus }, (_, cpu) => this.spec.value.read(view, cpu * this.stride));
   }
 
+  /** Set each CPU's value for `key` (values[cpu]; CPUs without one get zeros). */
+  update(key: KeyArg<K>, values: In<V>[]): void {
+    const buf = new Uint8Array(this.stride * this.cpus);
+    values.forEach((v, cpu) => buf.set(encode(this.spec.value, v), cpu * this.stride));
+    mapUpdate(this, this.key(key), buf);
+  }
+
   /** Set every CPU's value for `key` to zero. */
   zero(key: KeyArg<K>): void {
     mapUpdate(this, this.key(key), new Uint8Array(this.stride * this.cpus));

@@ -14,6 +14,9 @@ import {
   FLOW_STATE,
   Keys,
   MAPS,
+  REASON_KINDS,
+  SVC_FLAGS,
+  TIMING,
   PLAN_BUFFERS,
   PLAN_HDR,
   PLAN_KIND,
@@ -21,6 +24,7 @@ import {
   PROGRAM_NAME,
   REASONS,
   planKey,
+  reasonKey,
   type MapSpec,
   type Maps,
   type Reason,
@@ -36,6 +40,40 @@ export interface RuntimeConfig {
   flags: number;
   /** The attached interface's MAC: the source MAC of next hops taken from the neighbour table (flb_nbr). */
   smac?: Uint8Array;
+  /** The SNAT range a reload replaced, while flows still use it (0-0: none). */
+  prevFirst?: number;
+  prevLast?: number;
+}
+
+/** A port range, inclusive. */
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+/** What a walk of the established tables saw and did (XdpProgram.sweepFlows). */
+export interface SweepResult {
+  /** Established entries walked. */
+  walked: number;
+  /** Counted open flows per backend slot (keys.backend), of the slot's current generation: the gauge's truth. */
+  open: Map<number, number>;
+  /** Flows deleted because they were idle too long (the rest of `deleted` had closed). */
+  expired: number;
+  deleted: number;
+  /** Flows whose SNAT port lies in the watched range (a range a reload replaced). */
+  inWatched: number;
+  /** Service indexes that have flows. */
+  services: Set<number>;
+}
+
+/** What a walk of the handshake tables saw and did (XdpProgram.sweepHandshakes). */
+export interface HandshakeSweep {
+  /** Handshakes walked (what is left of them is walked − deleted). */
+  walked: number;
+  /** Handshakes deleted (abandoned for SYN_TIMEOUT_S, or whose port was taken back) and stale reverse entries. */
+  deleted: number;
+  inWatched: number;
+  services: Set<number>;
 }
 
 export type CounterSums = Record<keyof FieldsOf<typeof COUNTERS>, number>;
@@ -50,6 +88,28 @@ const SNAPSHOT_CHUNK = 2048;
 
 /** A u64 map value as a Number: counters stay far below 2^53; signed, so a gauge below zero reads negative. */
 const toNumber = (v: bigint) => Number(BigInt.asIntN(64, v));
+
+/** A flow entry as read from flb_fwd or flb_syn_fwd. */
+type Flow = NonNullable<ReturnType<MapHandles["fwd"]["lookup"]>>;
+
+/** How a sweep walks: keys between yields to the event loop; a hook between the walk and the deletes (tests). */
+export interface WalkOptions {
+  chunk?: number;
+  afterWalk?: () => Promise<void>;
+}
+
+/** An entry a walk found to delete, and what it held then. */
+interface Doomed {
+  key: Uint8Array;
+  seen: Flow;
+}
+
+/** `now` if it is the flow `seen` was, untouched since (same id, last packet, state), else undefined. */
+const unchanged = (now: Flow | undefined, seen: Flow): Flow | undefined =>
+  now && now.id === seen.id && now.last_seen === seen.last_seen && now.state === seen.state ? now : undefined;
+
+const zeroReasons = (): Record<Reason, number> => Object.fromEntries(REASONS.map((r) => [r, 0])) as Record<Reason, number>;
+const inRange = (port: number, r: PortRange | undefined) => r !== undefined && port >= r.first && port <= r.last;
 
 interface PlanState {
   /** The live buffer (0/1), as written to flb_svc_act. */
@@ -82,6 +142,10 @@ export class XdpProgram {
    */
   private readonly slotMap: MappedMap;
   private readonly slots: Uint32Array;
+  /** Service rows of flb_reasons ever used (row reads per scrape stay proportional to services). */
+  private readonly reasonRows = new Set<number>();
+  /** What rows of services whose index was reused had counted, so the totals never go down. */
+  private readonly retiredReasons = zeroReasons();
 
   /**
    * `obj` is loaded (loader.ts loadProgram) with its maps sized for `capacity`; the program owns it from
@@ -112,13 +176,20 @@ export class XdpProgram {
   // ---- configuration ----
 
   writeConfig(c: RuntimeConfig): void {
-    this.maps.config.update(0, { snat_first: c.snatFirst, snat_last: c.snatLast, flags: c.flags, smac: c.smac ?? new Uint8Array(6) });
+    this.maps.config.update(0, {
+      snat_first: c.snatFirst,
+      snat_last: c.snatLast,
+      flags: c.flags,
+      smac: c.smac ?? new Uint8Array(6),
+      prev_first: c.prevFirst ?? 0,
+      prev_last: c.prevLast ?? 0,
+    });
   }
 
   readConfig(): RuntimeConfig {
     const d = this.maps.config.lookup(0);
     if (!d) throw new XdpError("bpf", "flb_config has no entry 0", 2);
-    return { snatFirst: d.snat_first, snatLast: d.snat_last, flags: d.flags, smac: d.smac };
+    return { snatFirst: d.snat_first, snatLast: d.snat_last, flags: d.flags, smac: d.smac, prevFirst: d.prev_first, prevLast: d.prev_last };
   }
 
   /** featherlb's neighbour table (flb_nbr): the next-hop MAC toward an IPv4 address (neigh.h resolve_l2). */
@@ -137,19 +208,37 @@ export class XdpProgram {
     const max = this.capacity.services;
     if (index < 0 || index >= max) throw new XdpError("invalid_argument", `service index ${index} (the maps hold ${max})`);
     this.maps.svc.update({ addr, port }, { index });
+    this.reasonRows.add(index);
   }
 
-  /** Stop matching a listen address; one that is absent already is fine. */
-  deleteService(addr: number, port: number): void {
-    this.maps.svc.delete({ addr, port });
+  /**
+   * A reload removed the service at index `index`: its listen address keeps translating the flows that
+   * are open (they name their service), but SYNs to it are no longer its (SVC_RETIRED). A service the
+   * new config put on the address has already replaced the entry: then nothing is done.
+   */
+  retireService(index: number, addr: number, port: number): void {
+    const cur = this.maps.svc.lookup({ addr, port });
+    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED });
+  }
+
+  /** Stop matching a retired listen address, unless another service took it meanwhile. */
+  deleteService(index: number, addr: number, port: number): void {
+    const cur = this.maps.svc.lookup({ addr, port });
+    if (cur?.index === index && cur.flags & SVC_FLAGS.RETIRED) this.maps.svc.delete({ addr, port });
+  }
+
+  /** The generation of a backend slot (struct backend.gen): flows remember it (bpf/counters.h). */
+  backendGen(svc: number, id: number): number {
+    return this.maps.backends.lookup(this.keys.backend(svc, id))?.gen ?? 0;
   }
 
   setBackend(svc: number, id: number, addr: number, port: number): void {
-    this.maps.backends.update(this.backendKey(svc, id), { addr, port, flags: BACKEND_FLAGS.PRESENT });
+    this.maps.backends.update(this.backendKey(svc, id), { addr, port, flags: BACKEND_FLAGS.PRESENT, gen: this.backendGen(svc, id) });
   }
 
+  /** No backend in the slot (no new flows); its generation stays, so its open flows still count. */
   clearBackend(svc: number, id: number): void {
-    this.maps.backends.update(this.backendKey(svc, id), {});
+    this.maps.backends.update(this.backendKey(svc, id), { gen: this.backendGen(svc, id) });
   }
 
   /** The key of backend `id` of service `svc` in the per-backend arrays; throws for an id the maps cannot hold. */
@@ -158,16 +247,30 @@ export class XdpProgram {
     return this.keys.backend(svc, id);
   }
 
-  /** Zero a backend slot's counters and active gauge (a new backend took over the id). */
+  /**
+   * Another backend takes the slot: zero its counters and active gauge and start a new generation, so
+   * that flows of the previous occupant, still open, neither add to nor subtract from the new gauge
+   * (bpf/counters.h count_flow_open).
+   */
   resetBackendCounters(svc: number, id: number): void {
     const k = this.backendKey(svc, id);
+    const cur = this.maps.backends.lookup(k);
+    this.maps.backends.update(k, { ...cur, gen: ((cur?.gen ?? 0) + 1) >>> 0 });
     this.maps.beStats.zero(k);
     this.maps.beActive.update(k, 0n);
     this.maps.beAdj.update(k, 0n);
+    this.maps.snatFull.update(k, 0n);
   }
 
+  /** A service takes index `svc`: zero its counters and its row of flb_reasons (kept in the totals). */
   resetServiceCounters(svc: number): void {
     this.maps.svcStats.zero(svc);
+    if (this.reasonRows.has(svc)) {
+      const row = this.reasonRow(svc);
+      for (const r of REASONS) this.retiredReasons[r] += row[r];
+    }
+    REASONS.forEach((_, i) => this.maps.reasons.zero(reasonKey(svc, i)));
+    this.reasonRows.add(svc);
   }
 
   /**
@@ -315,46 +418,130 @@ export class XdpProgram {
   }
 
   /**
-   * Walk the forward table (in chunks, yielding to the event loop) and
-   * - delete flows idle longer than idleSeconds(svc) that never closed (abandoned connections),
-   * - delete closed flows older than `closedLinger` seconds (their last ACK was never seen),
-   * - count the open flows left per backend slot (keys.backend(svc, id)).
-   * Deletions happen after the walk: deleting the cursor key would restart get_next_key.
+   * Walk the established tables (in chunks, yielding to the event loop):
+   * - flows idle longer than idleSeconds(svc) that never closed (abandoned connections), and closed
+   *   flows older than `closedLinger` seconds (their last ACK was never seen), are deleted;
+   * - the counted open flows left per backend slot are counted (`open`), only those of the slot's
+   *   current generation (the flows the gauge counts).
+   *
+   * Deletions happen after the walk (deleting the cursor key would restart get_next_key), each after a
+   * fresh read just before it: an entry that changed since the walk (a packet refreshed it, its state
+   * moved, another flow took the key) stays, and a reverse entry goes only if it still names the flow
+   * (by id). What is left is the window between that read and the delete, microseconds against a walk
+   * of seconds.
    */
-  async sweepFlows(idleSeconds: (svc: number) => number, closedLinger: number, now = monotonicSeconds(), chunk = 4096) {
+  async sweepFlows(idleSeconds: (svc: number) => number, closedLinger: number, now = monotonicSeconds(), watch?: PortRange, o: WalkOptions = {}): Promise<SweepResult> {
     const { fwd, rev } = this.maps;
     const open = new Map<number, number>();
-    const doomed: Uint8Array[] = [];
-    let expired = 0;
-    let key: Uint8Array | null = null;
-    const next = new Uint8Array(FLOW_KEY.size);
-    let walked = 0;
-    while (fwd.nextKey(key, next)) {
-      key = Uint8Array.from(next);
-      if (++walked % chunk === 0) await Bun.sleep(0);
-      const f = fwd.lookup(key);
-      if (!f) continue; // deleted by the program since the walk reached it
-      const idle = now - f.last_seen;
+    const gens = new Map<number, number>();
+    const genOf = (svc: number, id: number) => {
+      const k = this.keys.backend(svc, id);
+      let g = gens.get(k);
+      if (g === undefined) gens.set(k, (g = this.backendGen(svc, id)));
+      return g;
+    };
+    const expiredFlow = (f: Flow) => {
       const closed = (f.state & FLOW_STATE.CLOSED) !== 0;
-      if (closed ? idle > closedLinger : idle > idleSeconds(f.svc)) {
-        doomed.push(key);
-        if (!closed) expired++;
-        continue;
+      return closed ? now - f.last_seen > closedLinger : now - f.last_seen > idleSeconds(f.svc);
+    };
+    const services = new Set<number>();
+    let inWatched = 0;
+    const doomed: Doomed[] = [];
+    let expired = 0;
+    const walked = await walk(fwd, o.chunk ?? 4096, (key) => {
+      const f = fwd.lookup(key);
+      if (!f) return; // deleted by the program since the walk reached it
+      services.add(f.svc);
+      if (inRange(f.snat_port, watch)) inWatched++;
+      if (expiredFlow(f)) {
+        doomed.push({ key, seen: f });
+        if ((f.state & FLOW_STATE.CLOSED) === 0) expired++;
+        return;
       }
-      if (!closed) {
+      if ((f.state & (FLOW_STATE.CLOSED | FLOW_STATE.COUNTED)) === FLOW_STATE.COUNTED && f.gen === genOf(f.svc, f.backend)) {
         const slot = this.keys.backend(f.svc, f.backend);
         open.set(slot, (open.get(slot) ?? 0) + 1);
       }
+    });
+    await o.afterWalk?.();
+    const freed = new Set<number>();
+    let deleted = 0;
+    for (const d of doomed) {
+      const f = unchanged(fwd.lookup(d.key), d.seen);
+      if (!f) continue; // gone, replaced, or a packet came since the walk
+      this.deletePair(rev, fwd, d.key, f);
+      freed.add(this.keys.backend(f.svc, f.backend));
+      deleted++;
     }
-    for (const k of doomed) {
-      const f = fwd.lookup(k);
-      if (!f) continue;
-      const fk = FLOW_KEY.decode(k);
-      // Either entry may have gone meanwhile (the program closed the flow, LRU eviction): absent is fine.
-      rev.delete({ saddr: f.be_addr, daddr: fk.daddr, sport: f.be_port, dport: f.snat_port });
-      fwd.delete(k);
+    this.portsFreed(freed);
+    return { walked, open, expired, deleted, inWatched, services };
+  }
+
+  /**
+   * Walk the handshake tables: handshakes without a packet for SYN_TIMEOUT_S, or marked dead (their port
+   * was taken back), are deleted, and so are handshake reverse entries whose handshake is gone (evicted,
+   * or deleted while the entry had already changed hands). Each delete follows a fresh read, as above.
+   */
+  async sweepHandshakes(now = monotonicSeconds(), watch?: PortRange, chunk = 4096): Promise<HandshakeSweep> {
+    const { synFwd, synRev } = this.maps;
+    const abandoned = (f: Flow) =>
+      (f.state & FLOW_STATE.PROMOTING) === 0 && ((f.state & FLOW_STATE.DEAD) !== 0 || now - f.last_seen > TIMING.SYN_TIMEOUT_S);
+    const services = new Set<number>();
+    let inWatched = 0;
+    const doomed: Doomed[] = [];
+    const walked = await walk(synFwd, chunk, (key) => {
+      const f = synFwd.lookup(key);
+      if (!f) return;
+      if (abandoned(f)) return void doomed.push({ key, seen: f });
+      services.add(f.svc);
+      if (inRange(f.snat_port, watch)) inWatched++;
+    });
+    const freed = new Set<number>();
+    let deleted = 0;
+    for (const d of doomed) {
+      const f = unchanged(synFwd.lookup(d.key), d.seen);
+      if (!f || !abandoned(f)) continue;
+      this.deletePair(synRev, synFwd, d.key, f);
+      freed.add(this.keys.backend(f.svc, f.backend));
+      deleted++;
     }
-    return { walked, open, expired, deleted: doomed.length };
+    const orphan = (r: NonNullable<ReturnType<typeof synRev.lookup>>) => {
+      const f = synFwd.lookup(r.fwd);
+      return (!f || f.id !== r.id || (f.state & FLOW_STATE.DEAD) !== 0) && now - r.since > TIMING.REV_CLAIM_GRACE_S;
+    };
+    const orphans: Uint8Array[] = [];
+    await walk(synRev, chunk, (key) => {
+      const r = synRev.lookup(key);
+      if (r && orphan(r)) orphans.push(key);
+    });
+    for (const k of orphans) {
+      const r = synRev.lookup(k);
+      if (r && orphan(r) && synRev.delete(k)) deleted++;
+    }
+    this.portsFreed(freed);
+    return { walked, deleted, inWatched, services };
+  }
+
+  /** SYNs toward these backend slots search the SNAT range again at once (bpf/snat.h flb_snat_full). */
+  private portsFreed(slots: Set<number>): void {
+    for (const slot of slots) if (this.maps.snatFull.lookup(slot)) this.maps.snatFull.update(slot, 0n);
+  }
+
+  /** Delete a flow's reverse entry (only if it still names the flow) and then its forward entry. */
+  private deletePair(rev: MapHandles["rev"], fwd: MapHandles["fwd"], key: Uint8Array, f: Flow): void {
+    const fk = FLOW_KEY.decode(key);
+    const rk = { saddr: f.be_addr, daddr: fk.daddr, sport: f.be_port, dport: f.snat_port };
+    if (rev.lookup(rk)?.id === f.id) rev.delete(rk);
+    fwd.delete(key);
+  }
+
+  /** One service's row of flb_reasons, summed over the CPUs. */
+  reasonRow(svc: number | undefined): Record<Reason, number> {
+    const r = zeroReasons();
+    REASONS.forEach((name, i) => {
+      r[name] = (this.maps.reasons.lookup(reasonKey(svc, i)) ?? []).reduce((n, v) => n + toNumber(v), 0);
+    });
+    return r;
   }
 
   /** Every map's size and memory as the kernel accounts them. */
@@ -371,14 +558,31 @@ export class XdpProgram {
     });
   }
 
-  /** Packets by outcome (flb_reasons), summed over the CPUs. */
+  /** Packets by outcome and events (flb_reasons): every row, the retired ones included, summed over the CPUs. */
   reasons(): Record<Reason, number> {
-    const r = {} as Record<Reason, number>;
-    REASONS.forEach((name, i) => {
-      r[name] = (this.maps.reasons.lookup(i) ?? []).reduce((n, v) => n + toNumber(v), 0);
-    });
-    return r;
+    const total = { ...this.retiredReasons };
+    for (const row of [undefined, ...this.reasonRows]) {
+      const r = this.reasonRow(row);
+      for (const name of REASONS) total[name] += r[name];
+    }
+    return total;
   }
+}
+
+/** What each reason is (outcome kind or event), for /metrics. */
+export const reasonKind = (r: Reason) => REASON_KINDS[r];
+
+/** Walk every key of a hash map, yielding to the event loop every `chunk` keys; the number walked. */
+async function walk(map: { nextKey(prev: Uint8Array | null, out: Uint8Array): boolean }, chunk: number, visit: (key: Uint8Array) => void): Promise<number> {
+  let key: Uint8Array | null = null;
+  const next = new Uint8Array(FLOW_KEY.size);
+  let walked = 0;
+  while (map.nextKey(key, next)) {
+    key = Uint8Array.from(next);
+    if (++walked % chunk === 0) await Bun.sleep(0);
+    visit(key);
+  }
+  return walked;
 }
 
 function equal(a: Uint32Array, b: Uint32Array): boolean {
