@@ -70,44 +70,49 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
 
   // A featherlb handing over (SIGUSR2) in this namespace exits first: what it pins is then complete.
   await HostState.awaitHandover();
-  // Pinned state of an earlier process on this interface (pins.ts): its maps, and its link after a
-  // SIGUSR2 handover. Adopted only if this config fits the maps' sizes and the layout is ours.
-  const pins = config.xdp.pin_path === null ? undefined : pinning.Pins.prepare(config.xdp.pin_path, ifname, log);
-  const found: Found = pins?.find(ifindex, log) ?? {};
-  let capacity = capacityFor(serving);
-  let reuse: Map<MapKey, number> | undefined;
-  if (found.maps) {
-    const pinned = pinning.pinnedCapacity(found.maps, capacity);
-    const full = overflow(pinned, serving, (i) => serving[i]!.backends.length);
-    if (full) log.warn("pinned XDP maps do not fit this config: starting with fresh maps (the flows they held are reset)", { pinned: pins!.mapsDir, reason: full });
-    else {
-      capacity = pinned;
-      reuse = new Map(pinning.KEPT.map((k) => [k, found.maps!.get(k)!]));
-    }
-  }
-  let adopted = reuse !== undefined;
-  const incompatible = (why: string) => {
-    adopted = false;
-    log.warn("pinned XDP maps do not match what this config needs: starting with fresh maps (the flows they held are reset)", { pinned: pins!.mapsDir, reason: why });
-  };
-
-  let program: XdpProgram;
-  try {
-    program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size, capacity, reuse, incompatible });
-  } catch (err) {
-    pinning.closeLink(found);
-    throw loader.loadError(err);
-  } finally {
-    if (found.maps) pinning.closeAll(found.maps); // libbpf holds its own duplicates of the reused ones
-  }
-  const previous = adopted ? found.previous : undefined;
-  if (found.maps && !adopted) pins!.removeMaps();
-
-  let host: HostState | undefined;
+  // Before changing anything on the host (a bpffs mount, pins, the sysctl): refuses if another
+  // featherlb owns this namespace's changes.
+  const host = HostState.claim(log, reservedPorts, taggedNeighbours());
+  let found: Found = {};
+  let program: XdpProgram | undefined;
+  let pins: import("./pins.ts").Pins | undefined;
+  let previous: Previous | undefined;
+  let adopted = false;
   let link: XdpLink;
   try {
-    // Before changing anything on the host: refuses if another featherlb owns this namespace's changes.
-    host = HostState.claim(log, reservedPorts, taggedNeighbours());
+    // Pinned state of an earlier process on this interface (pins.ts): its maps, and its link after a
+    // SIGUSR2 handover. Adopted only if this config fits the maps' sizes and the layout is ours.
+    // Without the capabilities to load, loading fails with the sentence that names them: not the pins first.
+    if (config.xdp.pin_path !== null && loader.missingLoadCapabilities().length === 0) {
+      pins = pinning.Pins.prepare(config.xdp.pin_path, ifname, log);
+      found = pins.find(ifindex, log);
+    }
+    let capacity = capacityFor(serving);
+    let reuse: Map<MapKey, number> | undefined;
+    if (found.maps) {
+      const pinned = pinning.pinnedCapacity(found.maps, capacity);
+      const full = overflow(pinned, serving, (i) => serving[i]!.backends.length);
+      if (full) log.warn("pinned XDP maps do not fit this config: starting with fresh maps (the flows they held are reset)", { pinned: pins!.mapsDir, reason: full });
+      else {
+        capacity = pinned;
+        reuse = new Map(pinning.KEPT.map((k) => [k, found.maps!.get(k)!]));
+      }
+    }
+    adopted = reuse !== undefined;
+    const incompatible = (why: string) => {
+      adopted = false;
+      log.warn("pinned XDP maps do not match what this config needs: starting with fresh maps (the flows they held are reset)", { pinned: pins!.mapsDir, reason: why });
+    };
+    try {
+      program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size, capacity, reuse, incompatible });
+    } catch (err) {
+      throw loader.loadError(err);
+    } finally {
+      if (found.maps) pinning.closeAll(found.maps); // libbpf holds its own duplicates of the reused ones
+    }
+    previous = adopted ? found.previous : undefined;
+    if (found.maps && !adopted) pins!.removeMaps();
+
     // A previous process's SNAT range (changed in this config, or still draining from a reload of its)
     // keeps translating its flows until a sweep finds none left (plane.ts prevRange).
     const [snat, prev] = snatRanges(previous, config);
@@ -125,9 +130,9 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     // program runs (plane.ts takeOver): until then the pins describe the program on the link.
     if (found.link === undefined) pins?.pinMaps(new Map(program.mapFds()));
   } catch (err) {
-    program.close();
+    program?.close();
     pinning.closeLink(found);
-    host?.close();
+    host.close();
     throw pinError(err);
   }
   const release = tryReserve(snatRanges(previous, config), log, host);
