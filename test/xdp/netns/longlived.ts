@@ -16,6 +16,7 @@
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { greetConn } from "../../support/conn.ts";
+import { stdinLines } from "../../support/stdin.ts";
 
 const [host = "", portText = "0", countText = "1", intervalText = "200", srcIp] = process.argv.slice(2);
 const port = Number(portText);
@@ -105,28 +106,21 @@ async function waitUntil(cond: () => boolean, ms: number): Promise<void> {
   for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await Bun.sleep(10);
 }
 
-let buf = "";
-for await (const chunk of Bun.stdin.stream()) {
-  buf += new TextDecoder().decode(chunk);
-  let nl: number;
-  while ((nl = buf.indexOf("\n")) >= 0) {
-    const cmd = buf.slice(0, nl).trim();
-    buf = buf.slice(nl + 1);
-    if (cmd === "pause") {
-      paused = true;
-      await waitUntil(() => outstanding() === 0, 3000);
-      console.log(JSON.stringify({ event: "paused", ...report() }));
-    } else if (cmd === "resume") {
-      for (const c of conns) c.sinceResume = 0;
-      conns.forEach((c, i) => send(c, i));
-      await waitUntil(() => conns.every((c) => c.failed || c.sinceResume > 0), 5000);
-      console.log(JSON.stringify({ event: "resumed", answered: conns.filter((c) => !c.failed && c.sinceResume > 0).length, failed: conns.filter((c) => c.failed).length }));
-      paused = false;
-    } else if (cmd === "end") {
-      paused = true;
-      console.log(JSON.stringify({ event: "end", ...report() }));
-      for (const c of conns) c.sock.destroy();
-      process.exit(0);
-    }
+for await (const cmd of stdinLines()) {
+  if (cmd === "pause") {
+    paused = true;
+    await waitUntil(() => outstanding() === 0, 3000);
+    console.log(JSON.stringify({ event: "paused", ...report() }));
+  } else if (cmd === "resume") {
+    for (const c of conns) c.sinceResume = 0;
+    conns.forEach((c, i) => send(c, i));
+    await waitUntil(() => conns.every((c) => c.failed || c.sinceResume > 0), 5000);
+    console.log(JSON.stringify({ event: "resumed", answered: conns.filter((c) => !c.failed && c.sinceResume > 0).length, failed: conns.filter((c) => c.failed).length }));
+    paused = false;
+  } else if (cmd === "end") {
+    paused = true;
+    console.log(JSON.stringify({ event: "end", ...report() }));
+    for (const c of conns) c.sock.destroy();
+    process.exit(0);
   }
 }
