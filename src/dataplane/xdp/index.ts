@@ -132,6 +132,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   } catch (err) {
     program?.close();
     pinning.closeLink(found);
+    pins?.tidy();
     host.close();
     throw pinError(err);
   }

@@ -179,6 +179,17 @@ export class Pins {
     removeTree(this.mapsDir);
   }
 
+  /** A start that failed: remove the directories it made if nothing is pinned in them. */
+  tidy(): void {
+    for (const d of [this.mapsDir, this.dir]) {
+      try {
+        rmdirSync(d);
+      } catch {
+        return; // not empty (an earlier process's pins), or gone
+      }
+    }
+  }
+
   /** SIGTERM: nothing outlives the process. */
   removeAll(): void {
     removeTree(this.dir);
