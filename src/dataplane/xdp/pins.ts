@@ -288,14 +288,15 @@ function readPrevious(maps: ReadonlyMap<MapKey, number>): Previous {
 function ensureBpffs(pinPath: string, log: Logger): void {
   if (onBpffs(pinPath)) return;
   const target = pinPath === SYS_FS_BPF || pinPath.startsWith(`${SYS_FS_BPF}/`) ? SYS_FS_BPF : pinPath;
-  const fix = `mount one there (mount -t bpf bpf ${target}; Kubernetes: a hostPath volume of /sys/fs/bpf), run featherlb as root, or set xdp.pin_path: off (restarts then reset flows)`;
+  const fix = `mount one there (mount -t bpf bpf ${target}; Kubernetes: a hostPath volume of /sys/fs/bpf), run featherlb as root (mounting needs CAP_SYS_ADMIN), or set xdp.pin_path: off (restarts then reset flows)`;
   try {
     mkdirSync(target, { recursive: true, mode: 0o700 });
     mountBpffs(target);
   } catch (err) {
     const errno = isXdpError(err, "bpf") ? err.errno : 0;
     const denied = errno === EPERM || errno === EACCES || ["EACCES", "EPERM"].includes((err as NodeJS.ErrnoException).code ?? "");
-    throw new UserError(denied ? "permission" : "unsupported", `xdp.pin_path ${pinPath} is not on a bpf filesystem and mounting one at ${target} failed (${(err as Error).message}); ${fix}.`);
+    const how = denied ? "was not permitted" : `failed (${isXdpError(err, "bpf") ? `errno ${errno}` : (err as Error).message})`;
+    throw new UserError(denied ? "permission" : "unsupported", `xdp.pin_path ${pinPath} is not on a bpf filesystem and mounting one at ${target} ${how}; ${fix}.`);
   }
   log.info("mounted a bpf filesystem for xdp.pin_path: pinned maps last as long as this mount namespace (mount one on the host to keep flows across restarts)", { mount: target, pin_path: pinPath });
 }
