@@ -2,6 +2,8 @@
  * `mode: xdp` — the kernel data plane. createXdpDataPlane chooses the interface (netif.ts), loads the
  * BPF program and attaches it with a bpf_link (loader.ts: gone when the process dies, even by SIGKILL),
  * and returns the DataPlane (plane.ts) that mirrors every Service's plan and backends into the maps.
+ * The maps are pinned (pins.ts, xdp.pin_path): a start adopts those an earlier process left — after a
+ * crash, or with its link after a SIGUSR2 handover, which it then takes over — so flows survive both.
  *
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
