@@ -245,6 +245,7 @@ const ROWS: Array<[string, string[], string]> = [
   ["snat ports malformed", ['xdp: {snat_ports: "40000:50000"}', ...webWithBackend()], 'lb.yaml:1:19 xdp.snat_ports: expected a port range like "40000-59999", got "40000:50000"'],
   ["flow table not a power of two", ["xdp: {flow_table_size: 100000}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 100000; try 65536 or 131072"],
   ["flow table too small", ["xdp: {flow_table_size: 512}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 512"],
+  ["pin path relative", ["xdp: {pin_path: featherlb/pins}", ...webWithBackend()], 'lb.yaml:1:17 xdp.pin_path: expected an absolute directory (no "..", ":" or spaces) or "off", got "featherlb/pins"'],
   ["interface name too long", ["xdp: {interface: this-is-too-long0}", ...webWithBackend()], 'lb.yaml:1:18 xdp.interface: expected a network interface name (1-15 characters, no "/", ":" or spaces), got "this-is-too-long0"'],
 
   // --- what mode: xdp cannot do, known from the file alone
@@ -393,7 +394,7 @@ describe("parseConfig accepts valid files", () => {
       drain_timeout_ms: 30_000,
       dns_refresh_ms: 30_000,
       config_watch_ms: 1000,
-      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, flow_table_size: 65_536 },
+      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, flow_table_size: 65_536, pin_path: "/sys/fs/bpf/featherlb" },
       announce: undefined,
       services: [
         {
@@ -437,6 +438,7 @@ xdp:
   attach: native
   snat_ports: 20000-29999
   flow_table_size: 262144
+  pin_path: "off"
 defaults:
   max_connections: 500
   connect_timeout: 1.5s
@@ -481,7 +483,7 @@ services:
     expect(config.admin.listen).toEqual({ host: "::1", port: 9100 });
     expect(config.drain_timeout_ms).toBe(90_000);
     expect(config.dns_refresh_ms).toBe(10_000);
-    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, flow_table_size: 262_144 });
+    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, flow_table_size: 262_144, pin_path: null });
     expect(config.config_watch_ms).toBe(0);
 
     const [web, db] = config.services;

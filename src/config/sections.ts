@@ -53,6 +53,15 @@ const InterfaceName = v.pipe(
   ),
 );
 
+/** An absolute directory, or "off" (→ null: nothing pinned). */
+const PinPath = v.pipe(
+  v.string(expected('an absolute path or "off"', true)),
+  v.check(
+    (p) => p === "off" || (p.startsWith("/") && !p.split("/").includes("..") && !/[\s:]/.test(p)),
+    (issue) => `expected an absolute directory (no "..", ":" or spaces) or "off", got "${issue.input}"`,
+  ),
+);
+
 const SnatPorts = v.pipe(v.string(expected('a port range like "40000-59999"')), parsedBy(parsePortRange));
 
 const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
@@ -76,6 +85,7 @@ const Xdp = mapping({
   attach: v.optional(choice(ATTACH_MODES, "attach mode")),
   snat_ports: v.optional(SnatPorts),
   flow_table_size: v.optional(FlowTableSize),
+  pin_path: v.optional(PinPath),
 });
 
 // ---- config_watch: ----------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ export interface XdpConfig {
   snat_ports: { first: number; last: number };
   /** Capacity of the flow tables (LRU hash, entries per direction). */
   flow_table_size: number;
+  /** Where the maps are pinned (bpffs) so restarts and SIGUSR2 handovers keep flows; null: "off". */
+  pin_path: string | null;
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   REASONS,
   planKey,
   reasonKey,
+  type MapKey,
   type MapSpec,
   type Maps,
   type Reason,
@@ -173,6 +174,11 @@ export class XdpProgram {
     this.obj.close();
   }
 
+  /** Every map's fd by its key in layout.ts MAPS (to pin them: pins.ts). */
+  mapFds(): [MapKey, number][] {
+    return Object.entries(this.maps).map(([key, m]) => [key as MapKey, m.fd]);
+  }
+
   // ---- configuration ----
 
   writeConfig(c: RuntimeConfig): void {
@@ -204,10 +210,10 @@ export class XdpProgram {
 
   // ---- services, backends, plans ----
 
-  setService(index: number, addr: number, port: number): void {
+  setService(index: number, addr: number, port: number, flags = 0): void {
     const max = this.capacity.services;
     if (index < 0 || index >= max) throw new XdpError("invalid_argument", `service index ${index} (the maps hold ${max})`);
-    this.maps.svc.update({ addr, port }, { index });
+    this.maps.svc.update({ addr, port }, { index, flags });
     this.reasonRows.add(index);
   }
 
