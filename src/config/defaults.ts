@@ -77,6 +77,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       interface: xdp.interface,
       attach: xdp.attach ?? DEFAULT_XDP_ATTACH,
       snat_ports: xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
+      snat_address: xdp.snat_address,
       flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
     },
     announce:

@@ -16,7 +16,8 @@ import { capacityFor } from "./capacity.ts";
 import { HostState } from "./hoststate.ts";
 import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
-import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
+import { ipv4ToU32 } from "./layout.ts";
+import { chooseInterface, ifindexOf, isVeth, reservedPorts, snatAddress, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
 import { XdpDataPlane, inFile, tryReserve } from "./plane.ts";
 import type { XdpProgram } from "./program.ts";
@@ -54,6 +55,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   // Only the services that run in xdp say which interface to attach to.
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
+  const snat = snatAddress(config, ifname);
 
   // Dynamically: loader.ts loads libbpf (bun:ffi), which a host may lack; the proxy never needs it.
   let loader: typeof import("./loader.ts");
@@ -75,7 +77,8 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   try {
     // Before changing anything on the host: refuses if another featherlb owns this namespace's changes.
     host = HostState.claim(log, reservedPorts, taggedNeighbours());
-    program.writeConfig({ snatFirst: config.xdp.snat_ports.first, snatLast: config.xdp.snat_ports.last, flags: 0, smac: interfaceMac(ifname) });
+    const ports = config.xdp.snat_ports;
+    program.writeConfig({ snatFirst: ports.first, snatLast: ports.last, snatAddr: ipv4ToU32(snat), flags: 0, smac: interfaceMac(ifname) });
     link = await loader.attachProgram(program, ifname, ifindex, config.xdp.attach, log);
   } catch (err) {
     program.close();
@@ -83,7 +86,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     throw err;
   }
   const release = tryReserve([config.xdp.snat_ports], log, host);
-  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size, capacity: program.capacity });
+  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, snat_address: snat, flow_table_size: config.xdp.flow_table_size, capacity: program.capacity });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.
     log.info("IPv4 forwarding is off on the interface: backend next hops come from featherlb's neighbour table (main routing table + ARP cache, re-read every second)", { interface: ifname });

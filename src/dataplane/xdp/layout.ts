@@ -39,7 +39,7 @@ export const FLOW_FWD = new Struct("flow_fwd", {
   b2c: TCP_DIR,
   to_backend: NEXT_HOP,
   to_client: NEXT_HOP,
-  pad2: u32,
+  snat_addr: be32,
 });
 
 export const FLOW_REV = new Struct("flow_rev", { fwd: FLOW_KEY, since: u32, id: u64 });
@@ -63,7 +63,16 @@ export const COUNTERS = new Struct("flb_counters", {
   flows_closed: u64,
 });
 
-export const CONFIG = new Struct("flb_config", { snat_first: u16, snat_last: u16, flags: u32, smac: mac, pad: u16, prev_first: u16, prev_last: u16 });
+export const CONFIG = new Struct("flb_config", {
+  snat_first: u16,
+  snat_last: u16,
+  flags: u32,
+  smac: mac,
+  pad: u16,
+  prev_first: u16,
+  prev_last: u16,
+  snat_addr: be32,
+});
 
 export const CPU_STATE = new Struct("cpu_state", { port_cursor: u32, pad: u32, next_id: u64 });
 
