@@ -84,10 +84,12 @@ function summarise(records: Flow[]) {
   const perInstance = [0, 0];
   const perIp = new Map<string, Set<string>>();
   let failed = 0;
+  const errors = new Map<string, number>();
   for (const [, i, who] of records) {
     const p = parse(who);
     if (!p) {
       failed++;
+      errors.set(who, (errors.get(who) ?? 0) + 1);
       continue;
     }
     perInstance[p.instance]!++;
@@ -96,7 +98,8 @@ function summarise(records: Flow[]) {
     perIp.get(ip)!.add(p.backend);
   }
   const ok = records.length - failed;
-  return { total: records.length, ok, failed, perInstance, share: perInstance.map((n) => n / Math.max(1, ok)), perIp };
+  const failures = [...errors].map(([e, n]) => `${e.slice(1)} ×${n}`).join(", ");
+  return { total: records.length, ok, failed, failures, perInstance, share: perInstance.map((n) => n / Math.max(1, ok)), perIp };
 }
 
 /** Every client IP saw exactly the backend featherlb's Maglev code picks for it (on both instances). */
@@ -201,7 +204,7 @@ function suite(plane: Plane): void {
       const viaSurvivor = held.filter((h) => h.who?.endsWith(`@${INSTANCE_IPS[1]}`));
       const viaStopped = held.filter((h) => h.who?.endsWith(`@${INSTANCE_IPS[0]}`));
       console.log(
-        `${tag} failover: the router's route lost the stopped instance ${failoverMs} ms after SIGTERM (seen by polling after ${polledMs} ms); new connections during it: ${s.ok}/${s.total} succeeded (${((100 * s.ok) / s.total).toFixed(2)} %), ` +
+        `${tag} failover: the router's route lost the stopped instance ${failoverMs} ms after SIGTERM (seen by polling after ${polledMs} ms); new connections during it: ${s.ok}/${s.total} succeeded (${((100 * s.ok) / s.total).toFixed(2)} %${s.failed ? `; failed: ${s.failures}` : ""}), ` +
           `${after.length} opened after the withdrawal, ${after.filter((p) => p?.instance === 0).length} of them on the stopped instance; ` +
           `held connections: ${viaSurvivor.filter((h) => h.ok).length}/${viaSurvivor.length} through the survivor still echo, ${viaStopped.filter((h) => !h.ok).length}/${viaStopped.length} through the stopped one broke (flows that move)`,
       );
