@@ -61,7 +61,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	__be16 be_port = be->port;
 	__u32 gen = be->gen;
 
-	__be32 snat_addr = cfg->snat_addr;
+	__be32 snat_addr = cfg->snat_addr; /* this instance's own source address, kept in the flow */
 
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
 	struct next_hop out = {};

@@ -69,7 +69,7 @@ struct flow_fwd {
 	struct next_hop to_backend; /* set by the SYN */
 	struct next_hop to_client;  /* set by the backend's first reply */
 	__be32 snat_addr;           /* LB source address toward the backend: flb_config.snat_addr when the SYN
-				     * came (kept per flow, so a reload that changes it leaves open flows as they are) */
+				     * came (kept per flow: a later change of flb_config leaves open flows on theirs) */
 };
 
 /* Reverse-table value (flb_rev, flb_syn_rev), keyed by backend → LB SNAT address and port: which flow
