@@ -157,7 +157,10 @@ enum flb_reason {
 				     * forwarded (the endpoint answers with a challenge ACK), the flow is kept */
 	REASON_ESTABLISHED = 26,    /* a handshake completed: the flow moved to the established table */
 	REASON_PORT_RECLAIMED = 27, /* the SNAT port of an abandoned handshake was taken for a new flow */
-	REASON_MAX = 28,            /* the number of reasons (a row of flb_reasons) */
+	/* transmit (after the events, so the numbers above stay as they were) */
+	REASON_STALE_RESET = 28,    /* a backend answered a handshake's SYN with an ACK of an older connection
+				     * on the same 4-tuple (its socket outlived the flow): answered with an RST */
+	REASON_MAX = 29,            /* the number of reasons (a row of flb_reasons) */
 };
 
 /*

@@ -176,7 +176,15 @@ static __always_inline int check_handshake_c2b(struct packet *p, const struct fl
 	return FLB_GO_ON;
 }
 
-/** A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits. */
+/**
+ * A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits.
+ * A plain ACK before any SYN-ACK that does not acknowledge the SYN comes from a socket the backend still
+ * holds for an older connection on this 4-tuple (RFC 5961 §4: a SYN for an established connection gets
+ * a "challenge ACK"), e.g. of a flow broken when the SNAT address and port were last used by an instance
+ * that stopped, or of one the LB forgot: answered with an RST from its ACK number, as the client's own
+ * TCP in SYN-SENT would do (RFC 9293 §3.10.7.3), so the stale socket closes and the client's next SYN
+ * (retransmitted within a second) gets a SYN-ACK. Otherwise that socket would answer every SYN so.
+ */
 static __always_inline int check_handshake_b2c(struct xdp_md *ctx, struct packet *p, struct flow_fwd *sf, struct verdict *v)
 {
 	__u32 svc = sf->svc;
@@ -185,6 +193,8 @@ static __always_inline int check_handshake_b2c(struct xdp_md *ctx, struct packet
 	seg_of(p, &g);
 	if (sf->state & (FLOW_DEAD | FLOW_PROMOTING))
 		return svc_drop(svc, REASON_SYN_BUSY);
+	if (t->ack && !t->syn && !t->rst && !(sf->state & FLOW_SYNACK) && !seq_within(g.ack, sf->b2c.ack, sf->c2b.end))
+		return answer_stale(ctx, p, svc);
 	if (t->rst) {
 		if (!handshake_rst_ok(sf, t, &g, DIR_B2C))
 			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);

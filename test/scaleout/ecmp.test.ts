@@ -126,6 +126,8 @@ async function waitForNextHops(want: string[], timeoutMs: number): Promise<numbe
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+/** What the failed connections died of, if any: "; failed: connect:ECONNRESET ×1". */
+const failures = (s: { failed: number; failures: string }) => (s.failed ? `; failed: ${s.failures}` : "");
 
 if (bpfSuiteEnabled(SUITE) && toolsPresent(SUITE, ["bird"], "Debian: apt-get install bird2; bpf/install-deps.sh installs it")) {
   for (const plane of PLANES) suite(plane);
@@ -176,7 +178,7 @@ function suite(plane: Plane): void {
 
     test("new connections spread over both instances (each ≥ 25 %); each client IP reaches one backend through either", async () => {
       const s = summarise((await flows(2, 8, SPREAD_MIN)).flows);
-      console.log(`${tag} spread: ${s.ok} connections, instance 1 ${pct(s.share[0]!)}, instance 2 ${pct(s.share[1]!)}, failed ${s.failed}`);
+      console.log(`${tag} spread: ${s.ok} connections, instance 1 ${pct(s.share[0]!)}, instance 2 ${pct(s.share[1]!)}, failed ${s.failed}${failures(s)}`);
       expect(s.failed).toBe(0);
       expect(s.ok).toBeGreaterThanOrEqual(SPREAD_MIN);
       for (const share of s.share) expect(share).toBeGreaterThanOrEqual(0.25);
@@ -208,7 +210,7 @@ function suite(plane: Plane): void {
       const viaSurvivor = held.filter((h) => h.who?.endsWith(`@${INSTANCE_IPS[1]}`));
       const viaStopped = held.filter((h) => h.who?.endsWith(`@${INSTANCE_IPS[0]}`));
       console.log(
-        `${tag} failover: the router's route lost the stopped instance ${failoverMs} ms after SIGTERM (seen by polling after ${polledMs} ms); new connections during it: ${s.ok}/${s.total} succeeded (${((100 * s.ok) / s.total).toFixed(2)} %${s.failed ? `; failed: ${s.failures}` : ""}), ` +
+        `${tag} failover: the router's route lost the stopped instance ${failoverMs} ms after SIGTERM (seen by polling after ${polledMs} ms); new connections during it: ${s.ok}/${s.total} succeeded (${((100 * s.ok) / s.total).toFixed(2)} %${failures(s)}), ` +
           `${after.length} opened after the withdrawal, ${after.filter((p) => p?.instance === 0).length} of them on the stopped instance; ` +
           `held connections: ${viaSurvivor.filter((h) => h.ok).length}/${viaSurvivor.length} through the survivor still echo, ${viaStopped.filter((h) => !h.ok).length}/${viaStopped.length} through the stopped one broke (flows that move)`,
       );
@@ -227,7 +229,7 @@ function suite(plane: Plane): void {
       await waitForNextHops([...INSTANCE_IPS], 15_000); // xdp loads and attaches its program first: slow on a loaded host
       console.log(`${tag} rejoin: both next hops on the router ${Date.now() - start} ms after the restart`);
       const s = summarise((await flows(1.5, 8, SPREAD_MIN)).flows);
-      console.log(`${tag} spread after rejoin: instance 1 ${pct(s.share[0]!)}, instance 2 ${pct(s.share[1]!)} of ${s.ok}`);
+      console.log(`${tag} spread after rejoin: instance 1 ${pct(s.share[0]!)}, instance 2 ${pct(s.share[1]!)} of ${s.ok}, failed ${s.failed}${failures(s)}`);
       expect(s.failed).toBe(0);
       for (const share of s.share) expect(share).toBeGreaterThanOrEqual(0.25);
       expectSticky(s.perIp);

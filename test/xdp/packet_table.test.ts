@@ -560,6 +560,26 @@ if (bpfSuiteEnabled("xdp packet table")) {
       row(tcpPacket(rst), XDP_TX, toBackendOf(f, rst));
     });
 
+    test("the backend answers the SYN with an ACK of an older connection (a stale socket on the 4-tuple): an RST from that ACK number goes back to it; the client's next SYN gets through", () => {
+      const s = client(6150, TCP.SYN, { seq: 700 });
+      const r = p.run(tcpPacket(s));
+      expect(r.retval).toBe(XDP_TX);
+      const be = backendOf(r.data);
+      const snat = parseTcp(r.data).sport;
+      // RFC 5961 §4's challenge ACK: the stale socket's own numbers, nothing to do with the SYN.
+      const challenge = fromBackend(be, snat, 6150, TCP.ACK, { seq: 31337, ack: 424242, partialCsum: false }).input;
+      const stale = p.reasons().stale_reset;
+      const rst = tcpPacket({ srcMac: LB_MAC, dstMac: beMac(be), src: LB_ADDR, dst: BACKENDS[be]!, sport: snat, dport: BE_PORT, flags: TCP.RST, seq: 424242, ack: 0, window: 0, id: 0, ttl: 64 });
+      row(challenge, XDP_TX, rst);
+      expect(p.reasons().stale_reset).toBe(stale + 1);
+      expect(p.reasonRow(0).stale_reset).toBe(1);
+      // The handshake is still there: the retransmitted SYN takes the same backend and port.
+      row(tcpPacket(s), XDP_TX, toBackend(s, be, snat));
+      const synack = fromBackend(be, snat, 6150, TCP.SYN | TCP.ACK, { seq: 9000, ack: 701 });
+      row(synack.input, XDP_TX, synack.expected);
+      expect(p.run(tcpPacket(client(6150, TCP.RST, { seq: 701 }))).retval).toBe(XDP_TX);
+    });
+
     test("the backend refuses (RST|ACK acknowledging the SYN): forwarded, the handshake ends; an RST acknowledging something else is dropped", () => {
       const before = p.flowCounts();
       const s = client(6201, TCP.SYN, { seq: 7777 });

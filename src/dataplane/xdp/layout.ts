@@ -155,6 +155,7 @@ export const REASON_KINDS = {
   rst_in_window: "event",
   established: "event",
   port_reclaimed: "event",
+  stale_reset: "tx",
 } as const;
 export type Reason = keyof typeof REASON_KINDS;
 export type ReasonKind = (typeof REASON_KINDS)[Reason];
