@@ -79,6 +79,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       interface: xdp.interface,
       attach: xdp.attach ?? DEFAULT_XDP_ATTACH,
       snat_ports: xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
+      snat_address: xdp.snat_address,
       flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
       pin_path: xdp.pin_path === "off" ? null : (xdp.pin_path ?? DEFAULT_PIN_PATH),
     },

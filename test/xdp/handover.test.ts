@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { LAYOUT } from "../../src/dataplane/xdp/layout.ts";
 import { featherlbCommand } from "../support/lb.ts";
 import { Proc } from "../support/proc.ts";
 import { writeXdpConfig } from "./netns/config.ts";
@@ -116,7 +117,7 @@ if (bpfSuiteEnabled("xdp handover")) {
       expect(paused.echoes as number).toBeGreaterThan(CONNS * 8);
       const instance = instances();
       expect(instance).toEqual([expect.stringMatching(/^netns-\d+-lb0$/)]);
-      expect(readdirSync(join(pinPath, instance[0]!)).sort()).toEqual(["layout-2"]); // the link is ours again: unpinned
+      expect(readdirSync(join(pinPath, instance[0]!)).sort()).toEqual([`layout-${LAYOUT.FLB_LAYOUT_VERSION}`]); // the link is ours again: unpinned
 
       // 2. A crash while the connections are idle, and a start within 2 s.
       process.kill(lb2.pid, "SIGKILL");
@@ -158,9 +159,9 @@ if (bpfSuiteEnabled("xdp handover")) {
       mkdirSync(old);
       sh(["bpftool", "map", "create", join(old, "flb_fwd"), "type", "hash", "key", "12", "value", "8", "entries", "16", "name", "flb_fwd"]);
       const lb1 = await startLb(file);
-      expect(logged(lb1, "pinned XDP maps have another layout than this featherlb: starting with fresh maps (the flows they held are reset)")).toMatchObject({ pinned_layout: 1, layout: 2 });
+      expect(logged(lb1, "pinned XDP maps have another layout than this featherlb: starting with fresh maps (the flows they held are reset)")).toMatchObject({ pinned_layout: 1, layout: LAYOUT.FLB_LAYOUT_VERSION });
       expect(existsSync(old)).toBe(false);
-      expect(logged(lb1, "xdp program attached")?.adopted_flows).toBe(true); // layout-2's maps were still fine
+      expect(logged(lb1, "xdp program attached")?.adopted_flows).toBe(true); // the current layout's maps were still fine
 
       // A crash, then a start with another flow table size: those maps cannot be reused.
       process.kill(lb1.pid, "SIGKILL");

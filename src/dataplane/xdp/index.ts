@@ -21,7 +21,7 @@ import { capacityFor, overflow } from "./capacity.ts";
 import { isXdpError } from "./errors.ts";
 import { SVC_FLAGS, ipv4ToU32, type MapKey } from "./layout.ts";
 import type { Found, Previous } from "./pins.ts";
-import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
+import { chooseInterface, ifindexOf, isVeth, reservedPorts, snatAddress, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
 import { XdpDataPlane, inFile, tryReserve } from "./plane.ts";
 import type { PortRange, XdpProgram } from "./program.ts";
@@ -59,6 +59,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   // Only the services that run in xdp say which interface to attach to.
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
+  const snat = snatAddress(config, ifname);
 
   // Dynamically: loader.ts loads libbpf (bun:ffi), which a host may lack; the proxy never needs it.
   let loader: typeof import("./loader.ts");
@@ -117,8 +118,8 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
 
     // A previous process's SNAT range (changed in this config, or still draining from a reload of its)
     // keeps translating its flows until a sweep finds none left (plane.ts prevRange).
-    const [snat, prev] = snatRanges(previous, config);
-    program.writeConfig({ snatFirst: snat!.first, snatLast: snat!.last, prevFirst: prev?.first, prevLast: prev?.last, flags: 0, smac: interfaceMac(ifname) });
+    const [range, prev] = snatRanges(previous, config);
+    program.writeConfig({ snatFirst: range!.first, snatLast: range!.last, prevFirst: prev?.first, prevLast: prev?.last, snatAddr: ipv4ToU32(snat), flags: 0, smac: interfaceMac(ifname) });
     // Its services keep translating their flows on their indexes (retired until the first apply names
     // them again), so a packet of an adopted flow that comes before the plans finds its service.
     for (const s of previous?.services ?? []) program.setService(s.index, ipv4ToU32(s.host), s.port, SVC_FLAGS.RETIRED);
@@ -143,6 +144,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     interface: ifname,
     ifindex,
     mode: link.mode,
+    snat_address: snat,
     flow_table_size: config.xdp.flow_table_size,
     capacity: program.capacity,
     pinned: pins?.mapsDir ?? null,

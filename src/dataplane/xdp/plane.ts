@@ -362,8 +362,8 @@ export class XdpDataPlane implements DataPlane {
   private checkXdpChanges(next: Config): void {
     const a = this.config.xdp;
     const b = next.xdp;
-    if (a.interface !== b.interface || a.attach !== b.attach || a.flow_table_size !== b.flow_table_size) {
-      this.log.warn("xdp.interface, xdp.attach and xdp.flow_table_size take effect at the next restart");
+    if (a.interface !== b.interface || a.attach !== b.attach || a.flow_table_size !== b.flow_table_size || a.snat_address !== b.snat_address) {
+      this.log.warn("xdp.interface, xdp.attach, xdp.snat_address and xdp.flow_table_size take effect at the next restart");
     }
     if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) this.changeSnatRange(a.snat_ports, b.snat_ports);
   }
