@@ -82,6 +82,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       snat_address: xdp.snat_address,
       flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
       pin_path: xdp.pin_path === "off" ? null : (xdp.pin_path ?? DEFAULT_PIN_PATH),
+      pin_required: xdp.pin_path !== undefined && xdp.pin_path !== "off",
     },
     announce:
       file.announce === undefined

@@ -402,7 +402,7 @@ describe("parseConfig accepts valid files", () => {
       drain_timeout_ms: 30_000,
       dns_refresh_ms: 30_000,
       config_watch_ms: 1000,
-      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, snat_address: undefined, flow_table_size: 65_536, pin_path: "/sys/fs/bpf/featherlb" },
+      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, snat_address: undefined, flow_table_size: 65_536, pin_path: "/sys/fs/bpf/featherlb", pin_required: false },
       announce: undefined,
       services: [
         {
@@ -492,7 +492,7 @@ services:
     expect(config.admin.listen).toEqual({ host: "::1", port: 9100 });
     expect(config.drain_timeout_ms).toBe(90_000);
     expect(config.dns_refresh_ms).toBe(10_000);
-    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, snat_address: "10.0.1.12", flow_table_size: 262_144, pin_path: null });
+    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, snat_address: "10.0.1.12", flow_table_size: 262_144, pin_path: null, pin_required: false });
     expect(config.config_watch_ms).toBe(0);
 
     const [web, db] = config.services;

@@ -94,6 +94,8 @@ export interface XdpConfig {
   flow_table_size: number;
   /** Where the maps are pinned (bpffs) so restarts and SIGUSR2 handovers keep flows; null: "off". */
   pin_path: string | null;
+  /** pin_path was written in the file: a pin path that cannot be used is then an error, not a warning. */
+  pin_required: boolean;
 }
 
 /**

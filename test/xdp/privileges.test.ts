@@ -54,6 +54,19 @@ services:
     expect(err[0]).toContain("set xdp.pin_path: off");
   });
 
+  test("the default pin path unusable (no bpffs, no CAP_SYS_ADMIN to mount one): it runs unpinned and says so once", () => {
+    // A private mount namespace whose /sys/fs/bpf is a tmpfs, so what the host has mounted does not matter.
+    const script = 'ip link set lo up && mount -t tmpfs none /sys/fs/bpf && exec setpriv --bounding-set=-sys_admin timeout -s TERM 3 "$@"';
+    const cmd = ["unshare", "-n", "-m", "sh", "-c", script, "sh", ...featherlbCommand(), config];
+    const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: 20_000, env: { ...process.env, FEATHERLB_RUN_DIR: join(dir, "run2") } });
+    const out = r.stdout.toString() + r.stderr.toString();
+    const lines = out.split("\n").filter((l) => l.includes("xdp maps not pinned"));
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toContain("set xdp.pin_path to a usable bpffs directory");
+    expect(out).toContain("xdp program attached");
+    expect(out).not.toContain("Error");
+  });
+
   test("the capability reader: CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON", () => {
     const status = (eff: bigint) => `Name:\tx\nCapEff:\t${eff.toString(16).padStart(16, "0")}\n`;
     const bit = (n: number) => 1n << BigInt(n);

@@ -87,8 +87,8 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     // SIGUSR2 handover. Adopted only if this config fits the maps' sizes and the layout is ours.
     // Without the capabilities to load, loading fails with the sentence that names them: not the pins first.
     if (config.xdp.pin_path !== null && loader.missingLoadCapabilities().length === 0) {
-      pins = pinning.Pins.prepare(config.xdp.pin_path, ifname, log);
-      found = pins.find(ifindex, log);
+      pins = preparePins(pinning, config, ifname, log);
+      found = pins?.find(ifindex, log) ?? {};
     }
     let capacity = capacityFor(serving);
     let reuse: Map<MapKey, number> | undefined;
@@ -173,4 +173,19 @@ function snatRanges(previous: Previous | undefined, config: Config): PortRange[]
 function pinError(err: unknown): unknown {
   if (!isXdpError(err, "bpf") || !/bpf_obj_pin/.test(err.message)) return err;
   return new UserError(err.errno === 1 || err.errno === 13 ? "permission" : "unsupported", `could not pin the XDP maps (${err.message}); give featherlb's user the xdp.pin_path directory, run it as root, or set xdp.pin_path: off (restarts then reset flows).`);
+}
+
+/**
+ * The pin directory, or undefined when the default pin path cannot be used (no bpffs and no right to
+ * mount one: a container, a host without CAP_SYS_ADMIN): featherlb then runs unpinned and says so once,
+ * since pinning only makes restarts keep flows. A pin_path written in the file must work.
+ */
+function preparePins(pinning: typeof import("./pins.ts"), config: Config, ifname: string, log: Logger): import("./pins.ts").Pins | undefined {
+  try {
+    return pinning.Pins.prepare(config.xdp.pin_path!, ifname, log);
+  } catch (err) {
+    if (config.xdp.pin_required || !(err instanceof UserError)) throw err;
+    log.warn("xdp maps not pinned: a restart resets the flows and SIGUSR2 cannot hand over; set xdp.pin_path to a usable bpffs directory to keep them", { reason: err.message });
+    return undefined;
+  }
 }

@@ -480,7 +480,7 @@ export class XdpDataPlane implements DataPlane {
   handover(): void {
     if (this.closed) return;
     if (!this.pins || this.link.fd === undefined) {
-      throw new UserError("config", inFile(this.config, "SIGUSR2 hands the XDP data plane over through pinned maps, and xdp.pin_path is off; set xdp.pin_path, or stop with SIGTERM"));
+      throw new UserError("config", inFile(this.config, "SIGUSR2 hands the XDP data plane over through pinned maps, and nothing is pinned (xdp.pin_path is off or was unusable at start, see the log); set xdp.pin_path, or stop with SIGTERM"));
     }
     if (!this.link.takeOver || this.tookOver) this.pins.pinLink(this.link.fd);
     this.leave("xdp data plane handed over: the program stays attached, maps and link pinned", { pinned: this.pins.dir });
