@@ -88,7 +88,7 @@ export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_MAX 
 export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 };
 
 /** enum flb_layout: the version of the flow tables' layout (a process adopting pinned maps compares it). */
-export const LAYOUT = { FLB_LAYOUT_VERSION: 2 } as const;
+export const LAYOUT = { FLB_LAYOUT_VERSION: 3 } as const;
 /** enum flb_timing: limits the sweeper shares with the program. */
 export const TIMING = { SYN_TIMEOUT_S: 5, SNAT_FULL_BACKOFF_MS: 100, REV_CLAIM_GRACE_S: 1 } as const;
 
@@ -104,11 +104,12 @@ export const FLOW_STATE = {
   PROMOTING: 1 << 7,
   DEAD: 1 << 8,
   COUNTED: 1 << 9,
+  DSR: 1 << 10,
 } as const;
 /** enum flb_cfg_flag: struct flb_config.flags bits (CFG_*). */
 export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2, NATIVE: 4 } as const;
 /** enum flb_svc_flag: struct svc_val.flags bits (SVC_*). */
-export const SVC_FLAGS = { RETIRED: 1 } as const;
+export const SVC_FLAGS = { RETIRED: 1, DSR: 2 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
 export const BACKEND_FLAGS = { PRESENT: 1 } as const;
 

@@ -17,6 +17,7 @@ import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
 import { XdpError } from "./errors.ts";
 import { HostState } from "./hoststate.ts";
 import type { AttachedMode, XdpLink } from "./loader.ts";
+import { dsrOffLink, onLink } from "./dsr.ts";
 import { BackendNeighbours } from "./neighbours.ts";
 import { reservedPorts } from "./netif.ts";
 import { reasonKind, type CounterSums, type PortRange, type XdpProgram } from "./program.ts";
@@ -68,7 +69,7 @@ export class XdpDataPlane implements DataPlane {
   readonly attachMode: AttachedMode;
   private readonly mirrored = new Map<string, Mirrored>();
   private closed = false;
-  private warnedV6 = new Set<string>();
+  private warned = new Set<string>();
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
   private sweeps = 0;
@@ -166,6 +167,8 @@ export class XdpDataPlane implements DataPlane {
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config, services.map((p) => p.config));
     if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
+    const offLink = dsrOffLink(config, this.ifname, services.map((p) => p.config));
+    if (offLink) throw new UserError("config", inFile(config, `${offLink}.`));
     // The maps were sized for the config at start (capacity.ts): a reload must fit them.
     const full = overflow(this.program.capacity, services.map((p) => p.config), (i) => services[i]!.service.backendsAfter(services[i]!.config));
     if (full) throw new UserError("config", inFile(config, `${full}.`));
@@ -222,7 +225,7 @@ export class XdpDataPlane implements DataPlane {
         if (!isXdpError(err, "plan_too_large")) throw err;
         throw new UserError("config", inFile(config, `service ${service.name}'s plan (${service.picker.plan.slots.length} slots) does not fit the XDP plan tables next to the other services'; lower maglev.table_size or weights, or use mode: proxy.`));
       }
-      this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
+      this.program.setService(m.index, ipv4ToU32(listen.host), listen.port, m.service.config.forwarding === "dsr");
     }
     this.neighbours.changed();
     // The backends' managed neighbour entries are made (in slices) before the config counts as applied.
@@ -258,7 +261,8 @@ export class XdpDataPlane implements DataPlane {
         }
         m.slots.set(id, backend);
       }
-      const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
+      // forwarding: dsr reaches a backend by its MAC: an address off the link (DNS) gets no flows.
+      const v4 = backend.ip !== undefined && IPV4.test(backend.ip) && (service.config.forwarding !== "dsr" || this.dsrOnLink(service, backend.ip));
       const entry = v4 ? `${backend.ip}:${backend.config.port}` : "";
       if (m.written.get(id) === entry) continue;
       moved = true;
@@ -267,8 +271,9 @@ export class XdpDataPlane implements DataPlane {
         this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port);
       } else {
         this.program.clearBackend(index, id);
-        if (backend.ip && !this.warnedV6.has(backend.key)) {
-          this.warnedV6.add(backend.key);
+        // An IPv4 address here is a dsr backend off the link (dsrOnLink logged it).
+        if (backend.ip && !IPV4.test(backend.ip) && !this.warned.has(backend.key)) {
+          this.warned.add(backend.key);
           this.log.warn("xdp balances IPv4 backends only; this backend gets no new flows", { service: service.name, backend: backend.key });
         }
       }
@@ -293,6 +298,17 @@ export class XdpDataPlane implements DataPlane {
       this.log.error("xdp plan not written; the service keeps its previous plan", { service: service.name, reason: (err as Error).message });
       if (isXdpError(err, "plan_too_large")) throw err;
     }
+  }
+
+  /** Is a dsr backend's resolved address on the interface's link? Logged once per address when not. */
+  private dsrOnLink(service: Service, ip: string): boolean {
+    if (onLink(this.ifname, ip)) return true;
+    const key = `dsr ${service.name} ${ip}`;
+    if (!this.warned.has(key)) {
+      this.warned.add(key);
+      this.log.error("forwarding: dsr backend is not on the interface's link; it gets no new flows", { service: service.name, ip, interface: this.ifname });
+    }
+    return false;
   }
 
   /** write() for a plan event (a health flip): a plan too large for the maps was logged, the previous one stays. */

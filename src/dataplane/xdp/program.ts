@@ -204,10 +204,11 @@ export class XdpProgram {
 
   // ---- services, backends, plans ----
 
-  setService(index: number, addr: number, port: number): void {
+  /** Match `addr:port` as service `index`; `dsr`: forwarding: dsr (SVC_DSR, bpf/dsr.h). */
+  setService(index: number, addr: number, port: number, dsr = false): void {
     const max = this.capacity.services;
     if (index < 0 || index >= max) throw new XdpError("invalid_argument", `service index ${index} (the maps hold ${max})`);
-    this.maps.svc.update({ addr, port }, { index });
+    this.maps.svc.update({ addr, port }, { index, flags: dsr ? SVC_FLAGS.DSR : 0 });
     this.reasonRows.add(index);
   }
 
@@ -218,7 +219,8 @@ export class XdpProgram {
    */
   retireService(index: number, addr: number, port: number): void {
     const cur = this.maps.svc.lookup({ addr, port });
-    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED });
+    // A DSR service stays one: its open flows have no reverse entry and are carried by bpf/dsr.h.
+    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED | (cur.flags & SVC_FLAGS.DSR) });
   }
 
   /** Stop matching a retired listen address, unless another service took it meanwhile. */
