@@ -13,7 +13,9 @@
  *   in conf/all (again the larger of the two applies), because the inner source, the client, is not
  *   routed through the tunnel.
  * It prints these steps as shell commands; --apply runs them (sysctls in-process through /proc/sys,
- * addresses and links with ip(8)), each idempotent, so running it twice is harmless.
+ * addresses and links with ip(8)), each idempotent, so running it twice is harmless. A sysctl that
+ * already has its value is not written: in a container /proc/sys is read-only, and Compose's
+ * `sysctls:` sets them before the entrypoint runs (docs/dsr.md).
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -24,7 +26,12 @@ import { UserError } from "../../errors.ts";
 /** The tunnel device --ipip creates. */
 export const IPIP_DEVICE = "flbdsr0";
 
-export type Step = { kind: "sysctl"; key: string; value: string } | { kind: "ip"; args: string[]; unless?: string[] };
+/**
+ * A sysctl to set, or an ip(8) command (skipped when `unless` succeeds). `atLeastVia`: the kernel uses
+ * the larger of this key and that one (conf/all), so that one holding at least `value` makes this one
+ * moot (arp_ignore, arp_announce).
+ */
+export type Step = { kind: "sysctl"; key: string; value: string; atLeastVia?: string } | { kind: "ip"; args: string[]; unless?: string[] };
 
 /** The steps for `vip` on a host whose IPv4 interfaces (besides lo) are `interfaces`. */
 export function dsrBackendSteps(vip: string, ipip: boolean, interfaces: readonly string[]): Step[] {
@@ -37,7 +44,9 @@ export function dsrBackendSteps(vip: string, ipip: boolean, interfaces: readonly
   }
   steps.push({ kind: "ip", args: ["addr", "replace", `${vip}/32`, "dev", device] });
   for (const dev of ["all", ...interfaces]) {
-    steps.push(sysctl(`net.ipv4.conf.${dev}.arp_ignore`, "1"), sysctl(`net.ipv4.conf.${dev}.arp_announce`, "2"));
+    for (const [name, value] of [["arp_ignore", "1"], ["arp_announce", "2"]] as const) {
+      steps.push({ kind: "sysctl", key: `net.ipv4.conf.${dev}.${name}`, value, atLeastVia: dev === "all" ? undefined : `net.ipv4.conf.all.${name}` });
+    }
   }
   if (ipip) steps.push(sysctl("net.ipv4.conf.all.rp_filter", "0"), sysctl(`net.ipv4.conf.${IPIP_DEVICE}.rp_filter`, "0"));
   return steps;
@@ -55,10 +64,22 @@ function ipv4Interfaces(): string[] {
     .map(([name]) => name);
 }
 
+function readSysctl(key: string): string | undefined {
+  try {
+    return readFileSync(`/proc/sys/${key.replaceAll(".", "/")}`, "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
 function applyStep(s: Step): void {
   if (s.kind === "sysctl") {
     const path = `/proc/sys/${s.key.replaceAll(".", "/")}`;
     if (!existsSync(path)) throw new UserError("interface", `${path} does not exist, so ${s.key} cannot be set; is the interface up in this network namespace?`);
+    // Already so, or made moot by conf/all (a container whose runtime set them: /proc/sys is read-only
+    // there, and Docker can set conf/all but not conf/eth0, which does not exist yet when it does).
+    if (readFileSync(path, "utf8").trim() === s.value) return;
+    if (s.atLeastVia && Number(readSysctl(s.atLeastVia)) >= Number(s.value)) return;
     try {
       writeFileSync(path, s.value);
     } catch (err) {
