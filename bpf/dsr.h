@@ -95,23 +95,10 @@ static __always_inline int dsr_promote(const struct flow_key *fk, struct flow_fw
 	struct flow_fwd f = *sf;
 	f.state = FLOW_DSR;
 	f.last_seen = now;
-	/* Counted before the entry is visible: a FIN racing right behind never takes the gauge below 0. */
-	int counted = backend_gen(f.svc, f.backend) == f.gen;
-	if (counted)
-		f.state |= FLOW_COUNTED;
-	count_flow_open(f.svc, f.backend, counted);
-	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_NOEXIST) != 0) {
-		/* A closed flow of this 4-tuple that the SYN did not replace (it lingers for its last ACKs). */
-		struct flow_fwd *old = bpf_map_lookup_elem(&flb_fwd, fk);
-		if (old)
-			close_flow(old);
-		if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
-			count_flow_close(f.svc, f.backend, f.gen, counted);
-			dsr_forget(&flb_syn_fwd, fk, &f);
-			return -1;
-		}
-	}
+	int rc = insert_established(fk, &f);
 	dsr_forget(&flb_syn_fwd, fk, &f);
+	if (rc != 0)
+		return -1;
 	count_svc_reason(f.svc, REASON_ESTABLISHED);
 	return 0;
 }

@@ -27,6 +27,7 @@ import { predictor } from "../support/predict.ts";
 import { Proc } from "../support/proc.ts";
 import { ADMIN } from "./netns/config.ts";
 import { nsMetrics, xdpReasons } from "./netns/metrics.ts";
+import { runClient } from "./netns/runclient.ts";
 import { LB_IF, inNs, run, sh, topology } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -70,15 +71,7 @@ ${backends(81, false)}
 }
 
 /** Run the client script in the client namespace; its JSON line. */
-function client(args: string[], deadlineS = 30): Record<string, any> {
-  const r = Bun.spawnSync(inNs(T.ns.client!, BUN, join(HERE, "client.ts"), ...args), { env: { ...process.env, FLBX_DEADLINE_S: String(deadlineS) }, stdout: "pipe", stderr: "pipe" });
-  const out = r.stdout.toString().trim().split("\n").at(-1) ?? "";
-  try {
-    return JSON.parse(out);
-  } catch {
-    throw new Error(`client ${args.join(" ")} printed no JSON (exit ${r.exitCode}): ${out} ${r.stderr.toString()}`);
-  }
-}
+const client = (args: string[], deadlineS = 30) => runClient(T.ns.client!, args, deadlineS);
 
 const totals = (byIp: Record<string, Record<string, number>>) => {
   const t: Record<string, number> = { b1: 0, b2: 0, b3: 0 };

@@ -24,6 +24,7 @@ import { readLbConfig } from "../support/lbconfig.ts";
 import { predictor } from "../support/predict.ts";
 import { writeXdpConfig } from "./netns/config.ts";
 import { nsMetrics, xdpReasons } from "./netns/metrics.ts";
+import { runClient } from "./netns/runclient.ts";
 import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -50,19 +51,7 @@ function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[], a
 }
 
 /** Run the client script in the client namespace; parse its JSON line. */
-function client(args: string[], deadlineS = 40): Record<string, any> {
-  const r = Bun.spawnSync(inNs(NS.client, BUN, join(HERE, "client.ts"), ...args), {
-    env: { ...process.env, FLBX_DEADLINE_S: String(deadlineS) },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const out = r.stdout.toString().trim().split("\n").at(-1) ?? "";
-  try {
-    return JSON.parse(out);
-  } catch {
-    throw new Error(`client ${args.join(" ")} printed no JSON (exit ${r.exitCode}): ${out} ${r.stderr.toString()}`);
-  }
-}
+const client = (args: string[], deadlineS = 40) => runClient(NS.client, args, deadlineS);
 
 const totals = (byIp: Record<string, Record<string, number>>) => {
   const t: Record<string, number> = { b1: 0, b2: 0, b3: 0 };

@@ -76,13 +76,14 @@ function applyStep(s: Step): void {
   if (s.kind === "sysctl") {
     const path = `/proc/sys/${s.key.replaceAll(".", "/")}`;
     if (!existsSync(path)) throw new UserError("interface", `${path} does not exist, so ${s.key} cannot be set; is the interface up in this network namespace?`);
-    // Already so, or made moot by conf/all (a container whose runtime set them: /proc/sys is read-only
-    // there, and Docker can set conf/all but not conf/eth0, which does not exist yet when it does).
+    // Already so (a container whose runtime set it: /proc/sys is read-only there).
     if (readFileSync(path, "utf8").trim() === s.value) return;
-    if (s.atLeastVia && Number(readSysctl(s.atLeastVia)) >= Number(s.value)) return;
     try {
       writeFileSync(path, s.value);
     } catch (err) {
+      // Made moot by conf/all: Docker's `sysctls:` can set conf/all but not conf/eth0 (it does not exist
+      // yet when they are applied), and the container cannot write it afterwards.
+      if (s.atLeastVia && Number(readSysctl(s.atLeastVia)) >= Number(s.value)) return;
       throw new UserError("permission", `cannot set ${s.key} (${(err as Error).message}); run featherlb dsr-backend --apply as root (in a container: with NET_ADMIN and /proc/sys writable).`);
     }
     if (readFileSync(path, "utf8").trim() !== s.value) throw new UserError("permission", `${s.key} did not take the value ${s.value}; set it by hand with ${stepCommand(s)}.`);
