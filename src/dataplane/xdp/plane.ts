@@ -327,6 +327,13 @@ export class XdpDataPlane implements DataPlane {
       this.log.warn("xdp.interface, xdp.attach and xdp.flow_table_size take effect at the next restart");
     }
     if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) this.changeSnatRange(a.snat_ports, b.snat_ports);
+    // A flow is NAT or DSR from its SYN on (bpf/dsr.h): the other kind's path cannot carry it.
+    for (const s of next.services) {
+      const was = this.config.services.find((o) => o.listen.host === s.listen.host && o.listen.port === s.listen.port);
+      if (was && was.forwarding !== s.forwarding) {
+        this.log.warn("forwarding changed: the service's open connections break (reset or stalled), new ones use the new forwarding", { service: s.name, from: was.forwarding, to: s.forwarding });
+      }
+    }
   }
 
   /**
