@@ -19,7 +19,8 @@
  *   a handshake with no client packet for SYN_TIMEOUT_S is deleted by the sweeper;
  * - the client's FIN or RST closes the flow (the gauge −1 once, FLOW_CLOSED) but the entry stays, so
  *   the client's last ACKs and retransmissions still reach the same backend; the sweeper deletes it
- *   once it saw no packet for the closed linger (60 s), an open flow after the service's idle timeout;
+ *   once it saw no client packet for the service's half_close_timeout (a half-closed download's ACKs
+ *   look like the last ACK), an open flow after the service's idle timeout;
  *   a SYN on a closed flow's 4-tuple starts a new flow. Without the backend's side there is no window
  *   to check an RST or FIN against, so they close nothing but the count: the backend judges them (RFC
  *   5961) and a spoofed one costs no connection.

@@ -107,7 +107,7 @@ if (bpfSuiteEnabled("xdp packet table, forwarding: dsr")) {
   });
 
   describe("the sweeper", () => {
-    test("expires DSR flows like NAT ones: a handshake after SYN_TIMEOUT_S, an open flow after its idle timeout, a closed one after the linger", async () => {
+    test("expires DSR flows: a handshake after SYN_TIMEOUT_S, an open flow after its idle timeout, a closed one after half_close_timeout", async () => {
       carried(packet(6300, TCP.SYN), 0); // a handshake
       carried(packet(6400, TCP.SYN), 1);
       carried(packet(6400, TCP.ACK, { seq: 1001, ack: 1 }), 1); // open, counted
@@ -118,7 +118,9 @@ if (bpfSuiteEnabled("xdp packet table, forwarding: dsr")) {
       expect(fresh.deleted).toBe(0);
       expect(fresh.open.get(p.keys.backend(DSR, 1))).toBe(1);
       expect((await p.sweepHandshakes(now + 10)).deleted).toBe(1);
-      const later = await p.sweepFlows(() => 300, 60, now + 100); // the closed flow (6200)
+      // The closed flow (6200): after the service's half_close_timeout (here 20 s), not the NAT linger (60 s).
+      expect((await p.sweepFlows(() => 300, 60, now + 15, undefined, { dsrClosed: () => 20 })).deleted).toBe(0);
+      const later = await p.sweepFlows(() => 300, 60, now + 30, undefined, { dsrClosed: () => 20 });
       expect({ deleted: later.deleted, expired: later.expired }).toEqual({ deleted: 1, expired: 0 });
       const idle = await p.sweepFlows(() => 300, 60, now + 400); // the open one, idle
       expect({ deleted: idle.deleted, expired: idle.expired }).toEqual({ deleted: 1, expired: 1 });

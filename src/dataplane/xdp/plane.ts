@@ -127,11 +127,16 @@ export class XdpDataPlane implements DataPlane {
       this.entries.handshake = handshakes.walked - handshakes.deleted;
       if (!full || this.closed) return { handshakes };
       const idle = new Map<number, number>();
+      // forwarding: dsr: a flow the client closed lingers for its last ACKs, which the program cannot
+      // tell from the ACKs of a half-closed download: it goes after half_close_timeout without a client
+      // packet (0: the idle timeout), as a half-closed proxied connection does.
+      const dsrClosed = new Map<number, number>();
       for (const m of this.mirrored.values()) {
-        const ms = m.service.config.idle_timeout_ms;
+        const { idle_timeout_ms: ms, half_close_timeout_ms: half, forwarding } = m.service.config;
         idle.set(m.index, ms > 0 ? Math.ceil(ms / 1000) : DEFAULT_IDLE_S);
+        if (forwarding === "dsr") dsrClosed.set(m.index, half > 0 ? Math.ceil(half / 1000) : idle.get(m.index)!);
       }
-      const flows = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now, this.prevRange);
+      const flows = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now, this.prevRange, { dsrClosed: (svc) => dsrClosed.get(svc) });
       if (this.closed) return { handshakes, flows };
       this.entries.established = flows.walked - flows.deleted;
       const snapshot = await this.program.backendSnapshot(slicer());

@@ -96,6 +96,11 @@ type Flow = NonNullable<ReturnType<MapHandles["fwd"]["lookup"]>>;
 export interface WalkOptions {
   chunk?: number;
   afterWalk?: () => Promise<void>;
+  /**
+   * Seconds without a client packet after which a closed DSR flow (the client's FIN or RST seen,
+   * bpf/dsr.h) is deleted, per service (its half_close_timeout); undefined: `closedLinger`.
+   */
+  dsrClosed?: (svc: number) => number | undefined;
 }
 
 /** An entry a walk found to delete, and what it held then. */
@@ -422,7 +427,8 @@ export class XdpProgram {
   /**
    * Walk the established tables (in chunks, yielding to the event loop):
    * - flows idle longer than idleSeconds(svc) that never closed (abandoned connections), and closed
-   *   flows older than `closedLinger` seconds (their last ACK was never seen), are deleted;
+   *   flows older than `closedLinger` seconds (their last ACK was never seen; a DSR flow, whose last
+   *   ACK the program cannot recognise, after o.dsrClosed(svc)), are deleted;
    * - the counted open flows left per backend slot are counted (`open`), only those of the slot's
    *   current generation (the flows the gauge counts).
    *
@@ -442,9 +448,10 @@ export class XdpProgram {
       if (g === undefined) gens.set(k, (g = this.backendGen(svc, id)));
       return g;
     };
+    const lingerOf = (f: Flow) => ((f.state & FLOW_STATE.DSR) !== 0 ? (o.dsrClosed?.(f.svc) ?? closedLinger) : closedLinger);
     const expiredFlow = (f: Flow) => {
       const closed = (f.state & FLOW_STATE.CLOSED) !== 0;
-      return closed ? now - f.last_seen > closedLinger : now - f.last_seen > idleSeconds(f.svc);
+      return closed ? now - f.last_seen > lingerOf(f) : now - f.last_seen > idleSeconds(f.svc);
     };
     const services = new Set<number>();
     let inWatched = 0;
