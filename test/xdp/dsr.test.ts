@@ -17,17 +17,16 @@
  * backend → client packet counter stays 0.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { featherlbCommand } from "../support/lb.ts";
-import { readLbConfig } from "../support/lbconfig.ts";
-import { predictor } from "../support/predict.ts";
 import { Proc } from "../support/proc.ts";
 import { ADMIN } from "./netns/config.ts";
 import { nsMetrics, xdpReasons } from "./netns/metrics.ts";
 import { runClient } from "./netns/runclient.ts";
+import { NAMES, shares, sticky, totals, type ByIp } from "./netns/spread.ts";
 import { LB_IF, inNs, run, sh, topology } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -37,7 +36,6 @@ const HERE = join(ROOT, "test/xdp/netns");
 const PASS_OBJ = join(ROOT, "build/bpf/xdp_pass.bpf.o");
 const T = topology({ prefix: "flbdsr", net: "10.84.0", clients: 8, backends: 3, txOff: true });
 const VIP = "10.84.0.100";
-const NAMES = ["b1", "b2", "b3"];
 const BULK = 16 << 20;
 
 /** Two dsr services on the VIP: `spread` (port 80, echo backends, the algorithm under test) and `bulk` (port 81, 16 MiB sources). */
@@ -73,33 +71,12 @@ ${backends(81, false)}
 /** Run the client script in the client namespace; its JSON line. */
 const client = (args: string[], deadlineS = 30) => runClient(T.ns.client!, args, deadlineS);
 
-const totals = (byIp: Record<string, Record<string, number>>) => {
-  const t: Record<string, number> = { b1: 0, b2: 0, b3: 0 };
-  for (const m of Object.values(byIp)) for (const [b, n] of Object.entries(m)) t[b] = (t[b] ?? 0) + n;
-  return t;
-};
-
-function shares(weights: number[], count: number) {
-  return (byIp: Record<string, Record<string, number>>) => {
-    const t = totals(byIp);
-    const sum = weights.reduce((a, b) => a + b, 0);
-    NAMES.forEach((b, i) => expect({ b, share: Math.abs(t[b]! / count - weights[i]! / sum) <= 0.05 }).toEqual({ b, share: true }));
-  };
-}
-
-function sticky(byIp: Record<string, Record<string, number>>, config: string) {
-  const predict = predictor(readLbConfig(readFileSync(config, "utf8"), config).services[0]!);
-  for (const ip of T.clientIps) {
-    expect({ ip, backends: Object.keys(byIp[ip] ?? {}) }).toEqual({ ip, backends: [NAMES[T.backendIps.indexOf(predict(ip)!)]!] });
-  }
-}
-
 interface Case {
   algorithm: AlgorithmName;
   weights: number[];
   count: number;
   hold: boolean;
-  check: (byIp: Record<string, Record<string, number>>, config: string) => void;
+  check: (byIp: ByIp, config: string) => void;
 }
 
 const CASES: Case[] = [
@@ -108,8 +85,8 @@ const CASES: Case[] = [
   { algorithm: "least_connections", weights: [1, 2, 3], count: 300, hold: true, check: shares([1, 2, 3], 300) },
   { algorithm: "random", weights: [1, 2, 3], count: 1200, hold: false, check: shares([1, 2, 3], 1200) },
   { algorithm: "power_of_two", weights: [1, 1, 1], count: 300, hold: true, check: shares([1, 1, 1], 300) },
-  { algorithm: "source_hash", weights: [1, 1, 1], count: 160, hold: false, check: sticky },
-  { algorithm: "maglev", weights: [1, 1, 1], count: 160, hold: false, check: sticky },
+  { algorithm: "source_hash", weights: [1, 1, 1], count: 160, hold: false, check: sticky(T.clientIps, T.backendIps) },
+  { algorithm: "maglev", weights: [1, 1, 1], count: 160, hold: false, check: sticky(T.clientIps, T.backendIps) },
 ];
 
 /** lb0's received bytes (its kernel counter, which counts every frame XDP saw). */
