@@ -14,10 +14,10 @@
  * sticky algorithms checked per client IP against featherlb's own algorithm code. Then, generic and
  * native attach, one 16 MiB download (SHA-256 as the backend sent it) whose replies must bypass the
  * LB: lb0's received bytes grow by less than 5 % of the bytes downloaded, and the service's
- * backend → client packet counter stays 0.
+ * backend → client packet counter stays 0. And a backend off lb0's subnets is refused at start.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AlgorithmName } from "../../src/config/types.ts";
@@ -156,6 +156,18 @@ if (bpfSuiteEnabled("xdp forwarding: dsr")) {
     sh(inNs(T.ns.client!, "ping", "-c", "1", "-W", "2", VIP), true);
     expect(run(T.ns.client!, "ip", "neigh", "show", VIP)).toContain(lbMac);
   });
+
+  test("a dsr backend off the LB interface's link is refused at start with one sentence (exit 2)", async () => {
+    const good = writeConfig(dir, "round_robin", [1, 1, 1], "generic");
+    const config = good.replace(".yaml", "-offlink.yaml");
+    writeFileSync(config, readFileSync(good, "utf8").replace(`${T.backendIps[2]}:80"`, `10.99.0.5:80"`));
+    const r = Bun.spawnSync(inNs(T.ns.lb, ...featherlbCommand(), config), { stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+    expect(r.exitCode).toBe(2);
+    // Its log lines (JSON) go to stderr too; the refusal is the one plain line.
+    expect(r.stderr.toString().split("\n").filter((l) => l.startsWith("featherlb: "))).toEqual([
+      `featherlb: ${config}: services[0].backends[2].address: 10.99.0.5 is not on the link of lb0 (10.84.0.1/24, ${VIP}/32), and forwarding: dsr reaches a backend by its own MAC address on that link; move the backend onto one of those subnets or use forwarding: nat.`,
+    ]);
+  }, 30_000);
 
   describe("every algorithm picks as in nat (generic attach)", () => {
     for (const c of CASES) {
