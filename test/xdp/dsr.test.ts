@@ -157,12 +157,13 @@ if (bpfSuiteEnabled("xdp forwarding: dsr")) {
     expect(run(T.ns.client!, "ip", "neigh", "show", VIP)).toContain(lbMac);
   });
 
-  test("a dsr backend off the LB interface's link is refused at start with one sentence (exit 2)", async () => {
+  test("a dsr backend off the LB interface's link is refused at start, before attaching, with one sentence (exit 2)", async () => {
     const good = writeConfig(dir, "round_robin", [1, 1, 1], "generic");
     const config = good.replace(".yaml", "-offlink.yaml");
     writeFileSync(config, readFileSync(good, "utf8").replace(`${T.backendIps[2]}:80"`, `10.99.0.5:80"`));
     const r = Bun.spawnSync(inNs(T.ns.lb, ...featherlbCommand(), config), { stdout: "pipe", stderr: "pipe", timeout: 20_000 });
     expect(r.exitCode).toBe(2);
+    expect(r.stderr.toString()).not.toContain("xdp program attached"); // refused before attaching
     // Its log lines (JSON) go to stderr too; the refusal is the one plain line.
     expect(r.stderr.toString().split("\n").filter((l) => l.startsWith("featherlb: "))).toEqual([
       `featherlb: ${config}: services[0].backends[2].address: 10.99.0.5 is not on the link of lb0 (10.84.0.1/24, ${VIP}/32), and forwarding: dsr reaches a backend by its own MAC address on that link; move the backend onto one of those subnets or use forwarding: nat.`,

@@ -16,6 +16,7 @@ import { capacityFor } from "./capacity.ts";
 import { HostState } from "./hoststate.ts";
 import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
+import { dsrOffLink } from "./dsr.ts";
 import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
 import { XdpDataPlane, inFile, tryReserve } from "./plane.ts";
@@ -54,6 +55,10 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   // Only the services that run in xdp say which interface to attach to.
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
+  // forwarding: dsr backends must be on that interface's link: refused before anything is attached
+  // (plane.ts apply checks it again on every reload).
+  const offLink = dsrOffLink(config, ifname, serving);
+  if (offLink) throw new UserError("config", `${offLink}.`);
 
   // Dynamically: loader.ts loads libbpf (bun:ffi), which a host may lack; the proxy never needs it.
   let loader: typeof import("./loader.ts");
