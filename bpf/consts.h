@@ -39,7 +39,8 @@ enum flb_limit {
  */
 enum flb_layout {
 	FLB_LAYOUT_VERSION = 3, /* 2: handshake tables, flow ids, per-direction sequence tracking; 3: each flow
-				 * keeps its SNAT address (the reverse key holds it) */
+				 * keeps its SNAT address (the reverse key holds it); DSR flows (FLOW_DSR) in
+				 * flb_syn_fwd/flb_fwd without a reverse entry */
 };
 
 /* Timing shared with TypeScript (the sweeper uses the same limits as the program). */
@@ -85,6 +86,7 @@ enum flb_flow_state {
 	FLOW_PROMOTING = 1U << 7,     /* handshake: the client's ACK is moving it to the established table */
 	FLOW_DEAD = 1U << 8,          /* handshake: abandoned (SYN_TIMEOUT_S) and its SNAT port taken back */
 	FLOW_COUNTED = 1U << 9,       /* established and counted in flb_be_active (its gen matched) */
+	FLOW_DSR = 1U << 10,          /* a flow of a forwarding: dsr service: client side only, no reverse entry (dsr.h) */
 };
 
 /* Direction of a packet through the LB. */
@@ -102,6 +104,7 @@ enum flb_cfg_flag {
 /* struct svc_val.flags */
 enum flb_svc_flag {
 	SVC_RETIRED = 1U << 0, /* gone from the config: its open flows still translate, new SYNs are not its */
+	SVC_DSR = 1U << 1,     /* forwarding: dsr: client packets get the backend's MAC only (dsr.h) */
 };
 
 /* struct backend.flags */

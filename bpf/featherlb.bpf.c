@@ -38,6 +38,50 @@
 #include "tsmod.h"
 #include "icmp.h"
 
+/* The backend a SYN picked (pick_for_syn), with the next hop toward it. */
+struct picked {
+	int id;        /* backend id within the service */
+	__u32 bk;      /* its backend_key */
+	__be32 addr;
+	__be16 port;
+	__u32 gen;     /* the slot's generation (struct backend.gen) */
+	struct next_hop out;
+};
+
+/**
+ * The first steps of every new flow, NAT or DSR (dsr.h): draining, the plan's pick, the backend's
+ * address and the L2 next hop toward it from `src` (the SNAT address for NAT, the service address for
+ * DSR, whose packets keep the client's). FLB_GO_ON with *pk filled, or the action for the SYN (an RST
+ * built in place, or a drop): an unknown neighbour leaves no half-made flow behind.
+ */
+static __always_inline int pick_for_syn(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
+					const struct flow_key *fk, __u32 s, __be32 src, struct picked *pk)
+{
+	if (cfg_draining(cfg))
+		return answer_syn(ctx, p, s, REASON_DRAINING);
+
+	int id = pick_backend(s, client_hash(fk->saddr));
+	if (id < 0 || id >= (int)flb_sizes.backends)
+		return answer_syn(ctx, p, s, REASON_NO_BACKEND);
+	pk->id = id;
+	pk->bk = backend_key(s, id);
+	struct backend *be = bpf_map_lookup_elem(&flb_backends, &pk->bk);
+	if (!be || !(be->flags & BACKEND_PRESENT))
+		return answer_syn(ctx, p, s, REASON_NO_BACKEND);
+	pk->addr = be->addr;
+	pk->port = be->port;
+	pk->gen = be->gen;
+
+	int rc = resolve_l2(ctx, cfg, src, pk->addr, NULL, NULL, &pk->out);
+	if (rc == NH_NO_NEIGH)
+		return svc_drop(s, REASON_NO_NEIGH); /* the managed neighbour entry resolves it; the client retransmits */
+	if (rc != FLB_GO_ON)
+		return answer_syn(ctx, p, s, REASON_FIB_FAIL);
+	return FLB_GO_ON;
+}
+
+#include "dsr.h"
+
 /**
  * A SYN for no known flow: pick a backend, claim a SNAT port, record the handshake (flb_syn_fwd,
  * flb_syn_rev). Returns the action for the packet, or FLB_GO_ON when another CPU recorded this 4-tuple
@@ -47,29 +91,17 @@
 static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
 				    const struct flow_key *fk, __u32 s)
 {
-	if (cfg_draining(cfg))
-		return answer_syn(ctx, p, s, REASON_DRAINING);
-
-	int id = pick_backend(s, client_hash(fk->saddr));
-	if (id < 0 || id >= (int)flb_sizes.backends)
-		return answer_syn(ctx, p, s, REASON_NO_BACKEND);
-	__u32 bk = backend_key(s, id);
-	struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
-	if (!be || !(be->flags & BACKEND_PRESENT))
-		return answer_syn(ctx, p, s, REASON_NO_BACKEND);
-	__be32 be_addr = be->addr;
-	__be16 be_port = be->port;
-	__u32 gen = be->gen;
-
 	__be32 snat_addr = cfg->snat_addr; /* this instance's own source address, kept in the flow */
-
-	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
-	struct next_hop out = {};
-	int rc = resolve_l2(ctx, cfg, snat_addr, be_addr, NULL, NULL, &out);
-	if (rc == NH_NO_NEIGH)
-		return svc_drop(s, REASON_NO_NEIGH); /* the managed neighbour entry resolves it; the client retransmits */
-	if (rc != FLB_GO_ON)
-		return answer_syn(ctx, p, s, REASON_FIB_FAIL);
+	struct picked pk = {};
+	int action = pick_for_syn(ctx, cfg, p, fk, s, snat_addr, &pk);
+	if (action >= 0)
+		return action;
+	int id = pk.id;
+	__u32 bk = pk.bk;
+	__be32 be_addr = pk.addr;
+	__be16 be_port = pk.port;
+	__u32 gen = pk.gen;
+	struct next_hop out = pk.out;
 
 	__u32 now = now_seconds();
 	out.at = now;
@@ -375,7 +407,9 @@ int featherlb(struct xdp_md *ctx)
 	struct svc_key sk = { .addr = p.iph->daddr, .port = p.tcph->dest, .pad = 0 };
 	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);
 	if (svc) {
-		tcp_csum_classify(ctx, cfg, &p);
+		tcp_csum_classify(ctx, cfg, &p); /* DSR too: natively attached, a partial checksum is completed */
+		if (svc->flags & SVC_DSR)
+			return dsr_from_client(ctx, cfg, &p, svc);
 		return from_client(ctx, cfg, &p, svc);
 	}
 	if (cfg_is_snat_port(cfg, p.tcph->dest)) {

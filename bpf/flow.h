@@ -370,6 +370,31 @@ static __always_inline int handshake_rst_ok(const struct flow_fwd *f, const stru
 }
 
 /**
+ * Count flow `f` (its gauge only under the slot's current generation: FLOW_COUNTED) and insert it in
+ * flb_fwd under `fk`. Counted before the entry is visible, so a close racing right behind never takes
+ * the gauge below 0. An older entry of the same 4-tuple (a closed flow whose last ACK was lost) is
+ * closed and replaced. 0, or -1 (the count undone) when the insert failed. NAT (promote) and DSR
+ * (dsr.h dsr_promote) both establish flows through it.
+ */
+static __always_inline int insert_established(const struct flow_key *fk, struct flow_fwd *f)
+{
+	int counted = backend_gen(f->svc, f->backend) == f->gen;
+	if (counted)
+		f->state |= FLOW_COUNTED;
+	count_flow_open(f->svc, f->backend, counted);
+	if (bpf_map_update_elem(&flb_fwd, fk, f, BPF_NOEXIST) != 0) {
+		struct flow_fwd *old = bpf_map_lookup_elem(&flb_fwd, fk);
+		if (old)
+			close_flow(old);
+		if (bpf_map_update_elem(&flb_fwd, fk, f, BPF_ANY) != 0) {
+			count_flow_close(f->svc, f->backend, f->gen, counted);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/**
  * Move handshake `sf` (in flb_syn_fwd under `fk`) to the established tables: the client's ACK
  * acknowledged the SYN-ACK. Returns 0 (the caller finds the flow in flb_fwd), or -1 with *reason set
  * (the packet is dropped or passed by the caller).
@@ -421,20 +446,8 @@ static __always_inline int promote(const struct flow_key *fk, struct flow_fwd *s
 		goto lost;
 	}
 
-	/* Counted before the entry is visible: a close racing right behind never takes the gauge below 0. */
-	int counted = backend_gen(f.svc, f.backend) == f.gen;
-	if (counted)
-		f.state |= FLOW_COUNTED;
-	count_flow_open(f.svc, f.backend, counted);
-	if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_NOEXIST) != 0) {
-		struct flow_fwd *old = bpf_map_lookup_elem(&flb_fwd, fk);
-		if (old)
-			close_flow(old);
-		if (bpf_map_update_elem(&flb_fwd, fk, &f, BPF_ANY) != 0) {
-			count_flow_close(f.svc, f.backend, f.gen, counted);
-			goto lost;
-		}
-	}
+	if (insert_established(fk, &f) != 0)
+		goto lost;
 	bpf_map_delete_elem(&flb_syn_rev, &rk);
 	bpf_map_delete_elem(&flb_syn_fwd, fk);
 	count_svc_reason(f.svc, REASON_ESTABLISHED);

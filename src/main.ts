@@ -4,6 +4,7 @@
  * sentence and exit code 2, and wires signals to reload and drain.
  */
 import { loadConfig } from "./config/load.ts";
+import { dsrBackend } from "./dataplane/xdp/dsr-backend.ts";
 import { ALGORITHMS } from "./control/algorithms/index.ts";
 import { Runtime } from "./runtime.ts";
 import { UserError } from "./errors.ts";
@@ -14,6 +15,10 @@ const HELP = `featherlb ${VERSION} — a lightweight TCP (layer-4) load balancer
 Usage:
   featherlb <config.yaml>          run (same as: featherlb run <config.yaml>)
   featherlb check <config.yaml>    validate the config and exit 0 (valid) or 2 (invalid), like nginx -t
+  featherlb dsr-backend <VIP> [--ipip] [--apply]
+                                   print (with --apply, also run) what a Linux backend of a
+                                   forwarding: dsr service needs: the VIP on lo (--ipip: on an IPIP
+                                   device), arp_ignore=1, arp_announce=2 (docs/dsr.md)
   featherlb --version              print the version, git commit, Bun version and target
   featherlb --help                 this text
 
@@ -30,7 +35,12 @@ ${Object.values(ALGORITHMS)
 
 Docs: README.md and docs/config.md.`;
 
-type Command = { kind: "help" } | { kind: "version" } | { kind: "check"; path: string } | { kind: "run"; path: string };
+type Command =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "check"; path: string }
+  | { kind: "run"; path: string }
+  | { kind: "dsr-backend"; vip: string; ipip: boolean; apply: boolean };
 
 function parseArgs(argv: string[]): Command {
   const [first, second, ...rest] = argv;
@@ -41,6 +51,12 @@ function parseArgs(argv: string[]): Command {
     if (second === undefined) throw usage(`${first} needs a config file`);
     if (rest.length > 0) throw usage(`unexpected argument "${rest[0]}"`);
     return { kind: first, path: second };
+  }
+  if (first === "dsr-backend") {
+    if (second === undefined || second.startsWith("-")) throw usage("dsr-backend needs the service's IPv4 address (the VIP)");
+    const flags = new Set(rest);
+    for (const f of flags) if (f !== "--ipip" && f !== "--apply") throw usage(`unknown option "${f}" for dsr-backend (it takes --ipip and --apply)`);
+    return { kind: "dsr-backend", vip: second, ipip: flags.has("--ipip"), apply: flags.has("--apply") };
   }
   if (first.startsWith("-")) throw usage(`unknown option "${first}"`);
   if (second !== undefined) throw usage(`unexpected argument "${second}"`);
@@ -83,6 +99,9 @@ async function main(argv: string[]): Promise<number> {
       console.log(`${command.path}: ok (${n} service${n === 1 ? "" : "s"}, mode ${config.mode})`);
       return 0;
     }
+    case "dsr-backend":
+      dsrBackend(command.vip, command, (line) => console.log(line));
+      return 0;
     case "run":
       await run(command.path);
       return -1; // keep running

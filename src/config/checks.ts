@@ -10,6 +10,7 @@ import { MAGLEV_SLOTS_PER_BACKEND, MAGLEV_TABLE_SIZE_MAX } from "./limits.ts";
 import { isPrime, nextPrime } from "./primes.ts";
 import type { FileOutput, HealthCheckOutput } from "./sections.ts";
 import type { Config, HealthCheckConfig, HostPort, ServiceConfig } from "./types.ts";
+import { checkDsr } from "./dsr.ts";
 import { checkXdp, isSpecificIPv4 } from "./xdp.ts";
 
 export type PathKey = string | number;
@@ -32,6 +33,7 @@ export function checkConfig(config: Config, file: FileOutput): Problem[] {
   const written = { admin: file.admin?.listen !== undefined, snatPorts: file.xdp?.snat_ports !== undefined };
   // Only the services that run in xdp (their own mode, or the top-level one): the proxy can serve any.
   problems.push(...checkXdp(config, { snatPorts: written.snatPorts, ownKey: (i, key) => file.services[i]?.[key] !== undefined }));
+  problems.push(...checkDsr(config, file));
   if (config.announce !== undefined) problems.push(...checkAnnounce(config.services));
   config.services.forEach((service, i) => {
     problems.push(...checkBackends(service, i), ...checkLoops(service, i, config.services), ...checkMaglev(service, i));

@@ -33,6 +33,7 @@ export const DEFAULT_HALF_CLOSE_TIMEOUT_MS = 60_000;
 export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 0;
 export const DEFAULT_SEND_PROXY = "off" as const;
 export const DEFAULT_ACCEPT_PROXY = false;
+export const DEFAULT_FORWARDING = "nat" as const;
 export const DEFAULT_HEALTH_CHECK: Readonly<HealthCheckConfig> = {
   enabled: true,
   interval_ms: 2000,
@@ -102,6 +103,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       max_connections_per_source: s.max_connections_per_source ?? inherited.max_connections_per_source ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
       send_proxy: s.send_proxy ?? inherited.send_proxy ?? DEFAULT_SEND_PROXY,
       accept_proxy: s.accept_proxy ?? inherited.accept_proxy ?? DEFAULT_ACCEPT_PROXY,
+      forwarding: s.forwarding ?? inherited.forwarding ?? DEFAULT_FORWARDING,
       health_check: mergeHealthCheck(s.health_check, inherited.health_check),
       maglev_table_size: s.maglev?.table_size ?? defaultMaglevTableSize(s.backends.length),
     })),

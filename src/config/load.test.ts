@@ -80,8 +80,8 @@ const ROWS: Array<[string, string[], string]> = [
   ["unknown key, nothing close", webWithBackend("health_check:", "  color: red"), 'lb.yaml:7:7 services[0].health_check: unknown key "color"; valid keys here: enabled, interval, timeout, rise, fall'],
   ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, config_watch, xdp, announce, defaults, services'],
   ["unknown key in a flow mapping", web("backends: [{address: 10.0.0.1:80, wieght: 2}]"), 'lb.yaml:4:39 services[0].backends[0]: unknown key "wieght"; did you mean "weight"?'],
-  ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, health_check'],
-  ["mode is per service, not a default", ["defaults:", "  mode: xdp", ...web()], 'lb.yaml:2:3 defaults: unknown key "mode"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, health_check'],
+  ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, forwarding, health_check'],
+  ["mode is per service, not a default", ["defaults:", "  mode: xdp", ...web()], 'lb.yaml:2:3 defaults: unknown key "mode"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, forwarding, health_check'],
 
   // --- wrong types
   ["weight is text", web("backends:", "  - address: 10.0.0.11:8080", "    weight: abc"), 'lb.yaml:6:17 services[0].backends[0].weight: expected a number, got string "abc"'],
@@ -292,6 +292,28 @@ const ROWS: Array<[string, string[], string]> = [
     ["mode: xdp", ...services([...BIG_MAGLEVS, weighted("round_robin", new Array(97).fill(1))])],
     `lb.yaml:35:51 services[32].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_MAX + 2} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps 2 plans; this one's round_robin plan has up to 97 slots); lower the earlier services' maglev.table_size or weights or use mode: proxy`,
   ],
+  // --- forwarding: dsr
+  ["unknown forwarding", webWithBackend("forwarding: direct"), 'lb.yaml:6:17 services[0].forwarding: unknown forwarding "direct"; expected one of nat, dsr'],
+  [
+    "dsr with a backend port other than the listen port",
+    ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    forwarding: dsr", "    backends: [{address: 10.0.0.11:80}, {address: 10.0.0.12:8080}]"],
+    'lb.yaml:6:51 services[0].backends[1].address: forwarding: dsr cannot translate ports: the backend answers the client itself from the service\'s port 80, so it must listen on 80, not 8080; use 10.0.0.12:80 or forwarding: nat',
+  ],
+  [
+    "dsr under the top-level mode: proxy",
+    ["mode: proxy", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    forwarding: dsr", "    backends: [{address: 10.0.0.11:80}]"],
+    'lb.yaml:1:7 mode: forwarding: dsr needs mode: xdp (the proxy terminates connections, so replies always come back through it), and services[0] ("web") has mode: proxy; set services[0].mode: xdp or forwarding: nat',
+  ],
+  [
+    "dsr under services[].mode: proxy",
+    ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    mode: proxy", "    forwarding: dsr", "    backends: [{address: 10.0.0.11:80}]"],
+    'lb.yaml:5:11 services[0].mode: forwarding: dsr needs mode: xdp (the proxy terminates connections, so replies always come back through it), and services[0] ("web") has mode: proxy; set services[0].mode: xdp or forwarding: nat',
+  ],
+  [
+    "dsr from defaults, under the default mode (proxy)",
+    ["defaults: {forwarding: dsr}", "services:", "  - name: web", "    listen: 10.0.0.1:80", "    backends: [{address: 10.0.0.11:80}]"],
+    'lb.yaml:1:24 defaults.forwarding: forwarding: dsr needs mode: xdp (the proxy terminates connections, so replies always come back through it), and services[0] ("web") has mode: proxy; set services[0].mode: xdp or forwarding: nat',
+  ],
   [
     "mode: xdp, a service port inside the default snat_ports",
     ["mode: xdp", "services:", "  - name: web", "    listen: 10.0.0.1:40000", "    backends: [{address: 10.0.0.11:8080}]"],
@@ -419,6 +441,7 @@ describe("parseConfig accepts valid files", () => {
           max_connections_per_source: 0,
           send_proxy: "off",
           accept_proxy: false,
+          forwarding: "nat",
           health_check: { enabled: true, interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3 },
           maglev_table_size: 65_537,
         },
@@ -514,6 +537,7 @@ services:
       max_connections_per_source: 50,
       send_proxy: "v1",
       accept_proxy: false,
+      forwarding: "nat",
       health_check: { enabled: true, interval_ms: 5000, timeout_ms: 1000, rise: 4, fall: 3 },
       maglev_table_size: 307,
     });

@@ -24,7 +24,7 @@ import {
 } from "./limits.ts";
 import { parseDuration } from "./duration.ts";
 import type { Parsed } from "./result.ts";
-import { ALGORITHM_NAMES, ATTACH_MODES, LOG_LEVELS, MODES, PLANES, SEND_PROXY, type HostPort } from "./types.ts";
+import { ALGORITHM_NAMES, ATTACH_MODES, FORWARDING, LOG_LEVELS, MODES, PLANES, SEND_PROXY, type HostPort } from "./types.ts";
 
 // ---- log: -------------------------------------------------------------------------------------------
 
@@ -143,6 +143,7 @@ const ServiceSettings = {
   max_connections_per_source: v.optional(integer(0, MAX_CONNECTIONS_MAX, " (0 = unlimited)")),
   send_proxy: v.optional(choice(SEND_PROXY, "PROXY protocol version")),
   accept_proxy: v.optional(v.boolean(expected("true or false"))),
+  forwarding: v.optional(choice(FORWARDING, "forwarding")),
   health_check: v.optional(HealthCheck),
 };
 

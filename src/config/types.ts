@@ -16,6 +16,10 @@ export type Plane = (typeof PLANES)[number];
 export const SEND_PROXY = ["off", "v1", "v2"] as const;
 export type SendProxy = (typeof SEND_PROXY)[number];
 
+/** How an xdp service reaches its backends (`forwarding`): full NAT both ways, or direct server return. */
+export const FORWARDING = ["nat", "dsr"] as const;
+export type Forwarding = (typeof FORWARDING)[number];
+
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -77,6 +81,12 @@ export interface ServiceConfig {
   send_proxy: SendProxy;
   /** Read a PROXY protocol header (v1 or v2) from each client before anything else. */
   accept_proxy: boolean;
+  /**
+   * nat: the XDP program rewrites addresses and ports both ways (replies come back through it). dsr:
+   * client packets get only the backend's MAC, backends answer the client directly from the service
+   * address (bpf/dsr.h; xdp only, backends on the LB interface's subnet, port = listen port).
+   */
+  forwarding: Forwarding;
   health_check: HealthCheckConfig;
   /** Maglev lookup table size: a prime ≥ 100 × backends (default 65537). */
   maglev_table_size: number;

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { parseResults, type Meta } from "./jsonl.ts";
 import { renderScale } from "./scale-report.ts";
 
-const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "featherlb-xdp", "xdp-floor"] as const;
+const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "featherlb-xdp", "featherlb-xdp-dsr", "xdp-floor"] as const;
 type System = (typeof SYSTEMS)[number];
 const LABEL: Record<System, string> = {
   direct: "direct (no LB)",
@@ -25,6 +25,7 @@ const LABEL: Record<System, string> = {
   "featherlb-proxy": "featherlb proxy",
   "featherlb-proxy-pp2": "featherlb proxy + send_proxy v2",
   "featherlb-xdp": "featherlb xdp",
+  "featherlb-xdp-dsr": "featherlb xdp dsr",
   "xdp-floor": "XDP floor (reference)",
 };
 const COLOR: Record<System, string> = {
@@ -34,6 +35,7 @@ const COLOR: Record<System, string> = {
   "featherlb-proxy": "#ff7f0e",
   "featherlb-proxy-pp2": "#ffbb78",
   "featherlb-xdp": "#d62728",
+  "featherlb-xdp-dsr": "#9467bd",
   "xdp-floor": "#c9a0a0",
 };
 /** Rows measured on short and keep-alive connections only (run.sh run_system). */
@@ -304,6 +306,11 @@ const TARGETS: Target[] = [
   { system: "featherlb-xdp", what: "keep-alive req/s", base: "direct", metric: "ka_rps", op: ">=", goal: 1.0 },
   { system: "featherlb-xdp", what: "bulk Gbit/s (1 MiB × 8)", base: "direct", metric: "bulk_gbps", op: ">=", goal: 0.9 },
   { system: "featherlb-xdp", what: "bulk Gbit/s (one stream)", base: "direct", metric: "stream_gbps", op: ">=", goal: 0.9 },
+  // Direct server return (issue 14): replies skip the balancer.
+  { system: "featherlb-xdp-dsr", what: "short-conn req/s", base: "direct", metric: "short_rps", op: ">=", goal: 0.9 },
+  { system: "featherlb-xdp-dsr", what: "keep-alive req/s", base: "direct", metric: "ka_rps", op: ">=", goal: 1.0 },
+  { system: "featherlb-xdp-dsr", what: "bulk Gbit/s (1 MiB × 8)", base: "direct", metric: "bulk_gbps", op: ">=", goal: 0.95 },
+  { system: "featherlb-xdp-dsr", what: "bulk Gbit/s (one stream)", base: "direct", metric: "stream_gbps", op: ">=", goal: 0.9 },
 ];
 /** "Near 0 %": the featherlb process in xdp mode, every workload, median CPU at most this. */
 const XDP_CPU_MAX = 5;
@@ -311,13 +318,15 @@ const XDP_CPU_MAX = 5;
 function targets(R: Results): { md: string; pass: number; total: number } {
   const rows: string[][] = [];
   let pass = 0;
-  for (const t of TARGETS) {
+  // The dsr row's targets only when it ran (it is new: older result files have no such row).
+  const active = TARGETS.filter((t) => t.system !== "featherlb-xdp-dsr" || R.present.includes(t.system));
+  for (const t of active) {
     const r = R.ratio(t.system, t.base, t.metric);
     const ok = r !== undefined && (t.op === ">=" ? r >= t.goal : r <= t.goal);
     if (ok) pass++;
     const verdict = r === undefined ? "NOT MEASURED" : ok ? "**PASS**" : "**MISS**";
-    const floor = t.system === "featherlb-xdp" ? ratio(R.ratio("xdp-floor", t.base, t.metric)) : "";
-    rows.push([LABEL[t.system], t.what, `${t.op} ${t.goal.toFixed(1)}× ${LABEL[t.base]}`, ratio(r), verdict, floor]);
+    const floor = t.system.startsWith("featherlb-xdp") ? ratio(R.ratio("xdp-floor", t.base, t.metric)) : "";
+    rows.push([LABEL[t.system], t.what, `${t.op} ${Math.round(t.goal * 100) % 10 ? t.goal.toFixed(2) : t.goal.toFixed(1)}× ${LABEL[t.base]}`, ratio(r), verdict, floor]);
   }
   const cpus = (["short_cpu", "ka_cpu", "bulk_cpu", "stream_cpu"] as const).map((m) => R.get("featherlb-xdp", m));
   const measured = cpus.filter((c): c is Stat => c !== undefined);
@@ -332,7 +341,7 @@ function targets(R: Results): { md: string; pass: number; total: number } {
     worst === undefined ? "NOT MEASURED" : cpuOk ? "**PASS**" : "**MISS**",
     "",
   ]);
-  const total = TARGETS.length + 1;
+  const total = active.length + 1;
   return { md: table(["mode", "target", "goal", "measured (ratio of medians)", "verdict", "XDP floor, same ratio"], rows, 3), pass, total };
 }
 
@@ -378,7 +387,7 @@ function svg(R: Results, meta: Meta): string {
       const na =
         shortOnly ? "short and keep-alive only"
         : p.m === "idle_kib_per_conn" && (s === "direct" || s === "xdp-floor") ? "n/a (no balancer process)"
-        : p.m === "idle_kib_per_conn" && s === "featherlb-xdp" ? "n/a (flows live in BPF maps)"
+        : p.m === "idle_kib_per_conn" && (s === "featherlb-xdp" || s === "featherlb-xdp-dsr") ? "n/a (flows live in BPF maps)"
         : !st ? "not measured" : undefined;
       if (na || !st) {
         o.push(`<text x="${left + 4}" y="${y + barH - 5}" fill="#999">${esc(na ?? "not measured")}</text>`);

@@ -26,8 +26,13 @@ describe("e2e configs and compose.yml", async () => {
       const text = await read(`config/e2e-${mode}.yaml`);
       const cfg = readLbConfig(text, `e2e-${mode}.yaml`);
       expect(cfg.mode).toBe(mode);
-      const plain = cfg.services.filter((s) => s.sendProxy === "off");
+      const plain = cfg.services.filter((s) => s.sendProxy === "off" && s.forwarding === "nat");
       expect(plain.map((s) => s.algorithm).sort()).toEqual([...ALGORITHM_NAMES].sort());
+      // xdp: one forwarding: dsr service on a VIP of its own, outside Docker's ip_range (run.sh adds it
+      // to the LB container), on the backends' own port (compose.xdp*.yml prepares them for it).
+      const dsr = cfg.services.filter((s) => s.forwarding === "dsr");
+      expect(dsr.map((s) => `${s.host}:${s.port}`)).toEqual(mode === "xdp" ? ["10.213.61.150:7000"] : []);
+      for (const s of dsr) for (const b of s.backends) expect(b.address).toBe(`${b.id}:${compose.services[b.id]?.environment?.PORT ?? 7000}`);
       for (const s of cfg.services)
         for (const b of s.backends) expect(compose.services[b.id]?.environment?.BACKEND_ID).toBe(b.id);
       // One send_proxy service, on the backends' PROXY port; in the xdp run it is the proxy-plane one.

@@ -12,7 +12,9 @@ if [[ $how == host ]]; then
   [[ -n $ip_bin ]] || { echo "images.sh: the client image needs the 'ip' tool (Debian: apt-get install iproute2)" >&2; exit 1; }
   # `ip` in the LB image too: the XDP data plane asks it for routes and neighbours (src/dataplane/xdp/netif.ts).
   bash test/e2e/rootfs.sh "$stage/lb/rootfs" dist/featherlb "$ip_bin=/usr/sbin/ip"
-  bash test/e2e/rootfs.sh "$stage/backend/rootfs" build/e2e/bin/featherlb-e2e-backend
+  # featherlb and `ip` in the backend image too: in xdp mode it prepares itself for the dsr service with
+  # `featherlb dsr-backend <VIP> --apply` (test/e2e/backend/main.ts, docs/dsr.md).
+  bash test/e2e/rootfs.sh "$stage/backend/rootfs" build/e2e/bin/featherlb-e2e-backend dist/featherlb "$ip_bin=/usr/sbin/ip"
   bash test/e2e/rootfs.sh "$stage/client/rootfs" build/e2e/bin/featherlb-e2e-client "$ip_bin=/usr/sbin/ip"
   # The legacy builder (Docker 20.10) sends the context each time; the layer cache makes repeats cheap.
   docker build -q -f test/e2e/images/featherlb.Dockerfile -t featherlb:e2e "$stage/lb" >/dev/null

@@ -177,6 +177,14 @@ run_mode() {
     down
     return
   fi
+  # forwarding: dsr needs its VIP on the LB as an address of its own (config/e2e-xdp.yaml, docs/dsr.md).
+  if [[ $mode == xdp ]] && grep -q 'forwarding: dsr' "$E2E_LB_CONFIG"; then
+    if docker exec "$(container_of lb)" /usr/sbin/ip addr add "$E2E_NET.150/32" dev eth0 2>> build/e2e/up.log; then
+      log "  dsr VIP $E2E_NET.150/32 added to the LB container's eth0 (docker exec … ip addr add)"
+    else
+      log "  adding the dsr VIP to the LB container failed: $(tail -1 build/e2e/up.log)"
+    fi
+  fi
   t=$(date +%s)
   # Compose's own chatter ("Creating …", v1 prints the exit code) goes to stderr: keep it out of the report.
   # In the background and waited for, so Ctrl-C reaches the traps at once (bash defers traps while a

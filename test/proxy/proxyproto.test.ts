@@ -172,7 +172,7 @@ describe("accept_proxy", () => {
   }, 20_000);
 
   test("source_hash hashes the address from the header, not the connection's", async () => {
-    const cfg = { name: "hash", port: ports.hash, algorithm: "source_hash" as const, maglevTableSize: 65537, plane: "proxy" as const, sendProxy: "off" as const, backends: [a, b].map((x) => ({ address: x.address, id: x.name, weight: 1 })) };
+    const cfg = { name: "hash", host: "127.0.0.1", port: ports.hash, forwarding: "nat" as const, algorithm: "source_hash" as const, maglevTableSize: 65537, plane: "proxy" as const, sendProxy: "off" as const, backends: [a, b].map((x) => ({ address: x.address, id: x.name, weight: 1 })) };
     const predict = predictor(cfg);
     // Client IPs the hash puts on each backend, so both must show up if the header's address is used.
     const ips = Array.from({ length: 40 }, (_, i) => `198.18.${i}.${i + 1}`);

@@ -5,7 +5,7 @@
  * its container; the netns suite the file it wrote.
  */
 import { parseConfig } from "../../src/config/load.ts";
-import type { AlgorithmName, Mode, SendProxy } from "../../src/config/types.ts";
+import type { AlgorithmName, Forwarding, Mode, SendProxy } from "../../src/config/types.ts";
 
 export interface LbBackend {
   /** "host:port" exactly as written: featherlb's metrics label and hash key. */
@@ -17,6 +17,8 @@ export interface LbBackend {
 
 export interface LbService {
   name: string;
+  /** The listen address (a dsr service's VIP is not the LB's own address). */
+  host: string;
   port: number;
   algorithm: AlgorithmName;
   backends: LbBackend[];
@@ -24,6 +26,7 @@ export interface LbService {
   /** The data plane the service asks for (its own mode, else the top-level one). */
   plane: Mode;
   sendProxy: SendProxy;
+  forwarding: Forwarding;
 }
 
 export interface LbConfig {
@@ -37,12 +40,14 @@ export function readLbConfig(text: string, filename = "lb.yaml"): LbConfig {
     mode: config.mode,
     services: config.services.map((s) => ({
       name: s.name,
+      host: s.listen.host,
       port: s.listen.port,
       algorithm: s.algorithm,
       backends: s.backends.map((b) => ({ address: b.address, id: b.host, weight: b.weight })),
       maglevTableSize: s.maglev_table_size,
       plane: s.mode,
       sendProxy: s.send_proxy,
+      forwarding: s.forwarding,
     })),
   };
 }

@@ -20,10 +20,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AlgorithmName } from "../../src/config/types.ts";
 import { featherlbCommand } from "../support/lb.ts";
-import { readLbConfig } from "../support/lbconfig.ts";
-import { predictor } from "../support/predict.ts";
 import { writeXdpConfig } from "./netns/config.ts";
 import { nsMetrics, xdpReasons } from "./netns/metrics.ts";
+import { runClient } from "./netns/runclient.ts";
+import { NAMES, shares, sticky, totals, type ByIp } from "./netns/spread.ts";
 import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -32,7 +32,6 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 const BUN = process.execPath;
 const HERE = join(ROOT, "test/xdp/netns");
 const HEALTH = { interval: 500, timeout: 300, rise: 1, fall: 2 };
-const NAMES = ["b1", "b2", "b3"];
 
 /** featherlb in the LB namespace with `config`. */
 const lbCommand = (config: string) => inNs(NS.lb, ...featherlbCommand(), config);
@@ -50,25 +49,7 @@ function writeConfig(dir: string, algorithm: AlgorithmName, weights: number[], a
 }
 
 /** Run the client script in the client namespace; parse its JSON line. */
-function client(args: string[], deadlineS = 40): Record<string, any> {
-  const r = Bun.spawnSync(inNs(NS.client, BUN, join(HERE, "client.ts"), ...args), {
-    env: { ...process.env, FLBX_DEADLINE_S: String(deadlineS) },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const out = r.stdout.toString().trim().split("\n").at(-1) ?? "";
-  try {
-    return JSON.parse(out);
-  } catch {
-    throw new Error(`client ${args.join(" ")} printed no JSON (exit ${r.exitCode}): ${out} ${r.stderr.toString()}`);
-  }
-}
-
-const totals = (byIp: Record<string, Record<string, number>>) => {
-  const t: Record<string, number> = { b1: 0, b2: 0, b3: 0 };
-  for (const m of Object.values(byIp)) for (const [b, n] of Object.entries(m)) t[b] = (t[b] ?? 0) + n;
-  return t;
-};
+const client = (args: string[], deadlineS = 40) => runClient(NS.client, args, deadlineS);
 
 interface Case {
   algorithm: AlgorithmName;
@@ -77,28 +58,11 @@ interface Case {
   /** Keep every connection open until all are made (least/p2c need load to balance on). */
   hold: boolean;
   /** Judges the spread; `config` is the file the LB runs with. */
-  check: (byIp: Record<string, Record<string, number>>, config: string) => void;
+  check: (byIp: ByIp, config: string) => void;
   /** Default auto (generic on a veth). native: the peer veth gets an XDP_PASS program so XDP_TX delivers. */
   attach?: "native";
   /** IPv4 forwarding in the LB namespace; default off, as on a fresh host. */
   forwarding?: "on";
-}
-
-function shares(weights: number[], count: number, tolerance = 0.05) {
-  return (byIp: Record<string, Record<string, number>>) => {
-    const t = totals(byIp);
-    const sum = weights.reduce((a, b) => a + b, 0);
-    NAMES.forEach((b, i) => expect({ b, share: Math.abs(t[b]! / count - weights[i]! / sum) <= tolerance }).toEqual({ b, share: true }));
-  };
-}
-
-/** Every client IP saw exactly the backend featherlb's own algorithm code picks for it. */
-function sticky(byIp: Record<string, Record<string, number>>, config: string) {
-  const predict = predictor(readLbConfig(readFileSync(config, "utf8"), config).services[0]!);
-  for (const ip of CLIENT_IPS) {
-    const seen = Object.keys(byIp[ip] ?? {});
-    expect({ ip, backends: seen }).toEqual({ ip, backends: [NAMES[BACKEND_IPS.indexOf(predict(ip)!)]!] });
-  }
 }
 
 const CASES: Case[] = [
@@ -107,8 +71,8 @@ const CASES: Case[] = [
   { algorithm: "least_connections", weights: [1, 2, 3], count: 300, hold: true, check: shares([1, 2, 3], 300) },
   { algorithm: "random", weights: [1, 2, 3], count: 1200, hold: false, check: shares([1, 2, 3], 1200) },
   { algorithm: "power_of_two", weights: [1, 1, 1], count: 300, hold: true, check: shares([1, 1, 1], 300) },
-  { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky },
-  { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky },
+  { algorithm: "source_hash", weights: [1, 1, 1], count: 320, hold: false, check: sticky(CLIENT_IPS, BACKEND_IPS) },
+  { algorithm: "maglev", weights: [1, 1, 1], count: 320, hold: false, check: sticky(CLIENT_IPS, BACKEND_IPS) },
   { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), attach: "native" },
   { algorithm: "round_robin", weights: [1, 1, 1], count: 300, hold: false, check: (b) => expect(totals(b)).toEqual({ b1: 100, b2: 100, b3: 100 }), forwarding: "on" },
 ];

@@ -27,6 +27,7 @@ import { featherlbCommand } from "../support/lb.ts";
 import { parseMetrics } from "../support/metrics.ts";
 import { Proc } from "../support/proc.ts";
 import { routedTopology } from "./netns/routed.ts";
+import { runClient } from "./netns/runclient.ts";
 import { inNs, run } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
@@ -41,15 +42,7 @@ const BULK = 4 << 20;
 const BULK_MS = 10_000;
 
 /** Run the client script in a namespace; parse its JSON line. */
-function client(ns: string, args: string[], deadlineS = 15): Record<string, any> {
-  const r = Bun.spawnSync(inNs(ns, BUN, join(HERE, "client.ts"), ...args), { env: { ...process.env, FLBX_DEADLINE_S: String(deadlineS) }, stdout: "pipe", stderr: "pipe" });
-  const out = r.stdout.toString().trim().split("\n").at(-1) ?? "";
-  try {
-    return JSON.parse(out);
-  } catch {
-    throw new Error(`client ${args.join(" ")} printed no JSON (exit ${r.exitCode}): ${out} ${r.stderr.toString()}`);
-  }
-}
+const client = (ns: string, args: string[], deadlineS = 15) => runClient(ns, args, deadlineS);
 
 /** featherlb_xdp_packets_total by reason, from /metrics (admin on 127.0.0.1:9090 in the LB namespace). */
 function xdpReasons(): Record<string, number> {

@@ -18,6 +18,7 @@ import { HostState } from "./hoststate.ts";
 import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
 import { capacityFor, overflow } from "./capacity.ts";
+import { dsrOffLink } from "./dsr.ts";
 import { isXdpError } from "./errors.ts";
 import { SVC_FLAGS, ipv4ToU32, type MapKey } from "./layout.ts";
 import type { Found, Previous } from "./pins.ts";
@@ -60,6 +61,10 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
   const snat = snatAddress(config, ifname);
+  // forwarding: dsr backends must be on that interface's link: refused before anything is attached
+  // (plane.ts apply checks it again on every reload).
+  const offLink = dsrOffLink(config, ifname, serving);
+  if (offLink) throw new UserError("config", `${offLink}.`);
 
   // Dynamically: loader.ts loads libbpf (bun:ffi), which a host may lack; the proxy never needs it.
   let loader: typeof import("./loader.ts");
@@ -122,7 +127,8 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     program.writeConfig({ snatFirst: range!.first, snatLast: range!.last, prevFirst: prev?.first, prevLast: prev?.last, snatAddr: ipv4ToU32(snat), flags: 0, smac: interfaceMac(ifname) });
     // Its services keep translating their flows on their indexes (retired until the first apply names
     // them again), so a packet of an adopted flow that comes before the plans finds its service.
-    for (const s of previous?.services ?? []) program.setService(s.index, ipv4ToU32(s.host), s.port, SVC_FLAGS.RETIRED);
+    // A DSR service stays one: its adopted flows have no reverse entry (bpf/dsr.h).
+    for (const s of previous?.services ?? []) program.setService(s.index, ipv4ToU32(s.host), s.port, SVC_FLAGS.RETIRED | (s.flags & SVC_FLAGS.DSR));
     if (found.link !== undefined) {
       link = loader.adoptLink(program, found.link, previous?.native ?? false);
       if (config.xdp.attach !== "auto" && config.xdp.attach !== link.mode) {

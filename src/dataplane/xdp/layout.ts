@@ -113,11 +113,12 @@ export const FLOW_STATE = {
   PROMOTING: 1 << 7,
   DEAD: 1 << 8,
   COUNTED: 1 << 9,
+  DSR: 1 << 10,
 } as const;
 /** enum flb_cfg_flag: struct flb_config.flags bits (CFG_*). */
 export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2, NATIVE: 4 } as const;
 /** enum flb_svc_flag: struct svc_val.flags bits (SVC_*). */
-export const SVC_FLAGS = { RETIRED: 1 } as const;
+export const SVC_FLAGS = { RETIRED: 1, DSR: 2 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
 export const BACKEND_FLAGS = { PRESENT: 1, ELIGIBLE: 2 } as const;
 

@@ -52,7 +52,7 @@ export const KEPT: readonly MapKey[] = ["fwd", "rev", "synFwd", "synRev", "backe
 /** What the previous process's rebuilt maps said, read from their pins. */
 export interface Previous {
   /** flb_svc: each listen address on its service index (retired ones included). */
-  services: { host: string; port: number; index: number }[];
+  services: { host: string; port: number; index: number; flags: number }[];
   /** flb_config: its SNAT range, the range a reload of it replaced (if flows still used it), its attach mode. */
   snat: PortRange;
   prev?: PortRange;
@@ -268,7 +268,7 @@ function readPrevious(maps: ReadonlyMap<MapKey, number>): Previous {
     prev = Uint8Array.from(key);
     const k = SVC_KEY.decode(prev);
     const v = svc.lookup(prev);
-    if (v) services.push({ host: u32ToIpv4(k.addr), port: k.port, index: v.index });
+    if (v) services.push({ host: u32ToIpv4(k.addr), port: k.port, index: v.index, flags: v.flags });
   }
   const c = new BpfMap(MAPS.config, maps.get("config")!).lookup(0);
   return {

@@ -13,10 +13,11 @@ import type { DataPlane, PlaneMaps, ServicePair } from "../types.ts";
 import { slicer } from "../../slice.ts";
 import { isXdpError } from "./errors.ts";
 import { overflow } from "./capacity.ts";
-import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
+import { CFG_FLAGS, SVC_FLAGS, ipv4ToU32 } from "./layout.ts";
 import { XdpError } from "./errors.ts";
 import { HostState } from "./hoststate.ts";
 import type { AttachedMode, XdpLink } from "./loader.ts";
+import { dsrOffLink, onLink } from "./dsr.ts";
 import type { Pins, Previous } from "./pins.ts";
 import { BackendNeighbours } from "./neighbours.ts";
 import { reservedPorts } from "./netif.ts";
@@ -83,7 +84,7 @@ export class XdpDataPlane implements DataPlane {
   private closed = false;
   /** A handed-over link now runs our program (takeOver). */
   private tookOver = false;
-  private warnedV6 = new Set<string>();
+  private warned = new Set<string>();
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
   private sweeps = 0;
@@ -153,11 +154,16 @@ export class XdpDataPlane implements DataPlane {
       this.entries.handshake = handshakes.walked - handshakes.deleted;
       if (!full || this.closed) return { handshakes };
       const idle = new Map<number, number>();
+      // forwarding: dsr: a flow the client closed lingers for its last ACKs, which the program cannot
+      // tell from the ACKs of a half-closed download: it goes after half_close_timeout without a client
+      // packet (0: the idle timeout), as a half-closed proxied connection does.
+      const dsrClosed = new Map<number, number>();
       for (const m of this.mirrored.values()) {
-        const ms = m.service.config.idle_timeout_ms;
+        const { idle_timeout_ms: ms, half_close_timeout_ms: half, forwarding } = m.service.config;
         idle.set(m.index, ms > 0 ? Math.ceil(ms / 1000) : DEFAULT_IDLE_S);
+        if (forwarding === "dsr") dsrClosed.set(m.index, half > 0 ? Math.ceil(half / 1000) : idle.get(m.index)!);
       }
-      const flows = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now, this.prevRange);
+      const flows = await this.program.sweepFlows((svc) => idle.get(svc) ?? DEFAULT_IDLE_S, CLOSED_LINGER_S, now, this.prevRange, { dsrClosed: (svc) => dsrClosed.get(svc) });
       if (this.closed) return { handshakes, flows };
       this.entries.established = flows.walked - flows.deleted;
       const snapshot = await this.program.backendSnapshot(slicer());
@@ -193,6 +199,8 @@ export class XdpDataPlane implements DataPlane {
     // so a reload of an auto config that XDP cannot serve is refused here and the old one keeps serving.
     const refusal = xdpRefusal(config, services.map((p) => p.config));
     if (refusal) throw new UserError("config", inFile(config, `${refusal}.`));
+    const offLink = dsrOffLink(config, this.ifname, services.map((p) => p.config));
+    if (offLink) throw new UserError("config", inFile(config, `${offLink}.`));
     // The maps were sized for the config at start (capacity.ts): a reload must fit them.
     const full = overflow(this.program.capacity, services.map((p) => p.config), (i) => services[i]!.service.backendsAfter(services[i]!.config));
     if (full) throw new UserError("config", inFile(config, `${full}.`));
@@ -252,7 +260,7 @@ export class XdpDataPlane implements DataPlane {
         if (!isXdpError(err, "plan_too_large")) throw err;
         throw new UserError("config", inFile(config, `service ${service.name}'s plan (${service.picker.plan.slots.length} slots) does not fit the XDP plan tables next to the other services'; lower maglev.table_size or weights, or use mode: proxy.`));
       }
-      this.program.setService(m.index, ipv4ToU32(listen.host), listen.port);
+      this.program.setService(m.index, ipv4ToU32(listen.host), listen.port, m.service.config.forwarding === "dsr" ? SVC_FLAGS.DSR : 0);
     }
     this.neighbours.changed();
     // The backends' managed neighbour entries are made (in slices) before the config counts as applied.
@@ -305,7 +313,8 @@ export class XdpDataPlane implements DataPlane {
         }
         m.slots.set(id, backend);
       }
-      const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
+      // forwarding: dsr reaches a backend by its MAC: an address off the link (DNS) gets no flows.
+      const v4 = backend.ip !== undefined && IPV4.test(backend.ip) && (service.config.forwarding !== "dsr" || this.dsrOnLink(service, backend.ip));
       const at = v4 ? `${backend.ip}:${backend.config.port}` : "";
       // Written again when the address or its place in the pick set (BACKEND_ELIGIBLE) changes.
       const entry = v4 && !eligible.has(id) ? `${at} out` : at;
@@ -317,8 +326,9 @@ export class XdpDataPlane implements DataPlane {
         this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port, eligible.has(id));
       } else {
         this.program.clearBackend(index, id);
-        if (backend.ip && !this.warnedV6.has(backend.key)) {
-          this.warnedV6.add(backend.key);
+        // An IPv4 address here is a dsr backend off the link (dsrOnLink logged it).
+        if (backend.ip && !IPV4.test(backend.ip) && !this.warned.has(backend.key)) {
+          this.warned.add(backend.key);
           this.log.warn("xdp balances IPv4 backends only; this backend gets no new flows", { service: service.name, backend: backend.key });
         }
       }
@@ -350,6 +360,17 @@ export class XdpDataPlane implements DataPlane {
     return cur !== undefined && backend.ip !== undefined && IPV4.test(backend.ip) && cur.addr === ipv4ToU32(backend.ip) && cur.port === backend.config.port;
   }
 
+  /** Is a dsr backend's resolved address on the interface's link? Logged once per address when not. */
+  private dsrOnLink(service: Service, ip: string): boolean {
+    if (onLink(this.ifname, ip)) return true;
+    const key = `dsr ${service.name} ${ip}`;
+    if (!this.warned.has(key)) {
+      this.warned.add(key);
+      this.log.error("forwarding: dsr backend is not on the interface's link; it gets no new flows", { service: service.name, ip, interface: this.ifname });
+    }
+    return false;
+  }
+
   /** write() for a plan event (a health flip): a plan too large for the maps was logged, the previous one stays. */
   private writeOnPlan(m: Mirrored): void {
     try {
@@ -366,6 +387,13 @@ export class XdpDataPlane implements DataPlane {
       this.log.warn("xdp.interface, xdp.attach, xdp.snat_address and xdp.flow_table_size take effect at the next restart");
     }
     if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) this.changeSnatRange(a.snat_ports, b.snat_ports);
+    // A flow is NAT or DSR from its SYN on (bpf/dsr.h): the other kind's path cannot carry it.
+    for (const s of next.services) {
+      const was = this.config.services.find((o) => o.listen.host === s.listen.host && o.listen.port === s.listen.port);
+      if (was && was.forwarding !== s.forwarding) {
+        this.log.warn("forwarding changed: the service's open connections break (reset or stalled), new ones use the new forwarding", { service: s.name, from: was.forwarding, to: s.forwarding });
+      }
+    }
   }
 
   /**

@@ -99,6 +99,11 @@ type Flow = NonNullable<ReturnType<MapHandles["fwd"]["lookup"]>>;
 export interface WalkOptions {
   chunk?: number;
   afterWalk?: () => Promise<void>;
+  /**
+   * Seconds without a client packet after which a closed DSR flow (the client's FIN or RST seen,
+   * bpf/dsr.h) is deleted, per service (its half_close_timeout); undefined: `closedLinger`.
+   */
+  dsrClosed?: (svc: number) => number | undefined;
 }
 
 /** An entry a walk found to delete, and what it held then. */
@@ -213,6 +218,7 @@ export class XdpProgram {
 
   // ---- services, backends, plans ----
 
+  /** Match `addr:port` as service `index`; `flags`: SVC_* (SVC_DSR: forwarding: dsr, bpf/dsr.h; SVC_RETIRED). */
   setService(index: number, addr: number, port: number, flags = 0): void {
     const max = this.capacity.services;
     if (index < 0 || index >= max) throw new XdpError("invalid_argument", `service index ${index} (the maps hold ${max})`);
@@ -227,7 +233,8 @@ export class XdpProgram {
    */
   retireService(index: number, addr: number, port: number): void {
     const cur = this.maps.svc.lookup({ addr, port });
-    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED });
+    // A DSR service stays one: its open flows have no reverse entry and are carried by bpf/dsr.h.
+    if (cur?.index === index) this.maps.svc.update({ addr, port }, { index, flags: SVC_FLAGS.RETIRED | (cur.flags & SVC_FLAGS.DSR) });
   }
 
   /** Stop matching a retired listen address, unless another service took it meanwhile. */
@@ -431,7 +438,8 @@ export class XdpProgram {
   /**
    * Walk the established tables (in chunks, yielding to the event loop):
    * - flows idle longer than idleSeconds(svc) that never closed (abandoned connections), and closed
-   *   flows older than `closedLinger` seconds (their last ACK was never seen), are deleted;
+   *   flows older than `closedLinger` seconds (their last ACK was never seen; a DSR flow, whose last
+   *   ACK the program cannot recognise, after o.dsrClosed(svc)), are deleted;
    * - the counted open flows left per backend slot are counted (`open`), only those of the slot's
    *   current generation (the flows the gauge counts).
    *
@@ -451,9 +459,10 @@ export class XdpProgram {
       if (g === undefined) gens.set(k, (g = this.backendGen(svc, id)));
       return g;
     };
+    const lingerOf = (f: Flow) => ((f.state & FLOW_STATE.DSR) !== 0 ? (o.dsrClosed?.(f.svc) ?? closedLinger) : closedLinger);
     const expiredFlow = (f: Flow) => {
       const closed = (f.state & FLOW_STATE.CLOSED) !== 0;
-      return closed ? now - f.last_seen > closedLinger : now - f.last_seen > idleSeconds(f.svc);
+      return closed ? now - f.last_seen > lingerOf(f) : now - f.last_seen > idleSeconds(f.svc);
     };
     const services = new Set<number>();
     let inWatched = 0;

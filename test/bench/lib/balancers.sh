@@ -7,10 +7,31 @@
 # accepts it; the XDP plane rewrites timestamps on its own clock, so after a kernel proxy on the same
 # address its SYNs were dropped by PAWS (hundreds of 1 s retransmits). Separate addresses keep one
 # system's leftovers from penalising the next; a system meets only its own, as in production.
+# The dsr row is the exception: its backends hold the VIP (on lo), so the LB's own packets (its ARP
+# requests) come from an address of its own, added first (the primary), the VIP beside it.
 use_vip() { # use_vip SYSTEM: make that system's address the LB interface's only address
   VIP=${VIPS[$1]:-10.88.0.2}
   ip -n "$NS_LB" addr flush dev flbb0
-  ip -n "$NS_LB" addr add "$VIP/24" dev flbb0
+  if [[ $1 == featherlb-xdp-dsr ]]; then
+    ip -n "$NS_LB" addr add "$DSR_LB_IP/24" dev flbb0
+    ip -n "$NS_LB" addr add "$VIP/32" dev flbb0
+  else
+    ip -n "$NS_LB" addr add "$VIP/24" dev flbb0
+  fi
+}
+
+# dsr_backends add|del: the dsr row's backends hold its VIP while it runs, prepared by the documented
+# steps (featherlb dsr-backend --apply: the VIP on lo, arp_ignore=1, arp_announce=2; the ARP settings
+# stay, harmless to the other rows: the backends keep answering for their own addresses).
+dsr_backends() {
+  local ns
+  for ns in "${BE_NS[@]}"; do
+    if [[ $1 == add ]]; then
+      ip netns exec "$ns" "$FLB" dsr-backend "$VIP" --apply >"$RUN/dsr-backend.log" 2>&1 || return 1
+    else
+      ip -n "$ns" addr del "$VIP/32" dev lo 2>/dev/null || true
+    fi
+  done
 }
 
 LB_PID=""      # the process we start
@@ -35,11 +56,18 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
       wait_port "$VIP" 8080 || { LB_ERR="the XDP floor program did not forward $VIP:8080"; detach_floor; return 1; }
       return 0
       ;;
-    featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2)
+    featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2 | featherlb-xdp-dsr)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
-      local mode=${sys#featherlb-} send=off port=80
+      local mode=${sys#featherlb-} send=off port=80 forwarding=nat sport=9000
       [[ $sys == featherlb-proxy-pp2 ]] && mode=proxy send=v2 port=81
+      # dsr translates no ports: the backends' nginx also listens on 8080 and a second stream server on
+      # 9001, on every address (the VIP included); see topology.sh.
+      if [[ $sys == featherlb-xdp-dsr ]]; then
+        mode=xdp forwarding=dsr port=8080 sport=$DSR_STREAM_PORT
+        dsr_backends add || { LB_ERR="featherlb dsr-backend --apply failed: $(tail -n 1 "$RUN/dsr-backend.log")"; return 1; }
+      fi
       sed -e "s|@MODE@|$mode|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|$send|g" -e "s|@HTTP_PORT@|$port|g" \
+        -e "s|@FORWARDING@|$forwarding|g" -e "s|@STREAM_PORT@|$sport|g" \
         "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
       ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
       ;;
@@ -66,7 +94,12 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
   return 0
 }
 
-stop_lb() { [[ -z $LB_PID ]] || stop_pid "$LB_PID"; LB_PID="" LB_WORK_PID=""; detach_floor; }
+stop_lb() {
+  [[ -z $LB_PID ]] || stop_pid "$LB_PID"
+  LB_PID="" LB_WORK_PID=""
+  detach_floor
+  [[ $VIP != "${VIPS[featherlb-xdp-dsr]}" ]] || dsr_backends del
+}
 
 # The XDP floor: compiled for this topology's addresses and MACs, attached in generic mode (what
 # featherlb's auto picks on a veth), so the two XDP rows differ only in what the program does.

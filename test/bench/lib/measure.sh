@@ -45,10 +45,10 @@ warm_up() { # warm_up HOST:PORT: 1 s of keep-alive load, not recorded (JIT, pool
   run_bg /dev/null "${CMD[@]}" || true
 }
 
-backend_established() { # established connections to the backends' port 80, all three summed
+backend_established() { # established connections to the backends' port 80 (8080: dsr), all three summed
   local ns n=0 c
   for ns in "${BE_NS[@]}"; do
-    c=$(nsx "$ns" ss -Htn state established '( sport = :80 )' | wc -l)
+    c=$(nsx "$ns" ss -Htn state established '( sport = :80 or sport = :8080 )' | wc -l)
     n=$((n + c))
   done
   echo "$n"
@@ -90,10 +90,11 @@ idle_test() { # idle_test REP SYS: hold IDLE_CONNS connections through the LB, r
 run_system() { # run_system REP SYS
   local rep=$1 sys=$2
   [[ $sys == direct ]] || use_vip "$sys"
-  local target=$VIP:8080 shost=$VIP
+  local target=$VIP:8080 shost=$VIP sport=9000
   if [[ $sys == direct ]]; then target=${BE_IPS[0]}:80 shost=${BE_IPS[0]}; fi
+  [[ $sys == featherlb-xdp-dsr ]] && sport=$DSR_STREAM_PORT
   if ! start_lb "$sys"; then
-    [[ $sys == featherlb-xdp && $XDP == on ]] && die "BENCH_XDP=on but the xdp row did not start: $LB_ERR"
+    [[ $sys == featherlb-xdp* && $XDP == on ]] && die "BENCH_XDP=on but the xdp row did not start: $LB_ERR"
     log "$sys: unavailable: $LB_ERR"
     json_unavailable "$rep" "$sys" "$LB_ERR"
     return 0
@@ -114,7 +115,7 @@ run_system() { # run_system REP SYS
   wrk_cmd "$target" /1m.bin 8
   measure "$rep" "$sys" bulk "${CMD[@]}"
   sleep 1
-  measure "$rep" "$sys" stream ip netns exec "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" 9000
+  measure "$rep" "$sys" stream ip netns exec "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" "$sport"
   stop_lb
 }
 

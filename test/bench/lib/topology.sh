@@ -55,6 +55,9 @@ start_backends() {
     track $!
     ip netns exec "$ns" "$TOOL" serve "$ip" 9000 "$STREAM_SECS" &
     track $!
+    # The dsr row's stream server: every address (the VIP on lo included), its own port.
+    ip netns exec "$ns" "$TOOL" serve 0.0.0.0 "$DSR_STREAM_PORT" "$STREAM_SECS" &
+    track $!
   done
   for i in 0 1 2; do
     wait_port "${BE_IPS[$i]}" 80 || die "backend nginx on ${BE_IPS[$i]} did not start (see $RUN/${BE_NS[$i]}.error.log)"

@@ -9,6 +9,14 @@ import { hostname } from "node:os";
 import { startBackend } from "../../support/backend.ts";
 
 const id = process.env.BACKEND_ID || hostname();
+// DSR_VIP (xdp mode, compose.xdp*.yml): this backend also serves featherlb's forwarding: dsr service,
+// prepared by the documented steps, `featherlb dsr-backend <VIP> --apply` (the binary is in the image;
+// Compose set the sysctls, /proc/sys being read-only here, so it adds the VIP to lo). docs/dsr.md.
+if (process.env.DSR_VIP) {
+  const r = Bun.spawnSync(["/usr/local/bin/featherlb", "dsr-backend", process.env.DSR_VIP, "--apply"], { stdout: "pipe", stderr: "pipe" });
+  for (const line of `${r.stdout}${r.stderr}`.trim().split("\n")) console.log(`backend ${id}: ${line}`);
+  if (r.exitCode !== 0) process.exit(1);
+}
 const host = process.env.HOST || "0.0.0.0";
 const backend = startBackend(id, { host, port: Number(process.env.PORT || 7000), behaviour: "e2e" });
 console.log(`backend ${id} (instance ${backend.instance}) listening on :${backend.port}`);

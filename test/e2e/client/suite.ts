@@ -91,7 +91,7 @@ export async function runSuite(cfg: LbConfig, o: SuiteOptions, io: SuiteIO): Pro
     return [
       r.service.algorithm,
       `${r.service.name}:${r.service.port}`,
-      `${planeOf(r.service, o)}${r.service.sendProxy !== "off" ? ` +pp ${r.service.sendProxy}` : ""}`,
+      `${planeOf(r.service, o)}${r.service.sendProxy !== "off" ? ` +pp ${r.service.sendProxy}` : ""}${r.service.forwarding === "dsr" ? " dsr" : ""}`,
       fmtInt(r.short.conns + r.bulk.conns + (r.hold?.conns ?? 0)),
       fmtInt(r.short.errorCount + r.bulk.errorCount + (r.hold?.errorCount ?? 0)),
       fmtInt(r.short.rate),
@@ -151,7 +151,10 @@ async function lbTotals(o: SuiteOptions, service: LbService): Promise<Map<string
   }
   const out = new Map<string, number>();
   for (const b of service.backends) out.set(b.id, m.get("featherlb_backend_connections_total", { service: service.name, backend: b.address }) ?? NaN);
-  for (const direction of ["in", "out"]) out.set(`@${direction}`, m.get("featherlb_service_bytes_total", { service: service.name, direction }) ?? NaN);
+  for (const direction of ["in", "out"]) {
+    out.set(`@${direction}`, m.get("featherlb_service_bytes_total", { service: service.name, direction }) ?? NaN);
+    out.set(`@packets_${direction}`, m.get("featherlb_service_packets_total", { service: service.name, direction }) ?? NaN);
+  }
   // xdp: what the program did with packets (the totals; the services are tested one after another).
   for (const s of m.samples) if (s.name === "featherlb_xdp_packets_total" && s.labels.reason) out.set(`#${s.labels.reason}`, s.value);
   return out;
@@ -201,6 +204,17 @@ function reasonDeltas(before: Map<string, number>, after: Map<string, number>): 
   return out.join(", ") || "none";
 }
 
+/**
+ * forwarding: dsr: the backends answer the client directly, so the LB forwarded the client's packets
+ * ("in") and saw none of the backends' ("out" stays 0).
+ */
+function repliesBypassed(before: Map<string, number> | string, after: Map<string, number> | string): Check {
+  const name = "dsr: the LB saw no backend → client packet (replies went straight to the client)";
+  if (typeof before === "string" || typeof after === "string") return { name, pass: false, detail: "scrape failed" };
+  const d = (k: string) => after.get(k)! - before.get(k)!;
+  return { name, pass: d("@packets_in") > 0 && d("@packets_out") === 0, detail: `client → backend ${fmtInt(d("@packets_in"))} packets, backend → client ${fmtInt(d("@packets_out"))}` };
+}
+
 /** The plane a service runs in: its own mode, or the run's for auto. */
 const planeOf = (service: LbService, o: SuiteOptions) => (service.plane === "auto" ? o.mode : service.plane);
 
@@ -208,12 +222,15 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
   const alg = service.algorithm;
   const hashed = alg === "source_hash" || alg === "maglev";
   const plane = planeOf(service, o);
-  const label = `${o.mode} ${alg}${service.sendProxy !== "off" ? ` send_proxy ${service.sendProxy}` : ""}`;
+  const dsr = service.forwarding === "dsr";
+  const label = `${o.mode} ${alg}${service.sendProxy !== "off" ? ` send_proxy ${service.sendProxy}` : ""}${dsr ? " dsr" : ""}`;
+  // A dsr service listens on a VIP of its own (the backends hold it too), not on the LB's address.
+  const host = dsr ? service.host : o.lbHost;
   // Hash algorithms need many client IPs; send_proxy uses them to show every address reaches the backend.
   const source = (hashed || service.sendProxy !== "off") && o.sources.length ? (i: number) => o.sources[i % o.sources.length] : undefined;
   const before = await lbTotals(o, service);
   const conn = (payload: () => Payload, holdMs?: (backend: string) => number) =>
-    echoConns({ host: o.lbHost, port: service.port, payload, holdMs, source, timeoutMs: o.timeoutMs });
+    echoConns({ host, port: service.port, payload, holdMs, source, timeoutMs: o.timeoutMs });
 
   const short = await runLoad({ label: `${label} short`, concurrency: o.concurrency, durationMs: o.seconds * 1000, conn: conn(() => small(o.payloadBytes)) }, io.progress);
   const bulkBytes = o.bulkMiB * 1024 * 1024;
@@ -223,7 +240,7 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
       concurrency: o.bulkCount,
       maxConns: o.bulkCount,
       durationMs: 120_000,
-      conn: echoConns({ host: o.lbHost, port: service.port, payload: () => randomPayload(bulkBytes), source, timeoutMs: 120_000 }),
+      conn: echoConns({ host, port: service.port, payload: () => randomPayload(bulkBytes), source, timeoutMs: 120_000 }),
     },
     io.progress,
   );
@@ -298,6 +315,7 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
   const received = loads.reduce((sum, l) => sum + l.bytesReceived, 0);
   const bytes = bytesAgree(before, after, sent, received);
   if (plane === "proxy") checks.push(bytes);
+  if (dsr) checks.push(repliesBypassed(before, after));
   if (service.sendProxy !== "off") {
     const sum = (k: "peerSeen" | "peerWrong") => loads.reduce((n, l) => n + l[k], 0);
     const ok = loads.reduce((n, l) => n + l.ok, 0);
@@ -306,8 +324,8 @@ async function testService(service: LbService, o: SuiteOptions, io: SuiteIO): Pr
 
   // The report section for this service.
   io.out("");
-  const extra = plane !== o.mode || service.sendProxy !== "off" ? ` · ${plane} plane${service.sendProxy !== "off" ? `, send_proxy ${service.sendProxy}` : ""}` : "";
-  io.out(rule(`${o.mode} · ${alg} · service ${service.name} (${o.lbHost}:${service.port})${extra}`));
+  const extra = plane !== o.mode || service.sendProxy !== "off" || dsr ? ` · ${plane} plane${service.sendProxy !== "off" ? `, send_proxy ${service.sendProxy}` : ""}${dsr ? ", forwarding: dsr" : ""}` : "";
+  io.out(rule(`${o.mode} · ${alg} · service ${service.name} (${host}:${service.port})${extra}`));
   io.out(
     `  load      ${o.concurrency} concurrent short connections for ${o.seconds} s (${o.payloadBytes}-byte echo${source ? `, from ${o.sources.length} client IPs` : ""}), then ${o.bulkCount} × ${o.bulkMiB} MiB bulk echo`,
   );

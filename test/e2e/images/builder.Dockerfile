@@ -21,7 +21,7 @@ RUN mkdir -p node_modules build && touch node_modules/.installed build/.bpf-deps
  && bun build --compile --minify test/e2e/backend/main.ts --outfile build/e2e/bin/featherlb-e2e-backend \
  && bun build --compile --minify test/e2e/client/main.ts --outfile build/e2e/bin/featherlb-e2e-client \
  && bash test/e2e/rootfs.sh /out/lb dist/featherlb "$(command -v ip)=/usr/sbin/ip" \
- && bash test/e2e/rootfs.sh /out/backend build/e2e/bin/featherlb-e2e-backend \
+ && bash test/e2e/rootfs.sh /out/backend build/e2e/bin/featherlb-e2e-backend dist/featherlb "$(command -v ip)=/usr/sbin/ip" \
  && bash test/e2e/rootfs.sh /out/client build/e2e/bin/featherlb-e2e-client "$(command -v ip)=/usr/sbin/ip"
 
 FROM scratch AS lb
