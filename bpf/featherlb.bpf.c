@@ -80,6 +80,16 @@ static __always_inline int pick_for_syn(struct xdp_md *ctx, const struct flb_con
 	return FLB_GO_ON;
 }
 
+/** Whether flow `f`'s backend is still the one in its slot and in the service's pick set. */
+static __always_inline int backend_eligible(const struct flow_fwd *f)
+{
+	if (f->backend >= flb_sizes.backends)
+		return 0;
+	__u32 bk = backend_key(f->svc, f->backend);
+	const struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
+	return be && (be->flags & BACKEND_ELIGIBLE) && be->gen == f->gen && be->addr == f->be_addr && be->port == f->be_port;
+}
+
 #include "dsr.h"
 
 /**
@@ -139,16 +149,6 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 		ts_field_add(p, ts, f.ts_off); /* TSval' = TSval + ts_off */
 	rewrite(p, &out, snat_addr, f.snat_port, be_addr, be_port);
 	return transmit(ctx, &out);
-}
-
-/** Whether flow `f`'s backend is still the one in its slot and in the service's pick set. */
-static __always_inline int backend_eligible(const struct flow_fwd *f)
-{
-	if (f->backend >= flb_sizes.backends)
-		return 0;
-	__u32 bk = backend_key(f->svc, f->backend);
-	const struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
-	return be && (be->flags & BACKEND_ELIGIBLE) && be->gen == f->gen && be->addr == f->be_addr && be->port == f->be_port;
 }
 
 /* What the checks of a flow's stage decided for a packet it carries. */

@@ -127,4 +127,28 @@ if (bpfSuiteEnabled("xdp packet table, forwarding: dsr")) {
       expect(p.flowCounts()).toEqual({ fwd: 0, rev: 0, synFwd: 0, synRev: 0 });
     });
   });
+
+  describe("a backend that dies during a handshake", () => {
+    test("a retransmitted SYN whose backend left the pick set is balanced anew (syn_moved)", () => {
+      const syn = packet(6900, TCP.SYN, { seq: 60_000 });
+      const first = p.run(tcpPacket(syn));
+      expect(first.retval).toBe(XDP_TX);
+      const be = BACKENDS.findIndex((_, i) => hex(first.data) === hex(toBackend(syn, i)));
+      expect(be).toBeGreaterThanOrEqual(0);
+      p.setBackend(DSR, be, ipv4ToU32(BACKENDS[be]!), BE_PORT, false); // the health check took it out
+      p.writePlan(DSR, ALGORITHMS.round_robin.plan(members([1, 1, 1]).filter((m) => m.id !== be), { maglevTableSize: 65537 }));
+      try {
+        const moved = p.reasonRow(DSR).syn_moved;
+        const r = p.run(tcpPacket(syn));
+        expect(r.retval).toBe(XDP_TX);
+        expect(hex(r.data)).not.toBe(hex(toBackend(syn, be)));
+        expect(p.reasonRow(DSR).syn_moved).toBe(moved + 1);
+        expect(p.flowCounts().synFwd).toBe(1);
+        p.run(tcpPacket(packet(6900, TCP.RST, { seq: 60_001 })));
+      } finally {
+        p.setBackend(DSR, be, ipv4ToU32(BACKENDS[be]!), BE_PORT);
+        p.writePlan(DSR, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+      }
+    });
+  });
 }
