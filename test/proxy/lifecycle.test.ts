@@ -9,7 +9,8 @@ import { whoServes } from "../support/conn.ts";
 import { connect, freePort, waitFor } from "../support/net.ts";
 
 function config(port: number, backends: string[], opts: { algorithm?: string; drain?: string; extraService?: string } = {}): string {
-  return lbYaml({ top: `drain_timeout: ${opts.drain ?? "5s"}`, services: [{ name: "web", port, algorithm: opts.algorithm, backends }] }) + (opts.extraService ?? "");
+  // config_watch off: these tests reload by SIGHUP; the file watcher would race them to the rewritten file.
+  return lbYaml({ top: `drain_timeout: ${opts.drain ?? "5s"}\nconfig_watch: off`, services: [{ name: "web", port, algorithm: opts.algorithm, backends }] }) + (opts.extraService ?? "");
 }
 
 test("SIGHUP: a valid config applies to new connections while an established one keeps flowing", async () => {

@@ -28,7 +28,9 @@ if (bpfSuiteEnabled("xdp hostile traffic")) {
       expect({ echoFailed: f.echoFailed, errors: f.echoErrors, noFlow: f.reasons.no_flow }).toEqual({ echoFailed: 0, errors: [], noFlow: 0 });
       expect(f.echoes).toBeGreaterThan(f.conns * 4);
       expect(f.floodPackets).toBeGreaterThan(1000); // the flood really ran
-      expect(f.tablesAtFloodEnd.established).toBe(f.conns);
+      // Every echoer's flow still there when the flood stops (plus any new connection still open then).
+      expect(f.tablesAtFloodEnd.established).toBeGreaterThanOrEqual(f.conns);
+      expect(f.tablesAtFloodEnd.established).toBeLessThanOrEqual(f.conns + 40);
       // Abandoned handshakes go within SYN_TIMEOUT_S (5 s) plus a sweep (2 s); margin for a busy host.
       expect(f.handshakeTableBackInS).toBeGreaterThanOrEqual(0);
       expect(f.handshakeTableBackInS).toBeLessThanOrEqual(12);
