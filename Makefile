@@ -26,7 +26,7 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 build: dist/featherlb ## compile the single binary dist/featherlb
 
 dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
-	$(BUN) build --compile --minify --sourcemap src/main.ts --outfile $@
+	$(BUN) build --compile --minify --sourcemap src/main.ts src/dataplane/proxy/worker.ts --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .

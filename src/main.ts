@@ -58,6 +58,9 @@ async function run(path: string): Promise<void> {
     void runtime.shutdown(signal).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
+  // Tests only: a way to make a worker thread die as a bug would (tests kill it to check that the
+  // others keep serving). Off unless the environment asks for it.
+  if (process.env.FEATHERLB_TEST_HOOKS === "1") process.on("SIGUSR2", () => runtime.crashWorker());
   process.on("SIGINT", () => stop("SIGINT"));
   // A bug in one connection's handler must not take every other connection down with it.
   process.on("uncaughtException", (err) => runtime.log.error("uncaught exception", { error: String(err), stack: err.stack }));

@@ -20,7 +20,8 @@ import { Incidents } from "./control/incidents.ts";
 import { Logger } from "./control/log.ts";
 import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
 import { Service } from "./control/service.ts";
-import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
+import { usableCpus } from "./dataplane/proxy/cpus.ts";
+import { WorkerPool } from "./dataplane/proxy/pool.ts";
 import type { DataPlane, ServicePair } from "./dataplane/types.ts";
 import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
@@ -55,8 +56,8 @@ export class Runtime {
     private config: Config,
     private readonly path: string,
     readonly log: Logger,
-    /** Every process has the proxy plane (cheap: no listener until a service runs in it)… */
-    private readonly proxy: ProxyDataPlane,
+    /** Every process has the proxy plane (cheap: no worker thread until a service runs in it)… */
+    private readonly proxy: WorkerPool,
     /** …and the XDP plane if a service needed it at start and it attached. */
     private readonly xdp: DataPlane | null,
     /** Why there is no XDP plane (the attach failed, or no service needed it): auto services run in the proxy. */
@@ -68,13 +69,14 @@ export class Runtime {
     if (xdp?.attachMode !== undefined) this.info.attach = xdp.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms);
     this.announcer = new Announcer(log);
+    this.info.workers = () => proxy.workers();
     this.admin = new AdminServer({
       metrics: () => {
-        this.xdp?.refreshStats();
+        this.refreshStats();
         return renderMetrics(this.info, this.services, { packetReasons: this.xdp?.packetReasons?.(), incidents: this.incidents });
       },
       status: () => {
-        this.xdp?.refreshStats();
+        this.refreshStats();
         return renderStatus(this.info, this.services);
       },
     });
@@ -92,13 +94,15 @@ export class Runtime {
     const log = new Logger(config.log.level);
     const incidents = new Incidents(log);
     const health = new HealthChecker(incidents);
-    const proxy = new ProxyDataPlane(
+    const proxy = new WorkerPool(
       log,
       {
         onConnectFailure: (b, reason) => health.reportFailure(b, reason),
         onConnectSuccess: (b) => health.reportSuccess(b),
       },
       incidents,
+      config.workers,
+      config.workers === "auto" ? usableCpus() : config.workers,
     );
     let xdp: DataPlane | null = null;
     let unavailable = XDP_NOT_STARTED;
@@ -132,6 +136,17 @@ export class Runtime {
       admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
     });
     return runtime;
+  }
+
+  /** Copy the data planes' counters into the Services' (before /metrics and /status). */
+  private refreshStats(): void {
+    this.xdp?.refreshStats();
+    this.proxy.refreshStats();
+  }
+
+  /** Test hook (FEATHERLB_TEST_HOOKS=1, SIGUSR2): make the last proxy worker die of an uncaught exception. */
+  crashWorker(): void {
+    this.proxy.crash();
   }
 
   /** The admin listener's port, if it is on. */
@@ -191,7 +206,7 @@ export class Runtime {
         throw new UserError("config", `${this.path}: services[${i}] ("${cfg.name}") runs in xdp, but this process did not start the xdp data plane (${this.xdpUnavailable}); restart featherlb to start it.`);
       }
     });
-    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, this.proxy.count) }));
     const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
     const admin = this.admin.prepare(config.admin.listen);
     let listeners;

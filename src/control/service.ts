@@ -16,6 +16,7 @@ import { Picker } from "./algorithms/picker.ts";
 import type { Member } from "./algorithms/types.ts";
 import { Backend, type HealthState } from "./backend.ts";
 import { Logger } from "./log.ts";
+import { ServiceShared } from "./shared.ts";
 import { ServiceCounters } from "./stats.ts";
 
 export type PlanListener = (service: Service) => void;
@@ -24,6 +25,8 @@ export class Service {
   /** Backends by id. Ids are small and stable for a backend's lifetime; freed ids are reused. */
   readonly backends = new Map<number, Backend>();
   readonly stats = new ServiceCounters();
+  /** What the proxy's worker threads share of this service: cursor, active counts, counter rows (shared.ts). */
+  readonly shared: ServiceShared;
   picker!: Picker;
   /** The current plan's fingerprint (algorithms/fingerprint.ts): equal on instances that pick alike. */
   fingerprint = "";
@@ -32,7 +35,10 @@ export class Service {
   constructor(
     public config: ServiceConfig,
     private readonly log: Logger = new Logger(),
+    /** Proxy worker threads that will count into `shared`. */
+    workers = 1,
   ) {
+    this.shared = ServiceShared.create(workers);
     this.update(config);
   }
 
@@ -48,7 +54,7 @@ export class Service {
   backendsAfter(config: ServiceConfig): number {
     const wanted = new Set(config.backends.map((b) => b.address));
     let draining = 0;
-    for (const b of this.backends.values()) if (!wanted.has(b.key) && b.stats.active > 0) draining++;
+    for (const b of this.backends.values()) if (!wanted.has(b.key) && this.busy(b)) draining++;
     return config.backends.length + draining;
   }
 
@@ -70,6 +76,7 @@ export class Service {
     this.collectDrained();
     for (const cfg of wanted.values()) {
       const id = this.freeId();
+      this.shared.resetBackend(id);
       this.backends.set(id, new Backend(id, cfg));
     }
     this.changed();
@@ -106,7 +113,12 @@ export class Service {
 
   /** Remove backends that a reload disabled once their last connection has ended. */
   collectDrained(): void {
-    for (const [id, b] of this.backends) if (!b.enabled && b.stats.active === 0) this.backends.delete(id);
+    for (const [id, b] of this.backends) if (!b.enabled && !this.busy(b)) this.backends.delete(id);
+  }
+
+  /** Connections to `b` are open: counted live by proxy workers (shared), copied in by the XDP plane (stats). */
+  private busy(b: Backend): boolean {
+    return b.stats.active > 0 || this.shared.backendActive(b.id) > 0;
   }
 
   /** Recompute the plan from the eligible backends and notify subscribers. */
@@ -118,7 +130,8 @@ export class Service {
     const plan = ALGORITHMS[this.config.algorithm].plan(members, {
       maglevTableSize: this.config.maglev_table_size,
     });
-    this.picker = new Picker(plan, { active: (id) => this.backends.get(id)?.stats.active ?? 0 });
+    this.shared.resetCursor();
+    this.picker = new Picker(plan, { active: (id) => this.shared.backendActive(id) }, undefined, this.shared);
     this.fingerprint = planFingerprint(this.config.algorithm, plan, (id) => this.backends.get(id)!.key);
     for (const listener of this.listeners) listener(this);
   }

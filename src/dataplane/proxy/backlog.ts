@@ -25,12 +25,20 @@ const SO_ACCEPTCONN = 30;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-/** The effective backlog after raising: min(WANTED_BACKLOG, somaxconn), or why it was not raised. */
-export function raiseBacklog(host: string, port: number): { backlog: number } | { error: string } {
+/**
+ * The effective backlog after raising: min(WANTED_BACKLOG, somaxconn), or why it was not raised. `fd` is
+ * the listener's descriptor where Bun tells it (a property its types do not declare); without it the
+ * socket is searched for — which, with several workers' sockets on one address, finds one of them.
+ */
+export function raiseBacklog(host: string, port: number, fd?: number): { backlog: number } | { error: string } {
   let libc: ReturnType<typeof openLibc> | undefined;
   try {
     libc = openLibc(); // throws where there is no glibc (musl): then Bun's 512 stays
     const { listen, getsockname, getsockopt } = libc.symbols;
+    if (fd !== undefined && fd >= 0) {
+      if (listen(fd, WANTED_BACKLOG) !== 0) return { error: "listen() refused the new backlog" };
+      return { backlog: Math.min(WANTED_BACKLOG, somaxconn()) };
+    }
     const want = `${canonical(host)} ${port}`;
     const addr = new Uint8Array(128); // sockaddr_storage
     const int = new Int32Array(1);
