@@ -187,8 +187,8 @@ export class Runtime {
 
   /**
    * Move from `current` services to `config`. What can fail comes first and changes nothing when it
-   * does: the admin listener's new address is bound but not yet switched to, the proxy binds its new
-   * listeners, then the XDP plane applies (the last step that can fail; the others are undone if it
+   * does: the proxy binds its new listeners, the admin listener's new address is bound but not yet
+   * switched to, then the XDP plane applies (the last step that can fail; the others are undone if it
    * does). Only then do the proxy and admin listeners switch and are services updated in place, which
    * rebuilds their plans.
    */
@@ -208,12 +208,14 @@ export class Runtime {
     });
     const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, this.proxy.count) }));
     const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
-    const admin = this.admin.prepare(config.admin.listen);
-    let listeners;
+    // The proxy first: its workers may take a moment to start, and a new admin listener answers
+    // /healthz as soon as it is bound — only once the proxy's listeners are.
+    const listeners = await this.proxy.prepare(config, inPlane("proxy"));
+    let admin;
     try {
-      listeners = await this.proxy.prepare(config, inPlane("proxy"));
+      admin = this.admin.prepare(config.admin.listen);
     } catch (err) {
-      admin.abort();
+      listeners.abort();
       throw err;
     }
     try {

@@ -85,8 +85,12 @@ async function handle(m: ToWorker): Promise<void> {
       log.level = m.level;
       return;
     case "drain":
-      // Not awaited: plan updates keep flowing while connections finish.
-      void (plane?.drain(m.deadline) ?? Promise.resolve()).then(() => post({ t: "drained" }));
+      // Not awaited: plan updates keep flowing while connections finish. What is still open at the
+      // deadline is closed (reset) here, before the reply: the main thread exits right after it.
+      void (plane?.drain(m.deadline) ?? Promise.resolve()).then(() => {
+        plane?.close();
+        post({ t: "drained" });
+      });
       return;
     case "close":
       plane?.close();
