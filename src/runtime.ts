@@ -133,6 +133,7 @@ export class Runtime {
       version: VERSION,
       mode: runtime.info.mode,
       services: config.services.length,
+      workers: runtime.proxy.workers().length,
       admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
     });
     return runtime;
@@ -208,8 +209,6 @@ export class Runtime {
     });
     const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, this.proxy.count) }));
     const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
-    // The proxy first: its workers may take a moment to start, and a new admin listener answers
-    // /healthz as soon as it is bound — only once the proxy's listeners are.
     const listeners = await this.proxy.prepare(config, inPlane("proxy"));
     let admin;
     try {
@@ -226,16 +225,20 @@ export class Runtime {
       throw err;
     }
     listeners.commit();
-    admin.commit();
     for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
     const next = pairs.map((p) => p.service);
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;
     this.notePlanes(config, split);
+    // Every proxy worker has the new plans before the reload is reported done.
+    await this.proxy.sync();
     await this.resolver.sync(next, config.dns_refresh_ms);
     this.health.sync(next);
     await this.announcer.sync(config.announce, next);
+    // Last: a new admin listener answers /healthz only once it is switched to (admin.ts), so a fresh
+    // featherlb reports healthy when everything above is done.
+    admin.commit();
   }
 
   /** Record which plane each service runs in (/status, /metrics) and log each auto fallback once. */

@@ -56,7 +56,7 @@ export class AdminServer {
 
   private bind(listen: HostPort, want: string): Server<undefined> {
     try {
-      return Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req) => this.handle(req) });
+      return Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req, server) => this.handle(req, server) });
     } catch (err) {
       const code = (err as { code?: string }).code;
       throw new UserError(
@@ -68,7 +68,10 @@ export class AdminServer {
     }
   }
 
-  private handle(req: Request): Response {
+  private handle(req: Request, server: Server<undefined>): Response {
+    // A listener bound by `prepare` serves only once committed: until then featherlb is still starting
+    // (or the reload that moves it may fail), and /healthz must not say ready.
+    if (server !== this.server) return new Response("starting\n", { status: 503, headers: { "retry-after": "1" } });
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (path) {

@@ -45,6 +45,7 @@ const READY_TIMEOUT_MS = 30_000;
 const STABLE_MS = 10_000;
 const RESTART_DELAY_MAX_MS = 10_000;
 
+type Reply = Extract<FromWorker, { t: "prepared" | "synced" }>;
 type Prepared = Extract<FromWorker, { t: "prepared" }>;
 
 /** One worker slot: its index is its row in the shared counters, kept across restarts. */
@@ -57,7 +58,8 @@ interface Slot {
   quickDeaths: number;
   /** The last prepare this worker was sent (commit applies it; a restarted worker has none). */
   prepared: number;
-  replies: Map<number, (reply: Prepared | null) => void>;
+  /** Awaited replies by seq; null when the worker died first. */
+  replies: Map<number, (reply: Reply | null) => void>;
   drained: (() => void) | null;
   /** Settled when the worker has loaded and set up its proxy (or failed to). */
   ready: { resolve: () => void; reject: (err: Error) => void } | null;
@@ -106,9 +108,9 @@ export class WorkerPool implements DataPlane {
       this.countNoted = config.workers;
       this.log.warn("workers takes effect at the next restart; the running workers stay", { running: this.count, configured: config.workers });
     }
+    this.probe(services);
     await this.start(config.log.level);
     for (const { service } of services) this.track(service);
-    this.probe(services);
     const seq = ++this.seq;
     const replies = await Promise.all(this.live().map((slot) => this.ask(slot, seq, wanted)));
     const failed = replies.find((r) => r?.error)?.error;
@@ -216,7 +218,6 @@ export class WorkerPool implements DataPlane {
     } finally {
       clearTimeout(timer);
     }
-    this.log.info("proxy workers started", { workers: this.count });
   }
 
   private live(): Slot[] {
@@ -289,6 +290,7 @@ export class WorkerPool implements DataPlane {
         slot.ready = null;
         return;
       case "prepared":
+      case "synced":
         slot.replies.get(m.seq)?.(m);
         slot.replies.delete(m.seq);
         return;
@@ -325,11 +327,24 @@ export class WorkerPool implements DataPlane {
 
   /** Send a prepare; resolves with the reply, or null if the worker died first. */
   private ask(slot: Slot, seq: number, listeners: ListenerSpec[]): Promise<Prepared | null> {
+    slot.prepared = seq;
+    return this.request(slot, seq, { t: "prepare", seq, listeners }) as Promise<Prepared | null>;
+  }
+
+  private request(slot: Slot, seq: number, message: ToWorker): Promise<Reply | null> {
     return new Promise((resolve) => {
       slot.replies.set(seq, resolve);
-      slot.prepared = seq;
-      this.send(slot, { t: "prepare", seq, listeners });
+      this.send(slot, message);
     });
+  }
+
+  /**
+   * Resolves once every worker has handled everything sent so far — the plans of a reload included — so
+   * that a connection accepted after a reload is logged as done sees the new config in every worker.
+   */
+  async sync(): Promise<void> {
+    const seq = ++this.seq;
+    await Promise.all(this.live().map((slot) => this.request(slot, seq, { t: "sync", seq })));
   }
 
   /** Follow `service`'s plans: every worker gets each new one. */

@@ -24,6 +24,8 @@ export type ToWorker =
   | { t: "commit"; seq: number }
   | { t: "abort"; seq: number }
   | { t: "level"; level: LogLevel }
+  /** Answered with "synced" once everything sent before it is handled (a barrier). */
+  | { t: "sync"; seq: number }
   | { t: "drain"; deadline: number }
   | { t: "close" }
   /** Test hook (FEATHERLB_TEST_HOOKS=1): throw an uncaught exception, as a bug would. */
@@ -32,6 +34,7 @@ export type ToWorker =
 export type FromWorker =
   | { t: "ready" }
   | { t: "prepared"; seq: number; error?: { code: UserErrorCode; message: string } }
+  | { t: "synced"; seq: number }
   | { t: "drained" }
   | { t: "failed"; uid: number; id: number; key: string; reason: string }
   | { t: "connected"; uid: number; id: number; key: string }

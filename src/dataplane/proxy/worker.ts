@@ -84,6 +84,9 @@ async function handle(m: ToWorker): Promise<void> {
     case "level":
       log.level = m.level;
       return;
+    case "sync":
+      post({ t: "synced", seq: m.seq });
+      return;
     case "drain":
       // Not awaited: plan updates keep flowing while connections finish. What is still open at the
       // deadline is closed (reset) here, before the reply: the main thread exits right after it.
