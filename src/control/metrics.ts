@@ -28,6 +28,8 @@ export interface WorkerInfo {
   alive: boolean;
   /** Proxied connections it holds. */
   connections: number;
+  /** Proxied connections it has accepted. */
+  accepted: number;
   /** Times it died and was started again. */
   restarts: number;
 }
@@ -98,6 +100,7 @@ export function renderMetrics(info: RuntimeInfo, services: readonly Service[], e
     const labels = { worker: String(w.index) };
     e.add("featherlb_worker_up", "gauge", "1 while the proxy worker thread runs, 0 while it is being restarted.", labels, w.alive ? 1 : 0);
     e.add("featherlb_worker_connections_active", "gauge", "Proxied connections held by the worker thread.", labels, w.connections);
+    e.add("featherlb_worker_connections_total", "counter", "Connections the worker thread accepted (the kernel spreads them over the workers).", labels, w.accepted);
     e.add("featherlb_worker_restarts_total", "counter", "Times the worker thread died and was started again.", labels, w.restarts);
   }
   for (const s of services) {

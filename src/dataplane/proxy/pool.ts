@@ -160,10 +160,11 @@ export class WorkerPool implements DataPlane {
     }
   }
 
-  /** Per worker: alive, connections open, restarts (for /status and /metrics). */
+  /** Per worker: alive, connections open and accepted, restarts (for /status and /metrics). */
   workers(): WorkerInfo[] {
     if (!this.shared) return [];
-    return this.slots.map((s) => ({ index: s.index, alive: s.worker !== null, connections: this.shared?.openIn(s.index) ?? 0, restarts: s.restarts }));
+    const shared = this.shared;
+    return this.slots.map((s) => ({ index: s.index, alive: s.worker !== null, connections: shared.openIn(s.index), accepted: shared.acceptedBy(s.index), restarts: s.restarts }));
   }
 
   /** Test hook (FEATHERLB_TEST_HOOKS=1): make the last worker throw an uncaught exception, as a bug would. */

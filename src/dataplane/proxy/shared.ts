@@ -14,7 +14,7 @@ export interface PlaneSharedInit {
 }
 
 export class PlaneShared {
-  /** [0]: connections open in all workers; [1 + w]: worker w's share. */
+  /** [0]: connections open in all workers; [1 + w]: worker w's share; [1 + workers + w]: accepted by w. */
   private readonly relays: Int32Array;
   readonly sources: SourceTable;
 
@@ -26,7 +26,7 @@ export class PlaneShared {
   /** `capacity`: proxied connections the descriptor limit leaves room for (descriptors.ts), all workers together. */
   static create(workers: number, capacity: number): PlaneShared {
     const sources = SourceTable.create(Number.isFinite(capacity) ? capacity : 1 << 20, workers);
-    return new PlaneShared({ workers, capacity, relays: new SharedArrayBuffer(4 * (1 + workers)), sources: sources.buffer });
+    return new PlaneShared({ workers, capacity, relays: new SharedArrayBuffer(4 * (1 + 2 * workers)), sources: sources.buffer });
   }
 
   static attach(init: PlaneSharedInit): PlaneShared {
@@ -44,6 +44,7 @@ export class PlaneShared {
       return false;
     }
     this.relays[1 + worker]!++;
+    this.relays[1 + this.init.workers + worker]!++;
     return true;
   }
 
@@ -60,6 +61,11 @@ export class PlaneShared {
   /** Connections open in worker `worker`. */
   openIn(worker: number): number {
     return Atomics.load(this.relays, 1 + worker);
+  }
+
+  /** Connections worker `worker` has accepted (wraps at 2^31; for tests and /status). */
+  acceptedBy(worker: number): number {
+    return Atomics.load(this.relays, 1 + this.init.workers + worker);
   }
 
   /** A dead worker's connections are gone: its share leaves the count and the per-source table. */
