@@ -5,6 +5,7 @@
  */
 import type { Socket } from "bun";
 import { createHash } from "node:crypto";
+import * as net from "node:net";
 
 /**
  * A port that was free on `host` a moment ago, for configs that need a fixed number. Reuse guard: never
@@ -100,4 +101,38 @@ export async function connect(host: string, port: number, opts: { allowHalfOpen?
     closed,
     isClosed: () => closedFlag,
   };
+}
+
+/**
+ * A Client bound to the local address `source` (any 127.0.0.0/8 address is this host's), for tests of
+ * per-source behaviour. node:net, since Bun.connect cannot choose its local address. Only `end` and
+ * `write` of `socket` are there.
+ */
+export function connectFrom(host: string, port: number, source: string): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let closedFlag = false;
+    let onEnd!: () => void;
+    let onClose!: () => void;
+    const ended = new Promise<void>((r) => (onEnd = r));
+    const closed = new Promise<void>((r) => (onClose = r));
+    const s = net.connect({ host, port, localAddress: source, allowHalfOpen: true }, () =>
+      resolve({
+        socket: { end: () => void s.end(), write: (d: string | Uint8Array) => (s.write(d), d.length) } as unknown as Socket<unknown>,
+        received: () => Buffer.concat(chunks),
+        text: () => Buffer.concat(chunks).toString(),
+        ended,
+        closed,
+        isClosed: () => closedFlag,
+      }),
+    );
+    s.on("data", (d: Buffer) => void chunks.push(d));
+    s.on("end", () => onEnd());
+    s.on("close", () => {
+      closedFlag = true;
+      onEnd();
+      onClose();
+    });
+    s.on("error", reject);
+  });
 }
