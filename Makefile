@@ -11,6 +11,7 @@ SRC := $(shell find src -name '*.ts' -not -name '*.test.ts') package.json
 include bpf/bpf.mk
 include test/e2e/e2e.mk
 include test/bench/bench.mk
+include packaging/release.mk
 
 .PHONY: help deps build test typecheck demo clean
 
@@ -25,8 +26,12 @@ deps: node_modules/.installed ## install pinned npm dependencies (Bun included)
 
 build: dist/featherlb ## compile the single binary dist/featherlb
 
-dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ)
-	$(BUN) build --compile --minify --sourcemap src/main.ts src/dataplane/proxy/worker.ts --outfile $@
+# FEATHERLB_COMMIT: what `featherlb --version` names (build/commit, packaging/release.mk); the target it
+# prints is the host's (release builds set it, packaging/build.ts). Worker threads are entry points too:
+# src/config/worker.ts (reloads parse the config on it), src/control/probe-worker.ts (health probes) and
+# src/dataplane/proxy/worker.ts (the proxy workers).
+dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ) build/commit
+	$(BUN) build --compile --minify --sourcemap src/main.ts src/config/worker.ts src/control/probe-worker.ts src/dataplane/proxy/worker.ts --define FEATHERLB_COMMIT='"'"$$(cat build/commit)"'"' --outfile $@
 
 typecheck: node_modules/.installed
 	$(TSC) --noEmit -p .
@@ -35,7 +40,7 @@ typecheck: node_modules/.installed
 test: node_modules/.installed $(TEST_PREREQS) ## run every test (installs what it needs; XDP tests need root)
 	$(MAKE) typecheck
 	$(MAKE) build
-	FEATHERLB_BIN=dist/featherlb $(BUN) test $(BUN_TEST_FLAGS)
+	FEATHERLB_BIN=dist/featherlb $(BUN) test --timeout 60000 $(BUN_TEST_FLAGS)
 
 demo: dist/featherlb ## run featherlb + 3 demo backends on loopback, print how a short load spreads
 	$(BUN) run test/demo/demo.ts

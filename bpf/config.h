@@ -18,10 +18,13 @@ static __always_inline struct flb_config *config(void)
 static __always_inline int cfg_static_neigh(const struct flb_config *c) { return c->flags & CFG_STATIC_NEIGH; }
 static __always_inline int cfg_draining(const struct flb_config *c) { return c->flags & CFG_DRAINING; }
 static __always_inline int cfg_native(const struct flb_config *c) { return c->flags & CFG_NATIVE; }
+/** Is `port` (network order) one new flows take from, or one of the range a reload replaced? */
 static __always_inline int cfg_is_snat_port(const struct flb_config *c, __be16 port)
 {
 	__u16 p = bpf_ntohs(port);
-	return c->snat_first && p >= c->snat_first && p <= c->snat_last;
+	if (c->snat_first && p >= c->snat_first && p <= c->snat_last)
+		return 1;
+	return c->prev_first && p >= c->prev_first && p <= c->prev_last;
 }
 
 #endif

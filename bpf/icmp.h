@@ -14,11 +14,17 @@
  *   client side:  a router quotes                   vip:vp → c:cp      (a packet toward the client)
  *                 the backend gets an error quoting be:bp → vip:snat   (the packet it sent), from vip
  *
- * Looked up as the TCP path looks flows up: a backend-side quote is the reverse-table key with source
- * and destination swapped (flow.h flow_of_reverse, as from_backend); a client-side quote is the forward
- * key swapped (a service address and port as its
- * source, flb_fwd). Anything else is passed untouched: a quote of no live flow (REASON_ICMP_NO_FLOW),
- * of the LB's own traffic (REASON_NOT_OURS), of another protocol, other ICMP types (REASON_NOT_TCP).
+ * Looked up as the TCP path looks flows up, and only a flow whose two entries agree (the same id in its
+ * forward and reverse entry, flow.h) is translated: a backend-side quote is the reverse-table key with
+ * source and destination swapped (flow.h flow_of_reverse, as from_backend); a client-side quote is the
+ * forward key swapped (a service address and port as its source; flow_of_forward below). Both look in
+ * the established tables first, then in the handshake tables: an error about a handshake is
+ * translated too (bpf/README.md "ICMP errors"): a router or the backend answering the SYN with
+ * "unreachable" tells the client at once, whose connect() then fails instead of retrying for two
+ * minutes; an error about the SYN-ACK tells the backend, which drops its half-open connection. A
+ * handshake abandoned (FLOW_DEAD: its port was taken back) is no flow. Anything else is passed
+ * untouched: a quote of no flow (REASON_ICMP_NO_FLOW), of the LB's own traffic (REASON_NOT_OURS), of
+ * another protocol, other ICMP types (REASON_NOT_TCP).
  *
  * The rewrite, every field at an even offset of the ICMP message, so each checksum is updated
  * incrementally (RFC 1624, csum.h) and none is recomputed: a message that arrived with a wrong checksum
@@ -42,10 +48,11 @@
  * - The ICMP type, code and rest of header (the MTU of "fragmentation needed") are kept: a full NAT
  *   changes no packet size, so the path MTU a router reports is the one the other side must use.
  *
- * Sent to the flow's next hop for that direction (the flow's cached hop, neigh.h next_hop). The flow
- * is not touched otherwise (no last_seen, no state): an ICMP error is advice to the end host, which
- * judges it (Linux checks the quoted sequence number, so a blind forger fares no better through the LB
- * than directly).
+ * Sent to the flow's next hop for that direction (the flow's cached hop, neigh.h next_hop; a next hop
+ * that cannot be resolved drops the error, counted as for TCP: hop_failed). The flow is not touched
+ * otherwise (no last_seen, no state, a handshake stays one): an ICMP error is advice to the end host,
+ * which judges it (Linux checks the quoted sequence number, so a blind forger fares no better through
+ * the LB than directly). Counted per service (REASON_ICMP_C2B, REASON_ICMP_B2C).
  */
 #ifndef FLB_ICMP_H
 #define FLB_ICMP_H
@@ -175,25 +182,41 @@ static __always_inline void icmp_rewrite(struct packet *p, struct icmp_quote *q,
 }
 
 /**
- * From the client side, about a packet the LB sent to a client (quote vip:vp → c:cp): to the backend,
- * about the packet it sent (be:bp → vip:snat). Returns the action.
+ * The flow of client-side 4-tuple `fk` whose entries agree: the established one, else the handshake
+ * (not an abandoned one), or NULL. (from_client has its own walk: it also starts, restarts and
+ * promotes flows.)
+ */
+static __always_inline struct flow_fwd *flow_of_forward(const struct flow_key *fk)
+{
+	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, fk);
+	if (f && pair_ok(&flb_rev, fk, f))
+		return f;
+	f = bpf_map_lookup_elem(&flb_syn_fwd, fk);
+	if (f && !(f->state & FLOW_DEAD) && pair_ok(&flb_syn_rev, fk, f))
+		return f;
+	return NULL;
+}
+
+/**
+ * From the client side, about a packet the LB sent to a client of service `svc` (quote vip:vp → c:cp):
+ * to the backend, about the packet it sent (be:bp → vip:snat). Returns the action.
  */
 static __always_inline int icmp_to_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
-					   struct icmp_quote *q)
+					   struct icmp_quote *q, __u32 svc)
 {
 	struct flow_key fk = {
 		.saddr = q->iph->daddr, .daddr = q->iph->saddr, .sport = q->tcph->dest, .dport = q->tcph->source,
 	};
-	struct flow_fwd *f = bpf_map_lookup_elem(&flb_fwd, &fk);
+	struct flow_fwd *f = flow_of_forward(&fk);
 	if (!f)
-		return pass(REASON_ICMP_NO_FLOW);
+		return svc_pass(svc, REASON_ICMP_NO_FLOW);
 	struct next_hop out;
-	int action = next_hop(ctx, cfg, &f->to_backend, now_seconds(), fk.daddr, f->be_addr, NULL, NULL, &out);
-	if (action >= 0)
-		return action;
+	int rc = next_hop(ctx, cfg, &f->to_backend, now_seconds(), fk.daddr, f->be_addr, NULL, NULL, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(f->svc, rc);
 	/* The backend sent be:bp → vip:snat. */
+	count_svc_reason(f->svc, REASON_ICMP_C2B);
 	icmp_rewrite(p, q, &out, fk.daddr, f->be_addr, f->be_port, f->snat_port);
-	count_reason(REASON_ICMP_C2B);
 	return transmit(ctx, &out);
 }
 
@@ -207,20 +230,21 @@ static __always_inline int icmp_to_client(struct xdp_md *ctx, const struct flb_c
 	struct flow_key rk = {
 		.saddr = q->iph->daddr, .daddr = q->iph->saddr, .sport = q->tcph->dest, .dport = q->tcph->source,
 	};
-	struct flow_key fk;
-	struct flow_fwd *f = flow_of_reverse(&rk, &fk);
-	if (!f)
+	struct flow_key fk = {};
+	int established;
+	struct flow_fwd *f = flow_of_reverse(&rk, &fk, &established);
+	if (!f || (f->state & FLOW_DEAD))
 		return pass(REASON_ICMP_NO_FLOW);
 	__u8 client_mac[ETH_ALEN], ours[ETH_ALEN];
 	__builtin_memcpy(client_mac, f->client_mac, ETH_ALEN);
 	__builtin_memcpy(ours, p->eth->h_dest, ETH_ALEN);
 	struct next_hop out;
-	int action = next_hop(ctx, cfg, &f->to_client, now_seconds(), fk.daddr, fk.saddr, client_mac, ours, &out);
-	if (action >= 0)
-		return action;
+	int rc = next_hop(ctx, cfg, &f->to_client, now_seconds(), fk.daddr, fk.saddr, client_mac, ours, &out);
+	if (rc != FLB_GO_ON)
+		return hop_failed(f->svc, rc);
 	/* The client sent c:cp → vip:vp. */
+	count_svc_reason(f->svc, REASON_ICMP_B2C);
 	icmp_rewrite(p, q, &out, fk.daddr, fk.saddr, fk.sport, fk.dport);
-	count_reason(REASON_ICMP_B2C);
 	return transmit(ctx, &out);
 }
 
@@ -237,8 +261,9 @@ static __always_inline int icmp_error(struct xdp_md *ctx, const struct flb_confi
 		return action;
 	/* Quoted source = a service address and port: a packet the LB sent to a client. */
 	struct svc_key sk = { .addr = q.iph->saddr, .port = q.tcph->source, .pad = 0 };
-	if (bpf_map_lookup_elem(&flb_svc, &sk))
-		return icmp_to_backend(ctx, cfg, p, &q);
+	struct svc_val *svc = bpf_map_lookup_elem(&flb_svc, &sk);
+	if (svc)
+		return icmp_to_backend(ctx, cfg, p, &q, svc->index);
 	/* Quoted source port = a SNAT port: a packet the LB sent to a backend. */
 	if (cfg_is_snat_port(cfg, q.tcph->source))
 		return icmp_to_client(ctx, cfg, p, &q);

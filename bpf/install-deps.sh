@@ -3,7 +3,8 @@
 # Used by `make test` (bpf/bpf.mk) and CI, which runs as root on a fresh machine.
 # bird2: the scale-out suite (test/scaleout/) runs BIRD as the router and beside each instance.
 set -euo pipefail
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps bird2)
+# hping3: the spoofed SYN flood of test/xdp/hostile.test.ts.
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool iproute2 ethtool iputils-ping procps bird2 hping3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

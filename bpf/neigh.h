@@ -17,9 +17,15 @@
 #define AF_INET 2
 #endif
 
+/* resolve_l2 / next_hop failures (besides FLB_GO_ON); the caller decides what the packet gets. */
+#define NH_NO_NEIGH -2 /* the next hop's MAC is unknown */
+#define NH_FIB_FAIL -3 /* no route */
+
 /**
  * Resolve the MACs and egress interface toward `dst` (sent from `src`). FLB_GO_ON with *out filled, or
- * XDP_PASS: an unknown neighbour is left to the kernel, which resolves ARP.
+ * NH_NO_NEIGH / NH_FIB_FAIL. The caller drops or answers the packet: passing it to the kernel would not
+ * resolve anything (the kernel keeps backends resolved through featherlb's managed neighbour entries)
+ * and would make the kernel reset the connection.
  *
  * Two sources, tried in this order:
  *
@@ -48,7 +54,7 @@ static __always_inline int use_learned(struct xdp_md *ctx, const __u8 *learned, 
 				       struct next_hop *out)
 {
 	if (!learned)
-		return pass(REASON_NO_NEIGH);
+		return NH_NO_NEIGH;
 	__builtin_memcpy(out->dmac, learned, ETH_ALEN);
 	__builtin_memcpy(out->smac, ours, ETH_ALEN);
 	out->ifindex = ctx->ingress_ifindex;
@@ -93,7 +99,7 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return use_learned(ctx, learned, ours, out);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return pass(REASON_FIB_FAIL);
+		return NH_FIB_FAIL;
 	__builtin_memcpy(out->dmac, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(out->smac, fib.smac, ETH_ALEN);
 	out->ifindex = fib.ifindex;
@@ -102,7 +108,7 @@ static __always_inline int resolve_l2(struct xdp_md *ctx, const struct flb_confi
 
 /**
  * The next hop of a packet of an existing flow, in *out: the flow's cached hop for this direction if it
- * was resolved this second, else resolve_l2() again (FLB_GO_ON, or the action for the packet) and
+ * was resolved this second, else resolve_l2() again (FLB_GO_ON, or NH_NO_NEIGH / NH_FIB_FAIL) and
  * cache the answer. So bpf_fib_lookup, the costliest step of a packet's path, runs about once per
  * flow, direction and second instead of once per packet; a route or neighbour change reaches an
  * established flow within a second.
@@ -119,9 +125,9 @@ static __always_inline int next_hop(struct xdp_md *ctx, const struct flb_config 
 	*out = *cache;
 	if (out->ifindex && out->at == now)
 		return FLB_GO_ON;
-	int action = resolve_l2(ctx, cfg, src, dst, learned, ours, out);
-	if (action >= 0)
-		return action;
+	int rc = resolve_l2(ctx, cfg, src, dst, learned, ours, out);
+	if (rc != FLB_GO_ON)
+		return rc;
 	out->at = now;
 	*cache = *out;
 	return FLB_GO_ON;
@@ -133,6 +139,14 @@ static __always_inline int transmit(struct xdp_md *ctx, const struct next_hop *o
 	if (out->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(out->ifindex, 0);
+}
+
+/** A next-hop failure (NH_NO_NEIGH / NH_FIB_FAIL) of a packet of an existing flow, or of an ICMP error about
+ * one: dropped (the sender retransmits; passing it would make the kernel reset a connection it does not
+ * know). Counted for service `svc`. */
+static __always_inline int hop_failed(__u32 svc, int rc)
+{
+	return svc_drop(svc, rc == NH_NO_NEIGH ? REASON_NO_NEIGH : REASON_FIB_FAIL);
 }
 
 #endif

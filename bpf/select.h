@@ -46,28 +46,46 @@ static __always_inline int lighter(__u64 a, __u32 wa, __u64 b, __u32 wb)
 	return a * wb < b * wa;
 }
 
-/** least: lowest active/weight, ties to the earlier member. */
+/* pick_least's state across bpf_loop iterations. */
+struct least_walk {
+	__u32 svc;
+	__u32 plan;
+	__u32 n;
+	int best;
+	__u64 best_active;
+	__u32 best_weight;
+	__u32 pad;
+};
+
+/** bpf_loop callback: look at member `i` of the plan; 1 ends the walk. */
+static long least_step(__u32 i, void *data)
+{
+	struct least_walk *w = data;
+	if (i >= w->n)
+		return 1;
+	struct plan_member *m = plan_member_at(w->plan, i);
+	if (!m)
+		return 1;
+	__u64 a = active_of(w->svc, m->id);
+	if (w->best == NO_MEMBER || lighter(a, m->weight, w->best_active, w->best_weight)) {
+		w->best = m->id;
+		w->best_active = a;
+		w->best_weight = m->weight;
+	}
+	return 0;
+}
+
+/**
+ * least: lowest active/weight, ties to the earlier member. A walk over up to MAX_BACKENDS (4096) members
+ * with bpf_loop (Linux ≥ 5.17): the verifier checks least_step once. An unrolled bounded loop made it
+ * walk every iteration with its branches, which stops at 8192 pending jumps ("the sequence of 8193 jumps
+ * is too complex") a little above 1,000 iterations.
+ */
 static __always_inline int pick_least(__u32 svc, __u32 plan, __u32 n)
 {
-	int best = NO_MEMBER;
-	__u64 best_active = 0;
-	__u32 best_weight = 1;
-
-	/* Verifier: the constant bound MAX_BACKENDS (256) makes this a bounded loop (kernel ≥ 5.3). */
-	for (__u32 i = 0; i < MAX_BACKENDS; i++) {
-		if (i >= n)
-			break;
-		struct plan_member *m = plan_member_at(plan, i);
-		if (!m)
-			break;
-		__u64 a = active_of(svc, m->id);
-		if (best == NO_MEMBER || lighter(a, m->weight, best_active, best_weight)) {
-			best = m->id;
-			best_active = a;
-			best_weight = m->weight;
-		}
-	}
-	return best;
+	struct least_walk w = { .svc = svc, .plan = plan, .n = n, .best = NO_MEMBER, .best_weight = 1 };
+	bpf_loop(n < MAX_BACKENDS ? n : MAX_BACKENDS, least_step, &w, 0);
+	return w.best;
 }
 
 /** two_choices: two distinct uniform members (the second drawn from the n − 1 others); the lighter wins,

@@ -24,8 +24,9 @@
  * 1 kHz. A SYN reusing the port within that margin may then tie or trail; the backend still accepts a
  * SYN whose ISN is above the TIME_WAIT socket's rcv_nxt, so these cases fall back to today's odds.
  *
- * This header is the whole feature: finding the option (tcp_ts_off, ts_data), the LB clock, ts_off on
- * the SYN (ts_start_flow) and the TSval/TSecr rewrites with their checksum updates (ts_modulate).
+ * This header is the whole feature but the option walk (tcpopt.h): finding the option (ts_data), the LB
+ * clock, ts_off on the SYN (ts_start_flow) and the TSval/TSecr rewrites with their checksum updates
+ * (ts_modulate).
  */
 #ifndef FLB_TSMOD_H
 #define FLB_TSMOD_H
@@ -40,78 +41,11 @@
 #include "l4csum.h"
 #include "parsing.h"
 #include "structs.h"
-
-/* TCP options (RFC 9293, RFC 7323). A TCP header holds at most 40 bytes of options. */
-#define TCP_OPTS_MAX 40
-#define TCPOPT_EOL 0
-#define TCPOPT_NOP 1
-#define TCPOPT_TIMESTAMP 8
-#define TCPOLEN_TIMESTAMP 10 /* kind, len, TSval (4), TSecr (4) */
-
-/* Where the TCP header starts: parse_packet only lets through untagged Ethernet and IPv4 with IHL 5. */
-#define TCP_HDR_OFF (sizeof(struct ethhdr) + sizeof(struct iphdr))
-/* The largest offset tcp_ts_off can return: the timestamp data ends within 40 bytes of options. */
-#define TCP_TS_OFF_MAX (TCP_HDR_OFF + sizeof(struct tcphdr) + TCP_OPTS_MAX - 8)
+#include "tcpopt.h"
 
 /**
- * Find the TCP timestamp option (RFC 7323 §3: kind 8, length 10) of a packet parse_packet accepted.
- * Returns the offset from the packet start of its 8 data bytes (TSval then TSecr, network order, not
- * necessarily 4-byte aligned), or 0 when the header has no timestamp option or a malformed one:
- * a length below 2, an option running past doff or past data_end, a timestamp option whose length is
- * not 10, or an EOL before it. The caller then leaves the options alone (the endpoints judge them).
- *
- * A global (non-inlined) function: the verifier checks it once, on its own, instead of once per call
- * site with every caller's state (the walk is the costliest loop in the program; inlined at the three
- * call sites it multiplied the verified instructions by 4.5). Globals get only ctx and scalars, so it
- * re-reads data/data_end from ctx and the caller bounds the result again (ts_data()).
- *
- * Verifier bounds: `off` is checked against `len` (≤ 40, from the 4-bit doff) and against TCP_OPTS_MAX
- * explicitly, so `opt + off` is a packet pointer with a bounded variable offset, and every byte is read
- * only after an explicit `> data_end` check on that pointer. One step per option, each consuming ≥ 1
- * byte, so TCP_OPTS_MAX iterations always suffice (bounded loop, Linux ≥ 5.3).
- */
-__noinline int tcp_ts_off(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct tcphdr *t = data + TCP_HDR_OFF;
-	if ((void *)(t + 1) > data_end || t->doff <= 5)
-		return 0;
-	__u8 *opt = (__u8 *)(t + 1);
-	__u32 len = t->doff * 4 - sizeof(struct tcphdr);
-
-	__u32 off = 0;
-	for (int i = 0; i < TCP_OPTS_MAX; i++) {
-		if (off >= len || off >= TCP_OPTS_MAX)
-			return 0;
-		__u8 *k = opt + off;
-		if ((void *)(k + 1) > data_end)
-			return 0;
-		if (k[0] == TCPOPT_EOL)
-			return 0;
-		if (k[0] == TCPOPT_NOP) {
-			off += 1;
-			continue;
-		}
-		if ((void *)(k + 2) > data_end)
-			return 0;
-		__u32 olen = k[1];
-		if (olen < 2 || off + olen > len)
-			return 0;
-		if (k[0] == TCPOPT_TIMESTAMP) {
-			if (olen != TCPOLEN_TIMESTAMP || (void *)(k + TCPOLEN_TIMESTAMP) > data_end)
-				return 0;
-			return TCP_HDR_OFF + sizeof(struct tcphdr) + off + 2;
-		}
-		off += olen;
-	}
-	return 0;
-}
-
-/**
- * The timestamp option's data bytes of packet `p` (TSval, TSecr), or NULL. Skips the call when doff
- * is 5 (no options: the common data packet of a flow without timestamps). The offset from the global
- * function is an unknown scalar to the verifier here, hence the range check before it becomes a pointer.
+ * The timestamp option's data bytes of packet `p` (TSval, TSecr), or NULL. Skips the walk when doff
+ * is 5 (no options: the common data packet of a flow without timestamps).
  */
 static __always_inline __u8 *ts_data(struct xdp_md *ctx, const struct packet *p)
 {
@@ -124,15 +58,7 @@ static __always_inline __u8 *ts_data(struct xdp_md *ctx, const struct packet *p)
 	if (p->tcph->doff >= 8 && (void *)(opt + 12) <= end && opt[0] == TCPOPT_NOP && opt[1] == TCPOPT_NOP &&
 	    opt[2] == TCPOPT_TIMESTAMP && opt[3] == TCPOLEN_TIMESTAMP)
 		return opt + 4;
-	__u32 off = tcp_ts_off(ctx);
-	if (off < TCP_HDR_OFF + sizeof(struct tcphdr) || off > TCP_TS_OFF_MAX)
-		return NULL;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 *ts = data + off;
-	if ((void *)(ts + 8) > data_end)
-		return NULL;
-	return ts;
+	return tcp_opt(ctx, TCPOPT_TIMESTAMP, TCPOLEN_TIMESTAMP);
 }
 
 /** The LB timestamp clock: CLOCK_MONOTONIC in ms, truncated to u32 (see above). */

@@ -7,14 +7,14 @@ import { loadConfig } from "./config/load.ts";
 import { ALGORITHMS } from "./control/algorithms/index.ts";
 import { Runtime } from "./runtime.ts";
 import { UserError } from "./errors.ts";
-import { VERSION } from "./version.ts";
+import { VERSION, versionLine } from "./version.ts";
 
 const HELP = `featherlb ${VERSION} — a lightweight TCP (layer-4) load balancer
 
 Usage:
   featherlb <config.yaml>          run (same as: featherlb run <config.yaml>)
   featherlb check <config.yaml>    validate the config and exit 0 (valid) or 2 (invalid), like nginx -t
-  featherlb --version              print the version
+  featherlb --version              print the version, git commit, Bun version and target
   featherlb --help                 this text
 
 Signals: SIGHUP reloads the config (invalid → rejected, old config keeps serving), as does a change
@@ -74,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(HELP);
       return 0;
     case "version":
-      console.log(`featherlb ${VERSION}`);
+      console.log(versionLine());
       return 0;
     case "check": {
       const config = await loadConfig(command.path);

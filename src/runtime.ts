@@ -9,6 +9,7 @@
  */
 import { MAX_BACKENDS } from "./config/limits.ts";
 import { loadConfig } from "./config/load.ts";
+import { WORKER_PATH, loadConfigOffThread } from "./config/offthread.ts";
 import type { Config, Plane, ServiceConfig } from "./config/types.ts";
 import { splitPlanes } from "./config/xdp.ts";
 import { AdminServer } from "./control/admin.ts";
@@ -18,13 +19,14 @@ import { Resolver } from "./control/dns.ts";
 import { HealthChecker } from "./control/health.ts";
 import { Incidents } from "./control/incidents.ts";
 import { Logger } from "./control/log.ts";
-import { type RuntimeInfo, renderMetrics, renderStatus } from "./control/metrics.ts";
+import { type RuntimeInfo, renderMetricsSliced, renderStatus } from "./control/metrics.ts";
 import { Service } from "./control/service.ts";
 import { usableCpus } from "./dataplane/proxy/cpus.ts";
 import { WorkerPool } from "./dataplane/proxy/pool.ts";
 import type { DataPlane, ServicePair } from "./dataplane/types.ts";
 import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
+import { slicer } from "./slice.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -32,6 +34,14 @@ import { VERSION } from "./version.ts";
  * pass a stand-in; featherlb uses createXdpDataPlane.
  */
 export type XdpFactory = (config: Config, log: Logger, serving: readonly ServiceConfig[]) => Promise<DataPlane>;
+
+/**
+ * The worker threads, resolved relative to this file: in the sources src/config/…, src/control/… and
+ * src/dataplane/proxy/…, in the compiled binary the same paths among its entry points (Makefile).
+ */
+const CONFIG_WORKER = new URL(WORKER_PATH, import.meta.url);
+const PROBE_WORKER = new URL("./control/probe-worker.ts", import.meta.url);
+const PROXY_WORKER = new URL("./dataplane/proxy/worker.ts", import.meta.url);
 
 /**
  * Why an auto service runs in the proxy although XDP might serve it: the XDP plane is not running in
@@ -67,17 +77,17 @@ export class Runtime {
   ) {
     this.info = { version: VERSION, mode: "proxy", startedAt: Date.now(), reloads: { ok: 0, failed: 0 } };
     if (xdp?.attachMode !== undefined) this.info.attach = xdp.attachMode;
-    this.resolver = new Resolver(log, config.dns_refresh_ms);
+    this.resolver = new Resolver(log, config.dns_refresh_ms, () => void this.health.sync(this.services));
     this.announcer = new Announcer(log);
     this.info.workers = () => proxy.workers();
     this.admin = new AdminServer({
-      metrics: () => {
-        this.refreshStats();
-        return renderMetrics(this.info, this.services, { packetReasons: this.xdp?.packetReasons?.(), incidents: this.incidents });
+      metrics: async () => {
+        await this.refreshStats();
+        return renderMetricsSliced(this.info, this.services, { xdp: this.xdp?.xdpStats?.(), incidents: this.incidents, maps: this.xdp?.maps?.() });
       },
-      status: () => {
-        this.refreshStats();
-        return renderStatus(this.info, this.services);
+      status: async () => {
+        await this.refreshStats();
+        return renderStatus(this.info, this.services, this.xdp?.maps?.());
       },
     });
     // Backends removed by a reload disappear once their last connection ends.
@@ -93,7 +103,7 @@ export class Runtime {
     const config = await loadConfig(path);
     const log = new Logger(config.log.level);
     const incidents = new Incidents(log);
-    const health = new HealthChecker(incidents);
+    const health = new HealthChecker(PROBE_WORKER, incidents);
     const proxy = new WorkerPool(
       log,
       {
@@ -103,6 +113,7 @@ export class Runtime {
       incidents,
       config.workers,
       config.workers === "auto" ? usableCpus() : config.workers,
+      PROXY_WORKER,
     );
     let xdp: DataPlane | null = null;
     let unavailable = XDP_NOT_STARTED;
@@ -140,8 +151,8 @@ export class Runtime {
   }
 
   /** Copy the data planes' counters into the Services' (before /metrics and /status). */
-  private refreshStats(): void {
-    this.xdp?.refreshStats();
+  private async refreshStats(): Promise<void> {
+    await this.xdp?.refreshStats();
     this.proxy.refreshStats();
   }
 
@@ -175,10 +186,15 @@ export class Runtime {
     if (this.stopping) return;
     this.watcher?.sync();
     try {
-      const next = await loadConfig(this.path);
+      // Parsed on a worker thread: a large file would otherwise hold the event loop for its whole parse.
+      const started = performance.now();
+      const next = await loadConfigOffThread(this.path, CONFIG_WORKER);
+      const loaded = performance.now();
       await this.applyConfig(next, this.services);
       this.info.reloads.ok++;
-      this.log.info("config reloaded", { services: next.services.map((s) => s.name) });
+      // How long reading the file took (on the worker) and applying it (in slices), for large configs.
+      const ms = (t: number) => Math.round(t);
+      this.log.info("config reloaded", { services: next.services.map((s) => s.name), load_ms: ms(loaded - started), apply_ms: ms(performance.now() - loaded) });
     } catch (err) {
       this.info.reloads.failed++;
       if (!(err instanceof UserError)) throw err;
@@ -195,7 +211,11 @@ export class Runtime {
    */
   private async applyConfig(config: Config, current: readonly Service[]): Promise<void> {
     const byName = new Map(current.map((s) => [s.name, s]));
+    // Thousands of backends to look at (and below, to diff): in slices, so established connections
+    // keep flowing meanwhile.
+    const pause = slicer();
     for (const cfg of config.services) {
+      await pause();
       const needed = byName.get(cfg.name)?.backendsAfter(cfg) ?? 0;
       if (needed > MAX_BACKENDS) {
         throw new UserError("config", `${this.path}: service ${cfg.name} would hold ${needed} backends while removed ones drain, more than ${MAX_BACKENDS}; reload again once their connections have ended.`);
@@ -207,7 +227,10 @@ export class Runtime {
         throw new UserError("config", `${this.path}: services[${i}] ("${cfg.name}") runs in xdp, but this process did not start the xdp data plane (${this.xdpUnavailable}); restart featherlb to start it.`);
       }
     });
-    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, this.proxy.count) }));
+    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, undefined, this.proxy.count) }));
+    // New services pick nothing until their first plan is built (in slices: the event loop keeps
+    // serving the services already running); a data plane gets them with that plan.
+    await Promise.all(pairs.map(({ service }) => (byName.has(service.name) ? undefined : service.settled())));
     const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
     const listeners = await this.proxy.prepare(config, inPlane("proxy"));
     let admin;
@@ -225,8 +248,14 @@ export class Runtime {
       throw err;
     }
     listeners.commit();
-    for (const { config: cfg, service } of pairs) if (byName.has(cfg.name)) service.update(cfg);
+    for (const { config: cfg, service } of pairs) {
+      if (!byName.has(cfg.name)) continue;
+      service.update(cfg);
+      await pause();
+    }
     const next = pairs.map((p) => p.service);
+    // The reload's own changes (backends, weights, algorithm) are in the plans before it is reported.
+    await Promise.all(next.map((s) => s.settled()));
     this.config = config;
     this.services = next;
     this.log.level = config.log.level;
@@ -234,7 +263,7 @@ export class Runtime {
     // Every proxy worker has the new plans before the reload is reported done.
     await this.proxy.sync();
     await this.resolver.sync(next, config.dns_refresh_ms);
-    this.health.sync(next);
+    await this.health.sync(next);
     await this.announcer.sync(config.announce, next);
     // Last: a new admin listener answers /healthz only once it is switched to (admin.ts), so a fresh
     // featherlb reports healthy when everything above is done.

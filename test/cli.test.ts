@@ -10,6 +10,17 @@ import pkg from "../package.json" with { type: "json" };
 
 const ROOT = resolve(import.meta.dir, "..");
 
+/**
+ * The commit `--version` must name: the checkout's HEAD (12 hex digits, "-dirty" with uncommitted changes
+ * to tracked files) for the compiled binary — `make build` rebuilds it when HEAD moves — and "unknown"
+ * when the test runs the source.
+ */
+function builtFrom(): string {
+  if (!process.env.FEATHERLB_BIN) return "unknown";
+  const git = (...args: string[]) => Bun.spawnSync(["git", ...args], { cwd: ROOT, stdout: "pipe" }).stdout.toString().trim();
+  return git("rev-parse", "--short=12", "HEAD") + (git("status", "--porcelain", "--untracked-files=no") ? "-dirty" : "");
+}
+
 /** A user error: exit 2, one line on stderr that starts with "featherlb: ", no stack frames. */
 function expectUserError(r: { code: number; stderr: string }, pattern: RegExp): void {
   expect(r.code).toBe(2);
@@ -21,10 +32,10 @@ function expectUserError(r: { code: number; stderr: string }, pattern: RegExp): 
 }
 
 describe("featherlb CLI", () => {
-  test("--version prints the package version", async () => {
+  test("--version prints the version, the git commit it was built from, the Bun version and the target", async () => {
     const r = await runCli(["--version"]);
     expect(r.code).toBe(0);
-    expect(r.stdout.trim()).toBe(`featherlb ${pkg.version}`);
+    expect(r.stdout.trim()).toBe(`featherlb ${pkg.version} (commit ${builtFrom()}, bun ${pkg.devDependencies.bun}, linux-${process.arch})`);
   });
 
   test("--help lists the commands and all seven algorithms", async () => {
@@ -120,7 +131,7 @@ describe("the compiled binary", () => {
     copyFileSync(resolve(ROOT, "config/minimal.yaml"), join(dir, "lb.yaml"));
     const env = { PATH: "/nonexistent", HOME: dir };
     const version = Bun.spawnSync([bin, "--version"], { cwd: dir, env, stdout: "pipe" });
-    expect(version.stdout.toString().trim()).toBe(`featherlb ${pkg.version}`);
+    expect(version.stdout.toString().trim()).toStartWith(`featherlb ${pkg.version} (commit `);
     const check = Bun.spawnSync([bin, "check", "lb.yaml"], { cwd: dir, env, stdout: "pipe", stderr: "pipe" });
     expect(check.stderr.toString()).toBe("");
     expect(check.exitCode).toBe(0);

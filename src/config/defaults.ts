@@ -3,6 +3,8 @@
  * applied, in three layers — built in, then the file's `defaults:` section, then the service's own keys.
  * Durations are in milliseconds. The bounds a value must stay within are in limits.ts.
  */
+import { MAGLEV_SLOTS_PER_BACKEND } from "./limits.ts";
+import { nextPrime } from "./primes.ts";
 import type { FileOutput, HealthCheckOutput } from "./sections.ts";
 import type { AttachMode, Config, HealthCheckConfig, HostPort, LogLevel, Mode, Workers } from "./types.ts";
 
@@ -37,7 +39,15 @@ export const DEFAULT_HEALTH_CHECK: Readonly<HealthCheckConfig> = {
   rise: 2,
   fall: 3,
 };
+/**
+ * Maglev's table size when a service does not set maglev.table_size: 65537 (Katran's default ring size,
+ * a prime ≥ 100 × 655 backends), or for a larger service the smallest prime ≥ 100 × its backends (so
+ * every share stays within ~1% of fair). See docs/config.md for the trade-off.
+ */
 export const DEFAULT_MAGLEV_TABLE_SIZE = 65_537;
+export function defaultMaglevTableSize(backends: number): number {
+  return Math.max(DEFAULT_MAGLEV_TABLE_SIZE, nextPrime(MAGLEV_SLOTS_PER_BACKEND * backends));
+}
 
 /** Each health-check field from the service, else from `defaults:`, else built in. */
 function mergeHealthCheck(own: HealthCheckOutput = {}, inherited: HealthCheckOutput = {}): HealthCheckConfig {
@@ -90,7 +100,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       send_proxy: s.send_proxy ?? inherited.send_proxy ?? DEFAULT_SEND_PROXY,
       accept_proxy: s.accept_proxy ?? inherited.accept_proxy ?? DEFAULT_ACCEPT_PROXY,
       health_check: mergeHealthCheck(s.health_check, inherited.health_check),
-      maglev_table_size: s.maglev?.table_size ?? DEFAULT_MAGLEV_TABLE_SIZE,
+      maglev_table_size: s.maglev?.table_size ?? defaultMaglevTableSize(s.backends.length),
     })),
   };
 }

@@ -6,8 +6,12 @@
  * never the other way round (config imports nothing outside src/config; src/layers.test.ts).
  */
 
-/** Backends per service. The BPF maps are sized from it (bpf/consts.h MAX_BACKENDS; test/xdp/layout.test.ts). */
-export const MAX_BACKENDS = 256;
+/**
+ * Backends per service, in both modes (Katran's default MAX_REALS). In mode: xdp it is the largest
+ * stride of the per-backend maps (sized from the config at load time) and the bound of the verifier's
+ * loop over a plan's members (bpf/consts.h MAX_BACKENDS; test/xdp/layout.test.ts).
+ */
+export const MAX_BACKENDS = 4096;
 
 /** Reading the config file more often than this buys nothing: a reload takes longer. */
 export const MIN_CONFIG_WATCH_MS = 100;
@@ -54,6 +58,8 @@ export const RISE_FALL_MAX = 100;
 
 /** Maglev's paper keeps M ≥ 100 × N so every backend's share is within ~1% of fair. */
 export const MAGLEV_SLOTS_PER_BACKEND = 100;
+/** The default table size fits this many backends; larger services default to the next prime ≥ 100 × N. */
+export const MAGLEV_DEFAULT_FITS = 655;
 /** Largest prime below 2^20: caps the table (4 MiB of slots) the data planes must hold per service. */
 export const MAGLEV_TABLE_SIZE_MAX = 1_048_573;
 
@@ -65,9 +71,12 @@ export const SOURCE_HASH_TABLE_SIZE = 4096;
 // src/dataplane/xdp/layout.ts re-exports them and test/xdp/layout.test.ts checks them against the
 // compiled program's BTF.
 
-/** Services the XDP program holds at once (bpf/consts.h MAX_SERVICES). */
-export const MAX_SERVICES = 64;
+/** Services the XDP program holds at once (bpf/consts.h MAX_SERVICES); the maps are sized to the config's. */
+export const MAX_SERVICES = 1024;
 /** Plan tables per service: one live, one being written (bpf/consts.h PLAN_BUFFERS). */
 export const PLAN_BUFFERS = 2;
-/** Slots of the pool every service's plans are cut from (bpf/consts.h SLOT_POOL_SIZE). */
-export const SLOT_POOL_SIZE = 1 << 22;
+/**
+ * The most slots the pool every service's plans are cut from may have (bpf/consts.h SLOT_POOL_MAX):
+ * 64 Mi slots, 256 MiB. The pool is sized from the config's plans at load time; this caps it.
+ */
+export const SLOT_POOL_MAX = 1 << 26;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { loadConfig, parseConfig } from "./load.ts";
-import { MAGLEV_TABLE_SIZE_MAX, MAX_BACKENDS, MAX_SERVICES, SLOT_POOL_SIZE } from "./limits.ts";
+import { MAGLEV_TABLE_SIZE_MAX, MAX_BACKENDS, MAX_SERVICES, SLOT_POOL_MAX } from "./limits.ts";
 import type { Config } from "./types.ts";
 
 /** A service "web" on 0.0.0.0:8080 with `lines` added at line 4 onward (4 spaces in: column 5). */
@@ -34,8 +34,8 @@ function services(entries: readonly string[]): string[] {
   const backends = (extra: string) => (extra.includes("backends:") ? "" : ", backends: [{address: 10.0.0.11:80}]");
   return ["services:", ...entries.map((extra, k) => `  - {name: s${k}, listen: 10.0.0.1:${1000 + k}${extra}${backends(extra)}}`)];
 }
-/** Two services with the largest Maglev table: 2 × 2 × 1048573 = 4194292 of the 4194304 pool slots, 12 left. */
-const TWO_BIG_MAGLEVS = [", algorithm: maglev, maglev: {table_size: 1048573}", ", algorithm: maglev, maglev: {table_size: 1048573}"];
+/** 32 services with the largest Maglev table: 32 × 2 × 1048573 = 67108672 of the 67108864 pool slots, 192 left. */
+const BIG_MAGLEVS = Array.from({ length: 32 }, () => ", algorithm: maglev, maglev: {table_size: 1048573}");
 /** A service with these backend weights (10.0.0.11, .12, …) and `algorithm`, as a flow-mapping tail. */
 const weighted = (algorithm: string, weights: number[]) =>
   `, algorithm: ${algorithm}, backends: [${weights.map((w, i) => `{address: 10.0.0.${11 + i}:80, weight: ${w}}`).join(", ")}]`;
@@ -227,7 +227,7 @@ const ROWS: Array<[string, string[], string]> = [
   // --- health checks and other service settings
   ["rise 0", webWithBackend("health_check: {rise: 0}"), "lb.yaml:6:26 services[0].health_check.rise: must be 1-100, got 0"],
   ["max_connections negative", webWithBackend("max_connections: -1"), "lb.yaml:6:22 services[0].max_connections: must be 0-10000000 (0 = unlimited), got -1"],
-  ["connect_retries too many", webWithBackend("connect_retries: 300"), `lb.yaml:6:22 services[0].connect_retries: must be 0-${MAX_BACKENDS - 1}, got 300`],
+  ["connect_retries too many", webWithBackend(`connect_retries: ${MAX_BACKENDS}`), `lb.yaml:6:22 services[0].connect_retries: must be 0-${MAX_BACKENDS - 1}, got ${MAX_BACKENDS}`],
   ["check timeout longer than interval", webWithBackend("health_check: {interval: 1s, timeout: 2s}"), "lb.yaml:6:43 services[0].health_check.timeout: health_check.timeout (2s) must not be longer than health_check.interval (1s)"],
   [
     "service interval shorter than the inherited timeout",
@@ -273,23 +273,23 @@ const ROWS: Array<[string, string[], string]> = [
   ],
   [
     "mode: xdp, a Maglev table that no longer fits the plan slots",
-    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, ", algorithm: maglev, maglev: {table_size: 307}"])],
-    `lb.yaml:5:79 services[2].maglev.table_size: with this service the XDP plan tables would need ${4 * MAGLEV_TABLE_SIZE_MAX + 2 * 307} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's Maglev table has 307 slots); lower maglev.table_size or use mode: proxy`,
+    ["mode: xdp", ...services([...BIG_MAGLEVS, ", algorithm: maglev, maglev: {table_size: 307}"])],
+    `lb.yaml:35:80 services[32].maglev.table_size: with this service the XDP plan tables would need ${64 * MAGLEV_TABLE_SIZE_MAX + 2 * 307} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps 2 plans; this one's Maglev table has 307 slots); lower maglev.table_size or use mode: proxy`,
   ],
   [
-    "mode: xdp, the default Maglev table size 31 times fills the plan slots: the 32nd does not fit",
-    ["mode: xdp", ...services(Array.from({ length: 32 }, () => ", algorithm: maglev"))],
-    `lb.yaml:34:5 services[31].maglev.table_size: with this service the XDP plan tables would need ${32 * 2 * 65537} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's Maglev table has 65537 slots); lower maglev.table_size or use mode: proxy`,
+    "mode: xdp, the default Maglev table size 511 times fills the plan slots: the 512th does not fit",
+    ["mode: xdp", ...services(Array.from({ length: 512 }, () => ", algorithm: maglev"))],
+    `lb.yaml:514:5 services[511].maglev.table_size: with this service the XDP plan tables would need ${512 * 2 * 65537} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps 2 plans; this one's Maglev table has 65537 slots); lower maglev.table_size or use mode: proxy`,
   ],
   [
-    "mode: xdp, a weighted cycle of 5 + 2 slots after the two biggest Maglev tables (12 slots left)",
-    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, weighted("weighted_round_robin", [5, 2])])],
-    `lb.yaml:5:50 services[2].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_SIZE + 2} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's weighted_round_robin cycle has up to 7 slots, the sum of its weights divided by their gcd); lower the weights or use mode: proxy`,
+    "mode: xdp, a weighted cycle of 64 + 33 slots after the 32 biggest Maglev tables (192 slots left)",
+    ["mode: xdp", ...services([...BIG_MAGLEVS, weighted("weighted_round_robin", [64, 33])])],
+    `lb.yaml:35:51 services[32].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_MAX + 2} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps 2 plans; this one's weighted_round_robin cycle has up to 97 slots, the sum of its weights divided by their gcd); lower the weights or use mode: proxy`,
   ],
   [
-    "mode: xdp, round robin over 7 backends after the two biggest Maglev tables",
-    ["mode: xdp", ...services([...TWO_BIG_MAGLEVS, weighted("round_robin", [1, 1, 1, 1, 1, 1, 1])])],
-    `lb.yaml:5:50 services[2].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_SIZE + 2} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps 2 plans; this one's round_robin plan has up to 7 slots); lower the earlier services' maglev.table_size or weights or use mode: proxy`,
+    "mode: xdp, round robin over 97 backends after the 32 biggest Maglev tables",
+    ["mode: xdp", ...services([...BIG_MAGLEVS, weighted("round_robin", new Array(97).fill(1))])],
+    `lb.yaml:35:51 services[32].algorithm: with this service the XDP plan tables would need ${SLOT_POOL_MAX + 2} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps 2 plans; this one's round_robin plan has up to 97 slots); lower the earlier services' maglev.table_size or weights or use mode: proxy`,
   ],
   [
     "mode: xdp, a service port inside the default snat_ports",
@@ -610,13 +610,14 @@ describe("just beside what mode: xdp refuses, and in the other modes, files load
   });
 
   test("plans that fill the slot pool exactly", () => {
-    expect(ok(["mode: xdp", ...services(Array.from({ length: 31 }, () => ", algorithm: maglev"))]).services).toHaveLength(31);
-    // The 12 slots left after the two largest Maglev tables: a weighted cycle of 3 (weights 4 and 2 reduce
-    // to 2 and 1), round robin over 3 backends, and least_connections, which has no slots.
-    const rest = [weighted("weighted_round_robin", [4, 2]), weighted("round_robin", [1, 1, 1]), ", algorithm: least_connections"];
-    expect(ok(["mode: xdp", ...services([...TWO_BIG_MAGLEVS, ...rest])]).services).toHaveLength(5);
+    expect(ok(["mode: xdp", ...services(Array.from({ length: 511 }, () => ", algorithm: maglev"))]).services).toHaveLength(511);
+    // The 192 slots left after the 32 largest Maglev tables: a weighted cycle of 16 (weights 30, 15, 3
+    // reduce by their gcd to 10, 5, 1), round robin over 80 backends, and least_connections, which has
+    // no slots: 2 × (16 + 80) = 192.
+    const rest = [weighted("weighted_round_robin", [30, 15, 3]), weighted("round_robin", new Array(80).fill(1)), ", algorithm: least_connections"];
+    expect(ok(["mode: xdp", ...services([...BIG_MAGLEVS, ...rest])]).services).toHaveLength(35);
     // The same plans in mode: proxy are no concern of the XDP tables.
-    expect(ok(services([...TWO_BIG_MAGLEVS, ...TWO_BIG_MAGLEVS])).services).toHaveLength(4);
+    expect(ok(services([...BIG_MAGLEVS, ...BIG_MAGLEVS])).services).toHaveLength(64);
   });
 
   test("backends near a listener that do not loop", () => {

@@ -2,12 +2,13 @@
 import { describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../control/algorithms/index.ts";
 import { backendKey, ipv4OfPeer, ipv4ToU32, isIpLiteral, isIPv4, listenersConflict, parseHostPort, parseIPv6, u32ToIpv4 } from "./address.ts";
-import { DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_TABLE_SIZE } from "./defaults.ts";
+import { DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAGLEV_TABLE_SIZE, defaultMaglevTableSize } from "./defaults.ts";
 import { formatDuration, MAX_DURATION_MS, parseDuration } from "./duration.ts";
 import {
   FLOW_TABLE_SIZE_MAX,
   FLOW_TABLE_SIZE_MIN,
   FLOW_TABLE_SIZES,
+  MAGLEV_DEFAULT_FITS,
   MAGLEV_SLOTS_PER_BACKEND,
   MAGLEV_TABLE_SIZE_MAX,
   MAX_BACKENDS,
@@ -149,8 +150,15 @@ describe("primes and Maglev sizes", () => {
     expect(isPrime(MAGLEV_TABLE_SIZE_MAX)).toBe(true);
     // The largest prime below 2^20: no prime between it and 2^20.
     expect(nextPrime(MAGLEV_TABLE_SIZE_MAX + 1)).toBeGreaterThan(2 ** 20);
-    // The default must fit the largest service, or a default could fail validation.
-    expect(DEFAULT_MAGLEV_TABLE_SIZE).toBeGreaterThanOrEqual(MAGLEV_SLOTS_PER_BACKEND * MAX_BACKENDS);
+    // The default must fit every service up to the largest, or a default could fail validation; up to
+    // MAGLEV_DEFAULT_FITS backends it is the fixed 65537 (the tables of today's configs do not change).
+    expect(DEFAULT_MAGLEV_TABLE_SIZE).toBeGreaterThanOrEqual(MAGLEV_SLOTS_PER_BACKEND * MAGLEV_DEFAULT_FITS);
+    expect(defaultMaglevTableSize(MAGLEV_DEFAULT_FITS)).toBe(DEFAULT_MAGLEV_TABLE_SIZE);
+    expect(defaultMaglevTableSize(MAGLEV_DEFAULT_FITS + 1)).toBe(nextPrime(MAGLEV_SLOTS_PER_BACKEND * (MAGLEV_DEFAULT_FITS + 1)));
+    for (const n of [1, 256, MAGLEV_DEFAULT_FITS, 1024, MAX_BACKENDS]) {
+      const size = defaultMaglevTableSize(n);
+      expect(isPrime(size) && size >= MAGLEV_SLOTS_PER_BACKEND * n && size <= MAGLEV_TABLE_SIZE_MAX).toBe(true);
+    }
   });
 });
 

@@ -1,11 +1,12 @@
 /**
  * What the XDP data plane refuses from the file alone, for the services that would run in it. The XDP
  * program matches packets on one specific IPv4 address and port per service, holds at most
- * MAX_SERVICES services, cuts every service's two plan buffers from one pool of SLOT_POOL_SIZE slots,
- * owns the source ports xdp.snat_ports, and forwards packets without reading them (no PROXY protocol).
- * A config that breaks one of these for a service in `mode: xdp` (its own or the top-level one) is
- * refused when it is loaded — by `check`, at start and on reload — with its place in the file, instead
- * of after the program is attached. Services in the proxy are not looked at.
+ * MAX_SERVICES services, cuts every service's two plan buffers from one pool of at most SLOT_POOL_MAX
+ * slots, owns the source ports xdp.snat_ports, and forwards packets without reading them (no PROXY
+ * protocol). A config that breaks one of these for a service in `mode: xdp` (its own or the top-level
+ * one) is refused when it is loaded — by `check`, at start and on reload — with its place in the file,
+ * instead of after the program is attached. Services in the proxy are not looked at. (The maps are
+ * sized from the config at load time, src/dataplane/xdp/capacity.ts; these are the limits that stay.)
  *
  * What needs the host (an interface with the address, privileges, the kernel) stays in
  * src/dataplane/xdp. `mode: auto` is not refused here: `splitPlanes` sends each auto service XDP cannot
@@ -19,7 +20,7 @@ import {
   MAX_SERVICES,
   PLAN_BUFFERS,
   RANDOM_TABLE_SIZE,
-  SLOT_POOL_SIZE,
+  SLOT_POOL_MAX,
   SOURCE_HASH_TABLE_SIZE,
 } from "./limits.ts";
 import { formatPath } from "./locate.ts";
@@ -48,7 +49,7 @@ export function checkXdp(config: Config, written: Written, serving: (s: ServiceC
     if (seen++ === MAX_SERVICES) problems.push(tooManyServices(i, count));
     const before = slots;
     slots += PLAN_BUFFERS * largestPlan(service);
-    if (slots > SLOT_POOL_SIZE && before <= SLOT_POOL_SIZE) problems.push(planTooLarge(service, i, slots));
+    if (slots > SLOT_POOL_MAX && before <= SLOT_POOL_MAX) problems.push(planTooLarge(service, i, slots));
   });
   return problems;
 }
@@ -156,7 +157,7 @@ export function splitPlanes(config: Config, xdpUnavailable?: string): PlaneSplit
     const need = PLAN_BUFFERS * largestPlan(s);
     const problem =
       ownProblems(config, s, i, written)[0] ??
-      (count === MAX_SERVICES ? tooManyServices(i, count + 1) : slots + need > SLOT_POOL_SIZE ? planTooLarge(s, i, slots + need) : undefined);
+      (count === MAX_SERVICES ? tooManyServices(i, count + 1) : slots + need > SLOT_POOL_MAX ? planTooLarge(s, i, slots + need) : undefined);
     let reason = xdpUnavailable;
     if (problem) reason = `${formatPath(problem.path)}: ${problem.message}`;
     else {
@@ -203,7 +204,7 @@ function checkSnatPort(config: Config, service: ServiceConfig, i: number, snatIn
 /** The cumulative total first exceeded the pool at services[i]: say which value of it to lower. */
 function planTooLarge(service: ServiceConfig, i: number, total: number): Problem {
   const bound = largestPlan(service);
-  const head = `with this service the XDP plan tables would need ${total} slots, more than the ${SLOT_POOL_SIZE} they hold (every service keeps ${PLAN_BUFFERS} plans;`;
+  const head = `with this service the XDP plan tables would need ${total} slots, more than the ${SLOT_POOL_MAX} they can hold (every service keeps ${PLAN_BUFFERS} plans;`;
   const tail = "or use mode: proxy";
   switch (service.algorithm) {
     case "maglev":

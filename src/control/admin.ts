@@ -7,7 +7,8 @@ import type { HostPort } from "../config/types.ts";
 import { UserError } from "../errors.ts";
 
 export interface AdminSource {
-  metrics(): string;
+  /** The exposition; may be rendered in slices (10,000 backends) so other requests are answered meanwhile. */
+  metrics(): string | Promise<string>;
   status(): unknown;
 }
 
@@ -56,7 +57,14 @@ export class AdminServer {
 
   private bind(listen: HostPort, want: string): Server<undefined> {
     try {
-      return Bun.serve({ hostname: listen.host, port: listen.port, fetch: (req, server) => this.handle(req, server) });
+      return Bun.serve({
+        hostname: listen.host,
+        port: listen.port,
+        // Never Bun's developer error page (it shows source lines): a failure is a plain 500.
+        development: false,
+        fetch: (req, server) => this.handle(req, server),
+        error: () => new Response("internal error\n", { status: 500 }),
+      });
     } catch (err) {
       const code = (err as { code?: string }).code;
       throw new UserError(
@@ -68,21 +76,34 @@ export class AdminServer {
     }
   }
 
-  private handle(req: Request, server: Server<undefined>): Response {
+  private async handle(req: Request, server: Server<undefined>): Promise<Response> {
     // A listener bound by `prepare` serves only once committed: until then featherlb is still starting
     // (or the reload that moves it may fail), and /healthz must not say ready.
     if (server !== this.server) return new Response("starting\n", { status: 503, headers: { "retry-after": "1" } });
-    const path = new URL(req.url).pathname;
+    const path = pathOf(req.url);
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (path) {
       case "/metrics":
-        return new Response(this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+        return new Response(await this.source.metrics(), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
       case "/status":
-        return Response.json(this.source.status());
+        return Response.json(await this.source.status());
       case "/healthz":
         return new Response("ok\n");
       default:
         return new Response("not found: try /metrics, /status or /healthz\n", { status: 404 });
     }
+  }
+}
+
+/**
+ * The path of a request URL. An HTTP/1.0 request without a Host header (a plain `printf | nc` probe, an
+ * old load balancer's check) reaches us as a bare "/healthz", which `new URL` rejects.
+ */
+function pathOf(url: string): string {
+  if (url.startsWith("/")) return url.split(/[?#]/, 1)[0]!;
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return "";
   }
 }

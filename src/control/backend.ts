@@ -12,6 +12,8 @@ export type HealthState = "up" | "down";
 export class Backend {
   /** The IP the data planes connect to; undefined until DNS has answered for a hostname. */
   ip: string | undefined;
+  /** Written as a hostname (DNS gives its address), not an IP literal. */
+  readonly named: boolean;
   /** Result of active and passive checks. Starts "up" so a fresh LB serves at once (as HAProxy does). */
   health: HealthState = "up";
   /**
@@ -26,7 +28,8 @@ export class Backend {
     readonly id: number,
     public config: BackendConfig,
   ) {
-    this.ip = isIpLiteral(config.host) ? config.host : undefined;
+    this.named = !isIpLiteral(config.host);
+    this.ip = this.named ? undefined : config.host;
   }
 
   get key(): string {

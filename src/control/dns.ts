@@ -5,7 +5,7 @@
  * change and rebuilds its plan; a failed lookup keeps the last address.
  */
 import { lookup } from "node:dns/promises";
-import { isIpLiteral } from "../config/address.ts";
+import type { Backend } from "./backend.ts";
 import type { Logger } from "./log.ts";
 import type { Service } from "./service.ts";
 
@@ -18,6 +18,8 @@ export class Resolver {
   constructor(
     private readonly log: Logger,
     private refreshMs: number,
+    /** Called after a round in which some backend's address changed (the health checker re-targets its probes). */
+    private readonly onChange: () => void = () => {},
   ) {}
 
   /** Resolve every name now (bounded by `waitMs`), then keep refreshing. */
@@ -35,7 +37,7 @@ export class Resolver {
 
   private arm(): void {
     this.stop();
-    const pending = this.services.some((s) => [...s.backends.values()].some((b) => b.enabled && b.ip === undefined));
+    const pending = this.services.some((s) => named(s).some((b) => b.enabled && b.ip === undefined));
     this.timer = setTimeout(async () => {
       await this.refresh();
       this.arm();
@@ -46,9 +48,7 @@ export class Resolver {
   /** One lookup per distinct name per round, however many services and backends share it. */
   private async refresh(): Promise<void> {
     const names = new Set<string>();
-    for (const service of this.services) {
-      for (const b of service.backends.values()) if (b.enabled && !isIpLiteral(b.config.host)) names.add(b.config.host);
-    }
+    for (const service of this.services) for (const b of named(service)) if (b.enabled) names.add(b.config.host);
     const resolved = new Map<string, string>();
     const failures = new Map<string, string>();
     await Promise.all(
@@ -61,15 +61,26 @@ export class Resolver {
       }),
     );
     const warned = new Set<string>();
+    let changed = false;
     for (const service of this.services) {
-      for (const backend of service.backends.values()) {
+      const backends = named(service);
+      if (backends.length === 0) continue; // IP literals only: nothing to resolve or warn about
+      for (const backend of backends) {
         const name = backend.config.host;
         const error = failures.get(name);
         if (error === undefined || !backend.enabled || warned.has(name)) continue;
         warned.add(name);
         this.log.warn("backend name did not resolve", { backend: backend.key, name, error, keeping: backend.ip ?? null });
       }
-      service.setAddresses(resolved);
+      if (service.setAddresses(resolved)) changed = true;
     }
+    if (changed) this.onChange();
   }
+}
+
+/** The backends of `service` written as hostnames (IP literals need no lookup). */
+function named(service: Service): Backend[] {
+  const out: Backend[] = [];
+  for (const b of service.backends.values()) if (b.named) out.push(b);
+  return out;
 }

@@ -6,51 +6,89 @@
  * client connects even before the next active check.
  *
  * The checker keeps only the streaks of results; when one crosses rise or fall it tells the backend's
- * Service (`markHealth`), which owns the health state, logs the flip once and rebuilds its plan.
+ * Service (`markHealth`), which owns the health state, logs the flip once and rebuilds its plan. The
+ * probing itself (probe.ts) runs on a worker thread when the runtime gives one (10,000 backends are
+ * 10,000 connects per interval), and its results arrive here in batches.
  */
 import type { Backend } from "./backend.ts";
-import { localErrno, type Incidents } from "./incidents.ts";
+import { LOCAL_ERRNOS, type Incidents } from "./incidents.ts";
+import { probeRunner, type ProbeResult, type ProbeRunner, type ProbeTarget } from "./probe.ts";
+import { slicer } from "../slice.ts";
 import type { Service } from "./service.ts";
 
 interface Streak {
   ok: number;
   failed: number;
-  timer: ReturnType<typeof setTimeout> | null;
+  /** The Prober's name for this backend. */
+  key: number;
 }
 
 export class HealthChecker {
   private readonly streaks = new Map<Backend, Streak>();
+  private readonly byKey = new Map<number, Backend>();
   private readonly owner = new Map<Backend, Service>();
+  private readonly runner: ProbeRunner;
+  private nextKey = 0;
   private stopped = false;
+  /** The sync in progress (sync serialises them). */
+  private syncing: Promise<void> = Promise.resolve();
+  /** Probe results not taken yet (drain), in arrival order. */
+  private inbox: ProbeResult[] = [];
+  private draining = false;
 
-  /** `incidents` hears of checks that could not run for a local reason (no descriptor, no local port). */
-  constructor(private readonly incidents?: Incidents) {}
+  /**
+   * `probeWorker`: probe-worker.ts, to probe on a worker thread; without it, probes run on this thread.
+   * `incidents` hears of checks that could not run for a local reason (no descriptor, no local port).
+   */
+  constructor(probeWorker?: URL, private readonly incidents?: Incidents) {
+    this.runner = probeRunner((results) => this.results(results), probeWorker);
+  }
 
-  /** (Re)start checks for this set of services; backends already checked keep their streaks. */
-  sync(services: readonly Service[]): void {
+  /**
+   * (Re)start checks for this set of services; backends already checked keep their streaks. Also call
+   * it when backend addresses change (DNS): the probes go to each backend's current address. In slices
+   * (10,000 backends are tens of ms of bookkeeping): concurrent calls are serialised, the last wins.
+   */
+  async sync(services: readonly Service[]): Promise<void> {
+    this.syncing = this.syncing.then(() => this.syncOnce(services));
+    return this.syncing;
+  }
+
+  private async syncOnce(services: readonly Service[]): Promise<void> {
+    if (this.stopped) return;
+    const pause = slicer();
     const live = new Set<Backend>();
+    const current = new Set<Backend>();
+    const targets: ProbeTarget[] = [];
     for (const service of services) {
+      const { enabled, interval_ms, timeout_ms } = service.config.health_check;
       for (const backend of service.backends.values()) {
+        current.add(backend);
         this.owner.set(backend, service);
-        if (!service.config.health_check.enabled || !backend.enabled) continue;
+        if (!enabled || !backend.enabled) continue;
         live.add(backend);
-        if (!this.streaks.has(backend)) {
-          const streak: Streak = { ok: 0, failed: 0, timer: null };
+        let streak = this.streaks.get(backend);
+        if (!streak) {
+          streak = { ok: 0, failed: 0, key: this.nextKey++ };
           this.streaks.set(backend, streak);
-          // Stagger the first check across the interval so N backends are not probed in one burst.
-          this.schedule(backend, Math.random() * service.config.health_check.interval_ms);
+          this.byKey.set(streak.key, backend);
         }
+        // Until DNS has answered there is nothing to connect to: no probe, no result.
+        if (backend.ip !== undefined) targets.push({ key: streak.key, ip: backend.ip, port: backend.config.port, intervalMs: interval_ms, timeoutMs: timeout_ms });
       }
+      await pause();
+      if (this.stopped) return;
     }
     for (const [backend, streak] of this.streaks) {
       if (live.has(backend)) continue;
-      if (streak.timer) clearTimeout(streak.timer);
       this.streaks.delete(backend);
+      this.byKey.delete(streak.key);
       // Checks turned off for a backend still in use: nothing would ever bring it back, so it is up by
       // definition. (A backend removed by a reload keeps its state while it drains.)
       if (backend.enabled && backend.health === "down") this.owner.get(backend)?.markHealth(backend, "up", "health checks disabled");
     }
-    for (const backend of this.owner.keys()) if (!services.some((s) => s.backends.get(backend.id) === backend)) this.owner.delete(backend);
+    for (const backend of this.owner.keys()) if (!current.has(backend)) this.owner.delete(backend);
+    await this.runner.sync(targets);
   }
 
   /** Passive check: the data plane failed to connect. */
@@ -66,35 +104,41 @@ export class HealthChecker {
 
   stop(): void {
     this.stopped = true;
-    for (const streak of this.streaks.values()) if (streak.timer) clearTimeout(streak.timer);
+    this.runner.stop();
     this.streaks.clear();
+    this.byKey.clear();
   }
 
-  private schedule(backend: Backend, delay: number): void {
-    const streak = this.streaks.get(backend);
-    if (!streak || this.stopped) return;
-    streak.timer = setTimeout(() => void this.check(backend), delay);
-    streak.timer.unref?.();
+  /**
+   * A batch of active probe results (from the worker thread, or one at a time on this thread). In a
+   * storm one batch can hold thousands, each a flip that is logged: they are taken in order, in slices
+   * (rebuild.ts slicer), so the event loop is never held by one batch.
+   */
+  private results(results: readonly ProbeResult[]): void {
+    if (this.stopped) return;
+    for (const r of results) this.inbox.push(r);
+    if (!this.draining) void this.drain();
   }
 
-  private async check(backend: Backend): Promise<void> {
-    const service = this.owner.get(backend);
-    if (!service || !this.streaks.has(backend)) return;
-    const { interval_ms, timeout_ms } = service.config.health_check;
-    if (backend.ip === undefined) {
-      this.schedule(backend, interval_ms);
-      return;
+  private async drain(): Promise<void> {
+    this.draining = true;
+    const pause = slicer();
+    try {
+      for (let i = 0; i < this.inbox.length; i++) {
+        if (this.stopped) return;
+        const [key, error] = this.inbox[i]!;
+        const backend = this.byKey.get(key);
+        // A check that failed for want of a descriptor or a local port (probe() names it where it
+        // failed) says nothing about the backend: neither a success nor a failure, the streak stays.
+        if (backend && error !== null && LOCAL_ERRNOS.includes(error)) {
+          this.incidents?.localError(error, { service: this.owner.get(backend)?.name, backend: backend.key, during: "health check" });
+        } else if (backend) this.result(backend, error === null, error ?? "ok");
+        if ((i & 63) === 63) await pause();
+      }
+    } finally {
+      this.inbox = [];
+      this.draining = false;
     }
-    const started = Date.now();
-    const error = await probe(backend.ip, backend.config.port, timeout_ms);
-    const local = localErrno(error ?? undefined);
-    // A check that failed for want of a descriptor or a local port says nothing about the backend:
-    // neither a success nor a failure, and the streak stays as it was.
-    if (local) this.incidents?.localError(local, { service: service.name, backend: backend.key, during: "health check" });
-    else this.result(backend, error === null, error ?? "ok");
-    // Checks start every `interval` (HAProxy's `inter`), not `interval` after the previous result: a
-    // timing-out backend would otherwise be probed every interval + timeout and take longer to leave.
-    this.schedule(backend, Math.max(0, interval_ms - (Date.now() - started)));
   }
 
   private result(backend: Backend, ok: boolean, reason: string): void {
@@ -112,21 +156,4 @@ export class HealthChecker {
       if (backend.health === "up" && streak.failed >= fall) service.markHealth(backend, "down", reason);
     }
   }
-}
-
-/** One TCP connect: null on success, else the reason it failed. */
-export async function probe(ip: string, port: number, timeoutMs: number): Promise<string | null> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no answer within ${timeoutMs}ms`), timeoutMs);
-  });
-  // The socket is closed as soon as it opens, so a connect that loses the race to the timeout and
-  // succeeds later leaves nothing behind.
-  const attempt = Bun.connect({ hostname: ip, port, socket: { data() {}, open: (s) => void s.end() } }).then(
-    () => null,
-    (err: { code?: string }) => err.code ?? "connect failed",
-  );
-  const result = await Promise.race([attempt, timeout]);
-  clearTimeout(timer);
-  return result;
 }

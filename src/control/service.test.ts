@@ -10,7 +10,7 @@ function serviceConfig(backends: string[], algorithm = "round_robin") {
   return parseConfig(yaml, "t.yaml").services[0]!;
 }
 
-test("a reload keeps surviving backends (state and ids), adds new ones, drains removed ones", () => {
+test("a reload keeps surviving backends (state and ids), adds new ones, drains removed ones", async () => {
   const s = new Service(serviceConfig(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]));
   const b2 = [...s.backends.values()].find((b) => b.key === "10.0.0.2:80")!;
   b2.stats.total = 42;
@@ -19,6 +19,7 @@ test("a reload keeps surviving backends (state and ids), adds new ones, drains r
   removed.stats.active = 2;
 
   s.update(serviceConfig(["10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]));
+  await s.settled();
   expect(s.backends.get(b2.id)).toBe(b2);
   expect(b2.stats.total).toBe(42);
   // The removed backend still has connections: it stays, out of the pick set, until they end.
@@ -35,8 +36,9 @@ test("a reload keeps surviving backends (state and ids), adds new ones, drains r
   expect([...s.backends.values()].find((b) => b.key === "10.0.0.5:80")!.id).toBe(removed.id);
 });
 
-test("health and DNS gate the pick set; every change notifies plan listeners", () => {
+test("health and DNS gate the pick set; every change notifies plan listeners", async () => {
   const s = new Service(serviceConfig(["10.0.0.1:80", "backend.example:80"]));
+  await s.settled();
   const [ip, named] = [...s.backends.values()];
   expect(named!.ip).toBeUndefined();
   expect(Array.from(s.picker.plan.members)).toEqual([ip!.id]);
@@ -51,10 +53,12 @@ test("health and DNS gate the pick set; every change notifies plan listeners", (
   expect(notified).toBe(2);
 });
 
-test("changing the algorithm on reload rebuilds the plan kind", () => {
+test("changing the algorithm on reload rebuilds the plan kind", async () => {
   const s = new Service(serviceConfig(["10.0.0.1:80", "10.0.0.2:80"]));
+  await s.settled();
   expect(s.picker.plan.kind).toBe("sequence");
   s.update(serviceConfig(["10.0.0.1:80", "10.0.0.2:80"], "maglev"));
+  await s.settled();
   expect(s.picker.plan.kind).toBe("hash");
   expect(s.picker.plan.slots.length).toBe(65537);
 });
@@ -65,17 +69,20 @@ describe("the Service owns backend state: checkers and DNS report, it decides, l
     return { lines, log: new Logger("debug", (l) => void lines.push(JSON.parse(l))) };
   }
 
-  test("markHealth: a flip is logged once and rebuilds; a repeated result changes nothing", () => {
+  test("markHealth: a flip is logged once and rebuilds; a repeated result changes nothing", async () => {
     const { lines, log } = logged();
     const s = new Service(serviceConfig(["10.0.0.1:80", "10.0.0.2:80"]), log);
+    await s.settled();
     const [a, b] = [...s.backends.values()];
     let plans = 0;
     s.onPlan(() => plans++);
     s.markHealth(a!, "down", "ECONNREFUSED");
     s.markHealth(a!, "down", "ECONNREFUSED");
+    await s.settled();
     expect(Array.from(s.picker.plan.members)).toEqual([b!.id]);
     expect(plans).toBe(1);
     s.markHealth(a!, "up", "ok");
+    await s.settled();
     expect(Array.from(s.picker.plan.members)).toEqual([a!.id, b!.id]);
     expect(plans).toBe(2);
     expect(lines.map((l) => [l.level, l.msg, l.service, l.backend, l.reason])).toEqual([
@@ -84,12 +91,14 @@ describe("the Service owns backend state: checkers and DNS report, it decides, l
     ]);
   });
 
-  test("setAddresses: changed names take their address, logged each, one rebuild for the lot", () => {
+  test("setAddresses: changed names take their address, logged each, one rebuild for the lot", async () => {
     const { lines, log } = logged();
     const s = new Service(serviceConfig(["10.0.0.1:80", "a.example:80", "b.example:80", "c.example:80"]), log);
+    await s.settled();
     let plans = 0;
     s.onPlan(() => plans++);
     s.setAddresses(new Map([["a.example", "10.0.0.2"], ["b.example", "10.0.0.3"]]));
+    await s.settled();
     expect(plans).toBe(1);
     expect(Array.from(s.picker.plan.members)).toEqual([0, 1, 2]);
     expect(lines.map((l) => [l.msg, l.backend, l.ip, l.previous])).toEqual([
@@ -98,6 +107,7 @@ describe("the Service owns backend state: checkers and DNS report, it decides, l
     ]);
     // The same answers again: nothing changed, no rebuild.
     s.setAddresses(new Map([["a.example", "10.0.0.2"]]));
+    await s.settled();
     expect(plans).toBe(1);
   });
 
@@ -117,27 +127,32 @@ describe("the Service owns backend state: checkers and DNS report, it decides, l
 describe("plan fingerprint", () => {
   const xyz = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
 
-  test("equal for the same backends and health whatever the ids; changes with health, weights and algorithm", () => {
-    const a = new Service(serviceConfig(xyz, "maglev"));
+  // Plans are rebuilt on the next turn of the event loop (rebuild.ts): each step awaits settled().
+  const built = async (s: Service) => (await s.settled(), s);
+
+  test("equal for the same backends and health whatever the ids; changes with health, weights and algorithm", async () => {
+    const a = await built(new Service(serviceConfig(xyz, "maglev")));
     // b reaches the same set through a reload: its backends have other ids (1, 2, 3), in the same order.
-    const b = new Service(serviceConfig(["10.0.0.9:80", ...xyz], "maglev"));
+    const b = await built(new Service(serviceConfig(["10.0.0.9:80", ...xyz], "maglev")));
     b.update(serviceConfig(xyz, "maglev"));
+    await b.settled();
     expect([...b.backends.keys()].sort()).toEqual([1, 2, 3]);
     expect(a.fingerprint).toMatch(/^[0-9a-f]{16}$/);
     expect(b.fingerprint).toBe(a.fingerprint);
 
     const before = a.fingerprint;
     for (const s of [a, b]) s.markHealth([...s.backends.values()].find((x) => x.key === "10.0.0.2:80")!, "down", "test");
+    await Promise.all([a.settled(), b.settled()]);
     expect(a.fingerprint).not.toBe(before);
     expect(b.fingerprint).toBe(a.fingerprint);
 
-    expect(new Service(serviceConfig(xyz, "source_hash")).fingerprint).not.toBe(before);
-    expect(new Service(serviceConfig(xyz, "maglev")).fingerprint).toBe(before);
+    expect((await built(new Service(serviceConfig(xyz, "source_hash")))).fingerprint).not.toBe(before);
+    expect((await built(new Service(serviceConfig(xyz, "maglev")))).fingerprint).toBe(before);
   });
 
-  test("a different pick order is a different plan (round robin over the same set, renumbered out of order)", () => {
-    const a = new Service(serviceConfig(xyz));
-    const c = new Service(serviceConfig(["10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"]));
+  test("a different pick order is a different plan (round robin over the same set, renumbered out of order)", async () => {
+    const a = await built(new Service(serviceConfig(xyz)));
+    const c = await built(new Service(serviceConfig(["10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"])));
     expect(c.fingerprint).not.toBe(a.fingerprint);
   });
 });

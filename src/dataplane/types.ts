@@ -5,6 +5,7 @@
  */
 import type { Config, ServiceConfig } from "../config/types.ts";
 import type { Backend } from "../control/backend.ts";
+import type { XdpStats } from "../control/metrics.ts";
 import type { Service } from "../control/service.ts";
 
 /**
@@ -36,6 +37,16 @@ export interface PlaneChange {
   abort(): void;
 }
 
+/** The XDP plane's maps as /status shows them: sized at load time from the config (xdp/capacity.ts). */
+export interface PlaneMaps {
+  /** What the maps were sized for: services, backends per service, plan slots, neighbour entries. */
+  capacity: Readonly<Record<string, number>>;
+  /** Per map: entries and the bytes the kernel charges for it. */
+  maps: { name: string; max_entries: number; bytes: number }[];
+  /** The sum of `bytes`. */
+  bytes: number;
+}
+
 /** How an XDP program is attached to its interface (/status shows it). */
 export type AttachMode = "native" | "generic";
 
@@ -50,10 +61,12 @@ export interface DataPlane {
    * controls is wrong: port in use, missing privilege…
    */
   apply(config: Config, services: readonly ServicePair[]): Promise<void>;
-  /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape). */
-  refreshStats(): void;
-  /** xdp: packets by what the program did with them (flb_reasons: passes, transmits), for /metrics. */
-  packetReasons?(): Readonly<Record<string, number>>;
+  /** Copy data-plane-side counters into the Service/Backend Counters (called before each scrape; xdp: in slices). */
+  refreshStats(): void | Promise<void>;
+  /** xdp: packets by what the program did with them (outcomes and events) and the flow tables' entries, for /metrics. */
+  xdpStats?(): XdpStats;
+  /** xdp: the BPF maps' sizes and kernel memory, and the capacity they were sized for (/status, /metrics). */
+  maps?(): PlaneMaps;
   /** Stop accepting new connections; resolve once established ones finished or `deadline` (epoch ms) passed. */
   drain(deadline: number): Promise<void>;
   /** Release everything now (close sockets, detach programs). */

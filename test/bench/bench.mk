@@ -4,7 +4,7 @@
 #   make bench BENCH_REPS=1 BENCH_SYSTEMS="direct haproxy"
 # BENCH_XDP: the featherlb xdp row. auto = try it and mark it unavailable if the binary refuses.
 BENCH_XDP ?= auto
-BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc clang ethtool iproute2 jq
+BENCH_PKGS := haproxy nginx libnginx-mod-stream wrk gcc clang ethtool iproute2 jq hping3
 
 # `make test` runs test/bench/rows.test.ts, which drives run.sh's JSON writers (lib/rows.sh): they need
 # jq. Installed as root like the XDP test packages; without root the message says what to install.
@@ -14,7 +14,7 @@ build/.bench-test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq; }
 	@mkdir -p build && touch $@
 
-.PHONY: bench bench-deps bench-report bench-profile
+.PHONY: bench bench-deps bench-report bench-profile bench-scale bench-hostile
 
 bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -25,14 +25,29 @@ bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@# the distribution starts these as services on install; the bench runs its own instances
 	@for s in haproxy nginx; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s || true; done
 
-bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct → docs/benchmarks.md (root, ~10 min)
+bench: bench-deps node_modules/.installed ## benchmark vs HAProxy/NGINX/direct, then the cost curves (10 … 10,000 backends) → docs/benchmarks.md (root, ~15 min)
 	@start=$$(date +%s); \
 	if $(MAKE) --no-print-directory build; then :; else echo "bench: featherlb did not build; its rows will be marked unavailable"; fi; \
 	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh && \
-	$(BUN) run test/bench/report.ts build/bench/results.jsonl --elapsed $$(( $$(date +%s) - start ))
+	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh scale && \
+	$(BUN) run test/bench/report.ts build/bench/results.jsonl --scale build/bench/scale.jsonl --elapsed $$(( $$(date +%s) - start ))
 
-bench-report: ## re-render docs/benchmarks.md + .svg from the last build/bench/results.jsonl
-	$(BUN) run test/bench/report.ts build/bench/results.jsonl
+bench-scale: node_modules/.installed ## only the cost curves: 10 … 10,000 backends, both modes → docs/benchmarks.md scale section + docs/benchmarks-scale.svg (root, ~2 min)
+	$(MAKE) --no-print-directory build
+	BENCH_XDP=$(BENCH_XDP) bash test/bench/run.sh scale
+	$(BUN) run test/bench/report.ts --scale build/bench/scale.jsonl
+
+bench-report: ## re-render docs/benchmarks.md + .svg from the last build/bench/results.jsonl (and scale.jsonl)
+	$(BUN) run test/bench/report.ts build/bench/results.jsonl $$([ -f build/bench/scale.jsonl ] && echo --scale build/bench/scale.jsonl)
+
+# `make bench-hostile`: the XDP data plane under hostile traffic at the sizes of issue 11 (a 10 s spoofed
+# SYN flood, 10,000 blind RSTs, a 20,000-connection soak, SYNs nobody may accept), with the program's
+# ns/packet (bpf_stats) and CPU: test/xdp/hostile.ts. Root only; about 2 minutes. Pick scenarios with
+# HOSTILE="flood rst"; HOSTILE_ARGS=--ci runs the CI sizes.
+HOSTILE ?=
+bench-hostile: bench-deps node_modules/.installed build/.bpf-deps ## XDP plane vs SYN flood, blind RSTs, soak; prints figures (root, ~2 min)
+	$(MAKE) --no-print-directory build
+	FEATHERLB_BIN=dist/featherlb $(BUN) test/xdp/hostile.ts $(HOSTILE_ARGS) $(HOSTILE)
 
 bench-profile: bench-deps node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) → build/bench/profile
 	bash test/bench/run.sh profile

@@ -111,3 +111,41 @@ test("the send_proxy v2 row: its cost against the proxy without it, and no bulk 
   expect(rowOf(out.md, "### Concurrency", "featherlb proxy + send_proxy v2")).toBe("");
   expect(out.svg).toContain("short and keep-alive only");
 });
+
+test("--scale renders the cost curves of scale.ts: a row per mode and size, growth per backend, verdicts at 10,000, the chart", () => {
+  const latencies = (worst: number, p50 = 1) => ({ count: 10, failures: 0, p50, p99: worst, worst });
+  const row = (mode: string, backends: number, services: number, f: number) => ({
+    mode,
+    backends,
+    services,
+    check_ms: 100 * f,
+    startup_ms: 300 * f,
+    rss_kib: 50_000 + backends * 10, // 10 KiB per backend
+    map_bytes: mode === "xdp" ? 16 * 2 ** 20 + backends * 4096 : null, // 4 KiB per backend
+    reload_ms: 200 * f,
+    reload_worst_ms: 10 * f,
+    idle_worst_ms: 2,
+    storm: { downMs: 1000, upMs: 1000, cpuS: f, admin: latencies(20 * f), connsBefore: latencies(2, 0.5), conns: latencies(30 * f) },
+    loadavg: 1.5,
+  });
+  const lines = [
+    { meta: { date: "2026-01-01T00:00:00Z", commit: "abc1234", kernel: "6.x", cpus: 2, loadavg_start: "1 1 1" } },
+    ...[10, 100, 1000, 10000].flatMap((n, i) => [row("proxy", n, [1, 4, 4, 40][i]!, 1 + i), row("xdp", n, [1, 4, 4, 40][i]!, 1 + i)]),
+    { end: { loadavg_end: "2 2 2" } },
+  ];
+  writeFileSync(join(dir, "scale.jsonl"), lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+  writeFileSync(join(dir, "benchmarks.md"), "# Bench\n\n<!-- BEGIN SCALE -->old<!-- END SCALE -->\n\nProse after.\n");
+  const p = Bun.spawnSync([process.execPath, "run", REPORT, "--scale", join(dir, "scale.jsonl"), "--docs", dir], { stdout: "pipe", stderr: "pipe" });
+  expect(p.stderr.toString()).toBe("");
+  const md = readFileSync(join(dir, "benchmarks.md"), "utf8");
+  expect(md).toEndWith("<!-- END SCALE -->\n\nProse after.\n");
+  expect(md).toContain("| featherlb proxy | 10,000 (40 × 250) | 1,200 | 400 | 800 | 40.0 | 146 | — | 1,000 | 1,000 | 4.00 | 80.0 | 120 (0.5) | 1.50 |");
+  expect(md).toContain("| featherlb xdp | 10 (1 × 10) | 300 | 100 | 200 | 10.0 | 49 | 16.0 |");
+  expect(md).toContain("- featherlb proxy: RSS grows by 10.0 KiB per backend");
+  expect(md).toContain("BPF map memory by 4.0 KiB per backend");
+  expect(md).toContain("| featherlb xdp | worst /healthz during the storm | ≤ 50 ms | 80.0 ms | **MISS** |");
+  expect(md).toContain("| featherlb proxy | startup to serving | ≤ 2,000 ms | 1,200 ms | **PASS** |");
+  const svg = readFileSync(join(dir, "benchmarks-scale.svg"), "utf8");
+  expect(svg).toStartWith("<svg");
+  for (const label of ["10,000 backends", "featherlb proxy", "featherlb xdp", "BPF map memory (xdp)"]) expect(svg).toContain(label);
+});

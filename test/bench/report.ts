@@ -2,7 +2,10 @@
  * Renders the raw results of test/bench/run.sh (JSON lines) into the results section of
  * docs/benchmarks.md and the chart docs/benchmarks.svg. No dependencies: the SVG is written by hand.
  *
- *   bun run test/bench/report.ts build/bench/results.jsonl [--elapsed SECONDS] [--docs DIR]
+ *   bun run test/bench/report.ts [build/bench/results.jsonl] [--scale build/bench/scale.jsonl] [--elapsed SECONDS] [--docs DIR]
+ *
+ * With --scale it also renders the cost curves of test/bench/scale.ts (scale-report.ts) into their own
+ * section (SCALE markers) and docs/benchmarks-scale.svg; without a results file, only those.
  *
  * Each cell is the median of the repetitions with min–max; ratios are ratios of medians, taken in the
  * same run. The prose around the results section (method, profile) is kept as it is: only the part
@@ -10,6 +13,8 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseResults, type Meta } from "./jsonl.ts";
+import { renderScale } from "./scale-report.ts";
 
 const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "featherlb-xdp", "xdp-floor"] as const;
 type System = (typeof SYSTEMS)[number];
@@ -43,22 +48,8 @@ interface Row {
   machine_busy_pct?: number;
   result: Record<string, number | boolean | string>;
 }
-type Meta = Record<string, string | number>;
-
 // ------------------------------------------------------------------ reading
-function parse(file: string): { rows: Row[]; meta: Meta; end: Meta } {
-  const rows: Row[] = [];
-  let meta: Meta = {};
-  let end: Meta = {};
-  for (const line of readFileSync(file, "utf8").split("\n")) {
-    if (!line.trim()) continue;
-    const obj = JSON.parse(line) as { meta?: Meta; end?: Meta } & Row;
-    if (obj.meta) meta = obj.meta;
-    else if (obj.end) end = obj.end;
-    else rows.push(obj);
-  }
-  return { rows, meta, end };
-}
+const parse = (file: string) => parseResults<Row>(readFileSync(file, "utf8"));
 
 /** One metric of one system: the value of each repetition. */
 interface Stat {
@@ -410,15 +401,33 @@ function svg(R: Results, meta: Meta): string {
 }
 
 // ------------------------------------------------------------------ main
+/** Replace the section between `<!-- BEGIN name` and `<!-- END name -->` of `md`, or append it. */
+function replaceSection(md: string, name: string, section: string): string {
+  const re = new RegExp(`<!-- BEGIN ${name}[\\s\\S]*?<!-- END ${name} -->`);
+  return re.test(md) ? md.replace(re, () => section) : `${md.trimEnd()}\n\n${section}\n`;
+}
+
 function main(): void {
   const args = process.argv.slice(2);
-  const file = args[0] ?? "build/bench/results.jsonl";
   const opt = (name: string) => {
     const i = args.indexOf(name);
     return i >= 0 ? args[i + 1] : undefined;
   };
+  const valued = new Set(["--elapsed", "--docs", "--scale"]);
+  const file = args.find((a, i) => !a.startsWith("--") && !valued.has(args[i - 1] ?? ""));
   const elapsed = opt("--elapsed");
   const docs = opt("--docs") ?? "docs";
+  const scale = opt("--scale");
+  const mdPath = join(docs, "benchmarks.md");
+  if (scale) {
+    const { md, svg: chart } = renderScale(readFileSync(scale, "utf8"));
+    const doc = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : "# Benchmarks\n\n";
+    writeFileSync(mdPath, replaceSection(doc, "SCALE", md));
+    writeFileSync(join(docs, "benchmarks-scale.svg"), chart);
+    console.log(md);
+    console.log(`\nwrote the scale section of ${mdPath} and ${join(docs, "benchmarks-scale.svg")}`);
+  }
+  if (!file) return;
   const { rows, meta, end } = parse(file);
   const R = new Results(rows);
   const T = targets(R);
@@ -445,11 +454,8 @@ function main(): void {
     "<!-- END RESULTS -->",
   ].join("\n");
 
-  const mdPath = join(docs, "benchmarks.md");
-  let md = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : "# Benchmarks\n\n";
-  const re = /<!-- BEGIN RESULTS[\s\S]*?<!-- END RESULTS -->/;
-  md = re.test(md) ? md.replace(re, () => section) : `${md.trimEnd()}\n\n${section}\n`;
-  writeFileSync(mdPath, md);
+  const md = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : "# Benchmarks\n\n";
+  writeFileSync(mdPath, replaceSection(md, "RESULTS", section));
   writeFileSync(join(docs, "benchmarks.svg"), svg(R, meta));
   console.log(section);
   console.log(`\nwrote ${mdPath} and ${join(docs, "benchmarks.svg")}`);

@@ -9,6 +9,8 @@
 #   run.sh syscalls                only the per-request CPU / system call comparison of the balancers
 #   run.sh lab [SYSTEM [SECONDS]]  the topology, the backends and one balancer (default featherlb-xdp)
 #                                  left running SECONDS (default 600) for manual measurements
+#   run.sh scale                   how featherlb's costs grow with its backends, 10 to 10,000 in both modes
+#                                  (test/bench/scale.ts, its own namespaces): build/bench/scale.jsonl
 #
 # Topology (all names start with flbb, subnet 10.88.0.0/24, the root namespace is not touched):
 #
@@ -19,7 +21,7 @@
 #   flbb-be2 10.88.0.12 ┤
 #   flbb-be3 10.88.0.13 ┘
 #
-# Knobs (environment): BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
+# Knobs (environment): BENCH_SCALE_SIZES (scale: "10,100,1000,10000"), BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
 # "direct haproxy nginx featherlb-proxy featherlb-xdp xdp-floor featherlb-proxy-pp2"; the last is the
 # proxy with send_proxy: v2, short and keep-alive only), BENCH_XDP (the xdp rows: auto = measured if
@@ -130,6 +132,13 @@ cmd_lab() {
   wait $! || true
 }
 
+# scale (part of make bench): test/bench/scale.ts builds its own namespaces (flbs…) and farm of backends.
+cmd_scale() {
+  local modes=proxy,xdp
+  [[ $XDP == off ]] && modes=proxy
+  FEATHERLB=$FLB "$ROOT/node_modules/.bin/bun" "$HERE/scale.ts" --modes "$modes" --sizes "${BENCH_SCALE_SIZES:-10,100,1000,10000}" --out "$RESULTS"
+}
+
 # ---------------------------------------------------------------- main
 usage() { sed -n '/^#   run.sh \[run\]/,/^#$/{/^#$/d;s/^# //;p}' "${BASH_SOURCE[0]}"; }
 
@@ -137,7 +146,7 @@ parse_args() { # parse_args ARGS...: COMMAND (+ LAB_SYSTEM, LAB_SECONDS) and RES
   COMMAND=${1:-run}
   (($# == 0)) || shift
   case $COMMAND in
-    run | profile | syscalls) (($# == 0)) || { usage >&2; die "run.sh $COMMAND takes no arguments"; } ;;
+    run | profile | syscalls | scale) (($# == 0)) || { usage >&2; die "run.sh $COMMAND takes no arguments"; } ;;
     lab)
       (($# <= 2)) || { usage >&2; die "run.sh lab takes SYSTEM and SECONDS"; }
       LAB_SYSTEM=${1:-featherlb-xdp} LAB_SECONDS=${2:-600}
@@ -151,6 +160,7 @@ parse_args() { # parse_args ARGS...: COMMAND (+ LAB_SYSTEM, LAB_SECONDS) and RES
     run) RESULTS=$OUT/results.jsonl ;;
     profile | syscalls) RESULTS=$OUT/profile-results.jsonl ;;
     lab) RESULTS=$OUT/lab-results.jsonl ;;
+    scale) RESULTS=$OUT/scale.jsonl ;;
   esac
   local knob var
   for knob in REPS:BENCH_REPS DUR:BENCH_DURATION STREAM_SECS:BENCH_STREAM_SECONDS IDLE_WANT:BENCH_IDLE_CONNS \
@@ -190,6 +200,12 @@ main() {
   parse_args "$@"
   [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
   command -v jq >/dev/null || die "needs jq for its result rows (make bench-deps installs it)"
+  if [[ $COMMAND == scale ]]; then
+    mkdir -p "$OUT"
+    cmd_scale
+    log "raw results: $RESULTS"
+    return
+  fi
   trap cleanup EXIT
   trap 'log interrupted; exit 130' INT TERM
   local t_start; t_start=$(now_ms)

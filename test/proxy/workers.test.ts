@@ -203,7 +203,8 @@ test("reload and drain reach every worker", async () => {
     // SIGTERM: every worker stops accepting; the held connections still relay; exit once they end.
     lb.signal("SIGTERM");
     await lb.waitForLog("draining");
-    await waitFor("listeners closed", async () => !(await connect("127.0.0.1", moved).then((c) => (c.socket.end(), true), () => false)));
+    expect(await lb.waitForLog("proxy listeners closed; waiting for open connections to end")).toMatchObject({ connections: 24 });
+    await expect(connect("127.0.0.1", moved)).rejects.toThrow();
     for (const [i, c] of held.entries()) c.socket.write(`x${i}`);
     await waitFor("held connections relay while draining", () => held.every((c, i) => c.text() === `a\nx${i}`));
     held.forEach((c) => c.socket.end());

@@ -45,6 +45,8 @@ export interface RunningLB {
   logs(): Array<Record<string, unknown>>;
   stderr(): string;
   waitForLog(msg: string, timeoutMs?: number, after?: number): Promise<Record<string, unknown>>;
+  /** How many log lines with this `msg` so far (counted incrementally: cheap to poll). */
+  count(msg: string): number;
   metrics(): Promise<string>;
   metric(name: string, labels: Record<string, string>): Promise<number | undefined>;
   status(): Promise<any>;
@@ -67,6 +69,7 @@ export async function startLB(yaml: string, opts: { write?: (yaml: string) => st
   // that lowers `ulimit -n` first.
   const proc = new Proc([...(opts.wrap ?? []), ...featherlbCommand(), configPath], opts.env ? { env: { ...process.env, ...opts.env } } : {});
   const logLines = () => proc.lines.filter((l) => l.stream === "err");
+  const counts = new Map<string, { seen: number; n: number }>();
   const lb: RunningLB = {
     pid: proc.pid,
     configPath,
@@ -81,6 +84,15 @@ export async function startLB(yaml: string, opts: { write?: (yaml: string) => st
       }, timeoutMs);
       if (!found) throw new Error(`featherlb exited (${proc.exitCode}) before logging "${msg}": ${lb.stderr()}`);
       return found;
+    },
+    count(msg) {
+      const c = counts.get(msg) ?? { seen: 0, n: 0 };
+      counts.set(msg, c);
+      for (; c.seen < proc.lines.length; c.seen++) {
+        const l = proc.lines[c.seen]!;
+        if (l.stream === "err" && l.json?.msg === msg) c.n++;
+      }
+      return c.n;
     },
     metrics: () => fetch(`${admin}/metrics`).then((r) => r.text()),
     metric: async (name, labels) => new Metrics(parseMetrics(await lb.metrics())).get(name, labels),

@@ -13,7 +13,7 @@ export interface BtfType {
   type_id?: number;
   nr_elems?: number;
   members?: { name: string; type_id: number; bits_offset: number }[];
-  vars?: { type_id: number }[];
+  vars?: { type_id: number; offset?: number; size?: number }[];
   values?: { name: string; val: number }[];
 }
 
@@ -115,6 +115,15 @@ export class Btf {
       out.set(t.name, Object.fromEntries(t.values!.map((v) => [v.name, v.val])));
     }
     return out;
+  }
+
+  /** The variables of a data section (.rodata, .bss, …): name, offset and size, in order. */
+  datasec(name: string): { name: string; offset: number; size: number; type: string }[] {
+    const sec = this.types.find((t) => t.kind === "DATASEC" && t.name === name);
+    return (sec?.vars ?? []).map((v) => {
+      const variable = this.get(v.type_id);
+      return { name: variable.name, offset: v.offset ?? 0, size: v.size ?? 0, type: this.typeName(variable.type_id!) };
+    });
   }
 
   /** The BTF-defined maps of section .maps, by name. */

@@ -1,14 +1,16 @@
 /**
  * The packet tables' world (packet_table.test.ts, packet_table_icmp.test.ts): one service VIP:80 with
  * three backends on one /24, MACs from featherlb's neighbour table (CFG_STATIC_NEIGH: the test process
- * has no routes to these addresses), and the packets a client and a backend send through it.
+ * has no routes to these addresses), the packets a client and a backend send through it, and flows
+ * opened by a whole handshake (SYN, SYN-ACK, ACK: only then is a flow established).
  */
 import type { Member } from "../../src/control/algorithms/types.ts";
 import { CFG_FLAGS, ipv4ToU32, u32ToIpv4 } from "../../src/dataplane/xdp/layout.ts";
 import { expect } from "bun:test";
-import { CLIENT_MAC, LB_MAC, hex, mac, parseTcp, tcpPacket, type TcpSpec } from "./packets.ts";
+import { CLIENT_MAC, LB_MAC, TCP, hex, mac, parseTcp, tcpPacket, type TcpSpec } from "./packets.ts";
 import type { TestProgram } from "./program-test.ts";
 
+export const XDP_DROP = 1;
 export const XDP_PASS = 2;
 export const XDP_TX = 3;
 
@@ -55,4 +57,39 @@ export function runRow(p: TestProgram, input: Uint8Array, action: number, expect
   expect(r.retval).toBe(action);
   expect(hex(r.data)).toBe(hex(expected));
   return r;
+}
+
+/** A flow after a full handshake: where it went, and each side's next sequence number (for in-window rows). */
+export interface Opened {
+  be: number;
+  snat: number;
+  port: number;
+  src: string;
+  /** The client's next sequence number (what the backend acknowledges). */
+  cseq: number;
+  /** The backend's next sequence number. */
+  bseq: number;
+}
+
+/** Open a flow with SYN, SYN-ACK, ACK (client ISN `isn`, backend ISN `bisn`); every step must be transmitted. */
+export function handshake(prog: TestProgram, port: number, o: { src?: string; isn?: number; bisn?: number; syn?: Partial<TcpSpec> } = {}): Opened {
+  const src = o.src ?? CLIENT;
+  const h = prog.handshake({ src, dst: VIP, sport: port, dport: VPORT, flags: TCP.SYN, seq: o.isn ?? 1000, ...o.syn }, o.bisn ?? 5000);
+  return { be: BACKENDS.indexOf(h.backend), snat: h.snat, port, src, cseq: h.cseq, bseq: h.bseq };
+}
+
+/** A client packet of flow `f` (from its own address and port). */
+export const clientOf = (f: Opened, flags: number, o: Partial<TcpSpec> = {}): TcpSpec => ({ src: f.src, dst: VIP, sport: f.port, dport: VPORT, flags, seq: f.cseq, ack: f.bseq, ...o });
+/** A backend packet of flow `f`, and what the client must get for it. */
+export function backendPkt(f: Opened, flags: number, o: Partial<TcpSpec> = {}) {
+  const spec: TcpSpec = { srcMac: beMac(f.be), dstMac: LB_MAC, src: BACKENDS[f.be]!, dst: VIP, sport: BE_PORT, dport: f.snat, flags, seq: f.bseq, ack: f.cseq, ...o };
+  return { input: tcpPacket(spec), expected: tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: f.src, sport: VPORT, dport: f.port }) };
+}
+/** What the LB must send to the backend for client packet `s` of flow `f`. */
+export const toBackendOf = (f: Opened, s: TcpSpec) => tcpPacket({ ...s, srcMac: LB_MAC, dstMac: beMac(f.be), src: VIP, dst: BACKENDS[f.be]!, sport: f.snat, dport: BE_PORT });
+
+/** The RST|ACK the program answers a client SYN `s` with, built from scratch (RFC 9293 §3.10.7.1). */
+export function rstFor(s: TcpSpec): Uint8Array {
+  const len = (s.payload?.length ?? 0) + 1;
+  return tcpPacket({ srcMac: LB_MAC, dstMac: s.srcMac ?? CLIENT_MAC, src: s.dst, dst: s.src, sport: s.dport, dport: s.sport, flags: TCP.RST | TCP.ACK, seq: 0, ack: ((s.seq ?? 1000) + len) >>> 0, window: 0, id: 0, ttl: 64 });
 }

@@ -15,7 +15,7 @@
  * on inside flbh-lb only because the XDP data plane expects it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NEIGH_PROTOCOL } from "../../src/dataplane/xdp/netif.ts";
@@ -179,6 +179,8 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
       const from = first.lines.length;
       first.kill("SIGHUP");
       await first.waitFor((j) => j.msg === "config reloaded", STEP_MS, from);
+      // The previous range stays reserved while flows use it: none do here, so the next sweep releases it.
+      await first.waitFor((j) => j.msg === "xdp: no flow uses the previous SNAT range any more; released", STEP_MS, from);
       expect(reserved()).toBe("8000-8010,40005-40010,41000-42999");
       const recorded = await Bun.file(join(runDir, `netns-${netns}.json`)).json();
       expect(recorded.reservedPorts).toEqual({ range: "41000-42999", before: "8000-8010,40005-40010", wrote: "8000-8010,40005-40010,41000-42999" });
@@ -217,6 +219,35 @@ if (bpfSuiteEnabled("xdp host state after a crash")) {
       // What was there at this start is kept (the operator's edit included); our entries go, found by their tag.
       expect(reserved()).toBe("40000-49999,50005");
       expect(neighbours()).toEqual({ [BACKEND_IPS[0]!]: null, [BACKEND_IPS[1]!]: null });
+    }, 90000);
+
+    test("the neighbour entries of 200 backends are made and removed over netlink: no process per backend", async () => {
+      reset();
+      // Every `ip` featherlb runs is logged by a wrapper first on its PATH (before issue 16: three per
+      // backend at start, two at exit, and one to tell a veth; now none: netlink does all of it).
+      const trap = join(dir, "trap");
+      const calls = join(dir, "ip-calls.log");
+      const realIp = run(NS.lb, "sh", "-c", "command -v ip").trim();
+      mkdirSync(trap, { recursive: true });
+      writeFileSync(join(trap, "ip"), `#!/bin/sh\necho "$*" >> ${calls}\nexec ${realIp} "$@"\n`, { mode: 0o755 });
+      writeFileSync(calls, "");
+      const many = Array.from({ length: 200 }, (_, i) => `10.79.0.${i + 40}`); // hosts that do not exist: entries all the same
+      const config = writeConfig(dir, "many", "40000-49999", many);
+      const tagged = () => (JSON.parse(run(NS.lb, "ip", "-N", "-j", "neigh", "show", "proto", PROTOCOL) || "[]") as { dst: string; managed?: null }[]).filter((e) => "managed" in e).length;
+      try {
+        const lb = new Proc(inNs(NS.lb, "env", `PATH=${trap}:${process.env.PATH}`, ...featherlbCommand(), config));
+        track(lb);
+        await lb.waitFor((j) => j.msg === "xdp services applied", STEP_MS);
+        expect(tagged()).toBe(200);
+        lb.kill("SIGTERM");
+        expect(await lb.proc.exited, lb.tail()).toBe(0);
+        expect(tagged()).toBe(0);
+        const spawned = (await Bun.file(calls).text()).trim().split("\n").filter(Boolean);
+        console.log(`hoststate: 200 backends, \`ip\` run ${spawned.length} times: ${JSON.stringify(spawned)}`);
+        expect(spawned).toEqual([]);
+      } finally {
+        sh(inNs(NS.lb, "ip", "neigh", "flush", "proto", PROTOCOL), true);
+      }
     }, 90000);
   });
 }

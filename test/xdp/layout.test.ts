@@ -6,13 +6,15 @@
  *   struct by name); a struct or a member on one side only fails;
  * - shared enums (`enum flb_*`): every enumerator's name and value, both ways; enum flb_limit against
  *   src/config/limits.ts;
- * - maps: names, key and value types, per-CPU or not, and sizes derived from the limits;
+ * - maps: names, key and value types, per-CPU or not, and their declared sizes (the limits; the loader
+ *   sizes them from the config, capacity.ts); the load-time sizes in .rodata (flb_sizes at offset 0);
  * - libbpf's option structs (libbpf-opts.ts): against libbpf's headers, with a probe compiled by clang.
  * Needs bpftool and clang (no root).
  */
 import { describe, expect, test } from "bun:test";
 import * as limits from "../../src/config/limits.ts";
-import { ENUMS, LIMITS, MAPS, MAX_SERVICES, PLAN_BUFFERS, REASONS, SLOT_POOL_SIZE, STRUCTS } from "../../src/dataplane/xdp/layout.ts";
+import { mapSizes } from "../../src/dataplane/xdp/capacity.ts";
+import { ENUMS, LIMITS, MAPS, MAX_SERVICES, PLAN_BUFFERS, REASONS, RODATA_SIZES_OFFSET, SIZES, SLOT_POOL_MAX, STRUCTS } from "../../src/dataplane/xdp/layout.ts";
 import { LIBBPF_STRUCTS } from "../../src/dataplane/xdp/libbpf-opts.ts";
 import { MAX_BACKENDS } from "../../src/config/limits.ts";
 import { Btf, isPerCpu } from "./btf.ts";
@@ -87,14 +89,25 @@ describe("maps", () => {
     });
   }
 
-  test("shared constants (map sizes) match layout.ts and service.ts", () => {
-    expect(LIMITS.MAX_BACKENDS).toBe(MAX_BACKENDS);
-    expect(maxEntries(MAPS.svc.name)).toBe(MAX_SERVICES);
+  test("declared sizes are the largest the loader may choose (capacity.ts sizes every map within them)", () => {
+    const largest = { services: MAX_SERVICES, backends: MAX_BACKENDS, slots: SLOT_POOL_MAX, neighbours: MAX_SERVICES * MAX_BACKENDS };
+    // The flow tables are sized from xdp.flow_table_size (verifier.test.ts loads every size).
+    const { fwd: _fwd, rev: _rev, synFwd: _synFwd, synRev: _synRev, ...sized } = mapSizes(largest, 0);
+    const declared = Object.fromEntries(Object.keys(sized).map((k) => [k, maxEntries(MAPS[k as keyof typeof MAPS].name)]));
+    expect(declared, DRIFT).toEqual(sized);
     expect(maxEntries(MAPS.plans.name)).toBe(MAX_SERVICES * PLAN_BUFFERS);
     expect(maxEntries(MAPS.members.name)).toBe(MAX_SERVICES * PLAN_BUFFERS * MAX_BACKENDS);
     expect(maxEntries(MAPS.backends.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
-    expect(maxEntries(MAPS.slots.name)).toBe(SLOT_POOL_SIZE);
-    expect(maxEntries(MAPS.reasons.name)).toBe(REASONS.length);
+    expect(maxEntries(MAPS.slots.name)).toBe(SLOT_POOL_MAX);
+    expect(maxEntries(MAPS.reasons.name)).toBe((MAX_SERVICES + 1) * REASONS.length);
+    expect(maxEntries(MAPS.snatFull.name)).toBe(MAX_SERVICES * MAX_BACKENDS);
+  });
+
+  test(".rodata holds flb_sizes alone, at the offset the loader writes (layout.ts RODATA_SIZES_OFFSET)", () => {
+    expect(btf.datasec(".rodata"), DRIFT).toEqual([{ name: "flb_sizes", offset: RODATA_SIZES_OFFSET, size: SIZES.size, type: `struct ${SIZES.cName}` }]);
+    // Nothing else (a string literal, a constant table) was put in the section either.
+    const sections = Bun.spawnSync(["llvm-objdump", "-h", OBJ]).stdout.toString();
+    expect(Number.parseInt(/\.rodata\s+([0-9a-f]+)/.exec(sections)?.[1] ?? "", 16)).toBe(SIZES.size);
   });
 });
 
@@ -110,11 +123,11 @@ describe("libbpf's option structs match the headers of the libbpf we embed", () 
   }
 });
 
-test("bun:ffi is imported only by the two modules that wrap C: xdp/libbpf.ts and proxy/backlog.ts", async () => {
+test("bun:ffi is imported only by the three modules that wrap C: xdp/libbpf.ts, xdp/nlsocket.ts and proxy/backlog.ts", async () => {
   const importers: string[] = [];
   for await (const file of new Bun.Glob("src/**/*.ts").scan({ cwd: new URL("../../", import.meta.url).pathname })) {
     const text = await Bun.file(new URL(`../../${file}`, import.meta.url)).text();
     if (/from\s+["']bun:ffi["']|import\(["']bun:ffi["']\)/.test(text)) importers.push(file);
   }
-  expect(importers.sort()).toEqual(["src/dataplane/proxy/backlog.ts", "src/dataplane/xdp/libbpf.ts"]);
+  expect(importers.sort()).toEqual(["src/dataplane/proxy/backlog.ts", "src/dataplane/xdp/libbpf.ts", "src/dataplane/xdp/nlsocket.ts"]);
 });

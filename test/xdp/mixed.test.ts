@@ -98,6 +98,6 @@ services:
     // Each plane counted its own: flows of the XDP program, connections of the proxy.
     expect(metrics).toMatch(/featherlb_service_connections_total\{service="kernel"\} 3\n/);
     expect(metrics).toMatch(/featherlb_service_connections_total\{service="user"\} 1\n/);
-    expect(metrics).toMatch(/featherlb_xdp_packets_total\{reason="tx_c2b"\} [1-9]/);
+    expect(metrics).toMatch(/featherlb_xdp_packets_total\{action="tx",reason="tx_c2b"\} [1-9]/);
   }, 60_000);
 }

@@ -19,11 +19,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AlgorithmName } from "../../src/config/types.ts";
-import { REASONS } from "../../src/dataplane/xdp/layout.ts";
 import { featherlbCommand } from "../support/lb.ts";
 import { readLbConfig } from "../support/lbconfig.ts";
 import { predictor } from "../support/predict.ts";
 import { writeXdpConfig } from "./netns/config.ts";
+import { nsMetrics, xdpReasons } from "./netns/metrics.ts";
 import { Proc } from "../support/proc.ts";
 import { BACKEND_IPS, CLIENT_IPS, LB_IF, LB_IP, NS, inNs, run, setLbForwarding, setup, teardown, xdpAttached } from "./netns/topology.ts";
 import { bpfSuiteEnabled } from "./require.ts";
@@ -120,26 +120,15 @@ function caseName(c: Case): string {
 }
 const PASS_OBJ = join(ROOT, "build/bpf/xdp_pass.bpf.o");
 
-/** The pass/transmit reasons counted by the program attached to the LB's interface (flb_reasons). */
-function reasonCounts(): Record<string, number> {
-  const link = JSON.parse(Bun.spawnSync(inNs(NS.lb, "ip", "-j", "-d", "link", "show", "lb0")).stdout.toString())[0];
-  const progId = link?.xdp?.prog?.id ?? link?.xdp?.attached?.[0]?.prog?.id;
-  const prog = JSON.parse(Bun.spawnSync(["bpftool", "-j", "prog", "show", "id", String(progId)]).stdout.toString());
-  for (const id of prog.map_ids as number[]) {
-    const info = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "show", "id", String(id)]).stdout.toString());
-    if (info.name !== "flb_reasons") continue;
-    const rows = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "id", String(id)]).stdout.toString());
-    return Object.fromEntries(rows.map((x: any) => [REASONS[x.formatted.key], x.formatted.values.reduce((a: number, v: any) => a + v.value, 0)]));
-  }
-  throw new Error("flb_reasons: map not found");
-}
+/** What the program attached to the LB's interface counted, by reason (its /metrics). */
+const reasonCounts = () => xdpReasons(nsMetrics(NS.lb));
 
 /** Diagnostics on failure. */
 function reasons(): string {
   try {
-    return "flb_reasons: " + JSON.stringify(reasonCounts());
+    return "xdp reasons: " + JSON.stringify(reasonCounts());
   } catch (e) {
-    return `flb_reasons: ${(e as Error).message}`;
+    return `xdp reasons: ${(e as Error).message}`;
   }
 }
 

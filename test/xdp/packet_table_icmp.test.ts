@@ -7,11 +7,13 @@
  * An ICMP error quotes a packet the LB sent; the one the other side gets must quote the packet *it*
  * sent, byte for byte as it sent it (IP header with its checksum, TCP header with its checksum): that is
  * what the rows check, from the backend side to the client and from the client side to the backend.
+ * Flows are opened with a whole handshake (fixture.ts handshake: client ISN 1000, backend ISN 5000);
+ * errors about a handshake still in progress (the SYN, the SYN-ACK) are translated too.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
-import { CFG_FLAGS } from "../../src/dataplane/xdp/layout.ts";
-import { BACKENDS, CLIENT, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, members, runRow, setupProgram, toBackend } from "./fixture.ts";
+import { CFG_FLAGS, FLOW_KEY, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
+import { BACKENDS, CLIENT, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, handshake, members, rstFor, runRow, setupProgram, toBackend } from "./fixture.ts";
 import {
   CLIENT_MAC,
   ICMP,
@@ -65,13 +67,13 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
     return p.reasons()[reason as keyof ReturnType<TestProgram["reasons"]>] - before;
   }
 
-  /** Open a flow from CLIENT:port (to backend 0): its SNAT port. */
+  /** Open a flow from CLIENT:port (to backend 0) with a whole handshake: its SNAT port. Client data
+   * then starts at 1001 and acknowledges 5001, the backend's at 5001. */
   function open(port: number): number {
-    const r = p.run(tcpPacket(client(port, TCP.SYN, { seq: 1000, tcpOptions: Uint8Array.of(2, 4, 0x05, 0xb4) })));
-    expect(r.retval).toBe(XDP_TX);
-    return parseTcp(r.data).sport;
+    return handshake(p, port, { syn: { tcpOptions: Uint8Array.of(2, 4, 0x05, 0xb4) } }).snat;
   }
-  const close = (port: number) => expect(p.run(tcpPacket(client(port, TCP.RST, { seq: 1001 }))).retval).toBe(XDP_TX);
+  /** End the flow (or handshake) of CLIENT:port with an RST at the client's next sequence number. */
+  const close = (port: number, seq = 1001) => expect(p.run(tcpPacket(client(port, TCP.RST, { seq }))).retval).toBe(XDP_TX);
 
   /** Every checksum of a translated error, each recomputed from scratch, and the quoted TCP checksum against `sent` (the packet as its sender sent it). */
   function checksumsOk(out: Uint8Array, sent: Uint8Array) {
@@ -90,7 +92,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
     test("from the backend side: fragmentation needed (MTU 1280) quoting a full-size segment to the backend → to the client, quoting the segment it sent", () => {
       const port = 5000;
       const snat = open(port);
-      const sent = tcpPacket(client(port, TCP.ACK | TCP.PSH, { seq: 1001, ack: 1, payload: crypto.getRandomValues(new Uint8Array(1460)) }));
+      const sent = tcpPacket(client(port, TCP.ACK | TCP.PSH, { seq: 1001, ack: 5001, payload: crypto.getRandomValues(new Uint8Array(1460)) }));
       const fwd = p.run(sent);
       expect(fwd.retval).toBe(XDP_TX);
       expect(parseTcp(fwd.data).sport).toBe(snat);
@@ -103,7 +105,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
     test("from the client side: fragmentation needed quoting a segment to the client → to the backend, quoting the segment it sent", () => {
       const port = 5001;
       const snat = open(port);
-      const reply = fromBackend(0, snat, port, TCP.ACK | TCP.PSH, { seq: 1, ack: 1001, payload: crypto.getRandomValues(new Uint8Array(1460)) });
+      const reply = fromBackend(0, snat, port, TCP.ACK | TCP.PSH, { seq: 5001, ack: 1001, payload: crypto.getRandomValues(new Uint8Array(1460)) });
       const toClient = row(reply.input, XDP_TX, reply.expected).data;
       const err: IcmpSpec = { srcMac: ROUTER_MAC, src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(toClient), ttl: 64, id: 7 };
       const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: VIP, dst: BACKENDS[0]!, quote: quoteOf(reply.input) });
@@ -114,7 +116,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
     test("time exceeded quoting only the 8 bytes of TCP RFC 792 promises (no TCP checksum in the quote)", () => {
       const port = 5002;
       open(port);
-      const sent = tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 1 }));
+      const sent = tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }));
       const fwd = p.run(sent).data;
       const err: IcmpSpec = { src: ROUTER, dst: VIP, type: ICMP.TIME_EXCEEDED, code: 0, quote: quoteOf(fwd, 28) };
       const out = row(icmpPacket(err), XDP_TX, icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(sent, 28) })).data;
@@ -122,19 +124,53 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       close(port);
     });
 
-    test("host unreachable about the SYN toward the backend → to the client, quoting its SYN", () => {
+    test("host unreachable about the SYN toward the backend (a handshake) → to the client, quoting its SYN", () => {
       const port = 5003;
       const syn = tcpPacket(client(port, TCP.SYN, { seq: 77 }));
       const fwd = p.run(syn).data;
+      expect(p.flowCounts()).toMatchObject({ synFwd: 1, synRev: 1 });
       const err: IcmpSpec = { src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: 1, quote: quoteOf(fwd) };
-      checksumsOk(row(icmpPacket(err), XDP_TX, icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(syn) })).data, syn);
+      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(syn) });
+      expect(counted("icmp_b2c", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, syn))).toBe(1);
+      // The handshake stays one (an ICMP error is advice): the client's RST at ISN + 1 still ends it.
+      close(port, 78);
+      expect(p.flowCounts()).toMatchObject({ synFwd: 0, synRev: 0 });
+    });
+
+    test("port unreachable about the SYN-ACK toward the client (a handshake) → to the backend, quoting its SYN-ACK", () => {
+      const port = 5006;
+      const syn = tcpPacket(client(port, TCP.SYN, { seq: 300 }));
+      const snat = parseTcp(p.run(syn).data).sport;
+      const synack = fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 9000, ack: 301 });
+      const toClient = row(synack.input, XDP_TX, synack.expected).data;
+      const err: IcmpSpec = { srcMac: ROUTER_MAC, src: CLIENT, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.PORT_UNREACH, quote: quoteOf(toClient) };
+      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: VIP, dst: BACKENDS[0]!, quote: quoteOf(synack.input) });
+      expect(counted("icmp_c2b", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, synack.input))).toBe(1);
+      close(port, 301);
+    });
+
+    test("a flow whose forward and reverse entries disagree (the reverse one taken by another flow): passed, both ways, as icmp_no_flow", () => {
+      const port = 5007;
+      const snat = open(port);
+      const toBackendFrame = p.run(tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }))).data;
+      const reply = fromBackend(0, snat, port, TCP.ACK, { seq: 5001, ack: 1001 });
+      const toClientFrame = p.run(reply.input).data;
+      const rk = { saddr: ipv4ToU32(BACKENDS[0]!), daddr: ipv4ToU32(VIP), sport: 8080, dport: snat };
+      const r = p.maps.rev.lookup(rk)!;
+      p.maps.rev.update(rk, { ...r, id: r.id + 1n }); // another flow's id now
+      for (const quote of [quoteOf(toBackendFrame), quoteOf(toClientFrame)]) {
+        const err = icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote });
+        expect(counted("icmp_no_flow", () => row(err, XDP_PASS))).toBe(1);
+      }
+      p.maps.rev.update(rk, r);
       close(port);
+      expect(p.lookupFlow(FLOW_KEY.encode({ saddr: ipv4ToU32(CLIENT), daddr: ipv4ToU32(VIP), sport: port, dport: 80 }))).toBeUndefined();
     });
 
     test("an error that arrives with a wrong ICMP checksum leaves with a wrong one (updated, never recomputed)", () => {
       const port = 5004;
       open(port);
-      const fwd = p.run(tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 1 }))).data;
+      const fwd = p.run(tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }))).data;
       const input = icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(fwd) });
       input[14 + 20 + 2]! ^= 0x10;
       const r = p.run(input);
@@ -147,7 +183,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const port = 5005;
       const snat = open(port);
       const before = { flows: p.flowCounts(), svc: p.serviceCounters(0) };
-      const reply = fromBackend(0, snat, port, TCP.ACK, { seq: 1, ack: 1001 });
+      const reply = fromBackend(0, snat, port, TCP.ACK, { seq: 5001, ack: 1001 });
       const toClient = p.run(reply.input).data;
       const svc = p.serviceCounters(0);
       expect(p.run(icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(toClient) })).retval).toBe(XDP_TX);
@@ -193,12 +229,17 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       expect(hex(r.data)).toBe(hex(toBackend(syn, 0, snat)));
       expect(checkOf(r.data)).toBe(pseudoSum(VIP, BACKENDS[0]!, 20));
       expect(hex(completeTcpChecksum(r.data))).toBe(hex(toBackend({ ...syn, partialCsum: false }, 0, snat)));
+      // The rest of the handshake, partial both ways too.
+      const synack = fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 5000, ack: 10, partialCsum: true });
+      expect(tcpChecksumOk(completeTcpChecksum(row(synack.input, XDP_TX, synack.expected).data))).toBe(true);
+      const ack = client(port, TCP.ACK, { seq: 10, ack: 5001, partialCsum: true });
+      row(tcpPacket(ack), XDP_TX, toBackend(ack, 0, snat));
       // Odd payload length, both directions.
-      const data = client(port, TCP.ACK | TCP.PSH, { seq: 10, ack: 1, payload: crypto.getRandomValues(new Uint8Array(1001)), partialCsum: true });
+      const data = client(port, TCP.ACK | TCP.PSH, { seq: 10, ack: 5001, payload: crypto.getRandomValues(new Uint8Array(1001)), partialCsum: true });
       expect(tcpChecksumOk(completeTcpChecksum(row(tcpPacket(data), XDP_TX, toBackend(data, 0, snat)).data))).toBe(true);
-      const back = fromBackend(0, snat, port, TCP.ACK, { seq: 1, ack: 1011, payload: crypto.getRandomValues(new Uint8Array(333)), partialCsum: true });
+      const back = fromBackend(0, snat, port, TCP.ACK, { seq: 5001, ack: 1011, payload: crypto.getRandomValues(new Uint8Array(333)), partialCsum: true });
       expect(tcpChecksumOk(completeTcpChecksum(row(back.input, XDP_TX, back.expected).data))).toBe(true);
-      close(port);
+      close(port, 1011);
     });
 
     test("generic mode: a timestamp rewrite leaves a partial checksum alone (the completer sums the option)", () => {
@@ -221,16 +262,34 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       expect(r.retval).toBe(XDP_TX);
       const snat = parseTcp(r.data).sport;
       expect(hex(r.data)).toBe(hex(toBackend({ ...syn, tcpOptions: linuxSynOptions(timestamps(r.data)!.tsval), partialCsum: false }, 0, snat)));
+      const synack = fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 5000, ack: 10, partialCsum: true });
+      expect(hex(p.run(synack.input).data)).toBe(hex(fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 5000, ack: 10 }).expected));
+      expect(p.run(tcpPacket(client(port, TCP.ACK, { seq: 10, ack: 5001 }))).retval).toBe(XDP_TX);
       // Sizes that take every path of the segment sum: all head (word loop), head + chunks, no head, odd heads.
       for (const size of [0, 1, 2, 3, 491, 492, 777, 1460, 1461, 3000]) {
-        const data = client(port, TCP.ACK, { seq: 10, ack: 1, payload: crypto.getRandomValues(new Uint8Array(size)), partialCsum: true });
+        const data = client(port, TCP.ACK, { seq: 10, ack: 5001, payload: crypto.getRandomValues(new Uint8Array(size)), partialCsum: true });
         expect({ size, out: hex(p.run(tcpPacket(data)).data) }).toEqual({ size, out: hex(toBackend({ ...data, partialCsum: false }, 0, snat)) });
       }
       // A full checksum in native mode is updated as before.
-      const full = client(port, TCP.ACK, { seq: 787, ack: 1, payload: Uint8Array.of(1, 2, 3) });
+      const full = client(port, TCP.ACK, { seq: 787, ack: 5001, payload: Uint8Array.of(1, 2, 3) });
       expect(tcpChecksumOk(p.run(tcpPacket(full)).data)).toBe(true);
       setFlags(0);
-      close(port);
+      close(port, 10);
+    });
+
+    test("the RST a SYN is answered with (draining): partial for a partial SYN in generic mode (the completer sums its 20 bytes), full in native mode", () => {
+      const syn = client(5104, TCP.SYN, { seq: 4000, tcpOptions: linuxSynOptions(5), partialCsum: true });
+      const rst = rstFor({ ...syn, partialCsum: false });
+      setFlags(CFG_FLAGS.DRAINING);
+      const r = p.run(tcpPacket(syn));
+      expect(r.retval).toBe(XDP_TX);
+      expect(checkOf(r.data)).toBe(pseudoSum(VIP, CLIENT, 20));
+      expect(hex(completeTcpChecksum(r.data))).toBe(hex(rst));
+      setFlags(CFG_FLAGS.DRAINING | CFG_FLAGS.NATIVE);
+      row(tcpPacket(syn), XDP_TX, rst);
+      setFlags(CFG_FLAGS.DRAINING);
+      row(tcpPacket({ ...syn, partialCsum: false }), XDP_TX, rst);
+      setFlags(0);
     });
 
     test("a full checksum that happens to equal the pseudo-header sum (1 in 65,536) is recognised by its segment sum and updated as full", () => {
@@ -239,7 +298,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const snat = open(port);
       // Two payload bytes w chosen so that the full checksum equals the pseudo-header sum P: with w = 0
       // the checksum is C0 = ~(P + D0); we want ~(P + D0 + w) = P, so w = ~P − ~C0 = ~P + C0 (one's complement).
-      const base = client(port, TCP.ACK, { seq: 1001, ack: 1, payload: new Uint8Array(64) });
+      const base = client(port, TCP.ACK, { seq: 1001, ack: 5001, payload: new Uint8Array(64) });
       const P = pseudoSum(CLIENT, VIP, 20 + 64);
       const C0 = checkOf(tcpPacket(base));
       let w = (~P & 0xffff) + C0;

@@ -212,6 +212,37 @@ describe("maglev", () => {
     for (let i = 0; i < before.length; i++) if (before[i] === 2) expect(after[i]).not.toBe(2);
   });
 
+  // The XDP program and the proxy read these tables, so a changed table would move clients on upgrade.
+  // Fingerprints of tables built by the original transcription of the paper's pseudocode (before the
+  // typed-array build): the fast build must give exactly the same tables.
+  const fingerprint = (t: Uint32Array) => t.reduce((h, id, i) => fmix32(h ^ id ^ (i << 11)), 0);
+  const keyed = (n: number, weight: (i: number) => number) =>
+    Array.from({ length: n }, (_, id) => ({ id, weight: weight(id), key: `10.${(id >> 16) & 255}.${(id >> 8) & 255}.${id & 255}:8080` }));
+  test.each([
+    [3, 65537, false, 290282817],
+    [250, 65537, false, 886978521],
+    [250, 65537, true, 1306857518],
+    [1024, 102407, false, 2532657109],
+    [100, 1009, true, 3379142472],
+  ])("%i backends, %i slots (weighted: %p): the same table as before the fast build", (n, size, weighted, expected) => {
+    expect(fingerprint(maglevTable(keyed(n, weighted ? (i) => 1 + ((i * 7) % 5) : () => 1), size))).toBe(expected);
+  });
+
+  test("a build in slices (stopped at deadlines and resumed) gives the one-step table", () => {
+    const set = keyed(300, (i) => 1 + (i % 3));
+    const whole = maglevTable(set, 65537);
+    const build = ALGORITHMS.maglev.build!(set, { maglevTableSize: 65537 });
+    let steps = 1;
+    let plan = build.step(0); // a deadline already passed: one batch of claims, then it stops
+    while (!plan) {
+      plan = build.step(performance.now() - 1);
+      steps++;
+    }
+    expect(steps).toBeGreaterThan(10);
+    expect(fingerprint(plan.slots)).toBe(fingerprint(whole));
+    expect(plan).toEqual(ALGORITHMS.maglev.plan(set, { maglevTableSize: 65537 }));
+  });
+
   test("a backend's slots depend on its key, not its id (stable across reloads that renumber)", () => {
     const a = maglevTable(members([1, 1, 1]), 65537);
     const renumbered = members([1, 1, 1]).map((m) => ({ ...m, id: m.id + 10 }));

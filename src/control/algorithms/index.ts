@@ -6,7 +6,7 @@ import { powerOfTwo } from "./power_of_two.ts";
 import { random } from "./random.ts";
 import { roundRobin } from "./round_robin.ts";
 import { sourceHash } from "./source_hash.ts";
-import type { Algorithm } from "./types.ts";
+import type { Algorithm, AlgorithmOptions, Member, PlanBuild } from "./types.ts";
 import { weightedRoundRobin } from "./weighted_round_robin.ts";
 
 export const ALGORITHMS: Readonly<Record<AlgorithmName, Algorithm>> = {
@@ -19,4 +19,10 @@ export const ALGORITHMS: Readonly<Record<AlgorithmName, Algorithm>> = {
   maglev,
 };
 
-export type { Algorithm, Member, Plan, PlanKind, LoadView, PickInput, AlgorithmOptions } from "./types.ts";
+export type { Algorithm, Member, Plan, PlanBuild, PlanKind, LoadView, PickInput, AlgorithmOptions } from "./types.ts";
+
+/** A resumable build of `algorithm`'s plan: its own when it has one, else the whole plan in one step. */
+export function planBuild(algorithm: Algorithm, members: readonly Member[], options: AlgorithmOptions): PlanBuild {
+  if (algorithm.build) return algorithm.build(members, options);
+  return { step: () => algorithm.plan(members, options) };
+}

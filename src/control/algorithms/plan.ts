@@ -1,10 +1,11 @@
 /** Helpers for building plans; each algorithm file composes these. */
 import type { Member, Plan, PlanKind } from "./types.ts";
 
+/** A plan; `slots` given as a Uint32Array becomes the plan's own (not copied: plans are immutable). */
 export function makePlan(kind: PlanKind, members: readonly Member[], slots: ArrayLike<number>): Plan {
   return {
     kind,
-    slots: Uint32Array.from(slots),
+    slots: slots instanceof Uint32Array ? slots : Uint32Array.from(slots),
     members: Uint32Array.from(members, (m) => m.id),
     weights: Uint32Array.from(members, (m) => m.weight),
   };

@@ -50,6 +50,16 @@ export interface Algorithm {
   readonly summary: string;
   /** Build the plan for this healthy set. Members arrive sorted by id; an empty set gives an empty plan. */
   plan(members: readonly Member[], options: AlgorithmOptions): Plan;
+  /**
+   * The same plan, built in steps that each stop at a deadline (maglev: a table of up to a million
+   * slots). Algorithms whose plans are cheap leave it out and are built in one step (`planBuild`).
+   */
+  build?(members: readonly Member[], options: AlgorithmOptions): PlanBuild;
+}
+
+/** A plan being built: each `step` works until `until` (performance.now() ms); the plan once done. */
+export interface PlanBuild {
+  step(until: number): Plan | undefined;
 }
 
 /** Live per-backend state a pick may read: active connection counts, indexed by member id. */

@@ -16,7 +16,7 @@ import type { Logger } from "../../control/log.ts";
 import { S } from "../../control/shared.ts";
 import { UserError } from "../../errors.ts";
 import type { PlaneChange } from "../types.ts";
-import { raiseBacklog } from "./backlog.ts";
+import { raiseBacklogs } from "./backlog.ts";
 import { Connector, type IncidentSink } from "./connect.ts";
 import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
 import { decodeHeader } from "./proxyproto.ts";
@@ -138,6 +138,7 @@ export class ProxyDataPlane {
       abort();
       throw err;
     }
+    this.raiseBacklogs(fresh);
     return {
       commit: () => {
         for (const binding of leaving) {
@@ -166,7 +167,20 @@ export class ProxyDataPlane {
       // Forgotten, so the next reload binds it again.
       this.bindings.delete(b.address);
       this.log.error("a listener given up for a reload that failed could not be bound again", { address: b.address, error: (err as Error).message });
+      return;
     }
+    this.raiseBacklogs([this.bindings.get(b.address)!]);
+  }
+
+  /** Raise the accept backlog of new listeners from Bun's 512 (backlog.ts), one descriptor walk for all. */
+  private raiseBacklogs(bindings: readonly Binding[]): void {
+    if (process.platform !== "linux" || bindings.length === 0) return;
+    const raised = raiseBacklogs(bindings.map((b) => ({ host: b.listen.host, port: b.listener.port, fd: (b.listener as { fd?: number }).fd })));
+    bindings.forEach((b, i) => {
+      const r = raised[i]!;
+      if ("error" in r) this.log.warn("accept backlog left at Bun's 512", { address: b.address, reason: r.error });
+      else this.log.debug("accept backlog raised", { address: b.address, backlog: r.backlog });
+    });
   }
 
   private bind(address: string, listen: HostPort, service: ProxiedService): Binding {
@@ -185,11 +199,6 @@ export class ProxyDataPlane {
       binding.listener = Bun.listen<Relay>(options);
     } catch (err) {
       throw listenError(err as { code?: string }, address, service.name);
-    }
-    if (process.platform === "linux") {
-      const raised = raiseBacklog(listen.host, binding.listener.port, (binding.listener as { fd?: number }).fd);
-      if ("error" in raised) this.log.warn("accept backlog left at Bun's 512", { address, reason: raised.error });
-      else this.log.debug("accept backlog raised", { address, backlog: raised.backlog });
     }
     return binding;
   }

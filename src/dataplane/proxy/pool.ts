@@ -31,13 +31,6 @@ import type { FromWorker, ListenerSpec, ToWorker } from "./protocol.ts";
 import { PlaneShared } from "./shared.ts";
 import { serviceState } from "./view.ts";
 
-/**
- * The worker's script. From source it sits beside this file. In the compiled binary (built with it as a
- * second entry point: Makefile) the bundle's modules share the binary's URL, and the worker entry is
- * named by its path relative to the entry points' common folder, src/.
- */
-export const WORKER_ENTRY: string = import.meta.url.startsWith("file:///$bunfs/") ? "./dataplane/proxy/worker.ts" : new URL("./worker.ts", import.meta.url).href;
-
 /** How long a starting worker may take to load and report ready. */
 const READY_TIMEOUT_MS = 30_000;
 
@@ -45,7 +38,7 @@ const READY_TIMEOUT_MS = 30_000;
 const STABLE_MS = 10_000;
 const RESTART_DELAY_MAX_MS = 10_000;
 
-type Reply = Extract<FromWorker, { t: "prepared" | "synced" }>;
+type Reply = Extract<FromWorker, { t: "prepared" | "synced" | "stopped" }>;
 type Prepared = Extract<FromWorker, { t: "prepared" }>;
 
 /** One worker slot: its index is its row in the shared counters, kept across restarts. */
@@ -87,7 +80,8 @@ export class WorkerPool implements DataPlane {
     /** `workers` as configured, and what it resolved to at start. */
     configured: Workers,
     readonly count: number,
-    private readonly entry: string = WORKER_ENTRY,
+    /** The worker's script (worker.ts; in the compiled binary, an entry point of its own: Makefile). */
+    private readonly entry: URL,
   ) {
     this.countNoted = configured;
     this.slots = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, restarts: 0, quickDeaths: 0, prepared: -1, replies: new Map(), drained: null, ready: null }));
@@ -172,16 +166,17 @@ export class WorkerPool implements DataPlane {
     this.send(this.slots[this.count - 1]!, { t: "crash" });
   }
 
+  /**
+   * Every worker stops accepting (awaited, and logged: from then on new clients are refused), then
+   * resolves once each one's connections have ended or `deadline` passed.
+   */
   async drain(deadline: number): Promise<void> {
-    await Promise.all(
-      this.live().map(
-        (slot) =>
-          new Promise<void>((resolve) => {
-            slot.drained = resolve;
-            this.send(slot, { t: "drain", deadline });
-          }),
-      ),
-    );
+    const slots = this.live();
+    const drained = slots.map((slot) => new Promise<void>((resolve) => (slot.drained = resolve)));
+    const seq = ++this.seq;
+    await Promise.all(slots.map((slot) => this.request(slot, seq, { t: "drain", seq, deadline })));
+    if (slots.length > 0) this.log.info("proxy listeners closed; waiting for open connections to end", { connections: this.shared?.total ?? 0 });
+    await Promise.all(drained);
   }
 
   close(): void {
@@ -292,6 +287,7 @@ export class WorkerPool implements DataPlane {
         return;
       case "prepared":
       case "synced":
+      case "stopped":
         slot.replies.get(m.seq)?.(m);
         slot.replies.delete(m.seq);
         return;

@@ -26,7 +26,8 @@ export type ToWorker =
   | { t: "level"; level: LogLevel }
   /** Answered with "synced" once everything sent before it is handled (a barrier). */
   | { t: "sync"; seq: number }
-  | { t: "drain"; deadline: number }
+  /** Stop accepting (answered with "stopped" at once), then "drained" once connections end or at `deadline`. */
+  | { t: "drain"; seq: number; deadline: number }
   | { t: "close" }
   /** Test hook (FEATHERLB_TEST_HOOKS=1): throw an uncaught exception, as a bug would. */
   | { t: "crash" };
@@ -35,6 +36,7 @@ export type FromWorker =
   | { t: "ready" }
   | { t: "prepared"; seq: number; error?: { code: UserErrorCode; message: string } }
   | { t: "synced"; seq: number }
+  | { t: "stopped"; seq: number }
   | { t: "drained" }
   | { t: "failed"; uid: number; id: number; key: string; reason: string }
   | { t: "connected"; uid: number; id: number; key: string }

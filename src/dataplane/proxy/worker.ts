@@ -87,14 +87,18 @@ async function handle(m: ToWorker): Promise<void> {
     case "sync":
       post({ t: "synced", seq: m.seq });
       return;
-    case "drain":
-      // Not awaited: plan updates keep flowing while connections finish. What is still open at the
-      // deadline is closed (reset) here, before the reply: the main thread exits right after it.
-      void (plane?.drain(m.deadline) ?? Promise.resolve()).then(() => {
+    case "drain": {
+      // Not awaited: plan updates keep flowing while connections finish. plane.drain stops the
+      // listeners before it first yields, so "stopped" follows it. What is still open at the deadline
+      // is closed (reset) here, before "drained": the main thread exits right after it.
+      const drained = plane?.drain(m.deadline) ?? Promise.resolve();
+      post({ t: "stopped", seq: m.seq });
+      void drained.then(() => {
         plane?.close();
         post({ t: "drained" });
       });
       return;
+    }
     case "close":
       plane?.close();
       process.exit(0); // this thread only

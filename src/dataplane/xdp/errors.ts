@@ -8,14 +8,15 @@ export type XdpErrorCode =
   | "plan_too_large" // a plan does not fit the maps: no room left in the slot pool, or more members than MAX_BACKENDS
   | "invalid_argument" // an index beyond what the maps are sized for, an address that is not IPv4: a bug in the caller
   | "closed" // the BPF object was used after close()
-  | "neighbour" // the kernel could not be asked to keep a next hop resolved (ip route / ip neigh failed)
+  | "neighbour" // the kernel could not be asked to keep a next hop resolved (no route, routed elsewhere, refused)
+  | "netlink" // a netlink socket call failed (nlsocket.ts): `errno` says why
   | "host"; // a host setting could not be read or changed (net.ipv4.ip_local_reserved_ports)
 
 export class XdpError extends Error {
   constructor(
     readonly code: XdpErrorCode,
     message: string,
-    /** code "bpf": the positive errno (EPERM = 1, …); 0 otherwise. */
+    /** codes "bpf", "netlink", "neighbour": the positive errno (EPERM = 1, …) where there is one; 0 otherwise. */
     readonly errno = 0,
     /** code "bpf": libbpf's log collected while the failing call ran (the verifier's explanation on load). */
     readonly log = "",

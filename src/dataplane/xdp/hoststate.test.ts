@@ -74,6 +74,23 @@ describe("HostState", () => {
     expect(existsSync(recordPath())).toBe(false);
   });
 
+  test("a range the operator reserved already (a container's sysctls, read-only /proc/sys) is not written, recorded or undone", () => {
+    const s = sysctl("39000-60000");
+    const host = claim(s);
+    const writes: string[] = [];
+    const write = s.write;
+    s.write = (v: string) => {
+      writes.push(v);
+      write(v);
+    };
+    const restore = host.reservePorts(...SNAT);
+    expect(writes).toEqual([]);
+    expect(record().reservedPorts).toBeUndefined();
+    restore();
+    host.close();
+    expect({ writes, value: s.read() }).toEqual({ writes: [], value: "39000-60000" });
+  });
+
   test("after a crash the next start adopts the record and restores the value from before the first start, overlapping operator ports included", () => {
     const s = sysctl("8000-8010,40005-40010");
     const first = claim(s);
@@ -100,7 +117,8 @@ describe("HostState", () => {
     const second = claim(s);
     expect(warnings()).toEqual([expect.stringContaining("does not match net.ipv4.ip_local_reserved_ports")]);
     const restore = second.reservePorts(...SNAT);
-    expect(record().reservedPorts?.before).toBe("40000-49999,50005");
+    // The edited value still holds the whole range: nothing to write, so nothing recorded or undone.
+    expect(record().reservedPorts).toBeUndefined();
     restore();
     expect(s.read()).toBe("40000-49999,50005");
   });

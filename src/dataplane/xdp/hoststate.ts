@@ -33,7 +33,7 @@ export interface Neighbour {
 }
 
 export interface PortsRecord {
-  /** The SNAT range featherlb added, "first-last". */
+  /** The SNAT ranges featherlb added, "first-last[,first-last]". */
   range: string;
   /** The value found before featherlb changed it: what a clean exit writes back, verbatim. */
   before: string;
@@ -75,6 +75,17 @@ export function normaliseReserved(value: string): string {
     else merged.push([a, b]);
   }
   return merged.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(",");
+}
+
+/** Whether the reserved-ports value `value` already holds every port of first-last. */
+export function reservedCovers(value: string, first: number, last: number): boolean {
+  return normaliseReserved(value)
+    .split(",")
+    .filter(Boolean)
+    .some((part) => {
+      const [a, b = a] = part.split("-").map(Number) as [number, number?];
+      return a <= first && last <= b;
+    });
 }
 
 /**
@@ -197,18 +208,22 @@ export class HostState {
   }
 
   /**
-   * Reserve first-last in ip_local_reserved_ports. Replaces nothing: call the previous reservation's
-   * restore first (a SIGHUP that changes the range does). Returns the restore for a clean exit.
+   * Reserve first-last (and the ranges in `also`: a range a reload replaced, while flows still use it)
+   * in ip_local_reserved_ports. Replaces nothing: call the previous reservation's restore first (a
+   * SIGHUP that changes the range does). Returns the restore for a clean exit.
    *
    * The kernel merges ranges, so "remove our range" could remove an operator's overlapping ports: the
    * restore writes `before` back verbatim, and only if the sysctl still holds what we wrote.
    * Throws XdpError("host") when the sysctl cannot be read or written.
    */
-  reservePorts(first: number, last: number): () => void {
+  reservePorts(first: number, last: number, also: readonly { first: number; last: number }[] = []): () => void {
     const current = sysctlOp("read", () => this.sysctl.read());
-    const range = `${first}-${last}`;
+    const range = [{ first, last }, ...also].map((r) => `${r.first}-${r.last}`).join(",");
     // Still what we (or a crashed predecessor, adopted by claim) wrote: the older `before` stands.
     const adopted = this.record.reservedPorts;
+    // Reserved already by the operator (a container's `sysctls:`, where /proc/sys is read-only, or the
+    // host's own config): nothing to change, nothing to undo.
+    if (!adopted && reservedCovers(current, first, last)) return () => {};
     const before = adopted && adopted.wrote === current ? adopted.before : current;
     const value = before ? `${before},${range}` : range;
     // Recorded before writing, so a crash right after the write still finds the record.
@@ -241,10 +256,17 @@ export class HostState {
     };
   }
 
-  /** Note a neighbour entry as ours (netif.manageNeighbour made or found it with our tag). */
+  /** Note a neighbour entry as ours (netif.manageNeighbours made or found it with our tag). */
   ownNeighbour(n: Neighbour): void {
-    if (this.record.neighbours.some((o) => o.dev === n.dev && o.dst === n.dst)) return;
-    this.record.neighbours.push(n);
+    this.ownNeighbours([n]);
+  }
+
+  /** Note neighbour entries as ours, with one write of the record for the lot. */
+  ownNeighbours(list: readonly Neighbour[]): void {
+    const known = new Set(this.record.neighbours.map(key));
+    const added = list.filter((n) => !known.has(key(n)) && known.add(key(n)));
+    if (added.length === 0) return;
+    this.record.neighbours.push(...added);
     this.save();
   }
 
@@ -253,9 +275,15 @@ export class HostState {
     return [...this.record.neighbours];
   }
 
-  /** Note that a neighbour entry is gone (netif.releaseNeighbour removed it). */
+  /** Note that a neighbour entry is gone (netif.releaseNeighbours removed it). */
   forgetNeighbour(n: Neighbour): void {
-    this.record.neighbours = this.record.neighbours.filter((o) => o.dev !== n.dev || o.dst !== n.dst);
+    this.forgetNeighbours([n]);
+  }
+
+  /** Note that neighbour entries are gone, with one write of the record for the lot. */
+  forgetNeighbours(list: readonly Neighbour[]): void {
+    const gone = new Set(list.map(key));
+    this.record.neighbours = this.record.neighbours.filter((o) => !gone.has(key(o)));
     this.save();
   }
 
@@ -302,6 +330,8 @@ export class HostState {
     this.path = undefined;
   }
 }
+
+const key = (n: Neighbour) => `${n.dev} ${n.dst}`;
 
 /** `op` on net.ipv4.ip_local_reserved_ports, its failure (an fs error) as XdpError("host"). */
 function sysctlOp<T>(what: "read" | "write", op: () => T): T {

@@ -6,12 +6,15 @@
  * Everything a user can get wrong (privileges, kernel support, interface) surfaces as one UserError
  * sentence; the control plane's mode `auto` catches it and runs the proxy instead.
  */
+import { release as kernelRelease } from "node:os";
 import type { Config, ServiceConfig } from "../../config/types.ts";
 import { xdpRefusal } from "../../config/xdp.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
 import type { DataPlane } from "../types.ts";
+import { capacityFor } from "./capacity.ts";
 import { HostState } from "./hoststate.ts";
+import { checkKernel } from "./kernel.ts";
 import type { XdpLink } from "./loader.ts";
 import { chooseInterface, ifindexOf, isVeth, reservedPorts, taggedNeighbours } from "./netif.ts";
 import { forwardingOn, interfaceMac } from "./nexthops.ts";
@@ -47,6 +50,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
   // mode: auto falls back to the proxy for it before anything is loaded or attached.
   const refusal = xdpRefusal(config, serving);
   if (refusal) throw new UserError("config", `${refusal}.`);
+  checkKernel(kernelRelease());
   // Only the services that run in xdp say which interface to attach to.
   const ifname = chooseInterface({ ...config, services: [...serving] });
   const ifindex = ifindexOf(ifname);
@@ -61,7 +65,7 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
 
   let program: XdpProgram;
   try {
-    program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size });
+    program = await loader.loadProgram({ flowTableSize: config.xdp.flow_table_size, capacity: capacityFor(serving) });
   } catch (err) {
     throw loader.loadError(err);
   }
@@ -78,8 +82,8 @@ async function start(config: Config, log: Logger, serving: readonly ServiceConfi
     host?.close();
     throw err;
   }
-  const release = tryReserve(config.xdp.snat_ports.first, config.xdp.snat_ports.last, log, host);
-  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size });
+  const release = tryReserve([config.xdp.snat_ports], log, host);
+  log.info("xdp program attached", { interface: ifname, ifindex, mode: link.mode, flow_table_size: config.xdp.flow_table_size, capacity: program.capacity });
   if (forwardingOn(ifname) === false) {
     // Not a problem, and nothing is changed: said once so an operator reading the pass reasons knows.
     log.info("IPv4 forwarding is off on the interface: backend next hops come from featherlb's neighbour table (main routing table + ARP cache, re-read every second)", { interface: ifname });

@@ -7,10 +7,10 @@
  * that differs, fails `make test` instead of corrupting maps.
  */
 
-import { MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_SIZE } from "../../config/limits.ts";
+import { MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_MAX } from "../../config/limits.ts";
 import type { PlanKind } from "../../control/algorithms/types.ts";
 import { XdpError } from "./errors.ts";
-import { Struct, be16, be32, bytes, cEnum, u16, u32, u64, type AnyCType } from "./struct.ts";
+import { Struct, be16, be32, bytes, cEnum, u16, u32, u64, u8, type AnyCType } from "./struct.ts";
 
 const mac = bytes(6);
 
@@ -20,20 +20,29 @@ export const FLOW_KEY = new Struct("flow_key", { saddr: be32, daddr: be32, sport
 
 export const NEXT_HOP = new Struct("next_hop", { dmac: mac, smac: mac, ifindex: u32, at: u32 });
 
+export const TCP_DIR = new Struct("tcp_dir", { end: u32, ack: u32, edge: u32, wscale: u8, pad: bytes(3) });
+
 export const FLOW_FWD = new Struct("flow_fwd", {
+  id: u64,
   be_addr: be32,
   be_port: be16,
   snat_port: be16,
   svc: u16,
   backend: u16,
   state: u32,
-  client_mac: mac,
-  pad: u16,
+  gen: u32,
   last_seen: u32,
   ts_off: u32,
+  client_mac: mac,
+  pad: u16,
+  c2b: TCP_DIR,
+  b2c: TCP_DIR,
   to_backend: NEXT_HOP,
   to_client: NEXT_HOP,
+  pad2: u32,
 });
+
+export const FLOW_REV = new Struct("flow_rev", { fwd: FLOW_KEY, since: u32, id: u64 });
 
 export const SVC_KEY = new Struct("svc_key", { addr: be32, port: be16, pad: u16 });
 
@@ -43,7 +52,7 @@ export const PLAN_HDR = new Struct("plan_hdr", { kind: u32, slot_base: u32, slot
 
 export const PLAN_MEMBER = new Struct("plan_member", { id: u32, weight: u32 });
 
-export const BACKEND = new Struct("backend", { addr: be32, port: be16, flags: u16 });
+export const BACKEND = new Struct("backend", { addr: be32, port: be16, flags: u16, gen: u32 });
 
 export const COUNTERS = new Struct("flb_counters", {
   packets_in: u64,
@@ -52,65 +61,107 @@ export const COUNTERS = new Struct("flb_counters", {
   bytes_out: u64,
   flows_new: u64,
   flows_closed: u64,
-  no_backend: u64,
-  snat_fail: u64,
 });
 
-export const CONFIG = new Struct("flb_config", { snat_first: u16, snat_last: u16, flags: u32, smac: mac, pad: u16 });
+export const CONFIG = new Struct("flb_config", { snat_first: u16, snat_last: u16, flags: u32, smac: mac, pad: u16, prev_first: u16, prev_last: u16 });
+
+export const CPU_STATE = new Struct("cpu_state", { port_cursor: u32, pad: u32, next_id: u64 });
 
 export const NBR_MAC = new Struct("nbr_mac", { mac, pad: u16 });
 
+/** The load-time sizes in .rodata (maps.h flb_sizes), written by the loader at RODATA_SIZES_OFFSET. */
+export const SIZES = new Struct("flb_sizes", { backends: u32, pad: u32 });
+/** Where flb_sizes is in the object's .rodata: the only variable there (layout.test.ts checks). */
+export const RODATA_SIZES_OFFSET = 0;
+
 /** Every struct of bpf/structs.h, for the layout test (it also fails on a struct BTF has and this lacks). */
-export const STRUCTS = [FLOW_KEY, NEXT_HOP, FLOW_FWD, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, NBR_MAC];
+export const STRUCTS = [FLOW_KEY, NEXT_HOP, TCP_DIR, FLOW_FWD, FLOW_REV, SVC_KEY, SVC_VAL, PLAN_HDR, PLAN_MEMBER, BACKEND, COUNTERS, CONFIG, CPU_STATE, NBR_MAC, SIZES];
 
 // ---- enums (bpf/consts.h enum flb_*) ----
 
-// The map sizes are part of the config contract (a config that asks for more is refused when it is
-// loaded), so src/config/limits.ts defines them; enum flb_limit must hold the same values.
-export { FLOW_TABLE_SIZES, MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_SIZE } from "../../config/limits.ts";
-export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_SIZE } as const;
+// The largest map sizes are part of the config contract (a config that asks for more is refused when
+// it is loaded), so src/config/limits.ts defines them; enum flb_limit must hold the same values.
+export { FLOW_TABLE_SIZES, MAX_BACKENDS, MAX_SERVICES, PLAN_BUFFERS, SLOT_POOL_MAX } from "../../config/limits.ts";
+export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_MAX } as const;
 
 /** PlanKind → enum flb_plan_kind (PLAN_*). */
 export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 };
 
+/** enum flb_layout: the version of the flow tables' layout (a process adopting pinned maps compares it). */
+export const LAYOUT = { FLB_LAYOUT_VERSION: 2 } as const;
+/** enum flb_timing: limits the sweeper shares with the program. */
+export const TIMING = { SYN_TIMEOUT_S: 5, SNAT_FULL_BACKOFF_MS: 100, REV_CLAIM_GRACE_S: 1 } as const;
+
 /** enum flb_flow_state: struct flow_fwd.state bits (FLOW_*). */
-export const FLOW_STATE = { FIN_C2B: 1, FIN_B2C: 2, LAST_FIN_B2C: 4, CLOSED: 8, TS_MOD: 16 } as const;
+export const FLOW_STATE = {
+  FIN_C2B: 1 << 0,
+  FIN_B2C: 1 << 1,
+  FIN_C2B_ACKED: 1 << 2,
+  FIN_B2C_ACKED: 1 << 3,
+  CLOSED: 1 << 4,
+  TS_MOD: 1 << 5,
+  SYNACK: 1 << 6,
+  PROMOTING: 1 << 7,
+  DEAD: 1 << 8,
+  COUNTED: 1 << 9,
+} as const;
 /** enum flb_cfg_flag: struct flb_config.flags bits (CFG_*). */
 export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2, NATIVE: 4 } as const;
+/** enum flb_svc_flag: struct svc_val.flags bits (SVC_*). */
+export const SVC_FLAGS = { RETIRED: 1 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
 export const BACKEND_FLAGS = { PRESENT: 1 } as const;
 
-/** enum flb_reason in order (REASON_*): index in the flb_reasons map. */
-export const REASONS = [
-  "not_ipv4",
-  "truncated",
-  "ip_options",
-  "fragment",
-  "not_tcp",
-  "not_ours",
-  "no_flow",
-  "no_backend",
-  "no_neigh",
-  "fib_fail",
-  "snat_exhausted",
-  "draining",
-  "tx_c2b",
-  "tx_b2c",
-  "neigh_learned",
-  "neigh_table",
-  "syn_race",
-  "icmp_c2b",
-  "icmp_b2c",
-  "icmp_no_flow",
-] as const;
-export type Reason = (typeof REASONS)[number];
+/**
+ * enum flb_reason in order (REASON_*): the index in a row of flb_reasons, and what it is. Every packet
+ * is counted under exactly one outcome (pass: to the kernel, drop, tx: transmitted); events are
+ * counted in addition.
+ */
+export const REASON_KINDS = {
+  not_ipv4: "pass",
+  truncated: "pass",
+  ip_options: "pass",
+  fragment: "pass",
+  not_tcp: "pass",
+  not_ours: "pass",
+  no_flow: "pass",
+  no_flow_backend: "pass",
+  pair_mismatch: "pass",
+  icmp_no_flow: "pass",
+  tx_c2b: "tx",
+  tx_b2c: "tx",
+  icmp_c2b: "tx",
+  icmp_b2c: "tx",
+  draining: "tx",
+  no_backend: "tx",
+  fib_fail: "tx",
+  no_neigh: "drop",
+  snat_exhausted: "drop",
+  rst_out_of_window: "drop",
+  bad_handshake: "drop",
+  syn_busy: "drop",
+  neigh_learned: "event",
+  neigh_table: "event",
+  syn_race: "event",
+  rst_in_window: "event",
+  established: "event",
+  port_reclaimed: "event",
+} as const;
+export type Reason = keyof typeof REASON_KINDS;
+export type ReasonKind = (typeof REASON_KINDS)[Reason];
+export const REASONS = Object.keys(REASON_KINDS) as Reason[];
+/** flb_reasons: rows of REASONS.length counters, row 0 for packets of no known service, row s + 1 for service s. */
+export const reasonKey = (svc: number | undefined, reason: number): number => (svc === undefined ? 0 : svc + 1) * REASONS.length + reason;
 
 /** Every shared enum, for the layout test (it also fails on an `enum flb_*` BTF has and this lacks). */
 export const ENUMS = [
+  cEnum("flb_layout", "", LAYOUT),
+  cEnum("flb_timing", "", TIMING),
   cEnum("flb_limit", "", LIMITS),
   cEnum("flb_plan_kind", "PLAN_", PLAN_KIND),
   cEnum("flb_flow_state", "FLOW_", FLOW_STATE),
   cEnum("flb_cfg_flag", "CFG_", CFG_FLAGS),
+  cEnum("flb_svc_flag", "SVC_", SVC_FLAGS),
   cEnum("flb_backend_flag", "BACKEND_", BACKEND_FLAGS),
   cEnum("flb_reason", "REASON_", { ...Object.fromEntries(REASONS.map((r, i) => [r, i])), max: REASONS.length }),
 ];
@@ -144,21 +195,33 @@ export const MAPS = {
   svcStats: perCpu("flb_svc_stats", u32, COUNTERS),
   reasons: perCpu("flb_reasons", u32, u64),
   fwd: map("flb_fwd", FLOW_KEY, FLOW_FWD),
-  rev: map("flb_rev", FLOW_KEY, FLOW_KEY),
-  portCur: perCpu("flb_port_cur", u32, u32),
+  rev: map("flb_rev", FLOW_KEY, FLOW_REV),
+  synFwd: map("flb_syn_fwd", FLOW_KEY, FLOW_FWD),
+  synRev: map("flb_syn_rev", FLOW_KEY, FLOW_REV),
+  cpu: perCpu("flb_cpu", u32, CPU_STATE),
+  snatFull: map("flb_snat_full", u32, u64),
   nbr: map("flb_nbr", be32, NBR_MAC),
 } as const;
 export type Maps = typeof MAPS;
 export type MapKey = keyof Maps;
 
 // The keys of the per-service arrays: bpf/maps.h backend_key, plan_key and member_key are their C twins.
+// `backends` is the stride the maps were sized with (flb_sizes.backends, capacity.ts).
 
-/** flb_backends, flb_be_active, flb_be_adj, flb_be_stats: backend `id` of service `svc`. */
-export const backendKey = (svc: number, id: number): number => svc * MAX_BACKENDS + id;
+/** The keys of one loaded program, whose per-backend arrays have `backends` ids per service. */
+export class Keys {
+  constructor(readonly backends: number) {}
+  /** flb_backends, flb_be_active, flb_be_adj, flb_be_stats, flb_snat_full: backend `id` of service `svc`. */
+  backend(svc: number, id: number): number {
+    return svc * this.backends + id;
+  }
+  /** flb_members: member `i` of plan table `plan` (a planKey). */
+  member(plan: number, i: number): number {
+    return plan * this.backends + i;
+  }
+}
 /** flb_plans: plan table `buffer` (0 … PLAN_BUFFERS-1) of service `svc`. */
 export const planKey = (svc: number, buffer: number): number => svc * PLAN_BUFFERS + buffer;
-/** flb_members: member `i` of plan table `plan` (a planKey). */
-export const memberKey = (plan: number, i: number): number => plan * MAX_BACKENDS + i;
 
 /** The XDP program's function name in bpf/featherlb.bpf.c. */
 export const PROGRAM_NAME = "featherlb";

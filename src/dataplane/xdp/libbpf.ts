@@ -14,7 +14,7 @@
  *
  * libbpf's option structs are described in libbpf-opts.ts (no hand-written offsets).
  */
-import { dlopen, JSCallback, ptr, read, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import libzPath from "../../../build/lib/libz.so.1" with { type: "file" };
 import libelfPath from "../../../build/lib/libelf.so.1" with { type: "file" };
 import libbpfPath from "../../../build/lib/libbpf.so.1" with { type: "file" };
@@ -24,6 +24,7 @@ import { BPF_LINK_CREATE_OPTS, BPF_MAP_BATCH_OPTS, BPF_TEST_RUN_OPTS } from "./l
 export const EPERM = 1;
 export const ENOENT = 2;
 export const E2BIG = 7;
+export const EACCES = 13;
 export const EEXIST = 17;
 export const ENODEV = 19;
 export const EINVAL = 22;
@@ -50,6 +51,8 @@ const libc = dlopen("libc.so.6", {
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
   close: { args: ["i32"], returns: "i32" },
   clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
+  mmap: { args: ["ptr", "u64", "i32", "i32", "i32", "i64"], returns: "ptr" },
+  munmap: { args: ["ptr", "u64"], returns: "i32" },
 });
 // Loaded for their side effect (the sonames libbpf needs); one symbol each because dlopen wants one.
 // dlopen throws when a library cannot be loaded: index.ts turns that into a UserError ("unsupported").
@@ -66,15 +69,18 @@ const lib = dlopen(libbpfPath, {
   bpf_object__find_map_by_name: { args: ["ptr", "cstring"], returns: "ptr" },
   bpf_object__find_program_by_name: { args: ["ptr", "cstring"], returns: "ptr" },
   bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
+  bpf_map__initial_value: { args: ["ptr", "ptr"], returns: "ptr" },
   bpf_map__fd: { args: ["ptr"], returns: "i32" },
   bpf_program__fd: { args: ["ptr"], returns: "i32" },
   bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
   bpf_map_update_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
+  bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
   bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_map_delete_elem: { args: ["i32", "ptr"], returns: "i32" },
   bpf_map_get_next_key: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   bpf_link_create: { args: ["i32", "i32", "u32", "ptr"], returns: "i32" },
+  bpf_enable_stats: { args: ["i32"], returns: "i32" },
 });
 const bpf = lib.symbols;
 
@@ -153,6 +159,20 @@ export class BpfObject {
     if (rc < 0) throw failed(`bpf_map__set_max_entries(${name}, ${n})`, -rc);
   }
 
+  /**
+   * Before load only: overwrite `bytes` at `offset` of the object's .rodata (its `const volatile`
+   * globals). libbpf hands out its copy of the section's initial value; load creates the map from it and
+   * freezes it, so the verifier sees these values as constants.
+   */
+  writeRodata(offset: number, bytes: Uint8Array): void {
+    const size = new BigUint64Array(1);
+    const p = bpf.bpf_map__initial_value(this.map(".rodata"), size) as Pointer | null;
+    if (!p) throw failed("bpf_map__initial_value(.rodata)", errno());
+    const length = Number(size[0]);
+    if (offset + bytes.length > length) throw new XdpError("bpf", `.rodata has ${length} bytes, cannot write ${bytes.length} at ${offset}`, EINVAL);
+    new Uint8Array(toArrayBuffer(p, 0, length)).set(bytes, offset);
+  }
+
   /** Create the maps and load (verify) the programs. */
   load(): void {
     const { value: rc, log } = withLog(() => bpf.bpf_object__load(this.handle()));
@@ -206,6 +226,25 @@ export function mapUpdateBatch(map: MapRef, keys: Uint8Array, values: Uint8Array
   const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
   const rc = bpf.bpf_map_update_batch(map.fd, keys, values, n, opts);
   if (rc < 0) throw failed(`bpf_map_update_batch(${map.name}, ${count})`, -rc);
+}
+
+/**
+ * Read `count` entries of an array map from index `from` in one syscall (BPF_MAP_LOOKUP_BATCH; arrays
+ * since Linux 5.6): keys into `keys` (u32 each) and their values back to back into `values` (per-CPU
+ * maps: ncpus × round8(size) bytes each). Returns how many were read (fewer at the map's end). Throws
+ * XdpError("bpf"), e.g. on kernels without batch ops.
+ */
+export function mapLookupBatch(map: MapRef, keys: Uint8Array, values: Uint8Array, count: number, from = 0): number {
+  if (count === 0) return 0;
+  const n = new Uint32Array([count]);
+  // The batch token of an array is an index: the walk resumes after in_batch (none: from index 0).
+  const after = from > 0 ? new Uint32Array([from - 1]) : null;
+  const next = new Uint32Array(1);
+  const opts = BPF_MAP_BATCH_OPTS.encode({ sz: BPF_MAP_BATCH_OPTS.size });
+  const rc = bpf.bpf_map_lookup_batch(map.fd, after, next, keys, values, n, opts);
+  // -ENOENT: the walk reached the end of the map; `n` says how many entries came back.
+  if (rc < 0 && rc !== -ENOENT) throw failed(`bpf_map_lookup_batch(${map.name}, ${count})`, -rc);
+  return n[0]!;
 }
 
 /** Copy the value for `key` into `out`; false when absent. Per-CPU maps fill ncpus × round8(size) bytes. */
@@ -279,6 +318,49 @@ export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): n
   const opts = BPF_LINK_CREATE_OPTS.encode({ sz: BPF_LINK_CREATE_OPTS.size, flags });
   const fd = bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
   if (fd < 0) throw failed(`bpf_link_create(ifindex ${ifindex})`, -fd);
+  return fd;
+}
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+
+/** A BPF_F_MMAPABLE array map's memory, mapped into this process; `close` unmaps it. */
+export interface MappedMap {
+  readonly bytes: Uint8Array;
+  close(): void;
+}
+
+/**
+ * Map the values of a BPF_F_MMAPABLE array map (`bytes` = max_entries × value size, rounded up to a
+ * page): reads and writes go straight to the map, no syscall per element. Throws XdpError("bpf").
+ */
+export function mapMmap(map: MapRef, bytes: number): MappedMap {
+  const length = Math.ceil(bytes / 4096) * 4096;
+  const p = libc.symbols.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0) as Pointer | null;
+  // MAP_FAILED is (void *) -1: far above any user-space address (x86-64 and arm64 keep those below 2^48).
+  if (!p || Number(p) >= 2 ** 48) throw failed(`mmap(${map.name})`, errno());
+  let open = true;
+  return {
+    bytes: new Uint8Array(toArrayBuffer(p, 0, length)),
+    close() {
+      if (open) libc.symbols.munmap(p, length); // the mapping goes whatever munmap returns
+      open = false;
+    },
+  };
+}
+
+/** enum bpf_stats_type BPF_STATS_RUN_TIME (linux/bpf.h). */
+const BPF_STATS_RUN_TIME = 0;
+
+/**
+ * Turn on the kernel's per-program run-time statistics (run_time_ns, run_cnt: what
+ * `sysctl kernel.bpf_stats_enabled=1` turns on) for as long as the returned fd is open; closeFd turns
+ * them off again unless someone else wants them. For the benchmarks: the data plane never calls it.
+ */
+export function enableRunTimeStats(): number {
+  const fd = bpf.bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) throw failed("bpf_enable_stats(BPF_STATS_RUN_TIME)", -fd);
   return fd;
 }
 

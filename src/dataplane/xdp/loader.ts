@@ -7,28 +7,39 @@ import objectPath from "../../../build/bpf/featherlb.bpf.o" with { type: "file" 
 import type { AttachMode } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
 import { UserError } from "../../errors.ts";
+import { MIN_CAPACITY, mapSizes, type Capacity } from "./capacity.ts";
 import { isXdpError } from "./errors.ts";
-import { CFG_FLAGS, MAPS } from "./layout.ts";
-import { BpfObject, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
+import { CFG_FLAGS, MAPS, RODATA_SIZES_OFFSET, SIZES, type MapKey } from "./layout.ts";
+import { readFileSync } from "node:fs";
+import { BpfObject, EACCES, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
+import { MIN_KERNEL } from "./kernel.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
 
 export interface LoadOptions {
   /** Entries per flow table (xdp.flow_table_size). */
   flowTableSize: number;
+  /** The sizes of the other maps (capacity.ts capacityFor(config)); default MIN_CAPACITY. */
+  capacity?: Capacity;
 }
 
-/** Open the embedded object, size the flow tables, load (verify). Throws XdpError("bpf") with the verifier's log. */
+/** Open the embedded object, size its maps, load (verify). Throws XdpError("bpf") with the verifier's log. */
 export async function loadProgram(options: LoadOptions): Promise<XdpProgram> {
-  return wrap(await loadObject(options), (obj) => new XdpProgram(obj));
+  const capacity = options.capacity ?? MIN_CAPACITY;
+  return wrap(await loadObject(options), (obj) => new XdpProgram(obj, capacity));
 }
 
-/** loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it too). */
+/**
+ * loadProgram's first half: the loaded object, before it is wrapped (test/xdp/program-test.ts wraps it
+ * too). Every sized map gets its max_entries, and flb_sizes (.rodata) the per-backend stride, before
+ * load: array maps cannot be resized afterwards.
+ */
 export async function loadObject(options: LoadOptions): Promise<BpfObject> {
+  const capacity = options.capacity ?? MIN_CAPACITY;
   const image = new Uint8Array(await Bun.file(objectPath).arrayBuffer());
   return wrap(BpfObject.open(image), (obj) => {
-    obj.setMaxEntries(MAPS.fwd.name, options.flowTableSize);
-    obj.setMaxEntries(MAPS.rev.name, options.flowTableSize);
+    for (const [key, entries] of Object.entries(mapSizes(capacity, options.flowTableSize))) obj.setMaxEntries(MAPS[key as MapKey].name, entries);
+    obj.writeRodata(RODATA_SIZES_OFFSET, SIZES.encode({ backends: capacity.backends, pad: 0 }));
     obj.load();
     return obj;
   });
@@ -48,11 +59,16 @@ export function wrap<T>(obj: BpfObject, make: (obj: BpfObject) => T): T {
 export function loadError(err: unknown): UserError {
   if (err instanceof UserError) return err;
   if (isXdpError(err, "bpf")) {
-    if (err.errno === EPERM) {
-      return new UserError("permission", "loading the XDP program needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); run featherlb as root or use mode: proxy.");
+    // EPERM: no CAP_BPF. EACCES: the verifier refused the program — which is what it does when it checks
+    // it as for an unprivileged loader (no CAP_PERFMON: pointer arithmetic, bpf_ktime…), so with a
+    // capability missing it is a permission problem, not the kernel's.
+    const missing = missingLoadCapabilities();
+    if (err.errno === EPERM || (err.errno === EACCES && missing.length > 0)) {
+      const which = missing.length ? ` (this process lacks ${missing.join(", ")})` : "";
+      return new UserError("permission", `loading the XDP program needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON${which}; run featherlb as root, grant those capabilities, or use mode: proxy.`);
     }
     const last = err.log.trim().split("\n").slice(-3).join(" | ");
-    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ 5.15 with BTF, or use mode: proxy.`);
+    return new UserError("unsupported", `this kernel rejected the XDP program (${err.message}${last ? `: ${last}` : ""}); XDP needs Linux ≥ ${MIN_KERNEL.join(".")} with BTF, or use mode: proxy.`);
   }
   return new UserError("unsupported", `the XDP program could not be loaded (${(err as Error).message}); use mode: proxy.`);
 }
@@ -113,4 +129,33 @@ function attachError(errno: number, ifname: string, mode: string): UserError {
     return new UserError("unsupported", `the driver of ${ifname} has no native XDP support; set xdp.attach: generic (or auto).`);
   }
   return new UserError("unsupported", `attaching XDP to ${ifname} failed (errno ${errno}); check the kernel supports XDP links (Linux ≥ 5.9) or use mode: proxy.`);
+}
+
+/** Linux capability numbers (linux/capability.h). */
+const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
+
+/**
+ * The capabilities loading and attaching need that this process does not have in its effective set
+ * (/proc/self/status CapEff). CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8,
+ * and Docker 20.10, which does not know CAP_BPF).
+ */
+export function missingLoadCapabilities(status = readProcStatus()): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (hex === undefined) return [];
+  const eff = BigInt(`0x${hex}`);
+  const has = (bit: number) => (eff >> BigInt(bit)) & 1n;
+  const admin = has(CAP.SYS_ADMIN) === 1n;
+  const missing: string[] = [];
+  if (!admin && !has(CAP.BPF)) missing.push("CAP_BPF");
+  if (!admin && !has(CAP.PERFMON)) missing.push("CAP_PERFMON");
+  if (!has(CAP.NET_ADMIN)) missing.push("CAP_NET_ADMIN");
+  return missing;
+}
+
+function readProcStatus(): string {
+  try {
+    return readFileSync("/proc/self/status", "utf8");
+  } catch {
+    return "";
+  }
 }

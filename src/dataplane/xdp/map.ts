@@ -4,7 +4,7 @@
  * are XdpError("bpf") from libbpf.ts.
  */
 import type { MapSpec } from "./layout.ts";
-import { BPF_ANY, mapDelete, mapLookup, mapNextKey, mapUpdate, mapUpdateBatch, type MapRef } from "./libbpf.ts";
+import { BPF_ANY, mapDelete, mapLookup, mapLookupBatch, mapNextKey, mapUpdate, mapUpdateBatch, type MapRef } from "./libbpf.ts";
 import { isXdpError } from "./errors.ts";
 import { encode, type AnyCType, type In, type Out } from "./struct.ts";
 
@@ -30,6 +30,29 @@ abstract class Handle<K extends AnyCType, V extends AnyCType> implements MapRef 
     return mapDelete(this, this.key(key));
   }
 
+  /** Bytes of one entry's value in a lookup (per-CPU maps: every CPU's, each padded to 8 bytes). */
+  abstract get valueBytes(): number;
+
+  /**
+   * The values of keys from … from + count − 1 of a u32-keyed array into `out` (valueBytes each, back
+   * to back): one syscall where the kernel has batch lookups on arrays (Linux ≥ 5.6), else one lookup
+   * per entry.
+   */
+  lookupRange(out: Uint8Array, count: number, from = 0): void {
+    const size = this.valueBytes;
+    try {
+      if (mapLookupBatch(this, new Uint8Array(count * 4), out, count, from) === count) return;
+    } catch (err) {
+      if (!isXdpError(err, "bpf")) throw err;
+    }
+    const key = new Uint32Array(1);
+    const kb = new Uint8Array(key.buffer);
+    for (let i = 0; i < count; i++) {
+      key[0] = from + i;
+      mapLookup(this, kb, out.subarray(i * size, (i + 1) * size));
+    }
+  }
+
   /** The key after `prev` (null = the first) into `out`; false at the end of the walk. */
   nextKey(prev: Uint8Array | null, out: Uint8Array): boolean {
     return mapNextKey(this, prev, out);
@@ -37,6 +60,10 @@ abstract class Handle<K extends AnyCType, V extends AnyCType> implements MapRef 
 }
 
 export class BpfMap<K extends AnyCType, V extends AnyCType> extends Handle<K, V> {
+  get valueBytes(): number {
+    return this.spec.value.size;
+  }
+
   update(key: KeyArg<K>, value: In<V>, flags = BPF_ANY): void {
     mapUpdate(this, this.key(key), encode(this.spec.value, value), flags);
   }
@@ -78,12 +105,23 @@ export class PerCpuMap<K extends AnyCType, V extends AnyCType> extends Handle<K,
     this.stride = Math.ceil(spec.value.size / 8) * 8;
   }
 
+  get valueBytes(): number {
+    return this.stride * this.cpus;
+  }
+
   /** Every CPU's value for `key`, or undefined when absent. */
   lookup(key: KeyArg<K>): Out<V>[] | undefined {
     const out = new Uint8Array(this.stride * this.cpus);
     if (!mapLookup(this, this.key(key), out)) return undefined;
     const view = new DataView(out.buffer);
     return Array.from({ length: this.cpus }, (_, cpu) => this.spec.value.read(view, cpu * this.stride));
+  }
+
+  /** Set each CPU's value for `key` (values[cpu]; CPUs without one get zeros). */
+  update(key: KeyArg<K>, values: In<V>[]): void {
+    const buf = new Uint8Array(this.stride * this.cpus);
+    values.forEach((v, cpu) => buf.set(encode(this.spec.value, v), cpu * this.stride));
+    mapUpdate(this, this.key(key), buf);
   }
 
   /** Set every CPU's value for `key` to zero. */

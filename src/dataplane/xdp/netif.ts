@@ -1,11 +1,13 @@
 /** Host facts and changes the XDP plane needs: which interface to attach to, interface indexes,
- * reserved ports, neighbour entries. What it changes is recorded by hoststate.ts. */
-import { readFileSync, writeFileSync } from "node:fs";
+ * reserved ports, neighbour entries (over netlink, rtnetlink.ts). What it changes is recorded by
+ * hoststate.ts. */
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import type { Config } from "../../config/types.ts";
 import { UserError } from "../../errors.ts";
 import { XdpError } from "./errors.ts";
 import type { Neighbour, Sysctl } from "./hoststate.ts";
+import { NUD, RtNetlink, type NeighbourEntry } from "./rtnetlink.ts";
 
 /** The interface that has `ip` configured, or undefined. */
 export function interfaceOwning(ip: string): string | undefined {
@@ -34,13 +36,11 @@ export function chooseInterface(config: Config): string {
   return [...owners][0]!;
 }
 
-/** Is `ifname` a veth (no device behind it, and `ip -d link` says veth)? False when unsure. */
+/** Is `ifname` a veth (its link kind, asked over netlink)? False when unsure. */
 export async function isVeth(ifname: string): Promise<boolean> {
   try {
-    const uevent = await Bun.file(`/sys/class/net/${ifname}/device/uevent`).exists();
-    if (uevent) return false;
-    const link = Bun.spawnSync(["ip", "-d", "link", "show", ifname]);
-    return link.stdout.toString().includes("veth");
+    const index = ifindexOf(ifname);
+    return withNetlink((nl) => nl.linkKind(index)) === "veth";
   } catch {
     return false;
   }
@@ -74,76 +74,119 @@ export const reservedPorts: Sysctl = {
  */
 export const NEIGH_PROTOCOL = 241;
 
-/** An entry as `ip -N -j neigh` prints it (-N: the protocol as a number even if rt_protos names it). */
-interface NeighEntry {
-  dst: string;
-  dev?: string;
-  state?: string[];
-  /** Present (value null) when the entry is managed. */
-  managed?: null;
-  protocol?: string;
+/** Interface names by index, from sysfs (for entries read from netlink, which names interfaces by index). */
+function interfaceNames(): Map<number, string> {
+  const names = new Map<number, string>();
+  try {
+    for (const name of readdirSync("/sys/class/net")) {
+      const index = Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim());
+      if (Number.isInteger(index)) names.set(index, name);
+    }
+  } catch {
+    // No sysfs: no names, so no entries are recognised.
+  }
+  return names;
 }
 
-/** The entries `ip neigh show <args>` lists; none when `ip` fails or is missing. */
-function neighShow(args: string[]): NeighEntry[] {
+const pinned = (e: NeighbourEntry) => (e.state & (NUD.PERMANENT | NUD.NOARP)) !== 0;
+/** Ours: managed and tagged. An operator who turns our entry into a permanent one makes it theirs (the
+ * kernel keeps the tag but drops the managed flag). */
+const isOurs = (e: NeighbourEntry) => e.protocol === NEIGH_PROTOCOL && e.managed && !pinned(e);
+/** Someone else's, left as it is: managed without our tag, permanent or NOARP. */
+const isTheirs = (e: NeighbourEntry) => !isOurs(e) && (e.managed || pinned(e));
+
+/** `fn` with a netlink socket, closed afterwards. */
+function withNetlink<T>(fn: (nl: RtNetlink) => T): T {
+  const nl = RtNetlink.open();
   try {
-    const r = Bun.spawnSync(["ip", "-N", "-j", "neigh", "show", ...args], { stdout: "pipe", stderr: "pipe" });
-    return r.exitCode === 0 ? (JSON.parse(r.stdout.toString() || "[]") as NeighEntry[]) : [];
-  } catch {
-    return [];
+    return fn(nl);
+  } finally {
+    nl.close();
   }
 }
 
-const pinned = (e: NeighEntry) => !!e.state?.some((s) => s === "PERMANENT" || s === "NOARP");
-/** Ours: managed and tagged. An operator who turns our entry into a permanent one makes it theirs (the
- * kernel keeps the tag but drops the managed flag). */
-const isOurs = (e: NeighEntry) => e.protocol === String(NEIGH_PROTOCOL) && "managed" in e && !pinned(e);
-/** Someone else's, left as it is: managed without our tag, permanent or NOARP. */
-const isTheirs = (e: NeighEntry) => !isOurs(e) && ("managed" in e || pinned(e));
-
-/** Every neighbour entry in this network namespace that carries our tag: ours, whoever created it. */
+/** Every neighbour entry in this network namespace that carries our tag: ours, whoever created it. None when netlink fails. */
 export function taggedNeighbours(): Neighbour[] {
-  return neighShow(["proto", String(NEIGH_PROTOCOL)])
-    .filter(isOurs)
-    .flatMap((e) => (e.dev ? [{ dev: e.dev, dst: e.dst }] : []));
-}
-
-/**
- * Ask the kernel to keep the next hop toward `ip` resolved (a "managed" neighbour entry, Linux ≥ 5.16):
- * the XDP program reads MACs with bpf_fib_lookup and passes a backend's SYN to the kernel while the
- * MAC is unknown, and nothing else would make the kernel resolve it. Returns the next hop and whether
- * the entry is ours (`ours`: made by this call, or tagged by an earlier featherlb; false when it was
- * already managed, permanent or NOARP without our tag — then it is someone else's and
- * releaseNeighbour must leave it). Throws XdpError("neighbour") saying why it could not. Uses
- * iproute2 (`ip`), present on every host that runs XDP.
- */
-export function manageNeighbour(ifname: string, ip: string): { nexthop: string; ours: boolean } {
-  const cannot = (why: string) => new XdpError("neighbour", why);
-  const route = Bun.spawnSync(["ip", "-j", "route", "get", ip], { stdout: "pipe", stderr: "pipe" });
-  if (route.exitCode !== 0) throw cannot(route.stderr.toString().trim() || "ip route get failed");
-  const r = (JSON.parse(route.stdout.toString()) as { dev?: string; gateway?: string; type?: string }[])[0];
-  if (!r || r.type === "local") throw cannot("the address is local");
-  if (r.dev !== ifname) throw cannot(`it is routed via ${r.dev}, not ${ifname}`);
-  const nexthop = r.gateway ?? ip;
-  const existing = neighShow([nexthop, "dev", ifname])[0];
-  if (existing && isOurs(existing)) return { nexthop, ours: true };
-  if (existing && isTheirs(existing)) return { nexthop, ours: false };
-  const set = Bun.spawnSync(["ip", "neigh", "replace", nexthop, "dev", ifname, "managed", "protocol", String(NEIGH_PROTOCOL)], { stdout: "pipe", stderr: "pipe" });
-  if (set.exitCode !== 0) throw cannot(set.stderr.toString().trim() || "ip neigh replace failed");
-  return { nexthop, ours: true };
-}
-
-/**
- * Undo a neighbour entry of ours (at exit, best effort): the entry is deleted, and the kernel resolves
- * the address again the next time something sends to it. A managed entry would otherwise stay, and
- * keep the kernel probing the backend, after featherlb is gone. An entry someone made theirs since
- * (no longer managed, or no longer tagged) is left.
- */
-export function releaseNeighbour(ifname: string, nexthop: string): void {
-  const existing = neighShow([nexthop, "dev", ifname])[0];
-  if (!existing || !isOurs(existing)) return;
+  let entries: NeighbourEntry[];
   try {
-    Bun.spawnSync(["ip", "neigh", "del", nexthop, "dev", ifname], { stdout: "ignore", stderr: "ignore" });
+    entries = withNetlink((nl) => nl.neighbours());
+  } catch {
+    return [];
+  }
+  const names = interfaceNames();
+  return entries.filter(isOurs).flatMap((e) => {
+    const dev = names.get(e.ifindex);
+    return dev ? [{ dev, dst: e.dst }] : [];
+  });
+}
+
+/** What manageNeighbours did for one backend address. */
+export type Managed = { ip: string; nexthop: string; ours: boolean } | { ip: string; error: XdpError };
+
+/**
+ * Ask the kernel to keep the next hop toward each of `ips` resolved (a "managed" neighbour entry, Linux
+ * ≥ 5.16): the XDP program reads MACs with bpf_fib_lookup and passes a backend's SYN to the kernel while
+ * the MAC is unknown, and nothing else would make the kernel resolve it. Per address: its next hop and
+ * whether the entry is ours (`ours`: made now, or tagged by an earlier featherlb; false when it was
+ * already managed, permanent or NOARP without our tag — then it is someone else's and releaseNeighbours
+ * must leave it), or why not (XdpError "neighbour": no route, a local address, routed via another
+ * interface, refused). Over netlink in batches (rtnetlink.ts): one route lookup per address, one dump of
+ * the neighbour table, one RTM_NEWNEIGH per next hop that needs it — no process spawned. Throws
+ * XdpError("netlink") when the socket itself fails.
+ */
+export function manageNeighbours(ifname: string, ips: readonly string[]): Managed[] {
+  if (ips.length === 0) return [];
+  let ifindex: number;
+  try {
+    ifindex = ifindexOf(ifname);
+  } catch {
+    throw new XdpError("neighbour", `interface ${ifname} is gone`);
+  }
+  const cannot = (ip: string, why: string, errno = 0): Managed => ({ ip, error: new XdpError("neighbour", why, errno) });
+  return withNetlink((nl) => {
+    const routes = nl.routes(ips);
+    const existing = new Map(nl.neighbours().filter((e) => e.ifindex === ifindex).map((e) => [e.dst, e]));
+    const out: Managed[] = [];
+    const create = new Map<string, string[]>(); // next hop → the backend addresses behind it
+    for (const ip of ips) {
+      const r = routes.get(ip)!;
+      if ("errno" in r) out.push(cannot(ip, `no route (errno ${r.errno})`, r.errno));
+      else if (r.local) out.push(cannot(ip, "the address is local"));
+      else if (r.ifindex !== ifindex) out.push(cannot(ip, `it is routed via ${interfaceNames().get(r.ifindex) ?? `ifindex ${r.ifindex}`}, not ${ifname}`));
+      else {
+        const nexthop = r.gateway ?? ip;
+        const e = existing.get(nexthop);
+        if (e && isOurs(e)) out.push({ ip, nexthop, ours: true });
+        else if (e && isTheirs(e)) out.push({ ip, nexthop, ours: false });
+        else create.set(nexthop, [...(create.get(nexthop) ?? []), ip]);
+      }
+    }
+    const hops = [...create.keys()];
+    const errnos = nl.replaceManaged(hops.map((dst) => ({ ifindex, dst })), NEIGH_PROTOCOL);
+    hops.forEach((nexthop, i) => {
+      for (const ip of create.get(nexthop)!) out.push(errnos[i] ? cannot(ip, `RTM_NEWNEIGH ${nexthop} refused (errno ${errnos[i]})`, errnos[i]) : { ip, nexthop, ours: true });
+    });
+    return out;
+  });
+}
+
+/**
+ * Undo neighbour entries of ours (at exit, best effort): each is deleted, and the kernel resolves the
+ * address again the next time something sends to it. A managed entry would otherwise stay, and keep the
+ * kernel probing the backend, after featherlb is gone. An entry someone made theirs since (no longer
+ * managed, or no longer tagged), or whose interface is gone, is left. One dump and one batch of
+ * RTM_DELNEIGH over netlink.
+ */
+export function releaseNeighbours(entries: readonly Neighbour[]): void {
+  if (entries.length === 0) return;
+  try {
+    withNetlink((nl) => {
+      const names = interfaceNames();
+      const ours = new Set(nl.neighbours().filter(isOurs).map((e) => `${names.get(e.ifindex)} ${e.dst}`));
+      const doomed = entries.filter((n) => ours.has(`${n.dev} ${n.dst}`));
+      const index = new Map([...names].map(([i, n]) => [n, i]));
+      nl.remove(doomed.map((n) => ({ ifindex: index.get(n.dev)!, dst: n.dst })));
+    });
   } catch {
     // Best effort at exit.
   }

@@ -1,13 +1,12 @@
 /**
  * Slot-pool bookkeeping for plan tables (pure TypeScript, no FFI).
  */
-import { SLOT_POOL_SIZE } from "./layout.ts";
-
 /** First-fit allocator of ranges in flb_slots, with coalescing on release. */
 export class SlotPool {
   private free: { start: number; len: number }[];
 
-  constructor(size = SLOT_POOL_SIZE) {
+  /** A pool of `size` slots (the flb_slots map's max_entries, capacity.ts). */
+  constructor(size: number) {
     this.free = [{ start: 0, len: size }];
   }
 

@@ -152,7 +152,7 @@ async function lbTotals(o: SuiteOptions, service: LbService): Promise<Map<string
   const out = new Map<string, number>();
   for (const b of service.backends) out.set(b.id, m.get("featherlb_backend_connections_total", { service: service.name, backend: b.address }) ?? NaN);
   for (const direction of ["in", "out"]) out.set(`@${direction}`, m.get("featherlb_service_bytes_total", { service: service.name, direction }) ?? NaN);
-  // xdp: what the program did with packets (global, not per service; the services are tested one after another).
+  // xdp: what the program did with packets (the totals; the services are tested one after another).
   for (const s of m.samples) if (s.name === "featherlb_xdp_packets_total" && s.labels.reason) out.set(`#${s.labels.reason}`, s.value);
   return out;
 }
@@ -172,8 +172,9 @@ function bytesAgree(before: Map<string, number> | string, after: Map<string, num
 
 /**
  * featherlb's per-backend connection counter against the client's count, exact in both modes: the
- * proxy counts accepted connections, the XDP plane one flow per SYN that starts one (a duplicate SYN
- * racing on another CPU follows the flow the first one made: bpf/featherlb.bpf.c new_flow). In xdp
+ * proxy counts accepted connections, the XDP plane one flow per completed handshake (the client's ACK of
+ * the SYN-ACK; a duplicate SYN or ACK racing on another CPU follows the flow the first one made:
+ * bpf/featherlb.bpf.c new_flow, bpf/flow.h promote). In xdp
  * mode the detail also lists what the program did with packets meanwhile, so an excess names its path.
  */
 function metricsAgree(before: Map<string, number> | string, after: Map<string, number> | string, counts: BackendCount[], mode: string): Check {

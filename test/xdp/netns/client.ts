@@ -14,6 +14,16 @@
  *     everything a "source" backend sends, until it closes
  *   put <host> <port> <bytes>                                       → {bytes, sha256, ms}
  *     `bytes` random bytes to a "source" backend (0 bytes: a sink), then FIN; done when it closes
+ *   echoers <host> <port> <count> <intervalMs> <seconds> <ip,ip,…>  → {echoes, failed, errors}
+ *     `count` long-lived connections, each sending a 32-byte message every intervalMs and expecting
+ *     it back within 2 s, for `seconds`. Prints {event:"ready", tuples:[{ip, port}]} once all are open.
+ *     A connection that is reset, closed or too slow counts as failed and stops.
+ *   attempts <host> <port> <count> <timeoutMs>                     → {connected, refused, timeouts, other}
+ *     connects one after another and closes at once: how the service answers SYNs
+ *   soak <host> <port> <count> <concurrency> <bytes> <ip,ip,…> [pauseMs] → {ok, mismatched, wrongClient, failures}
+ *     short connections: greeting, then `bytes` of random data starting with the connection's number
+ *     (in two halves pauseMs apart, so `concurrency` connections are open at once), echoed back and
+ *     compared; bytes that carry another connection's number count as wrongClient
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
@@ -126,6 +136,148 @@ async function bulk(put: number) {
   return { bytes, sha256: hash.digest("hex"), ms };
 }
 
+/** Long-lived echo connections that each check an echo every intervalMs (see the header). */
+async function echoers(count: number, intervalMs: number, seconds: number, ips: string[]) {
+  const conns: { sock: net.Socket; ip: string; port: number; failed?: string }[] = [];
+  for (let i = 0; i < count; i++) {
+    const ip = ips[i % ips.length]!;
+    const r = await greetConn({ host, port, localAddress: ip, then: "keep", timeoutMs: 5000 });
+    if (!r.socket) return { error: `connection ${i} not opened: ${r.error} ${r.detail}` };
+    conns.push({ sock: r.socket, ip, port: r.socket.localPort! });
+  }
+  console.log(JSON.stringify({ event: "ready", tuples: conns.map(({ ip, port }) => ({ ip, port })) }));
+  let echoes = 0;
+  const errors: string[] = [];
+  const end = Date.now() + seconds * 1000;
+  await Promise.all(
+    conns.map(async (c, i) => {
+      let inbox = Buffer.alloc(0);
+      let wake: (() => void) | undefined;
+      c.sock.on("data", (b: Buffer) => {
+        inbox = Buffer.concat([inbox, b]);
+        wake?.();
+      });
+      const stop = (why: string) => {
+        c.failed ??= why;
+        wake?.();
+      };
+      c.sock.on("error", (e) => stop(`error ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      c.sock.on("close", () => stop("closed"));
+      await Bun.sleep((i * intervalMs) / count); // spread the echoes over the interval
+      for (let n = 0; Date.now() < end && !c.failed; n++) {
+        const msg = Buffer.from(`${String(i).padStart(8, "0")}:${String(n).padStart(8, "0")}:${randomBytes(7).toString("hex")}`);
+        c.sock.write(msg);
+        const deadline = Date.now() + 2000;
+        while (inbox.length < msg.length && !c.failed && Date.now() < deadline) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, Math.max(0, deadline - Date.now()));
+          });
+        }
+        if (c.failed) break;
+        if (inbox.length < msg.length) {
+          c.failed = `no echo within 2 s (message ${n})`;
+          break;
+        }
+        if (!inbox.subarray(0, msg.length).equals(msg)) {
+          c.failed = `wrong echo (message ${n})`;
+          break;
+        }
+        inbox = inbox.subarray(msg.length);
+        echoes++;
+        await Bun.sleep(intervalMs);
+      }
+      if (c.failed && errors.length < 10) errors.push(`${c.ip}:${c.port} ${c.failed}`);
+    }),
+  );
+  for (const c of conns) c.sock.destroy();
+  return { echoes, failed: conns.filter((c) => c.failed).length, errors };
+}
+
+/** Short connections each echoing `bytes` of their own data (see the header). */
+async function soak(count: number, concurrency: number, bytes: number, ips: string[], pauseMs: number) {
+  let ok = 0;
+  let mismatched = 0;
+  let wrongClient = 0;
+  const stats = await runLoad({
+    label: "soak",
+    concurrency,
+    durationMs: DEADLINE_MS - 5000, // report what happened rather than only "deadline"
+    maxConns: count,
+    conn: async (i, onHello) => {
+      const r = await greetConn({ host, port, localAddress: ips[i % ips.length], then: "keep", onHello, timeoutMs: 10_000 });
+      const sock = r.socket;
+      if (!sock) return r;
+      const payload = randomBytes(bytes);
+      payload.writeUInt32BE(i, 0); // whose bytes these are
+      const got = await new Promise<Buffer | string>((resolve) => {
+        const parts: Buffer[] = [];
+        let n = 0;
+        const timer = setTimeout(() => resolve("timeout"), 10_000);
+        sock.on("data", (b: Buffer) => {
+          parts.push(b);
+          n += b.length;
+          if (n >= bytes) {
+            clearTimeout(timer);
+            resolve(Buffer.concat(parts));
+          }
+        });
+        sock.on("error", (e) => resolve(`error ${(e as NodeJS.ErrnoException).code}`));
+        sock.on("close", () => resolve(n >= bytes ? Buffer.concat(parts) : "closed"));
+        const half = bytes >> 1;
+        sock.write(payload.subarray(0, half));
+        setTimeout(() => sock.write(payload.subarray(half)), pauseMs);
+      });
+      // Close as the backend does, FIN after FIN; wait for its FIN so no connection is left half-open.
+      if (typeof got !== "string") await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 5000);
+        sock.on("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        sock.end();
+      });
+      sock.destroy();
+      if (typeof got === "string") return { ...r, ok: false, error: "reset" as const, detail: got, socket: undefined };
+      const same = createHash("sha256").update(got.subarray(0, bytes)).digest("hex") === createHash("sha256").update(payload).digest("hex");
+      if (same && got.length === bytes) ok++;
+      else {
+        mismatched++;
+        if (got.readUInt32BE(0) !== i) wrongClient++;
+      }
+      return { ...r, socket: undefined };
+    },
+  });
+  return { ok, mismatched, wrongClient, ...failures(stats) };
+}
+
+/** `count` connects in a row, each closed at once: connected, refused (an RST), timed out, or other errors. */
+async function attempts(count: number, timeoutMs: number) {
+  const out = { connected: 0, refused: 0, timeouts: 0, other: 0, ms: 0 };
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const r = await new Promise<keyof typeof out>((resolve) => {
+      const sock = net.createConnection({ host, port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        resolve("timeouts");
+      }, timeoutMs);
+      sock.on("connect", () => {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve("connected");
+      });
+      sock.on("error", (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve(e.code === "ECONNREFUSED" ? "refused" : "other");
+      });
+    });
+    out[r]++;
+  }
+  out.ms = Math.round(performance.now() - t0);
+  return out;
+}
+
 async function udp() {
   const sock = dgram.createSocket("udp4");
   const reply = await new Promise<string | null>((resolve) => {
@@ -156,6 +308,21 @@ switch (mode) {
   case "echo":
     result = await echo(Number(rest[0]), rest[1]!);
     break;
+  case "echoers": {
+    const [count = "10", interval = "1000", secs = "10", ips = ""] = rest;
+    result = await echoers(Number(count), Number(interval), Number(secs), list(ips));
+    break;
+  }
+  case "attempts": {
+    const [count = "10", timeout = "2000"] = rest;
+    result = await attempts(Number(count), Number(timeout));
+    break;
+  }
+  case "soak": {
+    const [count = "1000", conc = "32", bytes = "1024", ips = "", pause = "0"] = rest;
+    result = await soak(Number(count), Number(conc), Number(bytes), list(ips), Number(pause));
+    break;
+  }
   case "line":
     result = { line: (await greetConn({ host, port })).backend };
     break;

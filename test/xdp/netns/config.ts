@@ -1,4 +1,5 @@
-/** The `mode: xdp` configs the namespace suites run: one service on the LB's address, admin off. */
+/** The `mode: xdp` configs the namespace suites run: one service on the LB's address, admin on the LB
+ * namespace's loopback (read with netns/metrics.ts), not reachable from the other namespaces. */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -11,19 +12,29 @@ export interface XdpConfigSpec {
   interface?: string;
   health?: { interval: number; timeout: number; rise: number; fall: number };
   backends: { address: string; weight?: number }[];
+  flowTableSize?: number;
+  drainTimeout?: string;
 }
+
+/** Where the admin endpoint listens, inside the LB's namespace. */
+export const ADMIN = "127.0.0.1:9090";
 
 const DEFAULT_HEALTH = { interval: 500, timeout: 300, rise: 1, fall: 2 };
 
 export function xdpYaml(o: XdpConfigSpec): string {
   const h = o.health ?? DEFAULT_HEALTH;
-  const xdp = [o.interface && `  interface: ${o.interface}`, o.attach && `  attach: ${o.attach}`, `  snat_ports: "${o.snat}"`].filter(Boolean);
+  const xdp = [
+    o.interface && `  interface: ${o.interface}`,
+    o.attach && `  attach: ${o.attach}`,
+    `  snat_ports: "${o.snat}"`,
+    o.flowTableSize && `  flow_table_size: ${o.flowTableSize}`,
+  ].filter(Boolean);
   return `mode: xdp
 log:
   level: info
 admin:
-  listen: off
-drain_timeout: 1s
+  listen: "${ADMIN}"
+drain_timeout: ${o.drainTimeout ?? "1s"}
 xdp:
 ${xdp.join("\n")}
 services:

@@ -6,7 +6,7 @@
  *
  *   <p>-c  (c0: <net>.10-…)   ─┐
  *   <p>-lb (lb0: <net>.1)     ─┼─ <p>-br (bridge br0)
- *   <p>-b1… (b0: <net>.21-…)  ─┘
+ *   <p>-b1… (b0: <net>.21-…)  ─┘   (backends after the clients when there are more than eleven)
  *
  * With `txOff`, client and backend interfaces have TX checksum offload off, so a packet with a wrong
  * checksum is dropped by the receiver and the transfer fails instead of passing by luck.
@@ -94,7 +94,9 @@ export function topology(o: { prefix: string; net: string; clients: number; back
   };
   const lbIp = `${o.net}.1`;
   const clientIps = Array.from({ length: o.clients }, (_, i) => `${o.net}.${10 + i}`);
-  const backendIps = Array.from({ length: o.backends }, (_, i) => `${o.net}.${21 + i}`);
+  // Backends from .21, or right after the clients when there are more than eleven of them.
+  const backendBase = Math.max(21, 10 + o.clients);
+  const backendIps = Array.from({ length: o.backends }, (_, i) => `${o.net}.${backendBase + i}`);
   const all = [ns.br, ns.lb, ...(ns.client ? [ns.client] : []), ...ns.backends];
 
   function teardown(): void {
