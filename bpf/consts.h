@@ -106,6 +106,8 @@ enum flb_svc_flag {
 /* struct backend.flags */
 enum flb_backend_flag {
 	BACKEND_PRESENT = 1U << 0,
+	BACKEND_ELIGIBLE = 1U << 1, /* in the current pick set (enabled and healthy): a SYN retransmitted to a
+				     * backend without it is balanced anew (featherlb.bpf.c from_client) */
 };
 
 /*
@@ -157,7 +159,9 @@ enum flb_reason {
 				     * forwarded (the endpoint answers with a challenge ACK), the flow is kept */
 	REASON_ESTABLISHED = 26,    /* a handshake completed: the flow moved to the established table */
 	REASON_PORT_RECLAIMED = 27, /* the SNAT port of an abandoned handshake was taken for a new flow */
-	REASON_MAX = 28,            /* the number of reasons (a row of flb_reasons) */
+	REASON_SYN_MOVED = 28,      /* a retransmitted SYN of a handshake whose backend left the pick set (health
+				     * check, reload) before answering was balanced anew */
+	REASON_MAX = 29,            /* the number of reasons (a row of flb_reasons) */
 };
 
 /*

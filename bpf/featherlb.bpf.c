@@ -102,6 +102,16 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	return transmit(ctx, &out);
 }
 
+/** Whether flow `f`'s backend is still the one in its slot and in the service's pick set. */
+static __always_inline int backend_eligible(const struct flow_fwd *f)
+{
+	if (f->backend >= flb_sizes.backends)
+		return 0;
+	__u32 bk = backend_key(f->svc, f->backend);
+	const struct backend *be = bpf_map_lookup_elem(&flb_backends, &bk);
+	return be && (be->flags & BACKEND_ELIGIBLE) && be->gen == f->gen && be->addr == f->be_addr && be->port == f->be_port;
+}
+
 /* What the checks of a flow's stage decided for a packet it carries. */
 struct verdict {
 	int established;       /* the flow is in the established tables (else the handshake tables) */
@@ -229,6 +239,15 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 		if (f && ((f->state & FLOW_DEAD) || !((f->state & FLOW_PROMOTING) || pair_ok(&flb_syn_rev, &fk, f)))) {
 			struct flow_fwd old = *f; /* start over: a SYN makes a new handshake, anything else finds no flow */
 			forget_handshake(&fk, &old);
+			f = NULL;
+		} else if (f && syn && !(f->state & (FLOW_SYNACK | FLOW_PROMOTING)) && !backend_eligible(f)) {
+			/* A retransmitted SYN whose backend never answered and has left the pick set since (a
+			 * health check took it out, a reload removed it): balance it anew, so the client's
+			 * connect() rides out a dead backend instead of retransmitting into it until it gives
+			 * up. Nothing reached a socket yet, so nothing breaks. */
+			struct flow_fwd old = *f;
+			forget_handshake(&fk, &old);
+			count_svc_reason(old.svc, REASON_SYN_MOVED);
 			f = NULL;
 		}
 		if (!f) {

@@ -110,7 +110,7 @@ struct plan_member {
 struct backend {
 	__be32 addr;
 	__be16 port;
-	__u16 flags; /* BACKEND_PRESENT */
+	__u16 flags; /* BACKEND_PRESENT, BACKEND_ELIGIBLE */
 	__u32 gen;   /* bumped by TS when another backend takes the slot (its gauge restarts at 0): flows of
 		      * an older generation no longer move flb_be_active (counters.h) */
 };

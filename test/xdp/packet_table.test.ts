@@ -707,6 +707,34 @@ if (bpfSuiteEnabled("xdp packet table")) {
       p.setBackend(0, 2, ipv4ToU32(BACKENDS[2]!), BE_PORT);
       p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
     });
+    test("a retransmitted SYN whose backend left the pick set before answering is balanced anew (syn_moved); one whose backend is still in it keeps it", () => {
+      const before = p.flowCounts();
+      const syn = client(7050, TCP.SYN, { seq: 4242 });
+      const first = p.run(tcpPacket(syn));
+      expect(first.retval).toBe(XDP_TX);
+      const be = backendOf(first.data);
+      // Still eligible: the retransmission follows the handshake (same backend, same SNAT port).
+      const again = p.run(tcpPacket(syn));
+      expect({ be: backendOf(again.data), port: parseTcp(again.data).sport }).toEqual({ be, port: parseTcp(first.data).sport });
+      // The health check takes the backend out: the plan loses it and its slot loses BACKEND_ELIGIBLE.
+      const others = members([1, 1, 1]).filter((m) => m.id !== be);
+      p.setBackend(0, be, ipv4ToU32(BACKENDS[be]!), BE_PORT, false);
+      p.writePlan(0, ALGORITHMS.round_robin.plan(others, { maglevTableSize: 65537 }));
+      try {
+        const moved = p.reasonRow(0).syn_moved;
+        const r = p.run(tcpPacket(syn));
+        expect(r.retval).toBe(XDP_TX);
+        expect(others.map((m) => m.id)).toContain(backendOf(r.data));
+        expect(p.reasonRow(0).syn_moved).toBe(moved + 1);
+        // One handshake for the 4-tuple, toward the new backend; the old one's entries are gone.
+        expect(p.flowCounts()).toEqual({ ...before, synFwd: before.synFwd + 1, synRev: before.synRev + 1 });
+        expect(p.run(tcpPacket(client(7050, TCP.RST, { seq: 4243 }))).retval).toBe(XDP_TX);
+        expect(p.flowCounts()).toEqual(before);
+      } finally {
+        p.setBackend(0, be, ipv4ToU32(BACKENDS[be]!), BE_PORT);
+        p.writePlan(0, ALGORITHMS.round_robin.plan(members([1, 1, 1]), { maglevTableSize: 65537 }));
+      }
+    });
     test("SNAT ports exhausted: the SYN is dropped and counted, no state; a flow toward the backend ending frees a port at once", () => {
       const cfg = p.readConfig();
       p.writeConfig({ ...cfg, snatFirst: 50000, snatLast: 50001, smac: mac(LB_MAC) }); // 2 ports

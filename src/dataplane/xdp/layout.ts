@@ -110,7 +110,7 @@ export const CFG_FLAGS = { STATIC_NEIGH: 1, DRAINING: 2, NATIVE: 4 } as const;
 /** enum flb_svc_flag: struct svc_val.flags bits (SVC_*). */
 export const SVC_FLAGS = { RETIRED: 1 } as const;
 /** enum flb_backend_flag: struct backend.flags bits (BACKEND_*). */
-export const BACKEND_FLAGS = { PRESENT: 1 } as const;
+export const BACKEND_FLAGS = { PRESENT: 1, ELIGIBLE: 2 } as const;
 
 /**
  * enum flb_reason in order (REASON_*): the index in a row of flb_reasons, and what it is. Every packet
@@ -146,6 +146,7 @@ export const REASON_KINDS = {
   rst_in_window: "event",
   established: "event",
   port_reclaimed: "event",
+  syn_moved: "event",
 } as const;
 export type Reason = keyof typeof REASON_KINDS;
 export type ReasonKind = (typeof REASON_KINDS)[Reason];

@@ -248,6 +248,8 @@ export class XdpDataPlane implements DataPlane {
     if (this.closed) return;
     const { service, index } = m;
     let moved = false;
+    const plan = service.picker.plan;
+    const eligible = new Set(plan.members);
     for (const [id, backend] of service.backends) {
       if (m.slots.get(id) !== backend) {
         // Another backend in the slot restarts its gauge (a new generation). The same address under a
@@ -259,12 +261,15 @@ export class XdpDataPlane implements DataPlane {
         m.slots.set(id, backend);
       }
       const v4 = backend.ip !== undefined && IPV4.test(backend.ip);
-      const entry = v4 ? `${backend.ip}:${backend.config.port}` : "";
-      if (m.written.get(id) === entry) continue;
-      moved = true;
+      const at = v4 ? `${backend.ip}:${backend.config.port}` : "";
+      // Written again when the address or its place in the pick set (BACKEND_ELIGIBLE) changes.
+      const entry = v4 && !eligible.has(id) ? `${at} out` : at;
+      const before = m.written.get(id);
+      if (before === entry) continue;
+      moved ||= before?.replace(/ out$/, "") !== at;
       if (v4) {
         this.neighbours.keepResolved(backend.ip!);
-        this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port);
+        this.program.setBackend(index, id, ipv4ToU32(backend.ip!), backend.config.port, eligible.has(id));
       } else {
         this.program.clearBackend(index, id);
         if (backend.ip && !this.warnedV6.has(backend.key)) {
@@ -285,7 +290,6 @@ export class XdpDataPlane implements DataPlane {
       this.neighbours.changed();
     }
     try {
-      const plan = service.picker.plan;
       const written = this.program.writePlan(index, plan);
       // Once per plan change (health flips, reloads): says when the kernel tables changed.
       this.log.info("xdp plan written", { service: service.name, kind: plan.kind, members: [...plan.members], slots: plan.slots.length, slots_written: written });

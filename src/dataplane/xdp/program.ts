@@ -232,8 +232,10 @@ export class XdpProgram {
     return this.maps.backends.lookup(this.keys.backend(svc, id))?.gen ?? 0;
   }
 
-  setBackend(svc: number, id: number, addr: number, port: number): void {
-    this.maps.backends.update(this.backendKey(svc, id), { addr, port, flags: BACKEND_FLAGS.PRESENT, gen: this.backendGen(svc, id) });
+  /** Backend `id` of service `svc` at addr:port; `eligible`: in the current pick set (BACKEND_ELIGIBLE). */
+  setBackend(svc: number, id: number, addr: number, port: number, eligible = true): void {
+    const flags = BACKEND_FLAGS.PRESENT | (eligible ? BACKEND_FLAGS.ELIGIBLE : 0);
+    this.maps.backends.update(this.backendKey(svc, id), { addr, port, flags, gen: this.backendGen(svc, id) });
   }
 
   /** No backend in the slot (no new flows); its generation stays, so its open flows still count. */
