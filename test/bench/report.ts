@@ -44,6 +44,8 @@ const COLOR: Record<System, string> = {
 };
 /** Rows measured on short and keep-alive connections only (run.sh run_system). */
 const SHORT_ONLY: readonly System[] = ["featherlb-proxy-pp2"];
+/** Two-worker rows: short, keep-alive and bulk, neither the idle test nor the single stream (run_system). */
+const TWO_WORKERS: readonly System[] = ["haproxy-2", "nginx-2", "featherlb-proxy-2"];
 
 type Workload = "short" | "keepalive" | "bulk" | "stream" | "idle";
 interface Row {
@@ -208,7 +210,7 @@ function workloadTables(R: Results): string {
     table(
       ["system", "connections held", "reached the backends", "time to open them, s", "client SYN retransmits", "LB RSS before, MiB", "LB RSS held, MiB", "KiB per connection", "× HAProxy"],
       R.present
-        .filter((s) => s !== "direct" && s !== "xdp-floor" && !SHORT_ONLY.includes(s))
+        .filter((s) => s !== "direct" && s !== "xdp-floor" && !SHORT_ONLY.includes(s) && !TWO_WORKERS.includes(s))
         .map((s) => [
           sysCell(s),
           cell(R.get(s, "idle_conns")),
@@ -269,8 +271,6 @@ function twoWorkersTable(R: Results): string {
       ["short connections, p99 ms", "short_p99"],
       ["keep-alive, req/s", "ka_rps"],
       ["bulk 1 MiB × 8, Gbit/s", "bulk_gbps"],
-      ["one stream, Gbit/s", "stream_gbps"],
-      ["KiB per idle connection", "idle_kib_per_conn"],
     ] as const
   ).map(([what, m]) => [
     what,
@@ -286,7 +286,9 @@ function twoWorkersTable(R: Results): string {
     "Each balancer on two threads or processes: HAProxy `nbthread 2`, NGINX `worker_processes 2`, featherlb " +
       "`workers: 2` (two proxy threads, each accepting on its own `SO_REUSEPORT` socket). On this 2-core box the " +
       "load generator and the backends share the cores, so a second worker is measured against the same " +
-      "machine, not a free one. *× 1 worker* is the row against the same balancer on one.\n",
+      "machine, not a free one. *× 1 worker* is the row against the same balancer on one. Not measured for them: " +
+      "the single stream (one connection is relayed by one worker) and the idle connections (memory per connection " +
+      "does not depend on the worker).\n",
     table(["workload", "HAProxy nbthread 2", "NGINX 2 workers", "featherlb workers: 2", "featherlb × HAProxy", "featherlb × 1 worker", "HAProxy × 1 thread"], rows),
     "",
   ].join("\n");
@@ -420,6 +422,7 @@ function svg(R: Results, meta: Meta): string {
         shortOnly ? "short and keep-alive only"
         : p.m === "idle_kib_per_conn" && (s === "direct" || s === "xdp-floor") ? "n/a (no balancer process)"
         : p.m === "idle_kib_per_conn" && s === "featherlb-xdp" ? "n/a (flows live in BPF maps)"
+        : TWO_WORKERS.includes(s) && (p.m === "idle_kib_per_conn" || p.m === "stream_gbps") ? "not measured (as one worker)"
         : !st ? "not measured" : undefined;
       if (na || !st) {
         o.push(`<text x="${left + 4}" y="${y + barH - 5}" fill="#999">${esc(na ?? "not measured")}</text>`);
