@@ -38,7 +38,8 @@ enum flb_limit {
  * so a process never reads flows written with another layout.
  */
 enum flb_layout {
-	FLB_LAYOUT_VERSION = 2, /* 2: handshake tables, flow ids, per-direction sequence tracking */
+	FLB_LAYOUT_VERSION = 3, /* 2: handshake tables, flow ids, per-direction sequence tracking; 3: each flow
+				 * keeps its SNAT address (the reverse key holds it) */
 };
 
 /* Timing shared with TypeScript (the sweeper uses the same limits as the program). */
@@ -161,7 +162,10 @@ enum flb_reason {
 	REASON_PORT_RECLAIMED = 27, /* the SNAT port of an abandoned handshake was taken for a new flow */
 	REASON_SYN_MOVED = 28,      /* a retransmitted SYN of a handshake whose backend left the pick set (health
 				     * check, reload) before answering was balanced anew */
-	REASON_MAX = 29,            /* the number of reasons (a row of flb_reasons) */
+	/* transmit (after the events, so the numbers above stay as they were) */
+	REASON_STALE_RESET = 29,    /* a backend answered a handshake's SYN with an ACK of an older connection
+				     * on the same 4-tuple (its socket outlived the flow): answered with an RST */
+	REASON_MAX = 30,            /* the number of reasons (a row of flb_reasons) */
 };
 
 /*

@@ -2,8 +2,12 @@
 /*
  * featherlb XDP data plane: one-arm full NAT for TCP services.
  *
- *   client → LB:   c:cp → vip:vp      becomes   vip:snat → be:bp    (forward table)
- *   backend → LB:  be:bp → vip:snat   becomes   vip:vp → c:cp       (reverse table)
+ *   client → LB:   c:cp → vip:vp      becomes   lb:snat → be:bp     (forward table)
+ *   backend → LB:  be:bp → lb:snat    becomes   vip:vp → c:cp       (reverse table)
+ *
+ * lb is the SNAT address (flb_config.snat_addr: xdp.snat_address, by default the interface's own
+ * address), not the service address: behind ECMP every instance holds the VIP, and a backend's replies
+ * must come back to the instance that owns the flow (docs/scale-out.md).
  *
  * ICMP errors about a flow are translated and sent to the other side (icmp.h). Everything else (ARP,
  * IPv6, VLAN, other ICMP, non-TCP, fragments, IP options, the LB's own traffic) is passed to the kernel
@@ -57,9 +61,11 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	__be16 be_port = be->port;
 	__u32 gen = be->gen;
 
+	__be32 snat_addr = cfg->snat_addr; /* this instance's own source address, kept in the flow */
+
 	/* Resolve L2 before creating state: an unknown neighbour leaves no half-made flow behind. */
 	struct next_hop out = {};
-	int rc = resolve_l2(ctx, cfg, fk->daddr, be_addr, NULL, NULL, &out);
+	int rc = resolve_l2(ctx, cfg, snat_addr, be_addr, NULL, NULL, &out);
 	if (rc == NH_NO_NEIGH)
 		return svc_drop(s, REASON_NO_NEIGH); /* the managed neighbour entry resolves it; the client retransmits */
 	if (rc != FLB_GO_ON)
@@ -72,12 +78,13 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	struct flow_fwd f = {
 		.id = new_flow_id(), .be_addr = be_addr, .be_port = be_port, .svc = s, .backend = id, .gen = gen,
 		.last_seen = now, .to_backend = out, /* .to_client: resolved by the first reply */
+		.snat_addr = snat_addr,
 	};
 	__builtin_memcpy(f.client_mac, p->eth->h_source, ETH_ALEN);
 	track_syn(&f, &g, syn_wscale(ctx, p));
 	__u8 *ts = ts_start_flow(ctx, p, &f);
 
-	f.snat_port = alloc_snat_port(cfg, fk, f.id, be_addr, be_port, bk, now);
+	f.snat_port = alloc_snat_port(cfg, fk, f.id, snat_addr, be_addr, be_port, bk, now);
 	if (!f.snat_port)
 		return svc_drop(s, REASON_SNAT_EXHAUSTED); /* transient: ports come back within seconds */
 	/* BPF_NOEXIST: the lookups in from_client and this insert are not atomic, so two CPUs can both get
@@ -98,7 +105,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, const struct flb_config 
 	count_svc_reason(s, REASON_TX_C2B);
 	if (ts)
 		ts_field_add(p, ts, f.ts_off); /* TSval' = TSval + ts_off */
-	rewrite(p, &out, fk->daddr, f.snat_port, be_addr, be_port);
+	rewrite(p, &out, snat_addr, f.snat_port, be_addr, be_port);
 	return transmit(ctx, &out);
 }
 
@@ -179,7 +186,15 @@ static __always_inline int check_handshake_c2b(struct packet *p, const struct fl
 	return FLB_GO_ON;
 }
 
-/** A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits. */
+/**
+ * A backend packet of handshake `sf`: its SYN-ACK (which must acknowledge the SYN) or an RST that fits.
+ * A plain ACK before any SYN-ACK that does not acknowledge the SYN comes from a socket the backend still
+ * holds for an older connection on this 4-tuple (RFC 5961 §4: a SYN for an established connection gets
+ * a "challenge ACK"), e.g. of a flow broken when the SNAT address and port were last used by an instance
+ * that stopped, or of one the LB forgot: answered with an RST from its ACK number, as the client's own
+ * TCP in SYN-SENT would do (RFC 9293 §3.10.7.3), so the stale socket closes and the client's next SYN
+ * (retransmitted within a second) gets a SYN-ACK. Otherwise that socket would answer every SYN so.
+ */
 static __always_inline int check_handshake_b2c(struct xdp_md *ctx, struct packet *p, struct flow_fwd *sf, struct verdict *v)
 {
 	__u32 svc = sf->svc;
@@ -188,6 +203,8 @@ static __always_inline int check_handshake_b2c(struct xdp_md *ctx, struct packet
 	seg_of(p, &g);
 	if (sf->state & (FLOW_DEAD | FLOW_PROMOTING))
 		return svc_drop(svc, REASON_SYN_BUSY);
+	if (t->ack && !t->syn && !t->rst && !(sf->state & FLOW_SYNACK) && !seq_within(g.ack, sf->b2c.ack, sf->c2b.end))
+		return answer_stale(ctx, p, svc);
 	if (t->rst) {
 		if (!handshake_rst_ok(sf, t, &g, DIR_B2C))
 			return svc_drop(svc, REASON_RST_OUT_OF_WINDOW);
@@ -278,7 +295,7 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	}
 
 	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &f->to_backend, now, fk.daddr, f->be_addr, NULL, NULL, &out);
+	int rc = next_hop(ctx, cfg, &f->to_backend, now, f->snat_addr, f->be_addr, NULL, NULL, &out);
 	if (rc != FLB_GO_ON)
 		return hop_failed(f->svc, rc);
 	touch_flow(f, now);
@@ -290,11 +307,12 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 	if (v.forget)
 		forget_stage(&fk, &fv, &v);
 	ts_modulate(ctx, p, &fv, DIR_C2B);
-	rewrite(p, &out, fk.daddr, fv.snat_port, fv.be_addr, fv.be_port);
+	rewrite(p, &out, fv.snat_addr, fv.snat_port, fv.be_addr, fv.be_port);
 	return transmit(ctx, &out);
 }
 
-/** Backend → LB SNAT port: the established flow that owns the port, else the handshake that does;
+/** Backend → LB SNAT address and port: the established flow that owns the port, else the handshake
+ * that does (the reverse key holds the SNAT address, so a packet to any other address finds none);
  * rewritten back to the client as if from the service. */
 static __always_inline int from_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p)
 {

@@ -53,7 +53,7 @@ static __always_inline int older_than(__u32 then, __u32 now, __u32 limit)
 static __always_inline void reverse_key(const struct flow_key *fk, const struct flow_fwd *f, struct flow_key *rk)
 {
 	rk->saddr = f->be_addr;
-	rk->daddr = fk->daddr; /* SNAT source = the service IP */
+	rk->daddr = f->snat_addr; /* the LB's source toward the backend (not the service IP: scale-out.md) */
 	rk->sport = f->be_port;
 	rk->dport = f->snat_port;
 }

@@ -7,12 +7,13 @@
  *
  * Translated: destination unreachable (type 3, every code: fragmentation needed is code 4) and time
  * exceeded (type 11), quoting TCP of a live flow. A quote is the start of a packet the LB transmitted,
- * and the error is addressed to that packet's source, the service address in both directions:
+ * and the error is addressed to that packet's source: the SNAT address lb (the flow's snat_addr) on
+ * the backend side, the service address on the client side:
  *
- *   backend side: a router (or the backend) quotes  vip:snat → be:bp   (a packet toward the backend)
+ *   backend side: a router (or the backend) quotes  lb:snat → be:bp    (a packet toward the backend)
  *                 the client gets an error quoting  c:cp → vip:vp      (the packet it sent), from vip
  *   client side:  a router quotes                   vip:vp → c:cp      (a packet toward the client)
- *                 the backend gets an error quoting be:bp → vip:snat   (the packet it sent), from vip
+ *                 the backend gets an error quoting be:bp → lb:snat    (the packet it sent), from lb
  *
  * Looked up as the TCP path looks flows up, and only a flow whose two entries agree (the same id in its
  * forward and reverse entry, flow.h) is translated: a backend-side quote is the reverse-table key with
@@ -29,11 +30,12 @@
  * The rewrite, every field at an even offset of the ICMP message, so each checksum is updated
  * incrementally (RFC 1624, csum.h) and none is recomputed: a message that arrived with a wrong checksum
  * leaves with a wrong one, and its receiver drops it, as it should.
- * - Outer IP: source → the service address (the LB is the peer each side talks to; a router's address
- *   on one side means nothing on the other, and the service address passes the receiver's rp_filter),
- *   destination → the client or the backend. IP header checksum.
+ * - Outer IP: source → the address the receiver talks to (the service address for the client, the
+ *   SNAT address for the backend: the LB is the peer each side knows; a router's address on one side
+ *   means nothing on the other, and the LB's address passes the receiver's rp_filter), destination →
+ *   the client or the backend. IP header checksum.
  * - Quoted IP: source → the error's new destination (the client or backend that sent the packet),
- *   destination → the service address. Its header checksum.
+ *   destination → that same LB address. Its header checksum.
  * - Quoted TCP: the two ports; its checksum when the quote reaches it (bytes 16–17; RFC 792 promises 8
  *   bytes of the transport header, Linux quotes up to 576 bytes of packet, so normally it does): an
  *   incremental update needs only the old and new value of each changed word (the pseudo-header's
@@ -145,9 +147,9 @@ static __always_inline int parse_icmp_quote(struct packet *p, void *data_end, st
 }
 
 /**
- * Rewrite an ICMP error (see the top of this file) to go from the service address `vip` to `peer`,
- * quoting the packet `peer` sent, peer:psport → vip:pdport, with the MACs of `out`. Every argument is
- * in network order.
+ * Rewrite an ICMP error (see the top of this file) to go from the LB's address `vip` (the service
+ * address toward a client, the SNAT address toward a backend) to `peer`, quoting the packet `peer`
+ * sent, peer:psport → vip:pdport, with the MACs of `out`. Every argument is in network order.
  */
 static __always_inline void icmp_rewrite(struct packet *p, struct icmp_quote *q, const struct next_hop *out,
 					 __be32 vip, __be32 peer, __be16 psport, __be16 pdport)
@@ -199,7 +201,8 @@ static __always_inline struct flow_fwd *flow_of_forward(const struct flow_key *f
 
 /**
  * From the client side, about a packet the LB sent to a client of service `svc` (quote vip:vp → c:cp):
- * to the backend, about the packet it sent (be:bp → vip:snat). Returns the action.
+ * to the backend, from the flow's SNAT address, about the packet it sent (be:bp → lb:snat). Returns
+ * the action.
  */
 static __always_inline int icmp_to_backend(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
 					   struct icmp_quote *q, __u32 svc)
@@ -211,18 +214,19 @@ static __always_inline int icmp_to_backend(struct xdp_md *ctx, const struct flb_
 	if (!f)
 		return svc_pass(svc, REASON_ICMP_NO_FLOW);
 	struct next_hop out;
-	int rc = next_hop(ctx, cfg, &f->to_backend, now_seconds(), fk.daddr, f->be_addr, NULL, NULL, &out);
+	int rc = next_hop(ctx, cfg, &f->to_backend, now_seconds(), f->snat_addr, f->be_addr, NULL, NULL, &out);
 	if (rc != FLB_GO_ON)
 		return hop_failed(f->svc, rc);
-	/* The backend sent be:bp → vip:snat. */
+	/* The backend sent be:bp → lb:snat. */
 	count_svc_reason(f->svc, REASON_ICMP_C2B);
-	icmp_rewrite(p, q, &out, fk.daddr, f->be_addr, f->be_port, f->snat_port);
+	icmp_rewrite(p, q, &out, f->snat_addr, f->be_addr, f->be_port, f->snat_port);
 	return transmit(ctx, &out);
 }
 
 /**
- * From the backend side, about a packet the LB sent to a backend (quote vip:snat → be:bp): to the
- * client, about the packet it sent (c:cp → vip:vp). Returns the action.
+ * From the backend side, about a packet the LB sent to a backend (quote lb:snat → be:bp, addressed to
+ * lb: the reverse key holds it): to the client, about the packet it sent (c:cp → vip:vp). Returns the
+ * action.
  */
 static __always_inline int icmp_to_client(struct xdp_md *ctx, const struct flb_config *cfg, struct packet *p,
 					  struct icmp_quote *q)

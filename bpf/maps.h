@@ -142,7 +142,7 @@ struct {
 	__type(value, struct flow_fwd);
 } flb_fwd SEC(".maps");
 
-/* Established flows, reverse: backend→LB 4-tuple (daddr = service IP, dport = SNAT port) → the owner. */
+/* Established flows, reverse: backend→LB 4-tuple (daddr = SNAT address, dport = SNAT port) → the owner. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, FLOW_TABLE_DEFAULT);

@@ -62,7 +62,7 @@ static __always_inline int claim_syn_rev(const struct flow_key *rk, const struct
 struct snat_search {
 	struct flow_rev rv; /* the new flow's reverse entry */
 	__be32 be_addr;
-	__be32 vip;
+	__be32 snat_addr;
 	__be16 be_port;
 	__u16 pad;
 	__u32 now;
@@ -78,7 +78,7 @@ static long snat_probe(__u32 i, void *ctx)
 {
 	struct snat_search *s = ctx;
 	__u32 port = s->first + (s->base + i) % s->range;
-	struct flow_key rk = { .saddr = s->be_addr, .daddr = s->vip, .sport = s->be_port, .dport = bpf_htons((__u16)port) };
+	struct flow_key rk = { .saddr = s->be_addr, .daddr = s->snat_addr, .sport = s->be_port, .dport = bpf_htons((__u16)port) };
 	if (established_owns(&rk))
 		return 0;
 	if (claim_syn_rev(&rk, &s->rv, s->now) != 0)
@@ -89,8 +89,9 @@ static long snat_probe(__u32 i, void *ctx)
 }
 
 /**
- * Claim a SNAT source port toward backend `be_addr:be_port` (slot `slot`) for flow `fk` with id `id`:
- * its reverse entry goes into flb_syn_rev. Returns the port (network order) or 0 when every port of the
+ * Claim a SNAT source port on `snat_addr` toward backend `be_addr:be_port` (slot `slot`) for flow `fk`
+ * with id `id`: its reverse entry goes into flb_syn_rev. A port is busy per (SNAT address, backend): the
+ * reverse key is the 4-tuple of the backend's replies. Returns the port (network order) or 0 when every port of the
  * range is busy.
  *
  * The search walks the whole range from a per-CPU cursor (CPU c starts SNAT_CPU_STRIDE·c ports further
@@ -111,7 +112,7 @@ static long snat_probe(__u32 i, void *ctx)
  * net.ipv4.ip_local_reserved_ports.
  */
 static __always_inline __be16 alloc_snat_port(const struct flb_config *cfg, const struct flow_key *fk, __u64 id,
-					      __be32 be_addr, __be16 be_port, __u32 slot, __u32 now)
+					      __be32 snat_addr, __be32 be_addr, __be16 be_port, __u32 slot, __u32 now)
 {
 	__u32 zero = 0;
 	struct cpu_state *cs = bpf_map_lookup_elem(&flb_cpu, &zero);
@@ -128,7 +129,7 @@ static __always_inline __be16 alloc_snat_port(const struct flb_config *cfg, cons
 	struct snat_search s = {
 		.rv = { .fwd = *fk, .since = now, .id = id },
 		.be_addr = be_addr,
-		.vip = fk->daddr,
+		.snat_addr = snat_addr,
 		.be_port = be_port,
 		.now = now,
 		.first = first,

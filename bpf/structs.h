@@ -13,7 +13,8 @@
 #include <linux/types.h>
 
 /* A TCP flow in one direction as seen on the wire (all fields network order). Used as the forward
- * key (client → service), the reverse key (backend → LB SNAT port) and the reverse value (the forward key). */
+ * key (client → service), the reverse key (backend → LB SNAT address and port) and the reverse value
+ * (the forward key). */
 struct flow_key {
 	__be32 saddr;
 	__be32 daddr;
@@ -67,10 +68,12 @@ struct flow_fwd {
 	struct tcp_dir b2c; /* the backend's side */
 	struct next_hop to_backend; /* set by the SYN */
 	struct next_hop to_client;  /* set by the backend's first reply */
-	__u32 pad2;
+	__be32 snat_addr;           /* LB source address toward the backend: flb_config.snat_addr when the SYN
+				     * came (kept per flow: a later change of flb_config leaves open flows on theirs) */
 };
 
-/* Reverse-table value (flb_rev, flb_syn_rev), keyed by backend → LB SNAT port: which flow owns the port.
+/* Reverse-table value (flb_rev, flb_syn_rev), keyed by backend → LB SNAT address and port: which flow
+ * owns the port.
  * `id` is the one word taken over with compare-and-swap when a stale entry changes owner (snat.h). */
 struct flow_rev {
 	struct flow_key fwd; /* the flow's forward key */
@@ -134,6 +137,8 @@ struct flb_config {
 	__u16 pad;
 	__u16 prev_first;    /* the range before a reload changed it (0 = none): flows still using its */
 	__u16 prev_last;     /* ports keep translating until the sweeper sees none left (plane.ts) */
+	__be32 snat_addr;    /* source address toward backends (xdp.snat_address, default the interface's
+			      * primary IPv4): each instance behind ECMP has its own, so replies come back to it */
 };
 
 /* flb_cpu value: per-CPU scratch state of the program. */

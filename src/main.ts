@@ -20,6 +20,8 @@ Usage:
 Signals: SIGHUP reloads the config (invalid → rejected, old config keeps serving), as does a change
 of the file's contents (config_watch, default every 1s);
 SIGTERM/SIGINT stop accepting and drain established connections up to drain_timeout, then exit 0.
+SIGUSR2 (mode: xdp) hands the data plane over: the process exits 0 leaving the XDP program attached
+and its maps pinned (xdp.pin_path); the next start adopts them, established flows keep flowing.
 
 Algorithms:
 ${Object.values(ALGORITHMS)
@@ -62,6 +64,8 @@ async function run(path: string): Promise<void> {
   // others keep serving). Off unless the environment asks for it.
   if (process.env.FEATHERLB_TEST_HOOKS === "1") process.on("SIGUSR2", () => runtime.crashWorker());
   process.on("SIGINT", () => stop("SIGINT"));
+  // Upgrade without dropping flows: this process exits, the XDP program stays for the next start.
+  process.on("SIGUSR2", () => void runtime.handover().then((done) => done && process.exit(0)));
   // A bug in one connection's handler must not take every other connection down with it.
   process.on("uncaughtException", (err) => runtime.log.error("uncaught exception", { error: String(err), stack: err.stack }));
   process.on("unhandledRejection", (err) => runtime.log.error("unhandled rejection", { error: String(err) }));

@@ -303,6 +303,38 @@ export class Runtime {
     return this.stopping;
   }
 
+  /**
+   * SIGUSR2 (NGINX's binary upgrade, for the XDP data plane): hand the XDP program, its maps and host
+   * changes over to the next `featherlb lb.yaml`, which adopts them (xdp/pins.ts); established flows
+   * keep flowing meanwhile, and new ones are balanced with the plans in force. Services in the proxy
+   * cannot be handed over: they drain as on SIGTERM. Returns false (and keeps running) when there is
+   * nothing to hand over.
+   */
+  async handover(): Promise<boolean> {
+    if (this.stopping) return false;
+    if (!this.xdp?.handover) {
+      this.log.warn("SIGUSR2 hands the XDP data plane over; this process runs none, so it is ignored (SIGTERM stops it)");
+      return false;
+    }
+    try {
+      this.xdp.handover();
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      this.log.error("handover refused, still serving", { error: err.message });
+      return false;
+    }
+    this.stopping = (async () => {
+      this.health.stop();
+      this.resolver.stop();
+      // The announced routes stay: the program that serves them stays.
+      await this.proxy.drain(Date.now() + this.config.drain_timeout_ms);
+      this.release();
+      this.log.info("stopped (handed over)");
+    })();
+    await this.stopping;
+    return true;
+  }
+
   private release(): void {
     clearInterval(this.housekeeping);
     this.watcher?.stop();

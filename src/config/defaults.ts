@@ -20,6 +20,8 @@ export const DEFAULT_WITHDRAW_GRACE_MS = 2000;
 export const DEFAULT_XDP_ATTACH: AttachMode = "auto";
 export const DEFAULT_SNAT_PORTS = { first: 40_000, last: 59_999 } as const;
 export const DEFAULT_FLOW_TABLE_SIZE = 65_536;
+/** Where mode: xdp pins its maps (a directory per network namespace and interface under it: xdp/pins.ts). */
+export const DEFAULT_PIN_PATH = "/sys/fs/bpf/featherlb";
 
 export const DEFAULT_WEIGHT = 1;
 export const DEFAULT_ALGORITHM = "round_robin" as const;
@@ -79,7 +81,9 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
       interface: xdp.interface,
       attach: xdp.attach ?? DEFAULT_XDP_ATTACH,
       snat_ports: xdp.snat_ports ?? { ...DEFAULT_SNAT_PORTS },
+      snat_address: xdp.snat_address,
       flow_table_size: xdp.flow_table_size ?? DEFAULT_FLOW_TABLE_SIZE,
+      pin_path: xdp.pin_path === "off" ? null : (xdp.pin_path ?? DEFAULT_PIN_PATH),
     },
     announce:
       file.announce === undefined

@@ -248,6 +248,10 @@ const ROWS: Array<[string, string[], string]> = [
   ["snat ports malformed", ['xdp: {snat_ports: "40000:50000"}', ...webWithBackend()], 'lb.yaml:1:19 xdp.snat_ports: expected a port range like "40000-59999", got "40000:50000"'],
   ["flow table not a power of two", ["xdp: {flow_table_size: 100000}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 100000; try 65536 or 131072"],
   ["flow table too small", ["xdp: {flow_table_size: 512}", ...webWithBackend()], "lb.yaml:1:24 xdp.flow_table_size: must be a power of two from 1024 to 1048576, got 512"],
+  ["pin path relative", ["xdp: {pin_path: featherlb/pins}", ...webWithBackend()], 'lb.yaml:1:17 xdp.pin_path: expected an absolute directory (no "..", ":" or spaces) or "off", got "featherlb/pins"'],
+  ["snat address not IPv4", ['xdp: {snat_address: "fd00::1"}', ...webWithBackend()], 'lb.yaml:1:21 xdp.snat_address: expected an IPv4 address of the XDP interface like "10.0.1.12", got "fd00::1"'],
+  ["snat address a name", ["xdp: {snat_address: lb1.example}", ...webWithBackend()], 'lb.yaml:1:21 xdp.snat_address: expected an IPv4 address of the XDP interface like "10.0.1.12", got "lb1.example"'],
+  ["snat address 0.0.0.0", ["xdp: {snat_address: 0.0.0.0}", ...webWithBackend()], 'lb.yaml:1:21 xdp.snat_address: expected an IPv4 address of the XDP interface like "10.0.1.12", got "0.0.0.0"'],
   ["interface name too long", ["xdp: {interface: this-is-too-long0}", ...webWithBackend()], 'lb.yaml:1:18 xdp.interface: expected a network interface name (1-15 characters, no "/", ":" or spaces), got "this-is-too-long0"'],
 
   // --- what mode: xdp cannot do, known from the file alone
@@ -300,6 +304,11 @@ const ROWS: Array<[string, string[], string]> = [
     "mode: xdp, snat_ports written over a service port",
     ["mode: xdp", "xdp:", "  snat_ports: 20000-29999", "services:", "  - name: web", "    listen: 10.0.0.1:8080", "    backends: [{address: 10.0.0.11:8080}]", "  - name: api", "    listen: 10.0.0.1:29999", "    backends: [{address: 10.0.0.11:8080}]"],
     'lb.yaml:3:15 xdp.snat_ports: 20000-29999 contains port 29999, where services[1] ("api") listens on 10.0.0.1:29999; mode: xdp could not tell its clients from backend replies, so choose a range without 29999',
+  ],
+  [
+    "mode: xdp, snat_address is a service's listen address",
+    ["mode: xdp", "xdp:", "  snat_address: 10.0.0.1", "services:", "  - name: web", "    listen: 10.0.0.1:8080", "    backends: [{address: 10.0.0.11:8080}]"],
+    'lb.yaml:3:17 xdp.snat_address: 10.0.0.1 is where services[0] ("web") listens; the SNAT address must be the instance\'s own, since backends answer it and every instance behind ECMP holds the service address, so choose another address of the interface or leave xdp.snat_address out',
   ],
 
   // --- announce: and config_watch:
@@ -397,7 +406,7 @@ describe("parseConfig accepts valid files", () => {
       drain_timeout_ms: 30_000,
       dns_refresh_ms: 30_000,
       config_watch_ms: 1000,
-      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, flow_table_size: 65_536 },
+      xdp: { interface: undefined, attach: "auto", snat_ports: { first: 40_000, last: 59_999 }, snat_address: undefined, flow_table_size: 65_536, pin_path: "/sys/fs/bpf/featherlb" },
       announce: undefined,
       services: [
         {
@@ -440,7 +449,9 @@ xdp:
   interface: eth0
   attach: native
   snat_ports: 20000-29999
+  snat_address: 10.0.1.12
   flow_table_size: 262144
+  pin_path: "off"
 workers: 3
 defaults:
   max_connections: 500
@@ -487,7 +498,7 @@ services:
     expect(config.admin.listen).toEqual({ host: "::1", port: 9100 });
     expect(config.drain_timeout_ms).toBe(90_000);
     expect(config.dns_refresh_ms).toBe(10_000);
-    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, flow_table_size: 262_144 });
+    expect(config.xdp).toEqual({ interface: "eth0", attach: "native", snat_ports: { first: 20_000, last: 29_999 }, snat_address: "10.0.1.12", flow_table_size: 262_144, pin_path: null });
     expect(config.config_watch_ms).toBe(0);
 
     const [web, db] = config.services;

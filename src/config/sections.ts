@@ -4,7 +4,7 @@
  * undefined here, and defaults.ts fills it in, so the checks can tell what the file wrote.
  */
 import * as v from "valibot";
-import { parseHostPort, parsePortRange } from "./address.ts";
+import { parseHostPort, parseIPv4, parsePortRange } from "./address.ts";
 import { choice, duration, expected, expectedHostPort, hostPort, integer, mapping, parsedBy, wholeNumber } from "./combinators.ts";
 import {
   CONNECT_RETRIES_MAX,
@@ -66,7 +66,25 @@ const InterfaceName = v.pipe(
   ),
 );
 
+/** An absolute directory, or "off" (→ null: nothing pinned). */
+const PinPath = v.pipe(
+  v.string(expected('an absolute path or "off"', true)),
+  v.check(
+    (p) => p === "off" || (p.startsWith("/") && !p.split("/").includes("..") && !/[\s:]/.test(p)),
+    (issue) => `expected an absolute directory (no "..", ":" or spaces) or "off", got "${issue.input}"`,
+  ),
+);
+
 const SnatPorts = v.pipe(v.string(expected('a port range like "40000-59999"')), parsedBy(parsePortRange));
+
+/** xdp.snat_address: one IPv4 literal of this host (checked against the interface at start). */
+const SnatAddress = v.pipe(
+  v.string(expected("an IPv4 address", true)),
+  v.check(
+    (text) => parseIPv4(text)?.some((b) => b !== 0) === true,
+    (issue) => `expected an IPv4 address of the XDP interface like "10.0.1.12", got "${issue.input}"`,
+  ),
+);
 
 const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 
@@ -88,7 +106,9 @@ const Xdp = mapping({
   interface: v.optional(InterfaceName),
   attach: v.optional(choice(ATTACH_MODES, "attach mode")),
   snat_ports: v.optional(SnatPorts),
+  snat_address: v.optional(SnatAddress),
   flow_table_size: v.optional(FlowTableSize),
+  pin_path: v.optional(PinPath),
 });
 
 // ---- config_watch: ----------------------------------------------------------------------------------

@@ -88,8 +88,12 @@ export interface XdpConfig {
   attach: AttachMode;
   /** Source ports the LB uses toward backends, inclusive. Reserved from the kernel's ephemeral range. */
   snat_ports: { first: number; last: number };
+  /** Source address toward backends; undefined = the interface's primary IPv4 address (read at start). */
+  snat_address: string | undefined;
   /** Capacity of the flow tables (LRU hash, entries per direction). */
   flow_table_size: number;
+  /** Where the maps are pinned (bpffs) so restarts and SIGUSR2 handovers keep flows; null: "off". */
+  pin_path: string | null;
 }
 
 /**

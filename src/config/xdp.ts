@@ -67,6 +67,12 @@ function ownProblems(config: Config, service: ServiceConfig, i: number, written:
   problems.push(...proxyOnly(config, service, i, written));
   const snat = checkSnatPort(config, service, i, written.snatPorts);
   if (snat) problems.push(snat);
+  if (host === config.xdp.snat_address) {
+    problems.push({
+      path: ["xdp", "snat_address"],
+      message: `${host} is where services[${i}] ("${service.name}") listens; the SNAT address must be the instance's own, since backends answer it and every instance behind ECMP holds the service address, so choose another address of the interface or leave xdp.snat_address out`,
+    });
+  }
   return problems;
 }
 

@@ -71,4 +71,9 @@ export interface DataPlane {
   drain(deadline: number): Promise<void>;
   /** Release everything now (close sockets, detach programs). */
   close(): void;
+  /**
+   * xdp, SIGUSR2: let go without undoing anything — the program stays attached on a pinned link, its
+   * maps pinned, for the next start to adopt. Throws a UserError when it cannot (nothing is pinned).
+   */
+  handover?(): void;
 }

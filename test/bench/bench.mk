@@ -14,7 +14,7 @@ build/.bench-test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq; }
 	@mkdir -p build && touch $@
 
-.PHONY: bench bench-deps bench-report bench-profile bench-scale bench-hostile
+.PHONY: bench bench-deps bench-report bench-profile bench-scale bench-hostile bench-handover
 
 bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -48,6 +48,16 @@ HOSTILE ?=
 bench-hostile: bench-deps node_modules/.installed build/.bpf-deps ## XDP plane vs SYN flood, blind RSTs, soak; prints figures (root, ~2 min)
 	$(MAKE) --no-print-directory build
 	FEATHERLB_BIN=dist/featherlb $(BUN) test/xdp/hostile.ts $(HOSTILE_ARGS) $(HOSTILE)
+
+# `make bench-handover`: test/xdp/handover.test.ts's upgrade and crash case (300 connections echoing every
+# 200 ms: SIGUSR2 then a new start, SIGKILL then a start) HANDOVER_ROUNDS times, each printing its figures
+# (resets, lost bytes, longest stall, restart time, flows kept) with the load average. Root; ~15 s a round.
+HANDOVER_ROUNDS ?= 5
+bench-handover: node_modules/.installed build/.bpf-deps ## XDP upgrade (SIGUSR2) and crash restart: stalls and flows kept, HANDOVER_ROUNDS times (root)
+	$(MAKE) --no-print-directory build
+	@for i in $$(seq $(HANDOVER_ROUNDS)); do \
+	  FEATHERLB_BIN=dist/featherlb $(BUN) test test/xdp/handover.test.ts -t "300 connections" 2>&1 | grep -E "handover figures|^\(fail\)|^error" ; \
+	done
 
 bench-profile: bench-deps node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) → build/bench/profile
 	bash test/bench/run.sh profile

@@ -171,9 +171,10 @@ describe("idle timeout", () => {
     const port = await freePort();
     const lb = await startLB(config(port, [backend.address], "    idle_timeout: 1s"));
     try {
+      // Timed from before the quiet connection exists: its idle clock starts when featherlb accepts it.
+      const started = Date.now();
       const quiet = await connect("127.0.0.1", port);
       const chatty = await connect("127.0.0.1", port);
-      const started = Date.now();
       const ticker = setInterval(() => chatty.socket.write("ping"), 200);
       await quiet.closed;
       const elapsed = Date.now() - started;

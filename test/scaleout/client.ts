@@ -3,8 +3,9 @@
  * greeting "<backend>@<instance IP>" (test/xdp/netns/backend.ts echo-peer): which backend served it and
  * which featherlb instance carried it. Bounded by the deadline it is given; prints one JSON line.
  *
- *   flows <host> <port> <seconds> <concurrency> <ip,ip,…>
- *     new connections for <seconds>, source addresses in turn → {flows: [[startMs, ipIndex, "b1@10.81.1.2" | "!error"]]}
+ *   flows <host> <port> <seconds> <concurrency> <ip,ip,…> [<at least>]
+ *     new connections for <seconds>, source addresses in turn → {flows: [[startMs, ipIndex, "b1@10.81.1.2" | "!error"]]};
+ *     on a slow (loaded) host it goes on until <at least> connections were made, for 10 s more at most
  *   hold <host> <port> <seconds> <ip,ip,…>
  *     one connection per address, held <seconds>, then a line echoed on each
  *     → {held: [{ip, who, ok, error?}]} (ok: the echo came back intact)
@@ -20,12 +21,14 @@ setTimeout(() => {
   process.exit(3);
 }, (seconds + 20) * 1000).unref();
 
-async function flows(concurrency: number, ips: string[]) {
+async function flows(concurrency: number, ips: string[], atLeast: number) {
   const out: [number, number, string][] = [];
   const end = Date.now() + seconds * 1000;
+  const latest = end + 10_000;
   let next = 0;
+  const more = () => Date.now() < end || (out.length < atLeast && Date.now() < latest);
   const worker = async () => {
-    while (Date.now() < end) {
+    while (more()) {
       const i = next++ % ips.length;
       const start = Date.now();
       const r = await greetConn({ host, port, localAddress: ips[i], then: "end", timeoutMs: 3000 });
@@ -72,7 +75,7 @@ function echo(socket: net.Socket, line: string): Promise<{ ok: boolean; error?: 
 
 const list = (s = "") => s.split(",").filter(Boolean);
 let result: unknown;
-if (mode === "flows") result = await flows(Number(rest[0]), list(rest[1]));
+if (mode === "flows") result = await flows(Number(rest[0]), list(rest[1]), Number(rest[2] ?? 0));
 else if (mode === "hold") result = await hold(list(rest[0]));
 else result = { error: `unknown mode ${mode}` };
 console.log(JSON.stringify(result));

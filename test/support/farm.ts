@@ -16,6 +16,7 @@
  *   bun test/support/farm.ts 127.1/2000:9000
  */
 import type { TCPSocketListener } from "bun";
+import { stdinLines } from "./stdin.ts";
 
 /** Expand `a.b/COUNT:PORT` into COUNT host:port strings, hosts a.b.x.y with y in 1..250. */
 export function farmAddresses(spec: string): string[] {
@@ -43,21 +44,14 @@ if (import.meta.main) {
   const addresses = process.argv.slice(2).flatMap(farmAddresses);
   let listeners = listenAll(addresses);
   console.log(`ready ${listeners.length}`);
-  let buf = "";
-  for await (const chunk of Bun.stdin.stream()) {
-    buf += new TextDecoder().decode(chunk);
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const cmd = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (cmd === "down") {
-        for (const l of listeners) l.stop(true);
-        listeners = [];
-        console.log(`down ${addresses.length}`);
-      } else if (cmd === "up") {
-        if (listeners.length === 0) listeners = listenAll(addresses);
-        console.log(`up ${listeners.length}`);
-      }
+  for await (const cmd of stdinLines()) {
+    if (cmd === "down") {
+      for (const l of listeners) l.stop(true);
+      listeners = [];
+      console.log(`down ${addresses.length}`);
+    } else if (cmd === "up") {
+      if (listeners.length === 0) listeners = listenAll(addresses);
+      console.log(`up ${listeners.length}`);
     }
   }
 }

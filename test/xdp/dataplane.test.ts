@@ -22,6 +22,7 @@ import { bpfSuiteEnabled } from "./require.ts";
 const XDP_PASS = 2;
 const XDP_TX = 3;
 const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
+const LB_ADDR = "10.0.0.2"; // the SNAT address (the VIP is 10.0.0.1)
 
 function config(port: number, algorithm = "round_robin", idle = "5m", o: { name?: string; snat?: string } = {}): Config {
   return parseConfig(
@@ -49,7 +50,7 @@ async function plane(flowTableSize = 65536, capacity = TEST_CAPACITY) {
   const reserved = { value: "", read: () => reserved.value, write: (v: string) => void (reserved.value = v.trim()) };
   const p = new XdpDataPlane(program, log, cfg, { mode: "generic", close: () => {} }, "flbxtest0", () => {}, HostState.unrecorded(log, reserved));
   // As the loader does, plus the TEST ONLY static neighbour table in place of bpf_fib_lookup.
-  program.writeConfig({ snatFirst: 40000, snatLast: 49999, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
+  program.writeConfig({ snatFirst: 40000, snatLast: 49999, snatAddr: ipv4ToU32(LB_ADDR), flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
   for (const ip of BACKENDS) program.setNeighbour(ipv4ToU32(ip), mac("02:00:00:00:00:99"));
   for (let i = 0; i < 256; i++) program.setNeighbour(ipv4ToU32(`10.0.1.${i}`), mac(CLIENT_MAC));
   return { p, program, cfg, lines, reserved };
@@ -383,7 +384,7 @@ services:
         expect(f.snat).toBeGreaterThanOrEqual(40000);
         await applyNew(env.p, config(80, "round_robin", "5m", { snat: "30000-31023" }));
         expect(env.reserved.value).toBe("30000-31023,40000-49999");
-        const reply = tcpPacket({ srcMac: "02:00:00:00:00:99", dstMac: LB_MAC, src: f.backend, dst: "10.0.0.1", sport: 8080, dport: f.snat, flags: TCP.ACK, seq: f.bseq, ack: f.cseq });
+        const reply = tcpPacket({ srcMac: "02:00:00:00:00:99", dstMac: LB_MAC, src: f.backend, dst: LB_ADDR, sport: 8080, dport: f.snat, flags: TCP.ACK, seq: f.bseq, ack: f.cseq });
         expect(env.program.run(reply).retval).toBe(XDP_TX);
         expect(env.program.run(f.packet(TCP.ACK)).retval).toBe(XDP_TX);
         const g = flow(env.program);

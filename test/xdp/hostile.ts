@@ -299,17 +299,19 @@ export async function flood(lab: Lab, s: Sizes["flood"]) {
     const base = lab.flows();
     let hping = "";
     let fresh: Record<string, any> = {};
+    let atEnd = base;
     const cost = await costs(lab, lb, async () => {
       const h = Bun.spawn(inNs(lab.topo.ns.client!, "timeout", "-s", "INT", String(s.floodSeconds), "hping3", "--flood", "--rand-source", "-S", "-p", "80", lab.lbIp), { stdout: "pipe", stderr: "pipe" });
       // New connections while it floods (not a target: a flood churns the handshake table they need).
       await sleep(500);
       const spread = lab.client(["spread", lab.lbIp, "80", "40", "2", "0", lab.topo.clientIps.join(",")], s.floodSeconds + 10);
-      const [out, err, , newConns] = await Promise.all([new Response(h.stdout).text(), new Response(h.stderr).text(), h.exited, spread]);
+      const [out, err] = await Promise.all([new Response(h.stdout).text(), new Response(h.stderr).text(), h.exited]);
+      // Read when the flood stops, while the echoers still run (the new connections may take longer on a busy machine).
+      atEnd = lab.flows();
       hping = out + err;
-      fresh = newConns;
+      fresh = await spread;
     })();
     const floodPackets = Number(/(\d+) packets transmitted/.exec(hping)?.[1] ?? NaN);
-    const atEnd = lab.flows();
     // The handshake table, full of the flood's SYNs, back to what is in use (none: the echoers' flows are established).
     const recoveredS = await secondsUntil(() => lab.flows().handshake <= base.handshake, recoverS * 1000);
     const result = await echo.result();

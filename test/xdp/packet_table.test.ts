@@ -41,7 +41,7 @@ import {
   tsOption,
   type TcpSpec,
 } from "./packets.ts";
-import { BACKENDS, BE_PORT, SNAT, VIP, VPORT, XDP_DROP, XDP_PASS, XDP_TX, backendOf, backendPkt, beMac, client, clientOf, fromBackend, handshake, members, rstFor, runRow, setupProgram, toBackend, toBackendOf, type Opened } from "./fixture.ts";
+import { BACKENDS, BE_PORT, LB_ADDR, SNAT, VIP, VPORT, XDP_DROP, XDP_PASS, XDP_TX, backendOf, backendPkt, beMac, client, clientOf, fromBackend, handshake, members, rstFor, runRow, setupProgram, toBackend, toBackendOf, type Opened } from "./fixture.ts";
 import { bpfSuiteEnabled } from "./require.ts";
 
 if (bpfSuiteEnabled("xdp packet table")) {
@@ -74,7 +74,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
       ["TCP SYN to another port of the LB", () => tcpPacket({ ...client(1115, TCP.SYN), dport: 22 }), "not_ours"],
       ["non-SYN first packet of an unknown flow", () => tcpPacket(client(1116, TCP.ACK, { ack: 5 })), "no_flow"],
       ["backend packet to a SNAT port without a flow", () => fromBackend(0, SNAT.first + 7, 1, TCP.ACK).input, "no_flow_backend"],
-      ["the LB's own traffic (reply to a health check, port below the SNAT range)", () => tcpPacket({ src: BACKENDS[0]!, dst: VIP, sport: BE_PORT, dport: 35000, flags: TCP.SYN | TCP.ACK }), "not_ours"],
+      ["the LB's own traffic (reply to a health check, port below the SNAT range)", () => tcpPacket({ src: BACKENDS[0]!, dst: LB_ADDR, sport: BE_PORT, dport: 35000, flags: TCP.SYN | TCP.ACK }), "not_ours"],
     ];
     for (const [desc, input, reason] of cases) {
       test(desc, () => {
@@ -103,7 +103,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
     let be = -1;
     const syn = client(5000, TCP.SYN, { seq: 111, tcpOptions: Uint8Array.of(2, 4, 0x05, 0xb4) });
 
-    test("client SYN → rewritten to a backend from VIP:snat, MACs from the neighbour table", () => {
+    test("client SYN → rewritten to a backend from the SNAT address (not the VIP):snat, MACs from the neighbour table", () => {
       const r = p.run(tcpPacket(syn));
       expect(r.retval).toBe(XDP_TX);
       be = backendOf(r.data);
@@ -131,6 +131,14 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(p.reasons().established).toBe(established + 1);
       expect(p.serviceCounters(0).flows_new).toBe(1);
     });
+    test("a backend packet to the VIP (not the SNAT address) on the flow's SNAT port is passed: replies are recognised by SNAT address + port", () => {
+      // Behind ECMP every instance holds the VIP: a reply addressed to it is no instance's own.
+      const { input } = fromBackend(be, snat, 5000, TCP.ACK, { seq: 9001, ack: 1573, dst: VIP });
+      const passed = p.reasons().no_flow_backend;
+      row(input, XDP_PASS);
+      expect(p.reasons().no_flow_backend).toBe(passed + 1);
+      expect(p.serviceCounters(0).packets_out).toBe(1);
+    });
     test("backend data → client", () => {
       const payload = crypto.getRandomValues(new Uint8Array(700));
       const { input, expected } = fromBackend(be, snat, 5000, TCP.ACK, { seq: 9001, ack: 1573, payload });
@@ -147,7 +155,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
       const b = backendOf(r.data);
       const port = parseTcp(r.data).sport;
       const before = p.reasons().neigh_learned;
-      const spec: TcpSpec = { srcMac: beMac(b), dstMac: LB_MAC, src: BACKENDS[b]!, dst: VIP, sport: BE_PORT, dport: port, flags: TCP.SYN | TCP.ACK, ack: 1001 };
+      const spec: TcpSpec = { srcMac: beMac(b), dstMac: LB_MAC, src: BACKENDS[b]!, dst: LB_ADDR, sport: BE_PORT, dport: port, flags: TCP.SYN | TCP.ACK, ack: 1001 };
       row(tcpPacket(spec), XDP_TX, tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: "02:00:00:00:00:77", src: VIP, dst: "10.0.2.5", sport: VPORT, dport: 5100 }));
       expect(p.reasons().neigh_learned).toBe(before + 1);
       // The client gives up during the handshake: an RST at its next sequence number ends it.
@@ -552,6 +560,26 @@ if (bpfSuiteEnabled("xdp packet table")) {
       row(tcpPacket(rst), XDP_TX, toBackendOf(f, rst));
     });
 
+    test("the backend answers the SYN with an ACK of an older connection (a stale socket on the 4-tuple): an RST from that ACK number goes back to it; the client's next SYN gets through", () => {
+      const s = client(6150, TCP.SYN, { seq: 700 });
+      const r = p.run(tcpPacket(s));
+      expect(r.retval).toBe(XDP_TX);
+      const be = backendOf(r.data);
+      const snat = parseTcp(r.data).sport;
+      // RFC 5961 §4's challenge ACK: the stale socket's own numbers, nothing to do with the SYN.
+      const challenge = fromBackend(be, snat, 6150, TCP.ACK, { seq: 31337, ack: 424242, partialCsum: false }).input;
+      const stale = p.reasons().stale_reset;
+      const rst = tcpPacket({ srcMac: LB_MAC, dstMac: beMac(be), src: LB_ADDR, dst: BACKENDS[be]!, sport: snat, dport: BE_PORT, flags: TCP.RST, seq: 424242, ack: 0, window: 0, id: 0, ttl: 64 });
+      row(challenge, XDP_TX, rst);
+      expect(p.reasons().stale_reset).toBe(stale + 1);
+      expect(p.reasonRow(0).stale_reset).toBe(1);
+      // The handshake is still there: the retransmitted SYN takes the same backend and port.
+      row(tcpPacket(s), XDP_TX, toBackend(s, be, snat));
+      const synack = fromBackend(be, snat, 6150, TCP.SYN | TCP.ACK, { seq: 9000, ack: 701 });
+      row(synack.input, XDP_TX, synack.expected);
+      expect(p.run(tcpPacket(client(6150, TCP.RST, { seq: 701 }))).retval).toBe(XDP_TX);
+    });
+
     test("the backend refuses (RST|ACK acknowledging the SYN): forwarded, the handshake ends; an RST acknowledging something else is dropped", () => {
       const before = p.flowCounts();
       const s = client(6201, TCP.SYN, { seq: 7777 });
@@ -570,13 +598,13 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(r.retval).toBe(XDP_TX);
       const be = backendOf(r.data);
       const snat = parseTcp(r.data).sport;
-      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[be]!), daddr: ipv4ToU32(VIP), sport: BE_PORT, dport: snat });
+      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[be]!), daddr: ipv4ToU32(LB_ADDR), sport: BE_PORT, dport: snat });
       row(fromBackend(be, snat, 6205, TCP.SYN | TCP.ACK, { seq: 50, ack: 301 }).input, XDP_PASS); // no owner: the kernel resets the backend
       const again = p.run(tcpPacket(s));
       expect(again.retval).toBe(XDP_TX);
       expect(p.flowCounts()).toEqual({ ...before, synFwd: before.synFwd + 1, synRev: before.synRev + 1 });
       const port2 = parseTcp(again.data).sport;
-      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[backendOf(again.data)]!), daddr: ipv4ToU32(VIP), sport: BE_PORT, dport: port2 });
+      p.maps.synRev.delete({ saddr: ipv4ToU32(BACKENDS[backendOf(again.data)]!), daddr: ipv4ToU32(LB_ADDR), sport: BE_PORT, dport: port2 });
       row(tcpPacket(client(6205, TCP.ACK, { seq: 301, ack: 51 })), XDP_PASS);
       expect(p.flowCounts()).toEqual(before);
     });
@@ -637,7 +665,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
   });
 
   describe("one flow, one truth: a packet is rewritten only if its forward and reverse entries agree", () => {
-    const revKey = (f: Opened) => ({ saddr: ipv4ToU32(BACKENDS[f.be]!), daddr: ipv4ToU32(VIP), sport: BE_PORT, dport: f.snat });
+    const revKey = (f: Opened) => ({ saddr: ipv4ToU32(BACKENDS[f.be]!), daddr: ipv4ToU32(LB_ADDR), sport: BE_PORT, dport: f.snat });
 
     test("the reverse entry is gone (evicted): client packets are passed (pair_mismatch) and the forward entry is forgotten, active −1", () => {
       const f = handshake(p, 6300);
@@ -825,6 +853,31 @@ if (bpfSuiteEnabled("xdp packet table")) {
       expect(p.run(tcpPacket(clientOf(f, TCP.RST, { ack: f.bseq + 1 }))).retval).toBe(XDP_TX);
     });
 
+    test("a new SNAT address: new flows leave from it, open flows keep the one they were opened with, both ways", () => {
+      const f = handshake(p, 7250);
+      const cfg = p.readConfig();
+      const other = "10.0.0.3";
+      p.writeConfig({ ...cfg, snatAddr: ipv4ToU32(other), smac: mac(LB_MAC) });
+      try {
+        const c = clientOf(f, TCP.ACK | TCP.PSH, { payload: Uint8Array.of(7) });
+        row(tcpPacket(c), XDP_TX, toBackendOf(f, c)); // still from LB_ADDR
+        const b = backendPkt(f, TCP.ACK, { ack: f.cseq + 1 });
+        row(b.input, XDP_TX, b.expected);
+        const syn = client(7251, TCP.SYN);
+        const r = p.run(tcpPacket(syn));
+        expect(r.retval).toBe(XDP_TX);
+        const { sport } = parseTcp(r.data);
+        const be = backendOf(r.data);
+        expect(hex(r.data)).toBe(hex(tcpPacket({ ...syn, srcMac: LB_MAC, dstMac: beMac(be), src: other, dst: BACKENDS[be]!, sport, dport: BE_PORT })));
+        const synack = fromBackend(be, sport, 7251, TCP.SYN | TCP.ACK, { seq: 3000, ack: 1001, dst: other });
+        row(synack.input, XDP_TX, synack.expected);
+        expect(p.run(tcpPacket(client(7251, TCP.RST, { seq: 1001 }))).retval).toBe(XDP_TX);
+      } finally {
+        p.writeConfig({ ...cfg, smac: mac(LB_MAC) });
+      }
+      expect(p.run(tcpPacket(clientOf(f, TCP.RST, { seq: f.cseq + 1, ack: f.bseq }))).retval).toBe(XDP_TX);
+    });
+
     test("another backend takes a slot (a new generation): flows of the previous one neither add to nor subtract from its gauge", () => {
       const f = handshake(p, 7300);
       expect(p.backendActive(0, f.be)).toBeGreaterThan(0);
@@ -958,7 +1011,7 @@ if (bpfSuiteEnabled("xdp packet table")) {
         expect(synFwd).toBeLessThanOrEqual(1024);
         expect(synRev).toBeLessThanOrEqual(1024);
         const src = `10.0.1.${2999 % 256}`;
-        const spec: TcpSpec = { srcMac: beMac(last.be), dstMac: LB_MAC, src: BACKENDS[last.be]!, dst: VIP, sport: BE_PORT, dport: last.snat, flags: TCP.SYN | TCP.ACK, ack: 1001 };
+        const spec: TcpSpec = { srcMac: beMac(last.be), dstMac: LB_MAC, src: BACKENDS[last.be]!, dst: LB_ADDR, sport: BE_PORT, dport: last.snat, flags: TCP.SYN | TCP.ACK, ack: 1001 };
         const out = small.run(tcpPacket(spec));
         expect(out.retval).toBe(XDP_TX);
         expect(hex(out.data)).toBe(hex(tcpPacket({ ...spec, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: src, sport: VPORT, dport: last.port })));

@@ -13,7 +13,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ALGORITHMS } from "../../src/control/algorithms/index.ts";
 import { CFG_FLAGS, FLOW_KEY, ipv4ToU32 } from "../../src/dataplane/xdp/layout.ts";
-import { BACKENDS, CLIENT, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, handshake, members, rstFor, runRow, setupProgram, toBackend } from "./fixture.ts";
+import { BACKENDS, CLIENT, LB_ADDR, VIP, XDP_PASS, XDP_TX, beMac, client, fromBackend, handshake, members, rstFor, runRow, setupProgram, toBackend } from "./fixture.ts";
 import {
   CLIENT_MAC,
   ICMP,
@@ -96,7 +96,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const fwd = p.run(sent);
       expect(fwd.retval).toBe(XDP_TX);
       expect(parseTcp(fwd.data).sport).toBe(snat);
-      const err: IcmpSpec = { srcMac: ROUTER_MAC, src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(fwd.data), ttl: 63, id: 0x4242 };
+      const err: IcmpSpec = { srcMac: ROUTER_MAC, src: ROUTER, dst: LB_ADDR, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(fwd.data), ttl: 63, id: 0x4242 };
       const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(sent) });
       expect(counted("icmp_b2c", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, sent))).toBe(1);
       close(port);
@@ -108,7 +108,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const reply = fromBackend(0, snat, port, TCP.ACK | TCP.PSH, { seq: 5001, ack: 1001, payload: crypto.getRandomValues(new Uint8Array(1460)) });
       const toClient = row(reply.input, XDP_TX, reply.expected).data;
       const err: IcmpSpec = { srcMac: ROUTER_MAC, src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(toClient), ttl: 64, id: 7 };
-      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: VIP, dst: BACKENDS[0]!, quote: quoteOf(reply.input) });
+      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: LB_ADDR, dst: BACKENDS[0]!, quote: quoteOf(reply.input) });
       expect(counted("icmp_c2b", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, reply.input))).toBe(1);
       close(port);
     });
@@ -118,7 +118,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       open(port);
       const sent = tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }));
       const fwd = p.run(sent).data;
-      const err: IcmpSpec = { src: ROUTER, dst: VIP, type: ICMP.TIME_EXCEEDED, code: 0, quote: quoteOf(fwd, 28) };
+      const err: IcmpSpec = { src: ROUTER, dst: LB_ADDR, type: ICMP.TIME_EXCEEDED, code: 0, quote: quoteOf(fwd, 28) };
       const out = row(icmpPacket(err), XDP_TX, icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(sent, 28) })).data;
       checksumsOk(out, sent);
       close(port);
@@ -129,7 +129,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const syn = tcpPacket(client(port, TCP.SYN, { seq: 77 }));
       const fwd = p.run(syn).data;
       expect(p.flowCounts()).toMatchObject({ synFwd: 1, synRev: 1 });
-      const err: IcmpSpec = { src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: 1, quote: quoteOf(fwd) };
+      const err: IcmpSpec = { src: ROUTER, dst: LB_ADDR, type: ICMP.DEST_UNREACH, code: 1, quote: quoteOf(fwd) };
       const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: CLIENT_MAC, src: VIP, dst: CLIENT, quote: quoteOf(syn) });
       expect(counted("icmp_b2c", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, syn))).toBe(1);
       // The handshake stays one (an ICMP error is advice): the client's RST at ISN + 1 still ends it.
@@ -144,7 +144,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const synack = fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 9000, ack: 301 });
       const toClient = row(synack.input, XDP_TX, synack.expected).data;
       const err: IcmpSpec = { srcMac: ROUTER_MAC, src: CLIENT, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.PORT_UNREACH, quote: quoteOf(toClient) };
-      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: VIP, dst: BACKENDS[0]!, quote: quoteOf(synack.input) });
+      const want = icmpPacket({ ...err, srcMac: LB_MAC, dstMac: beMac(0), src: LB_ADDR, dst: BACKENDS[0]!, quote: quoteOf(synack.input) });
       expect(counted("icmp_c2b", () => checksumsOk(row(icmpPacket(err), XDP_TX, want).data, synack.input))).toBe(1);
       close(port, 301);
     });
@@ -155,11 +155,11 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const toBackendFrame = p.run(tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }))).data;
       const reply = fromBackend(0, snat, port, TCP.ACK, { seq: 5001, ack: 1001 });
       const toClientFrame = p.run(reply.input).data;
-      const rk = { saddr: ipv4ToU32(BACKENDS[0]!), daddr: ipv4ToU32(VIP), sport: 8080, dport: snat };
+      const rk = { saddr: ipv4ToU32(BACKENDS[0]!), daddr: ipv4ToU32(LB_ADDR), sport: 8080, dport: snat };
       const r = p.maps.rev.lookup(rk)!;
       p.maps.rev.update(rk, { ...r, id: r.id + 1n }); // another flow's id now
-      for (const quote of [quoteOf(toBackendFrame), quoteOf(toClientFrame)]) {
-        const err = icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote });
+      for (const [dst, quote] of [[LB_ADDR, quoteOf(toBackendFrame)], [VIP, quoteOf(toClientFrame)]] as const) {
+        const err = icmpPacket({ src: ROUTER, dst, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote });
         expect(counted("icmp_no_flow", () => row(err, XDP_PASS))).toBe(1);
       }
       p.maps.rev.update(rk, r);
@@ -171,11 +171,19 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       const port = 5004;
       open(port);
       const fwd = p.run(tcpPacket(client(port, TCP.ACK, { seq: 1001, ack: 5001 }))).data;
-      const input = icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(fwd) });
+      const input = icmpPacket({ src: ROUTER, dst: LB_ADDR, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote: quoteOf(fwd) });
       input[14 + 20 + 2]! ^= 0x10;
       const r = p.run(input);
       expect(r.retval).toBe(XDP_TX);
       expect({ outerIp: ipChecksumOk(r.data), icmp: icmpChecksumOk(r.data) }).toEqual({ outerIp: true, icmp: false });
+      close(port);
+    });
+
+    test("an error quoting a packet from the VIP (not the SNAT address) on a live flow's SNAT port is no flow's: passed", () => {
+      const port = 5008;
+      const snat = open(port);
+      const quote = quoteOf(tcpPacket({ src: VIP, dst: BACKENDS[0]!, sport: snat, dport: 8080, flags: TCP.ACK, seq: 1001, ack: 5001 }));
+      expect(counted("icmp_no_flow", () => row(icmpPacket({ src: ROUTER, dst: VIP, type: ICMP.DEST_UNREACH, code: ICMP.FRAG_NEEDED, rest: 1280, quote }), XDP_PASS))).toBe(1);
       close(port);
     });
 
@@ -196,11 +204,11 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
     const quoteOfPacket = (s: TcpSpec) => quoteOf(tcpPacket(s));
     const cases: [string, () => Uint8Array, string][] = [
       ["an error quoting VIP:80 → a client with no flow", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: VIP, dst: CLIENT, sport: 80, dport: 6000, flags: TCP.ACK }) }), "icmp_no_flow"],
-      ["an error quoting a SNAT port with no flow", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: VIP, dst: BACKENDS[0]!, sport: 40123, dport: 8080, flags: TCP.ACK }) }), "icmp_no_flow"],
+      ["an error quoting a SNAT port with no flow", () => icmpPacket({ src: ROUTER, dst: LB_ADDR, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: LB_ADDR, dst: BACKENDS[0]!, sport: 40123, dport: 8080, flags: TCP.ACK }) }), "icmp_no_flow"],
       ["echo request to the service address", () => icmpPacket({ src: CLIENT, dst: VIP, type: ICMP.ECHO, code: 0, quote: new Uint8Array(8) }), "not_tcp"],
       ["an error quoting UDP", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: ICMP.PORT_UNREACH, quote: ipv4(VIP, CLIENT, 17, Uint8Array.of(0, 80, 0x17, 0x70, 0, 8, 0, 0)) }), "not_tcp"],
-      ["an error quoting the LB's own TCP (a port outside services and SNAT range)", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: VIP, dst: BACKENDS[0]!, sport: 35000, dport: 8080, flags: TCP.SYN }) }), "not_ours"],
-      ["an error sent to the service address about a packet from another address", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: "10.0.0.2", dst: CLIENT, sport: 80, dport: 6000, flags: TCP.ACK }) }), "not_ours"],
+      ["an error quoting the LB's own TCP (a port outside services and SNAT range)", () => icmpPacket({ src: ROUTER, dst: LB_ADDR, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: LB_ADDR, dst: BACKENDS[0]!, sport: 35000, dport: 8080, flags: TCP.SYN }) }), "not_ours"],
+      ["an error sent to the service address about a packet from another address", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: "10.0.0.3", dst: CLIENT, sport: 80, dport: 6000, flags: TCP.ACK }) }), "not_ours"],
       ["a quote cut inside the TCP ports", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: VIP, dst: CLIENT, sport: 80, dport: 6000, flags: TCP.ACK }).slice(0, 24) }), "truncated"],
       ["a quote with IP options", () => icmpPacket({ src: ROUTER, dst: VIP, type: 3, code: 4, rest: 1280, quote: quoteOfPacket({ src: VIP, dst: CLIENT, sport: 80, dport: 6000, flags: TCP.ACK, ipOptions: Uint8Array.of(1, 1, 1, 0) }) }), "ip_options"],
       ["an ICMP header cut short", () => ethernet(LB_MAC, ROUTER_MAC, ETH_P_IP, ipv4(ROUTER, VIP, 1, Uint8Array.of(3, 4, 0, 0))), "truncated"],
@@ -227,7 +235,7 @@ if (bpfSuiteEnabled("xdp packet table: ICMP errors, partial checksums")) {
       expect(r.retval).toBe(XDP_TX);
       const snat = parseTcp(r.data).sport;
       expect(hex(r.data)).toBe(hex(toBackend(syn, 0, snat)));
-      expect(checkOf(r.data)).toBe(pseudoSum(VIP, BACKENDS[0]!, 20));
+      expect(checkOf(r.data)).toBe(pseudoSum(LB_ADDR, BACKENDS[0]!, 20));
       expect(hex(completeTcpChecksum(r.data))).toBe(hex(toBackend({ ...syn, partialCsum: false }, 0, snat)));
       // The rest of the handshake, partial both ways too.
       const synack = fromBackend(0, snat, port, TCP.SYN | TCP.ACK, { seq: 5000, ack: 10, partialCsum: true });

@@ -5,7 +5,7 @@
  * featherlb is exec'd (setpriv), in a private network namespace with only `lo` (unshare -n).
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { missingLoadCapabilities } from "../../src/dataplane/xdp/loader.ts";
@@ -41,6 +41,18 @@ services:
       expect(err[0]).toContain("grant those capabilities");
     });
   }
+
+  test("xdp.pin_path on no bpffs, and no CAP_SYS_ADMIN to mount one: exit 2, one sentence naming the fix", () => {
+    const pins = join(dir, "not-bpffs");
+    const cfg = join(dir, "pins.yaml");
+    writeFileSync(cfg, readFileSync(config, "utf8").replace('snat_ports: "40000-41999" }', `snat_ports: "40000-41999", pin_path: "${pins}" }`));
+    const cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec setpriv --bounding-set=-sys_admin "$@"', "sh", ...featherlbCommand(), cfg];
+    const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: 20_000, env: { ...process.env, FEATHERLB_RUN_DIR: join(dir, "run") } });
+    const err = r.stderr.toString().trim().split("\n");
+    expect({ code: r.exitCode, lines: err.length }).toEqual({ code: 2, lines: 1 });
+    expect(err[0]).toContain(`xdp.pin_path ${pins} is not on a bpf filesystem and mounting one at ${pins} was not permitted`);
+    expect(err[0]).toContain("set xdp.pin_path: off");
+  });
 
   test("the capability reader: CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON", () => {
     const status = (eff: bigint) => `Name:\tx\nCapEff:\t${eff.toString(16).padStart(16, "0")}\n`;

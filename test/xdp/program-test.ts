@@ -39,10 +39,10 @@ export class TestProgram extends XdpProgram {
       return r.data;
     };
     const out = step({ ...syn, flags: TCP.SYN, seq: isn }, "SYN");
-    const { dst, sport } = parseTcp(out);
+    const { src, dst, sport } = parseTcp(out);
     const backend = u32ToIpv4(dst);
     const mac = (at: number) => [...out.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, "0")).join(":");
-    step({ srcMac: mac(0), dstMac: mac(6), src: backend, dst: syn.dst, sport: parseTcp(out).dport, dport: sport, flags: TCP.SYN | TCP.ACK, seq: bisn, ack: (isn + 1) >>> 0 }, "SYN-ACK");
+    step({ srcMac: mac(0), dstMac: mac(6), src: backend, dst: u32ToIpv4(src), sport: parseTcp(out).dport, dport: sport, flags: TCP.SYN | TCP.ACK, seq: bisn, ack: (isn + 1) >>> 0 }, "SYN-ACK");
     step({ ...syn, flags: TCP.ACK, seq: (isn + 1) >>> 0, ack: (bisn + 1) >>> 0, tcpOptions: undefined, payload: undefined }, "ACK");
     return { backend, snat: sport, cseq: (isn + 1) >>> 0, bseq: (bisn + 1) >>> 0 };
   }

@@ -24,6 +24,7 @@ const ROUNDS = 20_000;
 /** Handshakes whose ACK races too (fewer: the SYN-ACKs in between go one by one). */
 const ACKS = 5000;
 const VIP = "10.0.0.1";
+const LB_ADDR = "10.0.0.2"; // the SNAT address
 const BACKENDS = ["10.0.0.21", "10.0.0.22", "10.0.0.23"];
 
 if (bpfSuiteEnabled("xdp duplicate-SYN race")) {
@@ -33,7 +34,7 @@ if (bpfSuiteEnabled("xdp duplicate-SYN race")) {
     // The widest range, and the two CPUs' SNAT cursors 32,000 ports apart: each walks ports no other
     // round took, so a slow run (over SYN_TIMEOUT_S) never finds a handshake of an earlier round
     // abandoned and takes its port back (bpf/snat.h), which would be right but is not what this tests.
-    p.writeConfig({ snatFirst: 1024, snatLast: 65535, flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
+    p.writeConfig({ snatFirst: 1024, snatLast: 65535, snatAddr: ipv4ToU32(LB_ADDR), flags: CFG_FLAGS.STATIC_NEIGH, smac: mac(LB_MAC) });
     p.maps.cpu.update(0, Array.from({ length: p.cpus }, (_, cpu) => ({ port_cursor: cpu * (32_000 - 4099) })));
     BACKENDS.forEach((ip, i) => {
       p.setNeighbour(ipv4ToU32(ip), mac(`02:00:00:00:00:2${i + 1}`));
@@ -79,7 +80,7 @@ if (bpfSuiteEnabled("xdp duplicate-SYN race")) {
     // The backends answer (one SYN-ACK each), then every client's ACK arrives twice at once.
     for (let i = 0; i < ACKS; i++) {
       const be = u32ToIpv4(results[0]!.dst[i]!);
-      const synAck = tcpPacket({ srcMac: "02:00:00:00:00:21", dstMac: LB_MAC, src: be, dst: VIP, sport: 8080, dport: results[0]!.sport[i]!, flags: TCP.SYN | TCP.ACK, seq: 7000, ack: i + 1 });
+      const synAck = tcpPacket({ srcMac: "02:00:00:00:00:21", dstMac: LB_MAC, src: be, dst: LB_ADDR, sport: 8080, dport: results[0]!.sport[i]!, flags: TCP.SYN | TCP.ACK, seq: 7000, ack: i + 1 });
       expect(p.run(synAck).retval).toBe(3);
     }
     const acks = Array.from({ length: ACKS }, (_, i) => tcpPacket({ ...client(i), flags: TCP.ACK, seq: i + 1, ack: 7001 }));

@@ -352,7 +352,9 @@ export class ProxyDataPlane {
     if (++this.ticks % IDLE_SWEEP_TICKS !== 0) return;
     for (const relay of this.relays) {
       const { idle_timeout_ms: idle, half_close_timeout_ms: halfClose } = relay.service.config;
-      const quiet = clock.now - relay.lastActive;
+      // lastActive is the coarse clock at the activity, up to one tick before it: count that tick as
+      // activity, so a timeout never fires early (it fires up to IDLE_SWEEP_TICKS + 1 ticks late).
+      const quiet = clock.now - relay.lastActive - TICK_MS;
       if (idle > 0 && quiet >= idle) relay.finish(true);
       // A half-closed pair whose other direction stays silent: ended like a finished one (FIN both ways).
       else if (halfClose > 0 && quiet >= halfClose && relay.halfClosed) relay.finish(false);

@@ -52,6 +52,8 @@ export interface HostRecord {
   /** For the operator and for audit. A later start finds our entries by their protocol tag, which
    * the kernel keeps with the entry, so an entry created after the last record write is not lost. */
   neighbours: Neighbour[];
+  /** The writer handed its XDP data plane over (SIGUSR2) and leaves these changes to the next start. */
+  handedOver?: boolean;
 }
 
 /**
@@ -120,6 +122,9 @@ export function portsVerdict(recorded: PortsRecord, current: string): "adopt" | 
   return current === recorded.before ? "none" : "mismatch";
 }
 
+/** How long a start waits for a featherlb that is handing over (SIGUSR2) to exit before claiming. */
+export const HANDOVER_WAIT_MS = 5_000;
+
 export interface ClaimOptions {
   /** Where records live; default FEATHERLB_RUN_DIR, else /run/featherlb. */
   dir?: string;
@@ -186,7 +191,14 @@ export class HostState {
         current,
       });
     }
-    if (found && (record.reservedPorts || tagged.length)) {
+    if (found?.handedOver) {
+      log.info("taking over the host changes of the featherlb that handed its data plane over; a clean exit undoes them", {
+        pid: found.pid,
+        record: path,
+        reserved_ports_before: record.reservedPorts?.before,
+        neighbours: tagged.length,
+      });
+    } else if (found && (record.reservedPorts || tagged.length)) {
       log.info("adopting the host changes of a featherlb that did not exit cleanly; a clean exit undoes them", {
         pid: found.pid,
         record: path,
@@ -254,6 +266,30 @@ export class HostState {
       }
       this.setPorts(undefined);
     };
+  }
+
+  /**
+   * Wait (up to HANDOVER_WAIT_MS) for the featherlb that owns this namespace's record to exit, if it
+   * is handing over (SIGUSR2): `featherlb lb.yaml` right after `kill -USR2` must not find it running.
+   */
+  static async awaitHandover(opts: ClaimOptions = {}): Promise<void> {
+    const dir = opts.dir ?? process.env.FEATHERLB_RUN_DIR ?? RUN_DIR;
+    const path = join(dir, `netns-${opts.netns ?? netnsId()}.json`);
+    for (const end = Date.now() + HANDOVER_WAIT_MS; Date.now() < end; await Bun.sleep(20)) {
+      let r: HostRecord | undefined;
+      try {
+        r = JSON.parse(readFileSync(path, "utf8")) as HostRecord;
+      } catch {
+        return;
+      }
+      if (!r.handedOver || r.pid === process.pid || !isRunning(r)) return;
+    }
+  }
+
+  /** SIGUSR2: the changes stay for the next start, which takes them over (claim). */
+  handOver(): void {
+    this.record.handedOver = true;
+    this.save();
   }
 
   /** Note a neighbour entry as ours (netif.manageNeighbours made or found it with our tag). */

@@ -39,7 +39,7 @@ export const FLOW_FWD = new Struct("flow_fwd", {
   b2c: TCP_DIR,
   to_backend: NEXT_HOP,
   to_client: NEXT_HOP,
-  pad2: u32,
+  snat_addr: be32,
 });
 
 export const FLOW_REV = new Struct("flow_rev", { fwd: FLOW_KEY, since: u32, id: u64 });
@@ -63,7 +63,16 @@ export const COUNTERS = new Struct("flb_counters", {
   flows_closed: u64,
 });
 
-export const CONFIG = new Struct("flb_config", { snat_first: u16, snat_last: u16, flags: u32, smac: mac, pad: u16, prev_first: u16, prev_last: u16 });
+export const CONFIG = new Struct("flb_config", {
+  snat_first: u16,
+  snat_last: u16,
+  flags: u32,
+  smac: mac,
+  pad: u16,
+  prev_first: u16,
+  prev_last: u16,
+  snat_addr: be32,
+});
 
 export const CPU_STATE = new Struct("cpu_state", { port_cursor: u32, pad: u32, next_id: u64 });
 
@@ -88,7 +97,7 @@ export const LIMITS = { MAX_SERVICES, MAX_BACKENDS, PLAN_BUFFERS, SLOT_POOL_MAX 
 export const PLAN_KIND: Readonly<Record<PlanKind, number>> = { sequence: 0, random: 1, hash: 2, least: 3, two_choices: 4 };
 
 /** enum flb_layout: the version of the flow tables' layout (a process adopting pinned maps compares it). */
-export const LAYOUT = { FLB_LAYOUT_VERSION: 2 } as const;
+export const LAYOUT = { FLB_LAYOUT_VERSION: 3 } as const;
 /** enum flb_timing: limits the sweeper shares with the program. */
 export const TIMING = { SYN_TIMEOUT_S: 5, SNAT_FULL_BACKOFF_MS: 100, REV_CLAIM_GRACE_S: 1 } as const;
 
@@ -147,6 +156,7 @@ export const REASON_KINDS = {
   established: "event",
   port_reclaimed: "event",
   syn_moved: "event",
+  stale_reset: "tx",
 } as const;
 export type Reason = keyof typeof REASON_KINDS;
 export type ReasonKind = (typeof REASON_KINDS)[Reason];

@@ -53,6 +53,7 @@ const libc = dlopen("libc.so.6", {
   clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
   mmap: { args: ["ptr", "u64", "i32", "i32", "i32", "i64"], returns: "ptr" },
   munmap: { args: ["ptr", "u64"], returns: "i32" },
+  mount: { args: ["cstring", "cstring", "cstring", "u64", "cstring"], returns: "i32" },
 });
 // Loaded for their side effect (the sonames libbpf needs); one symbol each because dlopen wants one.
 // dlopen throws when a library cannot be loaded: index.ts turns that into a UserError ("unsupported").
@@ -81,6 +82,16 @@ const lib = dlopen(libbpfPath, {
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   bpf_link_create: { args: ["i32", "i32", "u32", "ptr"], returns: "i32" },
   bpf_enable_stats: { args: ["i32"], returns: "i32" },
+  bpf_map__reuse_fd: { args: ["ptr", "i32"], returns: "i32" },
+  bpf_map__type: { args: ["ptr"], returns: "u32" },
+  bpf_map__key_size: { args: ["ptr"], returns: "u32" },
+  bpf_map__value_size: { args: ["ptr"], returns: "u32" },
+  bpf_map__max_entries: { args: ["ptr"], returns: "u32" },
+  bpf_map__map_flags: { args: ["ptr"], returns: "u32" },
+  bpf_obj_pin: { args: ["i32", "cstring"], returns: "i32" },
+  bpf_obj_get: { args: ["cstring"], returns: "i32" },
+  bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  bpf_link_update: { args: ["i32", "i32", "ptr"], returns: "i32" },
 });
 const bpf = lib.symbols;
 
@@ -173,6 +184,31 @@ export class BpfObject {
     new Uint8Array(toArrayBuffer(p, 0, length)).set(bytes, offset);
   }
 
+  /**
+   * Before load only: what load would create for map `name` (its type, sizes and flags as the object
+   * declares them, after setMaxEntries), to compare with a pinned map before reusing it.
+   */
+  mapDef(name: string): MapInfo {
+    const m = this.map(name);
+    return {
+      type: bpf.bpf_map__type(m),
+      keySize: bpf.bpf_map__key_size(m),
+      valueSize: bpf.bpf_map__value_size(m),
+      maxEntries: bpf.bpf_map__max_entries(m),
+      flags: bpf.bpf_map__map_flags(m),
+    };
+  }
+
+  /**
+   * Before load only: use the existing map `fd` (a pinned one, bpf_obj_get) as map `name` instead of
+   * creating it (bpf_map__reuse_fd; libbpf dups the fd). libbpf takes the map's definition from the fd,
+   * so the caller compares it with mapDef first.
+   */
+  reuseMap(name: string, fd: number): void {
+    const rc = bpf.bpf_map__reuse_fd(this.map(name), fd);
+    if (rc < 0) throw failed(`bpf_map__reuse_fd(${name})`, -rc);
+  }
+
   /** Create the maps and load (verify) the programs. */
   load(): void {
     const { value: rc, log } = withLog(() => bpf.bpf_object__load(this.handle()));
@@ -203,6 +239,25 @@ export class BpfObject {
 }
 
 // ---- maps ----
+
+/** A map's definition (struct bpf_map_info's first fields, or libbpf's view before load). */
+export interface MapInfo {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** The kernel's definition of the map behind `fd` (bpf_obj_get_info_by_fd, struct bpf_map_info). */
+export function mapInfo(fd: number): MapInfo {
+  const info = new Uint32Array(32); // struct bpf_map_info is 88 bytes today; the kernel fills what fits
+  const len = new Uint32Array([info.byteLength]);
+  const rc = bpf.bpf_obj_get_info_by_fd(fd, info, len);
+  if (rc < 0) throw failed("bpf_obj_get_info_by_fd(map)", -rc);
+  // type, id, key_size, value_size, max_entries, map_flags (linux/bpf.h struct bpf_map_info)
+  return { type: info[0]!, keySize: info[2]!, valueSize: info[3]!, maxEntries: info[4]!, flags: info[5]! };
+}
 
 /** A map as the functions below see it: its fd, and its name for messages. */
 export interface MapRef {
@@ -319,6 +374,47 @@ export function xdpLinkCreate(progFd: number, ifindex: number, flags: number): n
   const fd = bpf.bpf_link_create(progFd, ifindex, BPF_XDP, opts);
   if (fd < 0) throw failed(`bpf_link_create(ifindex ${ifindex})`, -fd);
   return fd;
+}
+
+/** enum bpf_link_type BPF_LINK_TYPE_XDP (linux/bpf.h). */
+export const BPF_LINK_TYPE_XDP = 6;
+
+/** A link's type and, for an XDP link, its interface (bpf_obj_get_info_by_fd, struct bpf_link_info). */
+export function linkInfo(fd: number): { type: number; ifindex: number } {
+  const info = new Uint32Array(16);
+  const len = new Uint32Array([info.byteLength]);
+  const rc = bpf.bpf_obj_get_info_by_fd(fd, info, len);
+  if (rc < 0) throw failed("bpf_obj_get_info_by_fd(link)", -rc);
+  // type, id, prog_id, then a union aligned to 8: xdp.ifindex at byte 16 (linux/bpf.h struct bpf_link_info)
+  return { type: info[0]!, ifindex: info[4]! };
+}
+
+/**
+ * Replace the program of link `linkFd` with `progFd` (BPF_LINK_UPDATE): atomic, every packet runs the
+ * old program or the new one, none goes unprocessed. Throws XdpError("bpf").
+ */
+export function linkUpdate(linkFd: number, progFd: number): void {
+  const rc = bpf.bpf_link_update(linkFd, progFd, null);
+  if (rc < 0) throw failed("bpf_link_update", -rc);
+}
+
+/** Pin the BPF object `fd` (map, link) at `path` on a bpffs (bpf_obj_pin). Throws XdpError("bpf"). */
+export function objPin(fd: number, path: string): void {
+  const rc = bpf.bpf_obj_pin(fd, cstr(path));
+  if (rc < 0) throw failed(`bpf_obj_pin(${path})`, -rc);
+}
+
+/** Open the BPF object pinned at `path` (bpf_obj_get): a new fd the caller closes. Throws XdpError("bpf"). */
+export function objGet(path: string): number {
+  const fd = bpf.bpf_obj_get(cstr(path));
+  if (fd < 0) throw failed(`bpf_obj_get(${path})`, -fd);
+  return fd;
+}
+
+/** Mount a bpf filesystem at `target` (mount(2), mode 0700). Throws XdpError("bpf") with the errno. */
+export function mountBpffs(target: string): void {
+  const rc = libc.symbols.mount(cstr("bpf"), cstr(target), cstr("bpf"), 0, cstr("mode=0700"));
+  if (rc !== 0) throw failed(`mount -t bpf bpf ${target}`, errno());
 }
 
 const PROT_READ = 1;

@@ -11,7 +11,7 @@ import { MIN_CAPACITY, mapSizes, type Capacity } from "./capacity.ts";
 import { isXdpError } from "./errors.ts";
 import { CFG_FLAGS, MAPS, RODATA_SIZES_OFFSET, SIZES, type MapKey } from "./layout.ts";
 import { readFileSync } from "node:fs";
-import { BpfObject, EACCES, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, xdpLinkCreate } from "./libbpf.ts";
+import { BpfObject, EACCES, EBUSY, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, EPERM, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, closeFd, linkUpdate, mapInfo, xdpLinkCreate } from "./libbpf.ts";
 import { MIN_KERNEL } from "./kernel.ts";
 import { isVeth } from "./netif.ts";
 import { XdpProgram } from "./program.ts";
@@ -21,6 +21,13 @@ export interface LoadOptions {
   flowTableSize: number;
   /** The sizes of the other maps (capacity.ts capacityFor(config)); default MIN_CAPACITY. */
   capacity?: Capacity;
+  /**
+   * Existing maps (pinned by an earlier process: pins.ts) to use instead of creating these, by MapKey.
+   * Used only if every one has exactly the definition this object would create; else none is, and
+   * `incompatible` is told why (in one sentence) before the object loads with fresh maps.
+   */
+  reuse?: ReadonlyMap<MapKey, number>;
+  incompatible?: (why: string) => void;
 }
 
 /** Open the embedded object, size its maps, load (verify). Throws XdpError("bpf") with the verifier's log. */
@@ -40,9 +47,26 @@ export async function loadObject(options: LoadOptions): Promise<BpfObject> {
   return wrap(BpfObject.open(image), (obj) => {
     for (const [key, entries] of Object.entries(mapSizes(capacity, options.flowTableSize))) obj.setMaxEntries(MAPS[key as MapKey].name, entries);
     obj.writeRodata(RODATA_SIZES_OFFSET, SIZES.encode({ backends: capacity.backends, pad: 0 }));
+    if (options.reuse) {
+      const why = mismatch(obj, options.reuse);
+      if (why) options.incompatible?.(why);
+      else for (const [key, fd] of options.reuse) obj.reuseMap(MAPS[key].name, fd);
+    }
     obj.load();
     return obj;
   });
+}
+
+/** How the first of `maps` differs from what `obj` would create in its place, or undefined if none does. */
+function mismatch(obj: BpfObject, maps: ReadonlyMap<MapKey, number>): string | undefined {
+  for (const [key, fd] of maps) {
+    const want = obj.mapDef(MAPS[key].name);
+    const have = mapInfo(fd);
+    for (const field of ["type", "keySize", "valueSize", "flags", "maxEntries"] as const) {
+      if (want[field] !== have[field]) return `${MAPS[key].name} has ${field} ${have[field]}, this config needs ${want[field]}`;
+    }
+  }
+  return undefined;
 }
 
 /** `make(obj)`, closing `obj` when it throws. */
@@ -75,10 +99,38 @@ export function loadError(err: unknown): UserError {
 
 export type AttachedMode = "native" | "generic";
 
-/** The program attached to an interface: closing the link detaches it. */
+/** The program attached to an interface: closing the link detaches it (unless it is pinned). */
 export interface XdpLink {
   readonly mode: AttachedMode;
+  /** The bpf_link's fd (pinned at a SIGUSR2 handover); absent for a stand-in in tests. */
+  readonly fd?: number;
   close(): void;
+  /**
+   * A link handed over by an earlier process (adoptLink) still runs that process's program: put ours
+   * on it. Called once our plans are in the maps.
+   */
+  takeOver?(): void;
+}
+
+/**
+ * The link an earlier featherlb pinned at SIGUSR2 (pins.ts), still running its program in the mode it
+ * was attached in. The replacement waits for takeOver(): until then the old program keeps serving
+ * with its own plans, over the flow tables both programs share.
+ */
+export function adoptLink(program: XdpProgram, fd: number, native: boolean): XdpLink {
+  const cfg = program.readConfig();
+  program.writeConfig({ ...cfg, flags: native ? cfg.flags | CFG_FLAGS.NATIVE : cfg.flags & ~CFG_FLAGS.NATIVE });
+  let pending = true;
+  return {
+    mode: native ? "native" : "generic",
+    fd,
+    close: () => closeFd(fd),
+    takeOver() {
+      if (!pending) return;
+      linkUpdate(fd, program.progFd);
+      pending = false;
+    },
+  };
 }
 
 /**
@@ -109,7 +161,7 @@ export async function attachProgram(program: XdpProgram, ifname: string, ifindex
     program.writeConfig({ ...cfg, flags: mode === "native" ? cfg.flags | CFG_FLAGS.NATIVE : cfg.flags & ~CFG_FLAGS.NATIVE });
     try {
       const fd = xdpLinkCreate(program.progFd, ifindex, flags);
-      return { mode, close: () => closeFd(fd) };
+      return { mode, fd, close: () => closeFd(fd) };
     } catch (err) {
       if (!isXdpError(err, "bpf")) throw err;
       errno = err.errno;

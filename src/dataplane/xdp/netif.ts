@@ -17,6 +17,24 @@ export function interfaceOwning(ip: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The source address toward backends: xdp.snat_address, which must be an address of `ifname` (the
+ * backends' replies come back to it there), else `ifname`'s primary IPv4 address (the first the kernel
+ * lists), so one config file gives each instance behind ECMP an address of its own (docs/scale-out.md).
+ */
+export function snatAddress(config: Config, ifname: string): string {
+  const own = (networkInterfaces()[ifname] ?? []).filter((a) => a.family === "IPv4").map((a) => a.address);
+  const chosen = config.xdp.snat_address;
+  if (chosen !== undefined) {
+    if (own.includes(chosen)) return chosen;
+    throw new UserError("interface", `xdp.snat_address ${chosen} is not an address of ${ifname}, where backends' replies to it must arrive; add it to ${ifname} or leave xdp.snat_address out to use ${own[0] ?? "the interface's address"}.`);
+  }
+  if (own[0] === undefined) {
+    throw new UserError("interface", `${ifname} has no IPv4 address for mode: xdp to send from toward backends; add one to it or set xdp.snat_address to an address of it.`);
+  }
+  return own[0];
+}
+
 /** The interface to attach to: xdp.interface, else the one owning the services' listen addresses. */
 export function chooseInterface(config: Config): string {
   if (config.xdp.interface) return config.xdp.interface;

@@ -17,6 +17,7 @@ import { CFG_FLAGS, ipv4ToU32 } from "./layout.ts";
 import { XdpError } from "./errors.ts";
 import { HostState } from "./hoststate.ts";
 import type { AttachedMode, XdpLink } from "./loader.ts";
+import type { Pins, Previous } from "./pins.ts";
 import { BackendNeighbours } from "./neighbours.ts";
 import { reservedPorts } from "./netif.ts";
 import { reasonKind, type CounterSums, type PortRange, type XdpProgram } from "./program.ts";
@@ -52,6 +53,18 @@ interface Mirrored {
   slots: Map<number, Backend>;
   /** What flb_backends holds for each id ("ip:port", "" when cleared): unchanged entries are not rewritten. */
   written: Map<number, string>;
+  /** On the index an earlier process gave this listen address (pins.ts): its backend slots are adopted. */
+  adopted: boolean;
+}
+
+/** What a start adopted from an earlier process (index.ts, pins.ts). */
+export interface Adoption {
+  /** Where this process's maps are pinned; undefined with xdp.pin_path: off. */
+  pins?: Pins;
+  /** The earlier process's services (listen address → index), if its maps were adopted. */
+  previous?: Previous;
+  /** A SNAT range the adopted flows may still use besides the config's. */
+  prevRange?: PortRange;
 }
 
 /** The per-CPU map sums that services and backends share, into the Counters /metrics reads. */
@@ -68,6 +81,8 @@ export class XdpDataPlane implements DataPlane {
   readonly attachMode: AttachedMode;
   private readonly mirrored = new Map<string, Mirrored>();
   private closed = false;
+  /** A handed-over link now runs our program (takeOver). */
+  private tookOver = false;
   private warnedV6 = new Set<string>();
   private readonly sweeper: ReturnType<typeof setInterval>;
   private sweeping = false;
@@ -82,6 +97,9 @@ export class XdpDataPlane implements DataPlane {
   private readonly entries = { established: 0, handshake: 0 };
   /** The backends' next hops: kept resolved by the kernel, mirrored into flb_nbr. */
   private readonly neighbours: BackendNeighbours;
+  /** Listen addresses ("host:port") of an earlier process's services → their index, until a service takes it. */
+  private readonly adopted = new Map<string, number>();
+  private readonly pins?: Pins;
 
   constructor(
     private readonly program: XdpProgram,
@@ -93,8 +111,17 @@ export class XdpDataPlane implements DataPlane {
     private releasePorts: () => void,
     /** What we changed on the host, recorded so a start after a crash can undo it (hoststate.ts). */
     private readonly host: HostState = HostState.unrecorded(log, reservedPorts),
+    adoption: Adoption = {},
   ) {
     this.attachMode = link.mode;
+    this.pins = adoption.pins;
+    this.prevRange = adoption.prevRange;
+    // The earlier process's services are retired (index.ts wrote them so): the first apply takes back
+    // the addresses it still serves, the sweeper removes the others once their flows are gone.
+    for (const s of adoption.previous?.services ?? []) {
+      this.adopted.set(`${s.host}:${s.port}`, s.index);
+      this.retiring.set(s.index, { host: s.host, port: s.port });
+    }
     // Deliberately not unref'd: while the program is attached this timer is what keeps the process
     // (and so the bpf_link) alive — unlike the proxy, the XDP plane has no listening socket.
     this.sweeper = setInterval(() => void this.sweep(undefined, this.sweeps % SWEEPS_PER_FLOW_WALK === 0), SWEEP_INTERVAL_MS);
@@ -199,7 +226,10 @@ export class XdpDataPlane implements DataPlane {
       if (this.closed) return;
       let m = this.mirrored.get(key);
       if (!m) {
-        const index = this.freeIndex(used);
+        const adopted = this.adopted.get(key);
+        this.adopted.delete(key);
+        if (adopted !== undefined) this.retiring.delete(adopted);
+        const index = adopted ?? this.freeIndex(used);
         used.add(index);
         const retired = this.retiring.get(index);
         if (retired) {
@@ -207,8 +237,8 @@ export class XdpDataPlane implements DataPlane {
           this.program.deleteService(index, ipv4ToU32(retired.host), retired.port);
           this.retiring.delete(index);
         }
-        this.program.resetServiceCounters(index);
-        m = { index, service, listen, unsubscribe: () => {}, slots: new Map(), written: new Map() };
+        if (adopted === undefined) this.program.resetServiceCounters(index);
+        m = { index, service, listen, unsubscribe: () => {}, slots: new Map(), written: new Map(), adopted: adopted !== undefined };
         this.mirrored.set(key, m);
       }
       // Re-subscribe on every apply: a reload may hand us a new Service object for the same address.
@@ -228,6 +258,21 @@ export class XdpDataPlane implements DataPlane {
     // The backends' managed neighbour entries are made (in slices) before the config counts as applied.
     await this.neighbours.settled();
     this.log.info("xdp services applied", { interface: this.ifname, services: wanted.size });
+    this.takeOver();
+  }
+
+  /**
+   * After the first apply of a start that found a handed-over link: our plans are in the maps, so our
+   * program replaces the earlier one on the link (atomically: every packet runs one or the other), and
+   * the link is unpinned (it is ours now: it goes with this process, as any attachment).
+   */
+  private takeOver(): void {
+    if (!this.link.takeOver || this.tookOver) return;
+    this.link.takeOver();
+    this.tookOver = true;
+    this.pins?.pinMaps(new Map(this.program.mapFds()));
+    this.pins?.unpinLink();
+    this.log.info("xdp data plane taken over: this process's program replaced the handed-over one on its link", { interface: this.ifname });
   }
 
   /** The lowest service index not in `used` and not retiring; a retiring one only if nothing else is left. */
@@ -254,7 +299,7 @@ export class XdpDataPlane implements DataPlane {
       if (m.slots.get(id) !== backend) {
         // Another backend in the slot restarts its gauge (a new generation). The same address under a
         // new Backend object (a reload that renamed the service) keeps it: its flows are still open.
-        if (m.slots.get(id)?.key !== backend.key) {
+        if (m.slots.get(id)?.key !== backend.key && !(m.adopted && !m.slots.has(id) && this.holds(index, id, backend))) {
           this.program.resetBackendCounters(index, id);
           m.written.delete(id);
         }
@@ -299,6 +344,12 @@ export class XdpDataPlane implements DataPlane {
     }
   }
 
+  /** Whether flb_backends already holds `backend` at (svc, id): an adopted slot keeps its generation and gauge. */
+  private holds(svc: number, id: number, backend: Backend): boolean {
+    const cur = this.program.maps.backends.lookup(this.program.backendKey(svc, id));
+    return cur !== undefined && backend.ip !== undefined && IPV4.test(backend.ip) && cur.addr === ipv4ToU32(backend.ip) && cur.port === backend.config.port;
+  }
+
   /** write() for a plan event (a health flip): a plan too large for the maps was logged, the previous one stays. */
   private writeOnPlan(m: Mirrored): void {
     try {
@@ -311,8 +362,8 @@ export class XdpDataPlane implements DataPlane {
   private checkXdpChanges(next: Config): void {
     const a = this.config.xdp;
     const b = next.xdp;
-    if (a.interface !== b.interface || a.attach !== b.attach || a.flow_table_size !== b.flow_table_size) {
-      this.log.warn("xdp.interface, xdp.attach and xdp.flow_table_size take effect at the next restart");
+    if (a.interface !== b.interface || a.attach !== b.attach || a.flow_table_size !== b.flow_table_size || a.snat_address !== b.snat_address) {
+      this.log.warn("xdp.interface, xdp.attach, xdp.snat_address and xdp.flow_table_size take effect at the next restart");
     }
     if (a.snat_ports.first !== b.snat_ports.first || a.snat_ports.last !== b.snat_ports.last) this.changeSnatRange(a.snat_ports, b.snat_ports);
   }
@@ -406,16 +457,49 @@ export class XdpDataPlane implements DataPlane {
 
   close(): void {
     if (this.closed) return;
-    this.closed = true;
-    clearInterval(this.sweeper);
-    this.neighbours.stop();
-    for (const m of this.mirrored.values()) m.unsubscribe();
+    // A start that failed before taking over: the handed-over program still runs, on its pinned link,
+    // with its pinned maps and host changes. All of that stays for the next start.
+    if (this.link.takeOver && !this.tookOver) return this.leave("xdp start abandoned; the handed-over program stays attached");
+    this.stop();
     this.link.close(); // detaches the program
     this.program.close();
+    this.pins?.removeAll();
     this.releasePorts();
     this.neighbours.release();
     this.host.close();
     this.log.info("xdp program detached", { interface: this.ifname });
+  }
+
+  /**
+   * SIGUSR2: hand the data plane over to the next start. The link is pinned, so the program stays
+   * attached and keeps forwarding every flow (and taking new ones with the plans it has) after this
+   * process exits; the maps are pinned already; the host changes (reserved SNAT ports, managed
+   * neighbour entries) stay, recorded for the next start to adopt (hoststate.ts). Throws a UserError
+   * when nothing can be handed over (xdp.pin_path: off).
+   */
+  handover(): void {
+    if (this.closed) return;
+    if (!this.pins || this.link.fd === undefined) {
+      throw new UserError("config", inFile(this.config, "SIGUSR2 hands the XDP data plane over through pinned maps, and xdp.pin_path is off; set xdp.pin_path, or stop with SIGTERM"));
+    }
+    if (!this.link.takeOver || this.tookOver) this.pins.pinLink(this.link.fd);
+    this.leave("xdp data plane handed over: the program stays attached, maps and link pinned", { pinned: this.pins.dir });
+  }
+
+  /** Stop the timers and let go of the maps and the link without undoing anything. */
+  private leave(message: string, fields: Record<string, unknown> = {}): void {
+    this.stop();
+    this.link.close(); // pinned: the attachment stays
+    this.program.close();
+    this.host.handOver();
+    this.log.info(message, { interface: this.ifname, ...fields });
+  }
+
+  private stop(): void {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    this.neighbours.stop();
+    for (const m of this.mirrored.values()) m.unsubscribe();
   }
 }
 

@@ -25,6 +25,7 @@ import {
   REASONS,
   planKey,
   reasonKey,
+  type MapKey,
   type MapSpec,
   type Maps,
   type Reason,
@@ -37,6 +38,8 @@ import type { FieldsOf } from "./struct.ts";
 export interface RuntimeConfig {
   snatFirst: number;
   snatLast: number;
+  /** Source address toward backends (host-order IPv4): xdp.snat_address or the interface's own. */
+  snatAddr: number;
   flags: number;
   /** The attached interface's MAC: the source MAC of next hops taken from the neighbour table (flb_nbr). */
   smac?: Uint8Array;
@@ -173,6 +176,11 @@ export class XdpProgram {
     this.obj.close();
   }
 
+  /** Every map's fd by its key in layout.ts MAPS (to pin them: pins.ts). */
+  mapFds(): [MapKey, number][] {
+    return Object.entries(this.maps).map(([key, m]) => [key as MapKey, m.fd]);
+  }
+
   // ---- configuration ----
 
   writeConfig(c: RuntimeConfig): void {
@@ -183,13 +191,14 @@ export class XdpProgram {
       smac: c.smac ?? new Uint8Array(6),
       prev_first: c.prevFirst ?? 0,
       prev_last: c.prevLast ?? 0,
+      snat_addr: c.snatAddr,
     });
   }
 
   readConfig(): RuntimeConfig {
     const d = this.maps.config.lookup(0);
     if (!d) throw new XdpError("bpf", "flb_config has no entry 0", 2);
-    return { snatFirst: d.snat_first, snatLast: d.snat_last, flags: d.flags, smac: d.smac, prevFirst: d.prev_first, prevLast: d.prev_last };
+    return { snatFirst: d.snat_first, snatLast: d.snat_last, snatAddr: d.snat_addr, flags: d.flags, smac: d.smac, prevFirst: d.prev_first, prevLast: d.prev_last };
   }
 
   /** featherlb's neighbour table (flb_nbr): the next-hop MAC toward an IPv4 address (neigh.h resolve_l2). */
@@ -204,10 +213,10 @@ export class XdpProgram {
 
   // ---- services, backends, plans ----
 
-  setService(index: number, addr: number, port: number): void {
+  setService(index: number, addr: number, port: number, flags = 0): void {
     const max = this.capacity.services;
     if (index < 0 || index >= max) throw new XdpError("invalid_argument", `service index ${index} (the maps hold ${max})`);
-    this.maps.svc.update({ addr, port }, { index });
+    this.maps.svc.update({ addr, port }, { index, flags });
     this.reasonRows.add(index);
   }
 
@@ -532,7 +541,7 @@ export class XdpProgram {
   /** Delete a flow's reverse entry (only if it still names the flow) and then its forward entry. */
   private deletePair(rev: MapHandles["rev"], fwd: MapHandles["fwd"], key: Uint8Array, f: Flow): void {
     const fk = FLOW_KEY.decode(key);
-    const rk = { saddr: f.be_addr, daddr: fk.daddr, sport: f.be_port, dport: f.snat_port };
+    const rk = { saddr: f.be_addr, daddr: f.snat_addr, sport: f.be_port, dport: f.snat_port };
     if (rev.lookup(rk)?.id === f.id) rev.delete(rk);
     fwd.delete(key);
   }

@@ -14,6 +14,8 @@ export interface XdpConfigSpec {
   backends: { address: string; weight?: number }[];
   flowTableSize?: number;
   drainTimeout?: string;
+  /** xdp.pin_path (default: featherlb's). */
+  pinPath?: string;
 }
 
 /** Where the admin endpoint listens, inside the LB's namespace. */
@@ -28,6 +30,7 @@ export function xdpYaml(o: XdpConfigSpec): string {
     o.attach && `  attach: ${o.attach}`,
     `  snat_ports: "${o.snat}"`,
     o.flowTableSize && `  flow_table_size: ${o.flowTableSize}`,
+    o.pinPath && `  pin_path: "${o.pinPath}"`,
   ].filter(Boolean);
   return `mode: xdp
 log:
