@@ -156,7 +156,7 @@ export class Runtime {
     this.proxy.refreshStats();
   }
 
-  /** Test hook (FEATHERLB_TEST_HOOKS=1, SIGUSR2): make the last proxy worker die of an uncaught exception. */
+  /** Test hook (FEATHERLB_TEST_HOOKS=1, SIGUSR1): make the last proxy worker die of an uncaught exception. */
   crashWorker(): void {
     this.proxy.crash();
   }

@@ -2,7 +2,7 @@
  * `workers: 2`: two proxy threads accept on the same listeners (SO_REUSEPORT), and the algorithms and
  * limits behave as with one — through a real featherlb process, real backends and real sockets. Each
  * test also checks that both workers did accept connections (/status), so it is not one worker's
- * behaviour being measured. A worker is killed through the test hook (FEATHERLB_TEST_HOOKS=1 + SIGUSR2:
+ * behaviour being measured. A worker is killed through the test hook (FEATHERLB_TEST_HOOKS=1 + SIGUSR1:
  * the last worker throws an uncaught exception, as a bug would).
  */
 import { expect, test } from "bun:test";
@@ -153,7 +153,7 @@ test("a worker that dies loses only its own connections, is restarted and logged
 
     const ended = new Set<Client>();
     for (const c of held) void c.ended.then(() => ended.add(c));
-    lb.signal("SIGUSR2"); // worker 1 throws
+    lb.signal("SIGUSR1"); // worker 1 throws
     await lb.waitForLog("proxy worker exited; restarting it");
     // Exactly worker 1's connections end (its sockets closed with its thread); worker 0's keep relaying.
     await waitFor("the dead worker's connections ended", () => ended.size === lose);

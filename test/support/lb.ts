@@ -51,7 +51,7 @@ export interface RunningLB {
   metric(name: string, labels: Record<string, string>): Promise<number | undefined>;
   status(): Promise<any>;
   rewrite(yaml: string): void;
-  signal(sig: "SIGHUP" | "SIGTERM" | "SIGINT" | "SIGKILL" | "SIGUSR2"): void;
+  signal(sig: "SIGHUP" | "SIGTERM" | "SIGINT" | "SIGKILL" | "SIGUSR1"): void;
   exited: Promise<number>;
   stop(): Promise<number>;
 }
