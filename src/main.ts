@@ -76,6 +76,9 @@ async function run(path: string): Promise<void> {
     void runtime.shutdown(signal).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
+  // Tests only: a way to make a worker thread die as a bug would (tests kill it to check that the
+  // others keep serving). Off unless the environment asks for it.
+  if (process.env.FEATHERLB_TEST_HOOKS === "1") process.on("SIGUSR1", () => runtime.crashWorker());
   process.on("SIGINT", () => stop("SIGINT"));
   // Upgrade without dropping flows: this process exits, the XDP program stays for the next start.
   process.on("SIGUSR2", () => void runtime.handover().then((done) => done && process.exit(0)));

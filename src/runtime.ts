@@ -21,7 +21,8 @@ import { Incidents } from "./control/incidents.ts";
 import { Logger } from "./control/log.ts";
 import { type RuntimeInfo, renderMetricsSliced, renderStatus } from "./control/metrics.ts";
 import { Service } from "./control/service.ts";
-import { ProxyDataPlane } from "./dataplane/proxy/index.ts";
+import { usableCpus } from "./dataplane/proxy/cpus.ts";
+import { WorkerPool } from "./dataplane/proxy/pool.ts";
 import type { DataPlane, ServicePair } from "./dataplane/types.ts";
 import { createXdpDataPlane } from "./dataplane/xdp/index.ts";
 import { UserError } from "./errors.ts";
@@ -35,11 +36,12 @@ import { VERSION } from "./version.ts";
 export type XdpFactory = (config: Config, log: Logger, serving: readonly ServiceConfig[]) => Promise<DataPlane>;
 
 /**
- * The worker threads, resolved relative to this file: in the sources src/config/… and src/control/…, in
- * the compiled binary the same paths among its entry points (Makefile).
+ * The worker threads, resolved relative to this file: in the sources src/config/…, src/control/… and
+ * src/dataplane/proxy/…, in the compiled binary the same paths among its entry points (Makefile).
  */
 const CONFIG_WORKER = new URL(WORKER_PATH, import.meta.url);
 const PROBE_WORKER = new URL("./control/probe-worker.ts", import.meta.url);
+const PROXY_WORKER = new URL("./dataplane/proxy/worker.ts", import.meta.url);
 
 /**
  * Why an auto service runs in the proxy although XDP might serve it: the XDP plane is not running in
@@ -64,8 +66,8 @@ export class Runtime {
     private config: Config,
     private readonly path: string,
     readonly log: Logger,
-    /** Every process has the proxy plane (cheap: no listener until a service runs in it)… */
-    private readonly proxy: ProxyDataPlane,
+    /** Every process has the proxy plane (cheap: no worker thread until a service runs in it)… */
+    private readonly proxy: WorkerPool,
     /** …and the XDP plane if a service needed it at start and it attached. */
     private readonly xdp: DataPlane | null,
     /** Why there is no XDP plane (the attach failed, or no service needed it): auto services run in the proxy. */
@@ -77,13 +79,14 @@ export class Runtime {
     if (xdp?.attachMode !== undefined) this.info.attach = xdp.attachMode;
     this.resolver = new Resolver(log, config.dns_refresh_ms, () => void this.health.sync(this.services));
     this.announcer = new Announcer(log);
+    this.info.workers = () => proxy.workers();
     this.admin = new AdminServer({
       metrics: async () => {
-        await this.xdp?.refreshStats();
+        await this.refreshStats();
         return renderMetricsSliced(this.info, this.services, { xdp: this.xdp?.xdpStats?.(), incidents: this.incidents, maps: this.xdp?.maps?.() });
       },
       status: async () => {
-        await this.xdp?.refreshStats();
+        await this.refreshStats();
         return renderStatus(this.info, this.services, this.xdp?.maps?.());
       },
     });
@@ -101,13 +104,16 @@ export class Runtime {
     const log = new Logger(config.log.level);
     const incidents = new Incidents(log);
     const health = new HealthChecker(PROBE_WORKER, incidents);
-    const proxy = new ProxyDataPlane(
+    const proxy = new WorkerPool(
       log,
       {
         onConnectFailure: (b, reason) => health.reportFailure(b, reason),
         onConnectSuccess: (b) => health.reportSuccess(b),
       },
       incidents,
+      config.workers,
+      config.workers === "auto" ? usableCpus() : config.workers,
+      PROXY_WORKER,
     );
     let xdp: DataPlane | null = null;
     let unavailable = XDP_NOT_STARTED;
@@ -138,9 +144,21 @@ export class Runtime {
       version: VERSION,
       mode: runtime.info.mode,
       services: config.services.length,
+      workers: runtime.proxy.workers().length,
       admin: runtime.admin.port === undefined ? null : `${config.admin.listen?.host}:${runtime.admin.port}`,
     });
     return runtime;
+  }
+
+  /** Copy the data planes' counters into the Services' (before /metrics and /status). */
+  private async refreshStats(): Promise<void> {
+    await this.xdp?.refreshStats();
+    this.proxy.refreshStats();
+  }
+
+  /** Test hook (FEATHERLB_TEST_HOOKS=1, SIGUSR1): make the last proxy worker die of an uncaught exception. */
+  crashWorker(): void {
+    this.proxy.crash();
   }
 
   /** The admin listener's port, if it is on. */
@@ -186,8 +204,8 @@ export class Runtime {
 
   /**
    * Move from `current` services to `config`. What can fail comes first and changes nothing when it
-   * does: the admin listener's new address is bound but not yet switched to, the proxy binds its new
-   * listeners, then the XDP plane applies (the last step that can fail; the others are undone if it
+   * does: the proxy binds its new listeners, the admin listener's new address is bound but not yet
+   * switched to, then the XDP plane applies (the last step that can fail; the others are undone if it
    * does). Only then do the proxy and admin listeners switch and are services updated in place, which
    * rebuilds their plans.
    */
@@ -209,17 +227,17 @@ export class Runtime {
         throw new UserError("config", `${this.path}: services[${i}] ("${cfg.name}") runs in xdp, but this process did not start the xdp data plane (${this.xdpUnavailable}); restart featherlb to start it.`);
       }
     });
-    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log) }));
+    const pairs: ServicePair[] = config.services.map((cfg) => ({ config: cfg, service: byName.get(cfg.name) ?? new Service(cfg, this.log, undefined, this.proxy.count) }));
     // New services pick nothing until their first plan is built (in slices: the event loop keeps
     // serving the services already running); a data plane gets them with that plan.
     await Promise.all(pairs.map(({ service }) => (byName.has(service.name) ? undefined : service.settled())));
     const inPlane = (plane: Plane) => pairs.filter((p) => split.plane.get(p.config) === plane);
-    const admin = this.admin.prepare(config.admin.listen);
-    let listeners;
+    const listeners = await this.proxy.prepare(config, inPlane("proxy"));
+    let admin;
     try {
-      listeners = await this.proxy.prepare(config, inPlane("proxy"));
+      admin = this.admin.prepare(config.admin.listen);
     } catch (err) {
-      admin.abort();
+      listeners.abort();
       throw err;
     }
     try {
@@ -230,7 +248,6 @@ export class Runtime {
       throw err;
     }
     listeners.commit();
-    admin.commit();
     for (const { config: cfg, service } of pairs) {
       if (!byName.has(cfg.name)) continue;
       service.update(cfg);
@@ -243,9 +260,14 @@ export class Runtime {
     this.services = next;
     this.log.level = config.log.level;
     this.notePlanes(config, split);
+    // Every proxy worker has the new plans before the reload is reported done.
+    await this.proxy.sync();
     await this.resolver.sync(next, config.dns_refresh_ms);
     await this.health.sync(next);
     await this.announcer.sync(config.announce, next);
+    // Last: a new admin listener answers /healthz only once it is switched to (admin.ts), so a fresh
+    // featherlb reports healthy when everything above is done.
+    admin.commit();
   }
 
   /** Record which plane each service runs in (/status, /metrics) and log each auto fallback once. */

@@ -6,9 +6,10 @@
 import { MAGLEV_SLOTS_PER_BACKEND } from "./limits.ts";
 import { nextPrime } from "./primes.ts";
 import type { FileOutput, HealthCheckOutput } from "./sections.ts";
-import type { AttachMode, Config, HealthCheckConfig, HostPort, LogLevel, Mode } from "./types.ts";
+import type { AttachMode, Config, HealthCheckConfig, HostPort, LogLevel, Mode, Workers } from "./types.ts";
 
 export const DEFAULT_MODE: Mode = "proxy";
+export const DEFAULT_WORKERS: Workers = "auto";
 export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 export const DEFAULT_ADMIN_LISTEN: Readonly<HostPort> = { host: "127.0.0.1", port: 9090 };
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
@@ -69,6 +70,7 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
   const admin = file.admin?.listen;
   return {
     mode: file.mode ?? DEFAULT_MODE,
+    workers: file.workers ?? DEFAULT_WORKERS,
     log: { level: file.log?.level ?? DEFAULT_LOG_LEVEL },
     // "off" is null: no admin listener.
     admin: { listen: admin === undefined ? { ...DEFAULT_ADMIN_LISTEN } : (admin ?? undefined) },

@@ -43,6 +43,12 @@ export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
 export const WEIGHT_MIN = 1;
 export const WEIGHT_MAX = 1000;
 
+/**
+ * Upper bound on `workers`: proxy threads beyond one per CPU only share cores. Each worker takes a
+ * column in every per-source table entry (dataplane/proxy/sources.ts), so the bound also caps that.
+ */
+export const WORKERS_MAX = 256;
+
 /** Upper bound on max_connections (0 = unlimited is always allowed). */
 export const MAX_CONNECTIONS_MAX = 10_000_000;
 export const CONNECT_RETRIES_MAX = MAX_BACKENDS - 1;

@@ -65,6 +65,9 @@ const ROWS: Array<[string, string[], string]> = [
   ["top level is a list", ["- name: web"], "lb.yaml:1:1 expected a mapping at the top level, got a list"],
   ["top level is a scalar", ["hello"], 'lb.yaml:1:1 expected a mapping at the top level, got string "hello"'],
   ["no services key", ["mode: proxy"], 'lb.yaml:1:1 missing required key "services"'],
+  ["workers: 0", ["workers: 0", ...webWithBackend()], "lb.yaml:1:10 workers: expected auto or a whole number of workers from 1 to 256, got number 0"],
+  ["workers: a fraction", ["workers: 1.5", ...webWithBackend()], "lb.yaml:1:10 workers: expected auto or a whole number of workers from 1 to 256, got number 1.5"],
+  ["workers: a word", ["workers: all", ...webWithBackend()], 'lb.yaml:1:10 workers: expected auto or a whole number of workers from 1 to 256, got string "all"'],
   ["services empty", ["services: []"], "lb.yaml:1:11 services: must list at least one service"],
   ["services not a list", ["services: 5"], "lb.yaml:1:11 services: expected a list of services, got number 5"],
   ["service not a mapping", ["services:", "  - web"], "lb.yaml:2:5 services[0]: expected a mapping, got string \"web\""],
@@ -78,7 +81,7 @@ const ROWS: Array<[string, string[], string]> = [
   ["misspelt required key wins over missing", web("backend:", "  - address: 10.0.0.11:8080"), 'lb.yaml:4:5 services[0]: unknown key "backend"; did you mean "backends"?'],
   ["misspelt backend key", web("backends:", "  - adress: 10.0.0.11:8080"), 'lb.yaml:5:9 services[0].backends[0]: unknown key "adress"; did you mean "address"?'],
   ["unknown key, nothing close", webWithBackend("health_check:", "  color: red"), 'lb.yaml:7:7 services[0].health_check: unknown key "color"; valid keys here: enabled, interval, timeout, rise, fall'],
-  ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, log, admin, drain_timeout, dns_refresh, config_watch, xdp, announce, defaults, services'],
+  ["unknown top-level key, nothing close", ["frontend: {}", ...webWithBackend()], 'lb.yaml:1:1 unknown key "frontend"; valid keys here: mode, workers, log, admin, drain_timeout, dns_refresh, config_watch, xdp, announce, defaults, services'],
   ["unknown key in a flow mapping", web("backends: [{address: 10.0.0.1:80, wieght: 2}]"), 'lb.yaml:4:39 services[0].backends[0]: unknown key "wieght"; did you mean "weight"?'],
   ["service-only key in defaults", ["defaults:", "  listen: 0.0.0.0:80", ...web()], 'lb.yaml:2:3 defaults: unknown key "listen"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, forwarding, health_check'],
   ["mode is per service, not a default", ["defaults:", "  mode: xdp", ...web()], 'lb.yaml:2:3 defaults: unknown key "mode"; valid keys here: max_connections, connect_timeout, connect_retries, idle_timeout, half_close_timeout, max_connections_per_source, send_proxy, accept_proxy, forwarding, health_check'],
@@ -419,6 +422,7 @@ describe("parseConfig accepts valid files", () => {
     const config = parseConfig(["services:", "  - name: web", "    listen: 0.0.0.0:8080", "    backends:", "      - address: 10.0.0.11:8080"].join("\n"), "m.yaml");
     const expected: Config = {
       mode: "proxy",
+      workers: "auto",
       log: { level: "info" },
       admin: { listen: { host: "127.0.0.1", port: 9090 } },
       drain_timeout_ms: 30_000,
@@ -471,6 +475,7 @@ xdp:
   snat_address: 10.0.1.12
   flow_table_size: 262144
   pin_path: "off"
+workers: 3
 defaults:
   max_connections: 500
   connect_timeout: 1.5s
@@ -511,6 +516,7 @@ services:
 `;
     const config = parseConfig(text, "full.yaml");
     expect(config.mode).toBe("auto");
+    expect(config.workers).toBe(3);
     expect(config.log.level).toBe("debug");
     expect(config.admin.listen).toEqual({ host: "::1", port: 9100 });
     expect(config.drain_timeout_ms).toBe(90_000);

@@ -21,10 +21,23 @@ import {
   SERVICE_NAME_PATTERN,
   WEIGHT_MAX,
   WEIGHT_MIN,
+  WORKERS_MAX,
 } from "./limits.ts";
 import { parseDuration } from "./duration.ts";
-import type { Parsed } from "./result.ts";
-import { ALGORITHM_NAMES, ATTACH_MODES, FORWARDING, LOG_LEVELS, MODES, PLANES, SEND_PROXY, type HostPort } from "./types.ts";
+import { describe, type Parsed } from "./result.ts";
+import { ALGORITHM_NAMES, ATTACH_MODES, FORWARDING, LOG_LEVELS, MODES, PLANES, SEND_PROXY, type HostPort, type Workers } from "./types.ts";
+
+// ---- workers: --------------------------------------------------------------------------------------
+
+/** `workers`: "auto" or a count of threads. */
+const Workers = v.pipe(
+  v.unknown(),
+  parsedBy((input: unknown): Parsed<Workers> => {
+    if (input === "auto") return { ok: true, value: "auto" };
+    if (typeof input === "number" && Number.isInteger(input) && input >= 1 && input <= WORKERS_MAX) return { ok: true, value: input };
+    return { ok: false, error: `expected auto or a whole number of workers from 1 to ${WORKERS_MAX}, got ${describe(input)}` };
+  }),
+);
 
 // ---- log: -------------------------------------------------------------------------------------------
 
@@ -199,6 +212,7 @@ const Service = mapping({
 export const File = mapping(
   {
     mode: v.optional(choice(MODES, "mode")),
+    workers: v.optional(Workers),
     log: v.optional(Log),
     admin: v.optional(Admin),
     drain_timeout: v.optional(duration()),

@@ -124,8 +124,13 @@ export interface AdminConfig {
   listen: HostPort | undefined;
 }
 
+/** `workers`: proxy worker threads, or "auto" (one per CPU the process may use). */
+export type Workers = number | "auto";
+
 export interface Config {
   mode: Mode;
+  /** Proxy worker threads (each accepts on every proxy listener); "auto" is resolved at start. */
+  workers: Workers;
   log: { level: LogLevel };
   admin: AdminConfig;
   /** How long SIGTERM waits for established connections before closing them. */

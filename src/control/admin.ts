@@ -62,7 +62,7 @@ export class AdminServer {
         port: listen.port,
         // Never Bun's developer error page (it shows source lines): a failure is a plain 500.
         development: false,
-        fetch: (req) => this.handle(req),
+        fetch: (req, server) => this.handle(req, server),
         error: () => new Response("internal error\n", { status: 500 }),
       });
     } catch (err) {
@@ -76,7 +76,10 @@ export class AdminServer {
     }
   }
 
-  private async handle(req: Request): Promise<Response> {
+  private async handle(req: Request, server: Server<undefined>): Promise<Response> {
+    // A listener bound by `prepare` serves only once committed: until then featherlb is still starting
+    // (or the reload that moves it may fail), and /healthz must not say ready.
+    if (server !== this.server) return new Response("starting\n", { status: 503, headers: { "retry-after": "1" } });
     const path = pathOf(req.url);
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (path) {

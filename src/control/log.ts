@@ -54,6 +54,8 @@ export class Logger {
   constructor(
     public level: LogLevel = "info",
     private readonly write: (line: string) => void = toStderr,
+    /** Fields every line carries (a proxy worker thread's `worker` index). */
+    private readonly base?: Fields,
   ) {}
 
   enabled(level: LogLevel): boolean {
@@ -75,6 +77,6 @@ export class Logger {
 
   private log(level: LogLevel, msg: string, fields?: Fields): void {
     if (!this.enabled(level)) return;
-    this.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + "\n");
+    this.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...this.base, ...fields }) + "\n");
   }
 }

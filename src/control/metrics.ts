@@ -19,6 +19,20 @@ export interface RuntimeInfo {
   attach?: string;
   /** The data plane each service runs in, by service name (the runtime sets it on every apply). */
   planes?: ReadonlyMap<string, Plane>;
+  /** The proxy's worker threads, read at each scrape. */
+  workers?: () => readonly WorkerInfo[];
+}
+
+/** One proxy worker thread as /status and /metrics show it. */
+export interface WorkerInfo {
+  index: number;
+  alive: boolean;
+  /** Proxied connections it holds. */
+  connections: number;
+  /** Proxied connections it has accepted. */
+  accepted: number;
+  /** Times it died and was started again. */
+  restarts: number;
 }
 
 /** What /status and /metrics show of the XDP plane's maps (dataplane/types.ts PlaneMaps has this shape). */
@@ -133,6 +147,13 @@ function* metricsSteps(e: Exposition, info: RuntimeInfo, services: readonly Serv
   for (const [errno, n] of incidents?.local ?? []) e.add("featherlb_local_errors_total", "counter", localHelp, renderLabels({ errno }), n);
   const internalHelp = "Exceptions inside featherlb's socket handlers (bugs) by kind; the connection concerned was closed.";
   for (const [kind, n] of incidents?.internal ?? []) e.add("featherlb_internal_errors_total", "counter", internalHelp, renderLabels({ kind }), n);
+  for (const w of info.workers?.() ?? []) {
+    const labels = renderLabels({ worker: String(w.index) });
+    e.add("featherlb_worker_up", "gauge", "1 while the proxy worker thread runs, 0 while it is being restarted.", labels, w.alive ? 1 : 0);
+    e.add("featherlb_worker_connections_active", "gauge", "Proxied connections held by the worker thread.", labels, w.connections);
+    e.add("featherlb_worker_connections_total", "counter", "Connections the worker thread accepted (the kernel spreads them over the workers).", labels, w.accepted);
+    e.add("featherlb_worker_restarts_total", "counter", "Times the worker thread died and was started again.", labels, w.restarts);
+  }
   for (const s of services) {
     const labels = renderLabels({ service: s.name });
     e.add("featherlb_service_info", "gauge", "1 per service, labelled with the data plane it runs in and its algorithm.", `${labels},${renderLabels({ plane: info.planes?.get(s.name) ?? info.mode, algorithm: s.config.algorithm })}`, 1);
@@ -184,6 +205,7 @@ export function renderStatus(info: RuntimeInfo, services: readonly Service[], ma
     ...(maps ? { xdp_maps: maps } : {}),
     uptime_seconds: Math.round((Date.now() - info.startedAt) / 1000),
     reloads: info.reloads,
+    ...(info.workers ? { workers: info.workers() } : {}),
     services: services.map((s) => ({
       name: s.name,
       plane: info.planes?.get(s.name) ?? info.mode,

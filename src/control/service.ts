@@ -22,6 +22,7 @@ import type { Member, Plan, PlanBuild } from "./algorithms/types.ts";
 import { Backend, type HealthState } from "./backend.ts";
 import { Logger } from "./log.ts";
 import { REBUILDS, type Rebuildable, type RebuildQueue } from "./rebuild.ts";
+import { ServiceShared } from "./shared.ts";
 import { ServiceCounters } from "./stats.ts";
 
 /** A rebuild in progress: the pick set it was started from, and the build. */
@@ -37,6 +38,8 @@ export class Service implements Rebuildable {
   /** Backends by id. Ids are small and stable for a backend's lifetime; freed ids are reused. */
   readonly backends = new Map<number, Backend>();
   readonly stats = new ServiceCounters();
+  /** What the proxy's worker threads share of this service: cursor, active counts, counter rows (shared.ts). */
+  readonly shared: ServiceShared;
   /** The live plan's picker; an empty plan (picks nothing) until the first build is done. */
   picker: Picker;
   /** The live plan's fingerprint, computed when first asked for (a SHA-256 over its slots). */
@@ -50,7 +53,10 @@ export class Service implements Rebuildable {
     public config: ServiceConfig,
     private readonly log: Logger = new Logger(),
     private readonly rebuilds: RebuildQueue = REBUILDS,
+    /** Proxy worker threads that will count into `shared`. */
+    workers = 1,
   ) {
+    this.shared = ServiceShared.create(workers);
     this.picker = this.pickerOf(makePlan("sequence", [], []));
     this.update(config);
   }
@@ -67,7 +73,7 @@ export class Service implements Rebuildable {
   backendsAfter(config: ServiceConfig): number {
     const wanted = new Set(config.backends.map((b) => b.address));
     let draining = 0;
-    for (const b of this.backends.values()) if (!wanted.has(b.key) && b.stats.active > 0) draining++;
+    for (const b of this.backends.values()) if (!wanted.has(b.key) && this.busy(b)) draining++;
     return config.backends.length + draining;
   }
 
@@ -89,6 +95,7 @@ export class Service implements Rebuildable {
     this.collectDrained();
     for (const cfg of wanted.values()) {
       const id = this.freeId();
+      this.shared.resetBackend(id);
       this.backends.set(id, new Backend(id, cfg));
     }
     this.changed();
@@ -127,7 +134,12 @@ export class Service implements Rebuildable {
 
   /** Remove backends that a reload disabled once their last connection has ended. */
   collectDrained(): void {
-    for (const [id, b] of this.backends) if (!b.enabled && b.stats.active === 0) this.backends.delete(id);
+    for (const [id, b] of this.backends) if (!b.enabled && !this.busy(b)) this.backends.delete(id);
+  }
+
+  /** Connections to `b` are open: counted live by proxy workers (shared), copied in by the XDP plane (stats). */
+  private busy(b: Backend): boolean {
+    return b.stats.active > 0 || this.shared.backendActive(b.id) > 0;
   }
 
   /**
@@ -198,8 +210,9 @@ export class Service implements Rebuildable {
     return { maglevTableSize: this.config.maglev_table_size };
   }
 
+  /** Sequence plans walk the shared cursor and least_connections/power_of_two read the shared counts (shared.ts). */
   private pickerOf(plan: Plan): Picker {
-    return new Picker(plan, { active: (id) => this.backends.get(id)?.stats.active ?? 0 });
+    return new Picker(plan, { active: (id) => this.shared.backendActive(id) }, undefined, this.shared);
   }
 
   /** The current plan's fingerprint (algorithms/fingerprint.ts): equal on instances that pick alike. */
@@ -210,6 +223,8 @@ export class Service implements Rebuildable {
   }
 
   private install(plan: Plan, from: string): void {
+    // A new plan starts its sequence from the first slot, in every worker.
+    this.shared.resetCursor();
     this.picker = this.pickerOf(plan);
     this.fingerprintCache = undefined;
     this.builtFrom = from;

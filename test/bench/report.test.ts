@@ -25,6 +25,8 @@ const SHORT: Record<string, number[]> = {
   "featherlb-xdp": [15000, 14000, 16000], // 0.75× direct: MISS (≥ 0.9); 1.67× HAProxy: MISS (≥ 2.0)
   "xdp-floor": [16000, 15500, 17000], // 0.80× direct
   "featherlb-proxy-pp2": [9000, 9310, 11000], // 0.95× featherlb proxy: the send_proxy v2 cost
+  "haproxy-2": [16000, 15000, 17000], // 1.78× HAProxy on one thread
+  "featherlb-proxy-2": [17600, 16000, 18000], // 1.10× HAProxy nbthread 2: PASS; 1.80× featherlb on one worker
 };
 
 function results(): string {
@@ -87,9 +89,9 @@ test("target verdicts follow the goals, with the floor's ratio beside the xdp on
   expect(targets).toContain("| featherlb proxy | short-conn req/s | >= 1.0× HAProxy 2.6 | 1.09× | **PASS** |");
   expect(targets).toContain("| featherlb xdp | short-conn req/s | >= 0.9× direct (no LB) | 0.75× | **MISS** | 0.80× |");
   expect(targets).toContain("| featherlb xdp | short-conn req/s | >= 2.0× HAProxy 2.6 | 1.67× | **MISS** | 1.78× |");
-  expect(targets).toContain("| featherlb proxy | memory per idle connection | <= 2.0× HAProxy 2.6 | 0.67× | **PASS** |");
+  expect(targets).toContain("| featherlb proxy | memory per idle connection | <= 1.0× HAProxy 2.6 | 0.67× | **PASS** |");
   expect(targets).toContain("| featherlb xdp | featherlb process CPU, every workload | near 0 % (≤ 5 %) | 0.2 % worst | **PASS** |");
-  expect(out.md).toMatch(/### Targets \(\d+ of 13 met\)/);
+  expect(out.md).toMatch(/### Targets \(\d+ of 16 met\)/);
 });
 
 test("the XDP floor table compares featherlb xdp with the floor and the floor with direct", () => {
@@ -102,6 +104,14 @@ test("a system that could not run is listed with its reason, and the chart names
   expect(out.svg).toStartWith("<svg");
   for (const label of ["direct (no LB)", "HAProxy 2.6", "featherlb proxy", "featherlb xdp", "XDP floor (reference)"]) expect(out.svg).toContain(label);
   expect(out.svg).not.toContain(">NGINX stream<");
+});
+
+test("two workers: featherlb workers: 2 against HAProxy nbthread 2, and each against itself on one", () => {
+  const row = rowOf(out.md, "### Two workers", "short connections, req/s");
+  expect(row).toBe("| short connections, req/s | 16,000 (15,000–17,000) | — | 17,600 (16,000–18,000) | 1.10× | 1.80× | 1.78× |");
+  const targets = out.md.slice(out.md.indexOf("### Targets"));
+  expect(targets).toContain("| featherlb proxy, workers: 2 | short-conn req/s | >= 1.0× HAProxy 2.6, nbthread 2 | 1.10× | **PASS** |");
+  expect(targets).toContain("| featherlb proxy, workers: 2 | bulk Gbit/s (1 MiB × 8) | >= 1.5× HAProxy 2.6, nbthread 2 | 1.00× | **MISS** |");
 });
 
 test("the send_proxy v2 row: its cost against the proxy without it, and no bulk or idle cells", () => {

@@ -23,9 +23,11 @@
 #
 # Knobs (environment): BENCH_SCALE_SIZES (scale: "10,100,1000,10000"), BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
-# "direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2";
-# featherlb-xdp-dsr is the xdp row with forwarding: dsr, the last is the proxy with send_proxy: v2,
-# short and keep-alive only), BENCH_XDP (the xdp rows: auto = measured if
+# "direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2
+# haproxy-2 nginx-2 featherlb-proxy-2"; featherlb-xdp-dsr is the xdp row with forwarding: dsr;
+# featherlb-proxy-pp2 is the proxy with send_proxy: v2, short and keep-alive only; the -2 rows run two
+# threads or processes: HAProxy nbthread 2, NGINX worker_processes 2, featherlb workers: 2; the others
+# one), BENCH_XDP (the xdp rows: auto = measured if
 # the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
 # BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (on: veth defaults, TSO/GSO and
 # checksum offload, 64 KiB super-frames; off: wire-like MTU frames with full checksums, slower for
@@ -50,7 +52,7 @@ STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
 BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
-ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2"
+ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2 haproxy-2 nginx-2 featherlb-proxy-2"
 SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
@@ -58,7 +60,8 @@ OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); of
 NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
-declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6 [featherlb-proxy-pp2]=10.88.0.7 [featherlb-xdp-dsr]=10.88.0.8)
+declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6 [featherlb-proxy-pp2]=10.88.0.7 [featherlb-xdp-dsr]=10.88.0.8
+  [haproxy-2]=10.88.0.20 [nginx-2]=10.88.0.21 [featherlb-proxy-2]=10.88.0.22)
 # featherlb-xdp-dsr: the LB's own address beside the VIP (the backends hold the VIP: see use_vip)
 DSR_LB_IP=10.88.0.9
 DSR_STREAM_PORT=9001
@@ -91,7 +94,7 @@ cmd_profile() {
   local dir=$OUT/profile secs=${BENCH_PROFILE_SECONDS:-8} bun=$ROOT/node_modules/.bin/bun wl pid ppid
   rm -rf "$dir" && mkdir -p "$dir"
   use_vip featherlb-proxy
-  sed -e "s|@MODE@|proxy|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|off|g" -e "s|@HTTP_PORT@|80|g" -e "s|@FORWARDING@|nat|g" -e "s|@STREAM_PORT@|9000|g" \
+  sed -e "s|@MODE@|proxy|g" -e "s|@VIP@|$VIP|g" -e "s|@WORKERS@|1|g" -e "s|@SEND_PROXY@|off|g" -e "s|@HTTP_PORT@|80|g" -e "s|@FORWARDING@|nat|g" -e "s|@STREAM_PORT@|9000|g" \
     "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
   for wl in ${BENCH_PROFILE_WORKLOADS:-idle short keepalive bulk stream}; do
     log "profile: $wl (${secs} s)"

@@ -35,7 +35,7 @@ beforeAll(async () => {
   const log = new Logger("info", (line) => void logs.push(JSON.parse(line)));
   incidents = new Incidents(log);
   service = new Service(config.services[0]!, log);
-  plane = new ProxyDataPlane(log, { onConnectFailure: () => {}, onConnectSuccess: () => {} }, incidents);
+  plane = new ProxyDataPlane(log, { connectFailed: () => {}, connected: () => {} }, incidents);
   await plane.apply(config, [{ config: config.services[0]!, service }]);
 });
 afterAll(() => {

@@ -251,7 +251,8 @@ test("SIGTERM: stop accepting, let established connections finish, exit 0", asyn
     await waitFor("greeting", () => established.text() === "a\n");
     lb.signal("SIGTERM");
     await lb.waitForLog("draining");
-    // The listener is gone: new clients are refused…
+    // Once every proxy worker has closed its listener (a message away), new clients are refused…
+    await lb.waitForLog("proxy listeners closed; waiting for open connections to end");
     await expect(connect("127.0.0.1", port)).rejects.toThrow();
     // …while the established connection still relays.
     established.socket.write("bye");

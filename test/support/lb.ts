@@ -51,7 +51,7 @@ export interface RunningLB {
   metric(name: string, labels: Record<string, string>): Promise<number | undefined>;
   status(): Promise<any>;
   rewrite(yaml: string): void;
-  signal(sig: "SIGHUP" | "SIGTERM" | "SIGINT" | "SIGKILL"): void;
+  signal(sig: "SIGHUP" | "SIGTERM" | "SIGINT" | "SIGKILL" | "SIGUSR1"): void;
   exited: Promise<number>;
   stop(): Promise<number>;
 }
@@ -61,13 +61,13 @@ export interface RunningLB {
  * until its admin listener answers. `write` places the file and returns the path featherlb is given
  * (default: a plain file in a temp dir); `wrap` is a command prefix that ends by exec'ing its arguments.
  */
-export async function startLB(yaml: string, opts: { write?: (yaml: string) => string; wrap?: string[] } = {}): Promise<RunningLB> {
+export async function startLB(yaml: string, opts: { write?: (yaml: string) => string; wrap?: string[]; env?: Record<string, string> } = {}): Promise<RunningLB> {
   const adminPort = freePort();
   const admin = `http://127.0.0.1:${adminPort}`;
   const configPath = (opts.write ?? tempConfig)(yaml.replaceAll("ADMIN", `127.0.0.1:${adminPort}`));
   // `wrap` runs featherlb under another command that execs it (so `pid` stays featherlb's), e.g. a shell
   // that lowers `ulimit -n` first.
-  const proc = new Proc([...(opts.wrap ?? []), ...featherlbCommand(), configPath]);
+  const proc = new Proc([...(opts.wrap ?? []), ...featherlbCommand(), configPath], opts.env ? { env: { ...process.env, ...opts.env } } : {});
   const logLines = () => proc.lines.filter((l) => l.stream === "err");
   const counts = new Map<string, { seen: number; n: number }>();
   const lb: RunningLB = {

@@ -5,6 +5,7 @@
  */
 import type { Socket } from "bun";
 import { createHash } from "node:crypto";
+import * as net from "node:net";
 
 /**
  * A port that was free on `host` a moment ago, for configs that need a fixed number. Reuse guard: never
@@ -69,35 +70,64 @@ export interface Client {
   isClosed(): boolean;
 }
 
-export async function connect(host: string, port: number, opts: { allowHalfOpen?: boolean } = {}): Promise<Client> {
+/** What a Client records, fed by whichever socket API carries it (Bun.connect, node:net). */
+function recorder() {
   const chunks: Buffer[] = [];
   let closedFlag = false;
   let onEnd!: () => void;
   let onClose!: () => void;
   const ended = new Promise<void>((r) => (onEnd = r));
   const closed = new Promise<void>((r) => (onClose = r));
+  return {
+    data: (d: Uint8Array) => void chunks.push(Buffer.from(d)),
+    end: () => onEnd(),
+    close: () => {
+      closedFlag = true;
+      onEnd();
+      onClose();
+    },
+    client: (socket: Socket<unknown>): Client => ({
+      socket,
+      received: () => Buffer.concat(chunks),
+      text: () => Buffer.concat(chunks).toString(),
+      ended,
+      closed,
+      isClosed: () => closedFlag,
+    }),
+  };
+}
+
+export async function connect(host: string, port: number, opts: { allowHalfOpen?: boolean } = {}): Promise<Client> {
+  const r = recorder();
   const socket = await Bun.connect({
     hostname: host,
     port,
     allowHalfOpen: opts.allowHalfOpen ?? true,
     socket: {
-      data: (_s, d) => void chunks.push(Buffer.from(d)),
+      data: (_s, d) => r.data(d),
       drain: (s) => flushPending(s),
-      end: () => onEnd(),
-      close: () => {
-        closedFlag = true;
-        onEnd();
-        onClose();
-      },
+      end: r.end,
+      close: r.close,
       error: () => {},
     },
   });
-  return {
-    socket,
-    received: () => Buffer.concat(chunks),
-    text: () => Buffer.concat(chunks).toString(),
-    ended,
-    closed,
-    isClosed: () => closedFlag,
-  };
+  return r.client(socket);
+}
+
+/**
+ * A Client bound to the local address `source` (any 127.0.0.0/8 address is this host's), for tests of
+ * per-source behaviour. node:net, since Bun.connect cannot choose its local address. Only `end` and
+ * `write` of `socket` are there.
+ */
+export function connectFrom(host: string, port: number, source: string): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const r = recorder();
+    const s = net.connect({ host, port, localAddress: source, allowHalfOpen: true }, () =>
+      resolve(r.client({ end: () => void s.end(), write: (d: string | Uint8Array) => (s.write(d), d.length) } as unknown as Socket<unknown>)),
+    );
+    s.on("data", r.data);
+    s.on("end", r.end);
+    s.on("close", r.close);
+    s.on("error", reject);
+  });
 }

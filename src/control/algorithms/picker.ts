@@ -2,6 +2,7 @@
  * The TypeScript interpreter of a Plan (the proxy's picker). bpf/select.h is its C twin; keep the two
  * in step: same cursor walk, same modulo, same tie-breaking.
  */
+import type { Cursor } from "../shared.ts";
 import type { LoadView, PickInput, Plan } from "./types.ts";
 
 export const NONE = -1;
@@ -9,15 +10,32 @@ export const NONE = -1;
 export type RandomU32 = () => number;
 const mathRandomU32: RandomU32 = () => (Math.random() * 0x1_0000_0000) >>> 0;
 
-export class Picker {
-  /** The shared cursor of sequence plans (the BPF program keeps one per service in a map). */
-  private cursor = 0;
+/** A cursor of this picker's own (one thread, and tests). */
+class LocalCursor implements Cursor {
+  private at = 0;
+  next(length: number): number {
+    const at = this.at % length;
+    this.at = (at + 1) % length;
+    return at;
+  }
+}
 
+export class Picker {
   constructor(
     readonly plan: Plan,
     private readonly load: LoadView,
     private readonly randomU32: RandomU32 = mathRandomU32,
+    /**
+     * Where sequence plans keep their position: every proxy worker's Picker of a service shares one
+     * (control/shared.ts), as the BPF program keeps one per service in a map.
+     */
+    private readonly cursor: Cursor = new LocalCursor(),
   ) {}
+
+  /** The plan reads live connection counts: a pick and its count must not interleave with another's. */
+  get readsLoad(): boolean {
+    return this.plan.kind === "least" || this.plan.kind === "two_choices";
+  }
 
   get size(): number {
     return this.plan.members.length;
@@ -32,7 +50,7 @@ export class Picker {
     if (plan.members.length === 0) return NONE;
     switch (plan.kind) {
       case "sequence":
-        return this.walk(this.nextCursor(), exclude);
+        return this.walk(this.cursor.next(plan.slots.length), exclude);
       case "random":
         return this.walk(this.randomU32() % plan.slots.length, exclude);
       case "hash":
@@ -42,12 +60,6 @@ export class Picker {
       case "two_choices":
         return this.twoChoices(exclude);
     }
-  }
-
-  private nextCursor(): number {
-    const at = this.cursor;
-    this.cursor = (at + 1) % this.plan.slots.length;
-    return at;
   }
 
   /** slots[start], or the next slot whose member is not excluded (a bounded linear probe). */

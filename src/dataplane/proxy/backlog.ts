@@ -31,20 +31,28 @@ export type Raised = { backlog: number } | { error: string };
 /**
  * Raise the backlog of each listener (host, port), in the order given: libc is opened and this
  * process's descriptors are walked once for all of them (one walk per listener, with thousands of
- * health-check sockets open, took over a second at the start of 40 services).
+ * health-check sockets open, took over a second at the start of 40 services). A listener whose `fd` is
+ * known (Bun tells it, a property its types do not declare) is raised directly: with several worker
+ * threads' sockets on one address, the walk would find any one of them.
  */
-export function raiseBacklogs(listeners: readonly { host: string; port: number }[]): Raised[] {
+export function raiseBacklogs(listeners: readonly { host: string; port: number; fd?: number }[]): Raised[] {
   if (listeners.length === 0) return [];
   let libc: ReturnType<typeof openLibc> | undefined;
   try {
     libc = openLibc(); // throws where there is no glibc (musl): then Bun's 512 stays
     const { listen, getsockname, getsockopt } = libc.symbols;
-    const wanted = new Map(listeners.map(({ host, port }, i) => [`${canonical(host)} ${port}`, i]));
+    const raised = (fd: number): Raised => (listen(fd, WANTED_BACKLOG) !== 0 ? { error: "listen() refused the new backlog" } : { backlog: Math.min(WANTED_BACKLOG, somaxconn()) });
     const out: Raised[] = listeners.map(({ host, port }) => ({ error: `no listening socket of this process is bound to ${host}:${port}` }));
+    const wanted = new Map<string, number>();
+    listeners.forEach(({ host, port, fd }, i) => {
+      if (fd !== undefined && fd >= 0) out[i] = raised(fd);
+      else wanted.set(`${canonical(host)} ${port}`, i);
+    });
+    if (wanted.size === 0) return out;
     const addr = new Uint8Array(128); // sockaddr_storage
     const int = new Int32Array(1);
     const len = new Uint32Array(1);
-    let left = listeners.length;
+    let left = wanted.size;
     for (const fd of socketFds()) {
       len[0] = 4;
       if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, ptr(int), ptr(len)) !== 0 || int[0] !== 1) continue;
@@ -53,7 +61,7 @@ export function raiseBacklogs(listeners: readonly { host: string; port: number }
       const i = wanted.get(sockaddrText(addr));
       if (i === undefined) continue;
       wanted.delete(sockaddrText(addr));
-      out[i] = listen(fd, WANTED_BACKLOG) !== 0 ? { error: "listen() refused the new backlog" } : { backlog: Math.min(WANTED_BACKLOG, somaxconn()) };
+      out[i] = raised(fd);
       if (--left === 0) break;
     }
     return out;

@@ -6,12 +6,15 @@
  * 250 ms after its deadline.
  */
 import type { Socket, SocketHandler } from "bun";
-import type { Backend } from "../../control/backend.ts";
 import { clientHash } from "../../control/algorithms/hash.ts";
 import { NONE } from "../../control/algorithms/picker.ts";
 import { localErrno, type Incidents } from "../../control/incidents.ts";
-import type { ConnectHooks } from "../types.ts";
+import { B, S, ServiceShared } from "../../control/shared.ts";
 import type { Relay } from "./relay.ts";
+import type { ProxiedBackend, ProxyHooks } from "./view.ts";
+
+/** What the proxy reports of its own faults (control/incidents.ts, or a worker's messenger to it). */
+export type IncidentSink = Pick<Incidents, "localError" | "internalError">;
 
 /** An exception thrown inside a socket handler (Bun hands it to `error`): counted, logged, pair closed. */
 export type HandlerFault = (where: string, socket: Socket<Relay>, err: Error) => void;
@@ -40,7 +43,7 @@ class Attempt {
   settled = false;
   constructor(
     readonly relay: Relay,
-    readonly backend: Backend,
+    readonly backend: ProxiedBackend,
     /** Epoch ms; the data plane's tick expires it (no timer per connect). */
     public deadline: number,
   ) {}
@@ -52,9 +55,11 @@ export class Connector {
   private readonly handlers: SocketHandler<Relay>;
 
   constructor(
-    private readonly hooks: ConnectHooks,
-    private readonly incidents: Incidents,
+    private readonly hooks: ProxyHooks,
+    private readonly incidents: IncidentSink,
     private readonly fault: HandlerFault,
+    /** This thread's worker slot in the services' shared state. */
+    private readonly worker: number,
   ) {
     this.handlers = backendHandlers(fault);
   }
@@ -62,20 +67,29 @@ export class Connector {
   /** Pick a backend for `relay` and connect; on failure retry others; finish the relay if none works. */
   start(relay: Relay): void {
     const { service } = relay;
-    const { picker } = service;
+    const { picker, shared } = service;
     // Only hash plans read the client hash; the others skip parsing the address string.
     const hash = picker.plan.kind === "hash" ? clientHash(relay.clientIp) : 0;
-    const id = picker.pick({ clientHash: hash }, relay.failed ?? undefined);
-    const backend = id === NONE ? undefined : service.backends.get(id);
+    // Plans that read the active counts pick and count under the service's lock, so that two workers
+    // picking at once see each other's choice (control/shared.ts).
+    const locked = picker.readsLoad;
+    let backend: ProxiedBackend | undefined;
+    if (locked) shared.lock();
+    try {
+      const id = picker.pick({ clientHash: hash }, relay.failed ?? undefined);
+      backend = id === NONE ? undefined : service.backends.get(id);
+      // Counted as active from the pick, not the connect: a burst of accepts must already see it, or
+      // least_connections would send the whole burst to one backend.
+      if (backend?.ip) shared.backendOpened(this.worker, backend.id);
+    } finally {
+      if (locked) shared.unlock();
+    }
     if (!backend || !backend.ip) {
-      if (!relay.failed) service.stats.rejectedNoBackend++;
+      if (!relay.failed) relay.row[S.rejectedNoBackend]!++;
       // Closed at once with a FIN, as HAProxy does: the client sees a clean EOF, never a hang.
       relay.finish(false);
       return;
     }
-    // Counted as active from the pick, not the connect: a burst of accepts must already see it, or
-    // least_connections would send the whole burst to one backend.
-    backend.stats.active++;
     const attempt = new Attempt(relay, backend, Date.now() + service.config.connect_timeout_ms);
     this.pending.add(attempt);
     // Bun sets TCP_NODELAY on connected sockets itself; setting it again would cost a syscall.
@@ -122,30 +136,30 @@ export class Connector {
     }
     if (relay.finished) {
       // The client left while we connected.
-      backend.stats.active--;
+      relay.service.shared.backendClosed(this.worker, backend.id);
       socket.terminate();
       return;
     }
-    this.hooks.onConnectSuccess(backend);
+    this.hooks.connected(relay.service, backend);
     relay.attach(socket, backend);
   }
 
   private failed(attempt: Attempt, reason: string): void {
     if (!this.settle(attempt)) return;
     const { relay, backend } = attempt;
-    const { service } = relay;
-    backend.stats.active--;
+    const { service, row } = relay;
+    service.shared.backendClosed(this.worker, backend.id);
     const local = localErrno(reason);
     if (local) {
       // The LB's own shortage: another backend would fare no better, and this one is not to blame.
-      service.stats.rejectedLocal++;
+      row[S.rejectedLocal]!++;
       this.incidents.localError(local, { service: service.name, backend: backend.key, during: "connect to backend" });
       relay.finish(false);
       return;
     }
-    backend.stats.connectFailures++;
-    service.stats.connectFailures++;
-    this.hooks.onConnectFailure(backend, reason);
+    row[ServiceShared.backendBase(backend.id) + B.connectFailures]!++;
+    row[S.connectFailures]!++;
+    this.hooks.connectFailed(service, backend, reason);
     if (relay.finished) return;
     (relay.failed ??= new Set()).add(backend.id);
     if (relay.failed.size > service.config.connect_retries) return relay.finish(false);

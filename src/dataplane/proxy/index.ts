@@ -9,56 +9,80 @@
  * counted by reason. An exception thrown in a socket handler closes that connection only and is
  * counted (incidents.ts).
  */
-import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import type { Socket, SocketHandler, TCPSocketListener, TCPSocketListenOptions } from "bun";
 import { formatHostPort, listenersConflict } from "../../config/address.ts";
-import type { Config, HostPort } from "../../config/types.ts";
-import type { Incidents } from "../../control/incidents.ts";
+import type { Config, HostPort, ServiceConfig } from "../../config/types.ts";
 import type { Logger } from "../../control/log.ts";
-import type { Service } from "../../control/service.ts";
+import { S } from "../../control/shared.ts";
 import { UserError } from "../../errors.ts";
-import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types.ts";
+import type { PlaneChange } from "../types.ts";
 import { raiseBacklogs } from "./backlog.ts";
-import { Connector } from "./connect.ts";
+import { Connector, type IncidentSink } from "./connect.ts";
 import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
 import { decodeHeader } from "./proxyproto.ts";
 import { clock, Relay } from "./relay.ts";
+import { PlaneShared } from "./shared.ts";
+import { sourceKey, type SourceKey } from "./sources.ts";
+import type { ProxiedService, ProxyHooks } from "./view.ts";
 
 /** Clock and connect-timeout resolution. */
 const TICK_MS = 250;
 /** Idle and half-close timeouts are checked every second (a walk over all connections; they are long). */
 const IDLE_SWEEP_TICKS = 4;
 
+/** A service of the config being applied and what serves it (ServicePair, with the proxy's view of the service). */
+export interface ProxiedPair {
+  readonly config: ServiceConfig;
+  readonly service: ProxiedService;
+}
+
+/** Where one thread's proxy sits among the workers. */
+export interface WorkerSlot {
+  /** This thread's index: its row in every service's shared counters. */
+  index: number;
+  /** What all workers share: the connection count against the descriptor capacity, the per-source table. */
+  shared: PlaneShared;
+  /** Log listeners opening and closing (the pool logs them once for all workers instead). */
+  logListeners: boolean;
+}
+
 /** What a listener serves; reload swaps `service` in place so the listening socket stays open. */
 interface Binding {
-  service: Service;
+  service: ProxiedService;
   listener: TCPSocketListener<Relay>;
   address: string;
   listen: HostPort;
 }
 
-export class ProxyDataPlane implements DataPlane {
-  readonly kind = "proxy";
+/**
+ * The proxy of one thread: its listeners (SO_REUSEPORT, so every worker thread has its own on each
+ * address and the kernel spreads new connections over them) and its connections. In featherlb each
+ * worker thread runs one (worker.ts); counts that decide picks and limits are shared (shared.ts,
+ * control/shared.ts).
+ */
+export class ProxyDataPlane {
   private readonly bindings = new Map<string, Binding>();
   private readonly relays = new Set<Relay>();
   /** accept_proxy: connections whose PROXY header has not arrived yet (their deadline is in `awaiting`). */
   private readonly awaiting = new Set<Relay>();
-  /** max_connections_per_source: open connections per service and client IP. */
-  private readonly sources = new Map<Service, Map<string, number>>();
+  /** This thread's counter row of each service. */
+  private readonly rows = new WeakMap<ProxiedService, Float64Array>();
   private readonly connector: Connector;
   private readonly sweeper: ReturnType<typeof setInterval>;
-  /** Proxied connections the descriptor limit leaves room for (descriptors.ts). */
-  readonly capacity: number;
+  private readonly slot: WorkerSlot;
   private idleDrainResolve: (() => void) | null = null;
   private ticks = 0;
   private capacityNoted = false;
 
   constructor(
     private readonly log: Logger,
-    hooks: ConnectHooks,
-    private readonly incidents: Incidents,
+    hooks: ProxyHooks,
+    private readonly incidents: IncidentSink,
+    /** Default: the only worker, with shared state of its own (tests that run the plane in their thread). */
+    slot?: WorkerSlot,
   ) {
-    this.connector = new Connector(hooks, incidents, (where, socket, err) => this.fault(where, socket, err));
-    this.capacity = connectionCapacity();
+    this.slot = slot ?? { index: 0, shared: PlaneShared.create(1, connectionCapacity()), logListeners: true };
+    this.connector = new Connector(hooks, incidents, (where, socket, err) => this.fault(where, socket, err), this.slot.index);
     // One timer for all connections instead of any per socket: it advances the coarse clock and
     // expires connect attempts and PROXY header waits every tick, and checks idle and half-close
     // timeouts every IDLE_SWEEP_TICKS ticks.
@@ -66,8 +90,18 @@ export class ProxyDataPlane implements DataPlane {
     this.sweeper.unref();
   }
 
-  async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
-    (await this.prepare(config, services)).commit();
+  /** Proxied connections the descriptor limit leaves room for, all workers together (descriptors.ts). */
+  get capacity(): number {
+    return this.slot.shared.capacity;
+  }
+
+  /** Connections open in this thread. */
+  get connections(): number {
+    return this.relays.size;
+  }
+
+  async apply(_config: Config, services: readonly ProxiedPair[]): Promise<void> {
+    (await this.prepare(services)).commit();
   }
 
   /**
@@ -79,8 +113,8 @@ export class ProxyDataPlane implements DataPlane {
    * A new address that overlaps one being given up (0.0.0.0:80 → 10.0.0.5:80) cannot be bound beside
    * it: the old listener stops first, and `abort` binds it again.
    */
-  async prepare(_config: Config, services: readonly ServicePair[]): Promise<PlaneChange> {
-    const wanted = new Map<string, ServicePair>();
+  async prepare(services: readonly ProxiedPair[]): Promise<PlaneChange> {
+    const wanted = new Map<string, ProxiedPair>();
     for (const pair of services) wanted.set(formatHostPort(pair.config.listen), pair);
     const leaving = [...this.bindings.values()].filter((b) => !wanted.has(b.address));
     const fresh: Binding[] = [];
@@ -111,12 +145,12 @@ export class ProxyDataPlane implements DataPlane {
           // Removed or moved: stop accepting; established connections keep flowing.
           if (!stopped.includes(binding)) binding.listener.stop(false);
           this.bindings.delete(binding.address);
-          this.log.info("listener closed", { address: binding.address });
+          if (this.slot.logListeners) this.log.info("listener closed", { address: binding.address });
         }
         for (const [address, binding] of this.bindings) binding.service = wanted.get(address)!.service;
         for (const b of fresh) {
           this.bindings.set(b.address, b);
-          this.log.info("listening", { service: b.service.name, address: b.address });
+          if (this.slot.logListeners) this.log.info("listening", { service: b.service.name, address: b.address });
         }
         this.noteCapacity(services);
       },
@@ -141,7 +175,7 @@ export class ProxyDataPlane implements DataPlane {
   /** Raise the accept backlog of new listeners from Bun's 512 (backlog.ts), one descriptor walk for all. */
   private raiseBacklogs(bindings: readonly Binding[]): void {
     if (process.platform !== "linux" || bindings.length === 0) return;
-    const raised = raiseBacklogs(bindings.map((b) => ({ host: b.listen.host, port: b.listener.port })));
+    const raised = raiseBacklogs(bindings.map((b) => ({ host: b.listen.host, port: b.listener.port, fd: (b.listener as { fd?: number }).fd })));
     bindings.forEach((b, i) => {
       const r = raised[i]!;
       if ("error" in r) this.log.warn("accept backlog left at Bun's 512", { address: b.address, reason: r.error });
@@ -149,15 +183,20 @@ export class ProxyDataPlane implements DataPlane {
     });
   }
 
-  private bind(address: string, listen: HostPort, service: Service): Binding {
+  private bind(address: string, listen: HostPort, service: ProxiedService): Binding {
     const binding = { service, address, listen } as Binding;
+    // Every worker thread binds its own socket to the address; the kernel hashes each new connection to
+    // one of them. (That another process cannot join the group unnoticed is checked by the pool, which
+    // binds the address without the option first: pool.ts.) Bun accepts reusePort; its types omit it.
+    const options: TCPSocketListenOptions<Relay> & { reusePort: boolean } = {
+      hostname: listen.host,
+      port: listen.port,
+      allowHalfOpen: true,
+      reusePort: true,
+      socket: this.clientHandlers(binding),
+    };
     try {
-      binding.listener = Bun.listen<Relay>({
-        hostname: listen.host,
-        port: listen.port,
-        allowHalfOpen: true,
-        socket: this.clientHandlers(binding),
-      });
+      binding.listener = Bun.listen<Relay>(options);
     } catch (err) {
       throw listenError(err as { code?: string }, address, service.name);
     }
@@ -165,9 +204,9 @@ export class ProxyDataPlane implements DataPlane {
   }
 
   /** Said once when the descriptor limit, not max_connections, bounds the proxied connections. */
-  private noteCapacity(services: readonly ServicePair[]): void {
+  private noteCapacity(services: readonly ProxiedPair[]): void {
     const allowed = services.reduce((n, p) => n + (p.config.max_connections || Infinity), 0);
-    if (!this.capacityNoted && services.length > 0 && this.capacity < allowed) {
+    if (!this.capacityNoted && this.slot.logListeners && services.length > 0 && this.capacity < allowed) {
       this.capacityNoted = true;
       this.log.info("the descriptor limit allows fewer proxied connections than max_connections; the excess is refused (raise ulimit -n for more)", { connections: this.capacity, ulimit_n: descriptorLimit() });
     }
@@ -205,26 +244,34 @@ export class ProxyDataPlane implements DataPlane {
     else socket.terminate();
   }
 
-  private accept(socket: Socket<Relay>, service: Service): void {
-    const { stats, config } = service;
-    const relay = new Relay(socket, service, (r) => this.finished(r));
+  /** This thread's counter row of `service` (control/shared.ts). */
+  private rowOf(service: ProxiedService): Float64Array {
+    let row = this.rows.get(service);
+    if (!row) this.rows.set(service, (row = service.shared.row(this.slot.index)));
+    return row;
+  }
+
+  private accept(socket: Socket<Relay>, service: ProxiedService): void {
+    const { config, shared } = service;
+    const worker = this.slot.index;
+    const relay = new Relay(socket, service, this.rowOf(service), (r) => this.finished(r));
     socket.data = relay;
-    if (config.max_connections > 0 && stats.active >= config.max_connections) {
-      stats.rejectedMaxConn++;
+    if (!shared.admit(worker, config.max_connections)) {
+      relay.row[S.rejectedMaxConn]!++;
       relay.finished = true;
       socket.end();
       return;
     }
-    if (this.relays.size >= this.capacity) {
+    if (!this.slot.shared.open(worker)) {
       // Refused while descriptors remain, rather than failing at the backend connect (descriptors.ts).
-      stats.rejectedLocal++;
+      shared.leave(worker);
+      relay.row[S.rejectedLocal]!++;
       this.incidents.localError("EMFILE", { service: service.name, during: "accept", reason: `the descriptor limit (ulimit -n) leaves room for ${this.capacity} proxied connections` });
       relay.finished = true;
       socket.end();
       return;
     }
-    stats.active++;
-    stats.total++;
+    relay.row[S.total]!++;
     this.relays.add(relay);
     if (config.accept_proxy) {
       relay.awaiting = { buf: null, deadline: Date.now() + config.connect_timeout_ms };
@@ -239,17 +286,18 @@ export class ProxyDataPlane implements DataPlane {
     const { service } = relay;
     const limit = service.config.max_connections_per_source;
     if (limit > 0) {
-      let counts = this.sources.get(service);
-      if (!counts) this.sources.set(service, (counts = new Map()));
-      const ip = sourceKey(relay.clientIp);
-      const n = counts.get(ip) ?? 0;
-      if (n >= limit) {
-        service.stats.rejectedPerSource++;
+      const key = sourceKey(relay.clientIp);
+      const got = this.slot.shared.sources.acquire(service.shared.uid, key, limit, this.slot.index);
+      if (got !== "ok") {
+        if (got === "limit") relay.row[S.rejectedPerSource]!++;
+        else {
+          relay.row[S.rejectedLocal]!++;
+          this.incidents.localError("ENOMEM", { service: service.name, during: "accept", reason: "the per-source table is full" });
+        }
         relay.finish(false);
         return;
       }
-      counts.set(ip, n + 1);
-      relay.source = ip;
+      relay.source = key;
     }
     // Bun sets TCP_NODELAY on accepted sockets itself; setting it again would cost a syscall.
     this.connector.start(relay);
@@ -274,7 +322,7 @@ export class ProxyDataPlane implements DataPlane {
   private headerFailed(relay: Relay, reason: string): void {
     relay.awaiting = null;
     this.awaiting.delete(relay);
-    relay.service.stats.rejectedProxyHeader++;
+    relay.row[S.rejectedProxyHeader]!++;
     this.log.debug("client closed: no valid PROXY protocol header", { service: relay.service.name, client: relay.client.remoteAddress, reason });
     relay.finish(false);
   }
@@ -282,17 +330,12 @@ export class ProxyDataPlane implements DataPlane {
   private finished(relay: Relay): void {
     if (!this.relays.delete(relay)) return;
     this.awaiting.delete(relay);
-    relay.service.stats.active--;
-    if (relay.backend) relay.backend.stats.active--;
-    if (relay.source !== null) {
-      const counts = this.sources.get(relay.service);
-      const n = (counts?.get(relay.source) ?? 1) - 1;
-      if (n > 0) counts!.set(relay.source, n);
-      else {
-        counts?.delete(relay.source);
-        if (counts?.size === 0) this.sources.delete(relay.service);
-      }
-    }
+    const { service } = relay;
+    const worker = this.slot.index;
+    service.shared.leave(worker);
+    this.slot.shared.close(worker);
+    if (relay.backend) service.shared.backendClosed(worker, relay.backend.id);
+    if (relay.source !== null) this.slot.shared.sources.release(service.shared.uid, relay.source, worker);
     if (this.relays.size === 0) this.idleDrainResolve?.();
   }
 
@@ -318,10 +361,6 @@ export class ProxyDataPlane implements DataPlane {
     }
   }
 
-  refreshStats(): void {
-    // The proxy updates its counters as bytes flow; nothing to copy.
-  }
-
   async drain(deadline: number): Promise<void> {
     for (const b of this.bindings.values()) b.listener.stop(false);
     this.bindings.clear();
@@ -340,12 +379,7 @@ export class ProxyDataPlane implements DataPlane {
   }
 }
 
-/** The per-source key: an IPv4 client of a dual-stack listener counts as its IPv4 address. */
-function sourceKey(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-}
-
-function listenError(err: { code?: string; message?: string }, address: string, service: string): UserError {
+export function listenError(err: { code?: string; message?: string }, address: string, service: string): UserError {
   switch (err.code) {
     case "EADDRINUSE":
       return new UserError("port_in_use", `service ${service} cannot listen on ${address}: the address is already in use; stop the other process or change its listen address.`);

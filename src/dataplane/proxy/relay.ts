@@ -19,9 +19,10 @@
  * ahead of any client byte (it is put in front of what the client sent while we connected).
  */
 import type { Socket } from "bun";
-import type { Backend } from "../../control/backend.ts";
-import type { Service } from "../../control/service.ts";
+import { B, S, ServiceShared } from "../../control/shared.ts";
 import { encodeV1, encodeV2, type Endpoints } from "./proxyproto.ts";
+import type { SourceKey } from "./sources.ts";
+import type { ProxiedBackend, ProxiedService } from "./view.ts";
 
 /** A coarse clock for idle tracking, advanced by the sweeper: no clock read on the hot path. */
 export const clock = { now: Date.now() };
@@ -45,7 +46,9 @@ class Direction {
 
 export class Relay {
   backendSocket: Socket<Relay> | null = null;
-  backend: Backend | null = null;
+  backend: ProxiedBackend | null = null;
+  /** Where the backend's counters start in `row` (ServiceShared.backendBase), once attached; else -1. */
+  private at = -1;
   /** Client → backend and backend → client. */
   readonly up = new Direction();
   readonly down = new Direction();
@@ -58,11 +61,13 @@ export class Relay {
   /** accept_proxy: the header read so far, and when it must be complete (epoch ms); null once read. */
   awaiting: { buf: Buffer | null; deadline: number } | null = null;
   /** max_connections_per_source: the client IP this connection is counted under, once counted. */
-  source: string | null = null;
+  source: SourceKey | null = null;
 
   constructor(
     readonly client: Socket<Relay>,
-    readonly service: Service,
+    readonly service: ProxiedService,
+    /** This thread's counter row of the service (control/shared.ts): written here alone, summed by the main thread. */
+    readonly row: Float64Array,
     readonly onFinish: (relay: Relay) => void,
   ) {}
 
@@ -78,12 +83,13 @@ export class Relay {
   }
 
   /** Called once the backend socket is open: flush what the client sent meanwhile, start reading. */
-  attach(socket: Socket<Relay>, backend: Backend): void {
+  attach(socket: Socket<Relay>, backend: ProxiedBackend): void {
     this.backendSocket = socket;
     this.backend = backend;
-    backend.stats.total++;
+    this.at = ServiceShared.backendBase(backend.id);
+    this.row[this.at + B.total]!++;
     // Bytes the client sent while we connected were counted for the service only.
-    if (this.up.pending) backend.stats.bytesIn += this.up.pending.length;
+    if (this.up.pending) this.row[this.at + B.bytesIn]! += this.up.pending.length;
     const proxy = this.service.config.send_proxy;
     if (proxy !== "off") {
       // Not counted as relayed bytes: the header is ours, not the client's.
@@ -102,15 +108,15 @@ export class Relay {
   /** Bytes from the client. Before the backend is connected they wait (see EARLY_DATA_LIMIT). */
   fromClient(data: Buffer): void {
     this.lastActive = clock.now;
-    this.service.stats.bytesIn += data.length;
-    if (this.backend) this.backend.stats.bytesIn += data.length;
+    this.row[S.bytesIn]! += data.length;
+    if (this.at >= 0) this.row[this.at + B.bytesIn]! += data.length;
     this.forward(this.up, data, this.backendSocket, this.client);
   }
 
   fromBackend(data: Buffer): void {
     this.lastActive = clock.now;
-    this.service.stats.bytesOut += data.length;
-    this.backend!.stats.bytesOut += data.length;
+    this.row[S.bytesOut]! += data.length;
+    this.row[this.at + B.bytesOut]! += data.length;
     this.forward(this.down, data, this.client, this.backendSocket!);
   }
 

@@ -35,20 +35,23 @@ dsr_backends() {
 }
 
 LB_PID=""      # the process we start
-LB_WORK_PID="" # the process doing the work (NGINX: its single worker), measured for CPU and memory
+LB_WORK_PID="" # the processes doing the work (NGINX: its workers), space-separated, measured for CPU and memory
 LB_ERR=""
 
-start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come up
-  local sys=$1 cfg
+# start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come up. A SYSTEM ending in -2 is the same
+# balancer on two threads or processes: HAProxy nbthread 2, NGINX worker_processes 2, featherlb workers: 2.
+start_lb() {
+  local sys=$1 cfg n=1
+  [[ $sys == *-2 ]] && n=2
   LB_PID="" LB_WORK_PID="" LB_ERR=""
-  case $sys in
+  case ${sys%-2} in
     direct) return 0 ;;
     haproxy)
-      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" -e "s|@MAXCONN@|$((IDLE_CONNS + 20))|g" -e "s|@THREADS@|$n|g" "$HERE/conf/haproxy.cfg" >"$RUN/haproxy.cfg"
       ip netns exec "$NS_LB" haproxy -db -f "$RUN/haproxy.cfg" >"$RUN/lb.log" 2>&1 &
       ;;
     nginx)
-      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
+      sed -e "s|@RUN@|$RUN|g" -e "s|@VIP@|$VIP|g" -e "s|@WORKERS@|$n|g" "$HERE/conf/nginx-lb.conf" >"$RUN/nginx-lb.conf"
       ip netns exec "$NS_LB" nginx -p "$RUN/" -e "$RUN/nginx-lb.error.log" -c "$RUN/nginx-lb.conf" >"$RUN/lb.log" 2>&1 &
       ;;
     xdp-floor) # a reference, not a balancer process: see tools/xdp_floor.bpf.c
@@ -58,7 +61,8 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
       ;;
     featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2 | featherlb-xdp-dsr)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
-      local mode=${sys#featherlb-} send=off port=80 forwarding=nat sport=9000
+      local mode=${sys%-2} send=off port=80 forwarding=nat sport=9000
+      mode=${mode#featherlb-}
       [[ $sys == featherlb-proxy-pp2 ]] && mode=proxy send=v2 port=81
       # dsr translates no ports: the backends' nginx also listens on 8080 and a second stream server on
       # 9001, on every address (the VIP included); see topology.sh.
@@ -66,7 +70,7 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
         mode=xdp forwarding=dsr port=8080 sport=$DSR_STREAM_PORT
         dsr_backends add || { LB_ERR="featherlb dsr-backend --apply failed: $(tail -n 1 "$RUN/dsr-backend.log")"; return 1; }
       fi
-      sed -e "s|@MODE@|$mode|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|$send|g" -e "s|@HTTP_PORT@|$port|g" \
+      sed -e "s|@MODE@|$mode|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|$send|g" -e "s|@HTTP_PORT@|$port|g" -e "s|@WORKERS@|$n|g" \
         -e "s|@FORWARDING@|$forwarding|g" -e "s|@STREAM_PORT@|$sport|g" \
         "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
       ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
@@ -82,14 +86,14 @@ start_lb() { # start_lb SYSTEM: returns 1 (with LB_ERR set) if it does not come 
     return 1
   fi
   LB_WORK_PID=$LB_PID
-  if [[ $sys == nginx ]]; then
+  if [[ ${sys%-2} == nginx ]]; then
     local i kids
     for i in $(seq 20); do
       kids=$(cat "/proc/$LB_PID/task/$LB_PID/children" 2>/dev/null || true)
-      [[ -n $kids ]] && break
+      (($(wc -w <<<"$kids") >= n)) && break
       sleep 0.1
     done
-    LB_WORK_PID=${kids%% *}
+    LB_WORK_PID=$(xargs <<<"$kids")
   fi
   return 0
 }

@@ -1,14 +1,22 @@
 # test/bench/lib/measure.sh: the loads, what they cost the balancer, and the per-request comparison.
 # Sourced by run.sh (the only entry point), which sets the variables it uses.
 
-cpu_ticks() { # utime+stime of a process, in clock ticks (0 when there is none)
-  [[ -n $1 && -r /proc/$1/stat ]] || { echo 0; return; }
-  # the command name (field 2) may hold spaces: cut after the last ')'
-  local rest; rest=$(sed 's/.*) //' "/proc/$1/stat")
-  awk '{ print $12 + $13 }' <<<"$rest"
+cpu_ticks() { # cpu_ticks "PID...": utime+stime of the processes (all their threads), in clock ticks (0 for none)
+  local pid n=0 rest
+  for pid in $1; do
+    [[ -r /proc/$pid/stat ]] || continue
+    # the command name (field 2) may hold spaces: cut after the last ')'
+    rest=$(sed 's/.*) //' "/proc/$pid/stat")
+    n=$((n + $(awk '{ print $12 + $13 }' <<<"$rest")))
+  done
+  echo "$n"
 }
 
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_kib() { # rss_kib "PID...": resident set of the processes, summed (NGINX's workers share some pages: counted twice)
+  local pid n=0
+  for pid in $1; do n=$((n + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0))); done
+  echo "$n"
+}
 
 machine_busy() { # "busy total" jiffies, all CPUs
   awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
@@ -101,9 +109,13 @@ run_system() { # run_system REP SYS
   fi
   # The send_proxy row answers one question, what the header costs per connection: short and
   # keep-alive only (bulk, stream and idle connections carry the same one header per connection).
-  local pp=0
+  # The two-worker rows measure what a second worker adds, which needs many connections: no idle
+  # test (per-connection memory does not depend on the worker that holds it) and no single stream
+  # (one connection is relayed by one worker). That keeps `make bench` near its time budget.
+  local pp=0 two=0
   [[ $sys == featherlb-proxy-pp2 ]] && pp=1
-  ((pp)) || [[ $sys == direct || $sys == xdp-floor ]] || idle_test "$rep" "$sys"
+  [[ $sys == *-2 ]] && two=1
+  ((pp || two)) || [[ $sys == direct || $sys == xdp-floor ]] || idle_test "$rep" "$sys"
   warm_up "$target"
   wrk_cmd "$target" / 64 -H "Connection: close"
   measure "$rep" "$sys" short "${CMD[@]}"
@@ -115,6 +127,7 @@ run_system() { # run_system REP SYS
   wrk_cmd "$target" /1m.bin 8
   measure "$rep" "$sys" bulk "${CMD[@]}"
   sleep 1
+  if ((two)); then stop_lb; return 0; fi
   measure "$rep" "$sys" stream ip netns exec "$NS_CLI" timeout $((STREAM_SECS + 15)) "$TOOL" stream "$shost" "$sport"
   stop_lb
 }
@@ -140,7 +153,7 @@ compare_syscalls() {
       wpid=$!
       track "$wpid"
       sleep 1
-      perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "$LB_WORK_PID" -o "$RUN/cmp.stat" -- sleep "$secs" >/dev/null 2>&1 || true
+      perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "${LB_WORK_PID// /,}" -o "$RUN/cmp.stat" -- sleep "$secs" >/dev/null 2>&1 || true
       wait "$wpid" || true
       local rps clk cs sc top
       rps=$(result_json <"$RUN/cmp.wrk" | jq -r 'if .requests and .duration_us then .requests / (.duration_us / 1e6) | floor else 0 end')
@@ -154,7 +167,7 @@ compare_syscalls() {
       wpid=$!
       track "$wpid"
       sleep 1
-      top=$(timeout 10 perf trace -s -p "$LB_WORK_PID" -- sleep 2 2>&1 | tee "$dir/trace-$sys-$wl.txt" | awk '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ { n[$1] += $2; t += $2 } END { for (k in n) printf "%d %s\n", n[k], k; }' | sort -rn | head -5 | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')
+      top=$(timeout 10 perf trace -s -p "${LB_WORK_PID// /,}" -- sleep 2 2>&1 | tee "$dir/trace-$sys-$wl.txt" | awk '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ { n[$1] += $2; t += $2 } END { for (k in n) printf "%d %s\n", n[k], k; }' | sort -rn | head -5 | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $2 }')
       wait "$wpid" || true
       awk -v s="$sys" -v w="$wl" -v rps="$rps" -v clk="$clk" -v cs="$cs" -v sc="$sc" -v secs="$secs" -v top="$top" 'BEGIN {
         req = rps * secs; if (req <= 0) req = 1
