@@ -149,6 +149,9 @@ export class XdpProgram {
    * map keeps each value in round_up(value_size, 8) bytes, so slot i is u32 number 2·i of the mapping.
    */
   private readonly slotMap: MappedMap;
+  /** close() was called: a sweep yielding to the event loop stops at its next turn (walk). */
+  private closed = false;
+  private readonly live = () => !this.closed;
   private readonly slots: Uint32Array;
   /** Service rows of flb_reasons ever used (row reads per scrape stay proportional to services). */
   private readonly reasonRows = new Set<number>();
@@ -177,6 +180,7 @@ export class XdpProgram {
   }
 
   close(): void {
+    this.closed = true;
     this.slotMap.close();
     this.obj.close();
   }
@@ -482,8 +486,9 @@ export class XdpProgram {
         const slot = this.keys.backend(f.svc, f.backend);
         open.set(slot, (open.get(slot) ?? 0) + 1);
       }
-    });
+    }, this.live);
     await o.afterWalk?.();
+    if (this.closed) return { walked, open, expired: 0, deleted: 0, inWatched, services };
     const freed = new Set<number>();
     let deleted = 0;
     for (const d of doomed) {
@@ -515,7 +520,8 @@ export class XdpProgram {
       if (abandoned(f)) return void doomed.push({ key, seen: f });
       services.add(f.svc);
       if (inRange(f.snat_port, watch)) inWatched++;
-    });
+    }, this.live);
+    if (this.closed) return { walked, deleted: 0, inWatched, services };
     const freed = new Set<number>();
     let deleted = 0;
     for (const d of doomed) {
@@ -533,7 +539,8 @@ export class XdpProgram {
     await walk(synRev, chunk, (key) => {
       const r = synRev.lookup(key);
       if (r && orphan(r)) orphans.push(key);
-    });
+    }, this.live);
+    if (this.closed) return { walked, deleted, inWatched, services };
     for (const k of orphans) {
       const r = synRev.lookup(k);
       if (r && orphan(r) && synRev.delete(k)) deleted++;
@@ -593,13 +600,25 @@ export class XdpProgram {
 export const reasonKind = (r: Reason) => REASON_KINDS[r];
 
 /** Walk every key of a hash map, yielding to the event loop every `chunk` keys; the number walked. */
-async function walk(map: { nextKey(prev: Uint8Array | null, out: Uint8Array): boolean }, chunk: number, visit: (key: Uint8Array) => void): Promise<number> {
+/**
+ * Visit every key of `map`, yielding to the event loop every `chunk` keys. Stops when `live()` turns
+ * false across a yield: the program was closed meanwhile (a stop or handover) and its fds are gone.
+ */
+async function walk(
+  map: { nextKey(prev: Uint8Array | null, out: Uint8Array): boolean },
+  chunk: number,
+  visit: (key: Uint8Array) => void,
+  live: () => boolean,
+): Promise<number> {
   let key: Uint8Array | null = null;
   const next = new Uint8Array(FLOW_KEY.size);
   let walked = 0;
   while (map.nextKey(key, next)) {
     key = Uint8Array.from(next);
-    if (++walked % chunk === 0) await Bun.sleep(0);
+    if (++walked % chunk === 0) {
+      await Bun.sleep(0);
+      if (!live()) break;
+    }
     visit(key);
   }
   return walked;
