@@ -4,7 +4,8 @@
 # namespaces) fails here as it would on a new server:
 #   - no Docker engine running (stopped, not uninstalled: `make e2e` starts it again afterwards);
 #   - IPv4 forwarding off, host-wide and as the default for new interfaces and namespaces;
-#   - no network namespaces left by featherlb's test suites (names start with "flb").
+#   - no network namespaces left by featherlb's test suites (names start with "flb");
+#   - no bpffs at /sys/fs/bpf (none is mounted on a fresh host of this kind).
 # Prints what it changed. Root only (CI runs as root).
 set -euo pipefail
 
@@ -30,5 +31,17 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^flb' || true);
   echo "fresh-host: removing leftover namespace $ns"
   ip netns del "$ns" || true
 done
+
+# A fresh host here has no bpffs at /sys/fs/bpf (featherlb mounts one when it pins its maps): unmount
+# one a previous run left, if nothing but featherlb's pins is in it.
+if [ "$(findmnt -n -o FSTYPE /sys/fs/bpf 2>/dev/null || true)" = bpf ]; then
+  others=$(ls -A /sys/fs/bpf | grep -v -x -e featherlb -e maps.debug -e progs.debug || true)
+  if [ -z "$others" ]; then
+    echo "fresh-host: unmounting the bpffs at /sys/fs/bpf (featherlb's pins only)"
+    umount /sys/fs/bpf
+  else
+    echo "fresh-host: leaving the bpffs at /sys/fs/bpf (it holds: $(echo $others))"
+  fi
+fi
 
 echo "fresh-host: ip_forward=$(sysctl -n net.ipv4.ip_forward), dockerd $(pgrep -x dockerd >/dev/null && echo running || echo stopped), namespaces: $(ip netns list 2>/dev/null | wc -l)"
