@@ -34,14 +34,16 @@ done
 
 # A fresh host here has no bpffs at /sys/fs/bpf (featherlb mounts one when it pins its maps): unmount
 # one a previous run left, if nothing but featherlb's pins is in it.
-if [ "$(findmnt -n -o FSTYPE /sys/fs/bpf 2>/dev/null || true)" = bpf ]; then
+# (findmnt lists stacked mounts in order: the last one is the one visible.)
+for _ in 1 2 3; do
+  [ "$(findmnt -n -o FSTYPE --mountpoint /sys/fs/bpf 2>/dev/null | tail -n 1)" = bpf ] || break
   others=$(ls -A /sys/fs/bpf | grep -v -x -e featherlb -e maps.debug -e progs.debug || true)
-  if [ -z "$others" ]; then
-    echo "fresh-host: unmounting the bpffs at /sys/fs/bpf (featherlb's pins only)"
-    umount /sys/fs/bpf
-  else
+  if [ -n "$others" ]; then
     echo "fresh-host: leaving the bpffs at /sys/fs/bpf (it holds: $(echo $others))"
+    break
   fi
-fi
+  echo "fresh-host: unmounting a bpffs at /sys/fs/bpf (featherlb's pins only)"
+  umount /sys/fs/bpf
+done
 
 echo "fresh-host: ip_forward=$(sysctl -n net.ipv4.ip_forward), dockerd $(pgrep -x dockerd >/dev/null && echo running || echo stopped), namespaces: $(ip netns list 2>/dev/null | wc -l)"
