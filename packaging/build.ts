@@ -24,9 +24,10 @@ const TARGETS: Record<string, Bun.Build.CompileTarget> = {
 /** The files libbpf.ts imports from build/lib/: all must be redirected. */
 const EMBEDDED_LIBS = ["libz.so.1", "libelf.so.1", "libbpf.so.1"];
 
-const [target, outfile, executable, libDir, commit] = process.argv.slice(2);
-if (!target || !outfile || !executable || !libDir || commit === undefined) {
-  console.error("usage: bun packaging/build.ts TARGET OUTFILE BUN_EXECUTABLE LIB_DIR COMMIT");
+// The rest: the entry points (Makefile ENTRYPOINTS: main and the worker threads' scripts).
+const [target, outfile, executable, libDir, commit, ...entries] = process.argv.slice(2);
+if (!target || !outfile || !executable || !libDir || commit === undefined || entries.length === 0) {
+  console.error("usage: bun packaging/build.ts TARGET OUTFILE BUN_EXECUTABLE LIB_DIR COMMIT ENTRYPOINT...");
   process.exit(2);
 }
 const compileTarget = TARGETS[target];
@@ -51,7 +52,7 @@ const libs: Bun.BunPlugin = {
 
 const root = resolve(import.meta.dir, "..");
 const result = await Bun.build({
-  entrypoints: [join(root, "src/main.ts")],
+  entrypoints: entries.map((e) => join(root, e)),
   minify: true,
   sourcemap: "linked",
   define: { FEATHERLB_COMMIT: JSON.stringify(commit), FEATHERLB_TARGET: JSON.stringify(target) },

@@ -35,7 +35,7 @@ $(REL)/lib/%/.done: packaging/target-libs.sh build/.bpf-deps
 
 define release_target
 $(REL)/bin/$(1)/featherlb: $(REL)/bun/$(1)/bun $(REL)/lib/$(call deb_arch,$(1))/.done packaging/build.ts node_modules/.installed $(SRC) $(BPF_OBJ) build/commit
-	$(BUN) packaging/build.ts $(1) $$@ $(REL)/bun/$(1)/bun $(REL)/lib/$(call deb_arch,$(1)) "$$$$(cat build/commit)"
+	$(BUN) packaging/build.ts $(1) $$@ $(REL)/bun/$(1)/bun $(REL)/lib/$(call deb_arch,$(1)) "$$$$(cat build/commit)" $$(ENTRYPOINTS)
 
 $(RELEASE_DIR)/featherlb-$(VERSION)-$(1).tar.gz: $(REL)/bin/$(1)/featherlb packaging/mktar.sh $(PACKAGED_DOCS)
 	bash packaging/mktar.sh $(1) $$< $(VERSION) $(RELEASE_DIR)
