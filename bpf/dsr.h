@@ -129,11 +129,9 @@ static __always_inline int dsr_from_client(struct xdp_md *ctx, const struct flb_
 	int established = f != NULL;
 	if (!f) {
 		f = bpf_map_lookup_elem(&flb_syn_fwd, &fk);
-		if (f && syn && !backend_eligible(f)) {
-			/* A retransmitted SYN whose backend left the pick set: balanced anew, as from_client does. */
+		if (f && syn && syn_moves(f)) {
 			struct flow_fwd old = *f;
 			dsr_forget(&flb_syn_fwd, &fk, &old);
-			count_svc_reason(old.svc, REASON_SYN_MOVED);
 			f = NULL;
 		}
 		if (!f) {

@@ -90,6 +90,20 @@ static __always_inline int backend_eligible(const struct flow_fwd *f)
 	return be && (be->flags & BACKEND_ELIGIBLE) && be->gen == f->gen && be->addr == f->be_addr && be->port == f->be_port;
 }
 
+/**
+ * Whether a retransmitted SYN of handshake `f` is to be balanced anew (counted syn_moved; the caller
+ * forgets the handshake, NAT or DSR): its backend never answered and has left the pick set since (a
+ * health check took it out, a reload removed it). So the client's connect() rides out a dead backend
+ * instead of retransmitting into it until it gives up; nothing reached a socket yet, so nothing breaks.
+ */
+static __always_inline int syn_moves(const struct flow_fwd *f)
+{
+	if ((f->state & (FLOW_SYNACK | FLOW_PROMOTING)) || backend_eligible(f))
+		return 0;
+	count_svc_reason(f->svc, REASON_SYN_MOVED);
+	return 1;
+}
+
 #include "dsr.h"
 
 /**
@@ -289,14 +303,9 @@ static __always_inline int from_client(struct xdp_md *ctx, const struct flb_conf
 			struct flow_fwd old = *f; /* start over: a SYN makes a new handshake, anything else finds no flow */
 			forget_handshake(&fk, &old);
 			f = NULL;
-		} else if (f && syn && !(f->state & (FLOW_SYNACK | FLOW_PROMOTING)) && !backend_eligible(f)) {
-			/* A retransmitted SYN whose backend never answered and has left the pick set since (a
-			 * health check took it out, a reload removed it): balance it anew, so the client's
-			 * connect() rides out a dead backend instead of retransmitting into it until it gives
-			 * up. Nothing reached a socket yet, so nothing breaks. */
+		} else if (f && syn && syn_moves(f)) {
 			struct flow_fwd old = *f;
 			forget_handshake(&fk, &old);
-			count_svc_reason(old.svc, REASON_SYN_MOVED);
 			f = NULL;
 		}
 		if (!f) {
