@@ -30,7 +30,7 @@ build: dist/featherlb ## compile the single binary dist/featherlb
 # prints is the host's (release builds set it, packaging/build.ts). Worker threads are entry points too:
 # src/config/worker.ts (reloads parse the config on it), src/control/probe-worker.ts (health probes) and
 # src/dataplane/proxy/worker.ts (the proxy workers); release builds take the same list.
-ENTRYPOINTS := src/main.ts src/config/worker.ts src/control/probe-worker.ts src/dataplane/proxy/worker.ts
+ENTRYPOINTS := src/main.ts src/config/worker.ts src/control/probe-worker.ts src/dataplane/proxy/worker.ts src/dataplane/proxy/splice/thread.ts
 dist/featherlb: node_modules/.installed $(SRC) $(BPF_OBJ) build/commit
 	$(BUN) build --compile --minify --sourcemap $(ENTRYPOINTS) --define FEATHERLB_COMMIT='"'"$$(cat build/commit)"'"' --outfile $@
 

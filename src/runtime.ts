@@ -42,6 +42,7 @@ export type XdpFactory = (config: Config, log: Logger, serving: readonly Service
 const CONFIG_WORKER = new URL(WORKER_PATH, import.meta.url);
 const PROBE_WORKER = new URL("./control/probe-worker.ts", import.meta.url);
 const PROXY_WORKER = new URL("./dataplane/proxy/worker.ts", import.meta.url);
+const RELAY_THREAD = new URL("./dataplane/proxy/splice/thread.ts", import.meta.url);
 
 /**
  * Why an auto service runs in the proxy although XDP might serve it: the XDP plane is not running in
@@ -114,6 +115,7 @@ export class Runtime {
       config.workers,
       config.workers === "auto" ? usableCpus() : config.workers,
       PROXY_WORKER,
+      RELAY_THREAD.href,
     );
     let xdp: DataPlane | null = null;
     let unavailable = XDP_NOT_STARTED;

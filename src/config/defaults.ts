@@ -6,10 +6,12 @@
 import { MAGLEV_SLOTS_PER_BACKEND } from "./limits.ts";
 import { nextPrime } from "./primes.ts";
 import type { FileOutput, HealthCheckOutput } from "./sections.ts";
-import type { AttachMode, Config, HealthCheckConfig, HostPort, LogLevel, Mode, Workers } from "./types.ts";
+import type { AttachMode, Config, HealthCheckConfig, HostPort, KernelRelayConfig, LogLevel, Mode, Workers } from "./types.ts";
 
 export const DEFAULT_MODE: Mode = "proxy";
 export const DEFAULT_WORKERS: Workers = "auto";
+/** kernel_relay: on; a connection is handed over once it has moved 64 KiB (short ones never are); 1 MiB pipes. */
+export const DEFAULT_KERNEL_RELAY: KernelRelayConfig = { enabled: true, after_bytes: 65536, pipe_bytes: 1 << 20 };
 export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 export const DEFAULT_ADMIN_LISTEN: Readonly<HostPort> = { host: "127.0.0.1", port: 9090 };
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
@@ -71,6 +73,11 @@ export function applyDefaults(file: FileOutput): Omit<Config, "source"> {
   return {
     mode: file.mode ?? DEFAULT_MODE,
     workers: file.workers ?? DEFAULT_WORKERS,
+    kernel_relay: {
+      enabled: file.kernel_relay?.enabled ?? DEFAULT_KERNEL_RELAY.enabled,
+      after_bytes: file.kernel_relay?.after_bytes ?? DEFAULT_KERNEL_RELAY.after_bytes,
+      pipe_bytes: file.kernel_relay?.pipe_bytes ?? DEFAULT_KERNEL_RELAY.pipe_bytes,
+    },
     log: { level: file.log?.level ?? DEFAULT_LOG_LEVEL },
     // "off" is null: no admin listener.
     admin: { listen: admin === undefined ? { ...DEFAULT_ADMIN_LISTEN } : (admin ?? undefined) },

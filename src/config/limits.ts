@@ -49,6 +49,13 @@ export const WEIGHT_MAX = 1000;
  */
 export const WORKERS_MAX = 256;
 
+/**
+ * kernel_relay.pipe_bytes: a pipe holds at least one page, and an unprivileged process may grow one
+ * to fs.pipe-max-size (1 MiB by default); root may go further, but more only holds more in flight.
+ */
+export const PIPE_BYTES_MIN = 4096;
+export const PIPE_BYTES_MAX = 16 << 20;
+
 /** Upper bound on max_connections (0 = unlimited is always allowed). */
 export const MAX_CONNECTIONS_MAX = 10_000_000;
 export const CONNECT_RETRIES_MAX = MAX_BACKENDS - 1;

@@ -423,6 +423,7 @@ describe("parseConfig accepts valid files", () => {
     const expected: Config = {
       mode: "proxy",
       workers: "auto",
+      kernel_relay: { enabled: true, after_bytes: 65_536, pipe_bytes: 1_048_576 },
       log: { level: "info" },
       admin: { listen: { host: "127.0.0.1", port: 9090 } },
       drain_timeout_ms: 30_000,

@@ -14,6 +14,8 @@ import {
   MAX_CONNECTIONS_MAX,
   MIN_CONFIG_WATCH_MS,
   MIN_DNS_REFRESH_MS,
+  PIPE_BYTES_MAX,
+  PIPE_BYTES_MIN,
   RESERVED_ROUTE_TABLES,
   RISE_FALL_MAX,
   ROUTE_TABLE_MAX,
@@ -38,6 +40,14 @@ const Workers = v.pipe(
     return { ok: false, error: `expected auto or a whole number of workers from 1 to ${WORKERS_MAX}, got ${describe(input)}` };
   }),
 );
+
+// ---- kernel_relay: ---------------------------------------------------------------------------------
+
+const KernelRelay = mapping({
+  enabled: v.optional(v.boolean(expected("true or false"))),
+  after_bytes: v.optional(integer(0, 2 ** 40)),
+  pipe_bytes: v.optional(integer(PIPE_BYTES_MIN, PIPE_BYTES_MAX, " (a power of two is what the kernel allocates)")),
+});
 
 // ---- log: -------------------------------------------------------------------------------------------
 
@@ -213,6 +223,7 @@ export const File = mapping(
   {
     mode: v.optional(choice(MODES, "mode")),
     workers: v.optional(Workers),
+    kernel_relay: v.optional(KernelRelay),
     log: v.optional(Log),
     admin: v.optional(Admin),
     drain_timeout: v.optional(duration()),

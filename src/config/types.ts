@@ -127,10 +127,20 @@ export interface AdminConfig {
 /** `workers`: proxy worker threads, or "auto" (one per CPU the process may use). */
 export type Workers = number | "auto";
 
+/** `kernel_relay`: established proxied connections moved with splice(2) by a relay thread (proxy mode). */
+export interface KernelRelayConfig {
+  enabled: boolean;
+  /** Bytes a connection moves (both directions) through JavaScript before it is handed over. */
+  after_bytes: number;
+  /** Each direction's pipe in the relay thread. */
+  pipe_bytes: number;
+}
+
 export interface Config {
   mode: Mode;
   /** Proxy worker threads (each accepts on every proxy listener); "auto" is resolved at start. */
   workers: Workers;
+  kernel_relay: KernelRelayConfig;
   log: { level: LogLevel };
   admin: AdminConfig;
   /** How long SIGTERM waits for established connections before closing them. */

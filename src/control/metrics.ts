@@ -159,6 +159,7 @@ function* metricsSteps(e: Exposition, info: RuntimeInfo, services: readonly Serv
     e.add("featherlb_service_info", "gauge", "1 per service, labelled with the data plane it runs in and its algorithm.", `${labels},${renderLabels({ plane: info.planes?.get(s.name) ?? info.mode, algorithm: s.config.algorithm })}`, 1);
     addTraffic(e, "service", labels, s.stats);
     for (const [reason, field] of REJECTIONS) e.add("featherlb_service_rejected_total", "counter", "Clients closed at once, by reason.", `${labels},reason="${reason}"`, s.stats[field]);
+    e.add("featherlb_service_kernel_relayed_total", "counter", "Connections handed to the kernel relay (proxy mode, kernel_relay): their bytes then move by splice(2), outside JavaScript.", labels, s.stats.kernelRelayed);
     e.add("featherlb_service_backends_eligible", "gauge", "Backends in the pick set (enabled and healthy).", labels, s.picker.size);
     e.add("featherlb_service_plan_info", "gauge", "The fingerprint of the service's current plan (always 1): instances with the same config and the same backend health show the same one.", `${labels},fingerprint="${escapeLabel(s.fingerprint)}"`, 1);
     for (const b of s.backends.values()) {

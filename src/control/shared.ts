@@ -25,7 +25,7 @@
 import { MAX_BACKENDS } from "../config/limits.ts";
 
 /** Service counters in each worker's row, by index. */
-export const S = { total: 0, bytesIn: 1, bytesOut: 2, connectFailures: 3, rejectedMaxConn: 4, rejectedNoBackend: 5, rejectedPerSource: 6, rejectedLocal: 7, rejectedProxyHeader: 8 } as const;
+export const S = { total: 0, bytesIn: 1, bytesOut: 2, connectFailures: 3, rejectedMaxConn: 4, rejectedNoBackend: 5, rejectedPerSource: 6, rejectedLocal: 7, rejectedProxyHeader: 8, kernelRelayed: 9 } as const;
 /** Backend counters in each worker's row, by index. */
 export const B = { total: 0, bytesIn: 1, bytesOut: 2, connectFailures: 3 } as const;
 const S_FIELDS = Object.keys(S).length;

@@ -29,4 +29,6 @@ export class ServiceCounters extends Counters {
   rejectedLocal = 0;
   /** Clients closed because their PROXY protocol header was missing, malformed or too long (accept_proxy). */
   rejectedProxyHeader = 0;
+  /** Connections handed to the kernel relay (proxy, kernel_relay): their bytes moved by splice(2). */
+  kernelRelayed = 0;
 }

@@ -1,6 +1,8 @@
 /**
  * The proxy's byte relay, end to end through a real featherlb process on 127.0.0.1: integrity under
- * load in both directions, half-close, bounded memory with a slow reader, idle timeout.
+ * load in both directions, half-close, bounded memory with a slow reader, idle and half-close timeouts.
+ * Every case runs twice: bytes relayed in JavaScript (kernel_relay off), and handed to the kernel relay
+ * (splice(2) in a relay thread) from the first byte — each case then checks the handover happened.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
@@ -12,10 +14,27 @@ import { connect, flushPending, freePort, sha256, waitFor, writeAll } from "../s
 
 const MiB = 1 << 20;
 
+const RELAYS = [
+  { name: "relayed in JavaScript", top: "kernel_relay: { enabled: false }", kernel: false },
+  { name: "kernel relay (splice)", top: "kernel_relay: { enabled: true, after_bytes: 0 }", kernel: true },
+];
+
+for (const relay of RELAYS) {
+const { top } = relay;
+
 function config(port: number, backends: string[], extra = ""): string {
   const settings = `    health_check: { enabled: false }${extra ? `\n${extra}` : ""}`;
-  return lbYaml({ level: "warn", services: [{ name: "relay", port, backends, settings }] });
+  return lbYaml({ level: "warn", top, services: [{ name: "relay", port, backends, settings }] });
 }
+
+/** The connections `service` handed to the kernel relay: some in the kernel runs, none in the others. */
+async function expectHandovers(lb: RunningLB, service = "relay"): Promise<void> {
+  const n = await lb.metric("featherlb_service_kernel_relayed_total", { service });
+  if (relay.kernel) expect(n).toBeGreaterThan(0);
+  else expect(n).toBe(0);
+}
+
+describe(relay.name, () => {
 
 describe("relay through a featherlb process", () => {
   let lb: RunningLB;
@@ -75,6 +94,7 @@ describe("relay through a featherlb process", () => {
     expect(sha256(got)).toBe(sha256(down));
     expect(await lb.metric("featherlb_backend_bytes_total", { direction: "in" })).toBe(64 * MiB);
     expect(await lb.metric("featherlb_backend_bytes_total", { direction: "out" })).toBe(64 * MiB);
+    await expectHandovers(lb);
   }, 120_000);
 });
 
@@ -90,6 +110,7 @@ describe("half-close", () => {
       writeAll(client.socket, payload, () => client.socket.shutdown());
       await client.closed;
       expect(sha256(client.received())).toBe(sha256(payload));
+      await expectHandovers(lb);
     } finally {
       await lb.stop();
       backend.stop();
@@ -158,6 +179,7 @@ describe("backpressure", () => {
       // The backend closes after its 6 s; the proxy forwards that FIN once every byte is delivered.
       await client.ended;
       expect(client.received().length).toBe(written);
+      await expectHandovers(lb);
     } finally {
       await lb.stop();
       firehose.stop(true);
@@ -184,6 +206,7 @@ describe("idle timeout", () => {
       expect(chatty.isClosed()).toBe(false);
       clearInterval(ticker);
       await chatty.closed;
+      await expectHandovers(lb);
     } finally {
       await lb.stop();
       backend.stop();
@@ -208,7 +231,7 @@ describe("half-close timeout", () => {
       { name: "fin", port, backends: [`127.0.0.1:${silent.port}`], settings: "    health_check: { enabled: false }\n    idle_timeout: 0\n    half_close_timeout: 1s" },
       { name: "open", port: port2, backends: [echo.address], settings: "    health_check: { enabled: false }\n    idle_timeout: 0\n    half_close_timeout: 1s" },
     ];
-    const lb = await startLB(lbYaml({ level: "warn", services }));
+    const lb = await startLB(lbYaml({ level: "warn", top, services }));
     try {
       const half = await connect("127.0.0.1", port);
       const quiet = await connect("127.0.0.1", port2);
@@ -228,6 +251,8 @@ describe("half-close timeout", () => {
       quiet.socket.write("still");
       await waitFor("echo on the quiet connection", () => quiet.text() === "echo\nstill");
       quiet.socket.end();
+      await expectHandovers(lb, "fin");
+      await expectHandovers(lb, "open");
     } finally {
       await lb.stop();
       silent.stop(true);
@@ -261,12 +286,18 @@ describe("half-close timeout", () => {
     const lb = await startLB(config(port, [`127.0.0.1:${slow.port}`], "    idle_timeout: 0\n    half_close_timeout: 1s"));
     try {
       const c = await connect("127.0.0.1", port);
+      // A first byte hands the connection to the kernel relay (after_bytes: 0) before the FIN.
+      c.socket.write("x");
+      await Bun.sleep(200);
       c.socket.shutdown();
       await c.ended;
       expect(c.text()).toBe(".......");
+      await expectHandovers(lb);
     } finally {
       await lb.stop();
       slow.stop(true);
     }
   });
 });
+});
+}

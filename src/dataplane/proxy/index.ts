@@ -20,15 +20,18 @@ import { raiseBacklogs } from "./backlog.ts";
 import { Connector, type IncidentSink } from "./connect.ts";
 import { connectionCapacity, descriptorLimit } from "./descriptors.ts";
 import { decodeHeader } from "./proxyproto.ts";
-import { clock, Relay } from "./relay.ts";
+import { clock, type Offload, Relay } from "./relay.ts";
 import { PlaneShared } from "./shared.ts";
 import { sourceKey, type SourceKey } from "./sources.ts";
+import { EXTRA_SHARES, KernelRelay } from "./splice/index.ts";
 import type { ProxiedService, ProxyHooks } from "./view.ts";
 
 /** Clock and connect-timeout resolution. */
 const TICK_MS = 250;
 /** Idle and half-close timeouts are checked every second (a walk over all connections; they are long). */
 const IDLE_SWEEP_TICKS = 4;
+/** At most this many connections of one thread are in its relay thread at once; the rest stay here. */
+const RELAY_SLOTS_MAX = 16384;
 
 /** A service of the config being applied and what serves it (ServicePair, with the proxy's view of the service). */
 export interface ProxiedPair {
@@ -73,6 +76,9 @@ export class ProxyDataPlane {
   private idleDrainResolve: (() => void) | null = null;
   private ticks = 0;
   private capacityNoted = false;
+  /** kernel_relay: this thread's relay thread (started with the first handover), and the pairs' view of it. */
+  private readonly kernel: KernelRelay | null;
+  private readonly offload: Offload | null;
 
   constructor(
     private readonly log: Logger,
@@ -83,11 +89,42 @@ export class ProxyDataPlane {
   ) {
     this.slot = slot ?? { index: 0, shared: PlaneShared.create(1, connectionCapacity()), logListeners: true };
     this.connector = new Connector(hooks, incidents, (where, socket, err) => this.fault(where, socket, err), this.slot.index);
+    const relay = this.slot.shared.init.relay;
+    this.kernel = relay.enabled && process.platform === "linux" ? new KernelRelay(relay, Math.min(RELAY_SLOTS_MAX, this.capacity), log) : null;
+    this.offload = this.kernel ? this.offloadTo(this.kernel) : null;
     // One timer for all connections instead of any per socket: it advances the coarse clock and
     // expires connect attempts and PROXY header waits every tick, and checks idle and half-close
     // timeouts every IDLE_SWEEP_TICKS ticks.
     this.sweeper = setInterval(() => this.tick(), TICK_MS);
     this.sweeper.unref();
+  }
+
+  /**
+   * The kernel relay as pairs see it: a handover first takes the descriptors the relayed pair will
+   * hold from the capacity (the pair stays here if they are not there), and gives them back when the
+   * relay thread is done with it.
+   */
+  private offloadTo(kernel: KernelRelay): Offload {
+    const { shared, index } = this.slot;
+    return {
+      after: kernel.settings.after_bytes,
+      take: (relay) => {
+        if (!kernel.available || !shared.reserve(index, EXTRA_SHARES)) return -1;
+        const fd = (s: Socket<Relay> | null) => (s as { fd?: number } | null)?.fd; // Bun has it; its types omit it
+        const slot = kernel.handOver(relay, fd(relay.client), fd(relay.backendSocket));
+        if (slot < 0) shared.unreserve(index, EXTRA_SHARES);
+        return slot;
+      },
+      release: () => shared.unreserve(index, EXTRA_SHARES),
+      bytes: (slot) => kernel.bytes(slot),
+      flags: (slot) => kernel.flags(slot),
+      end: (slot, abort) => kernel.end(slot, abort),
+    };
+  }
+
+  /** Connections in this thread's relay thread now. */
+  get kernelRelayed(): number {
+    return this.kernel?.relayed ?? 0;
   }
 
   /** Proxied connections the descriptor limit leaves room for, all workers together (descriptors.ts). */
@@ -254,7 +291,7 @@ export class ProxyDataPlane {
   private accept(socket: Socket<Relay>, service: ProxiedService): void {
     const { config, shared } = service;
     const worker = this.slot.index;
-    const relay = new Relay(socket, service, this.rowOf(service), (r) => this.finished(r));
+    const relay = new Relay(socket, service, this.rowOf(service), (r) => this.finished(r), this.offload);
     socket.data = relay;
     if (!shared.admit(worker, config.max_connections)) {
       relay.row[S.rejectedMaxConn]!++;
@@ -351,6 +388,7 @@ export class ProxyDataPlane {
     }
     if (++this.ticks % IDLE_SWEEP_TICKS !== 0) return;
     for (const relay of this.relays) {
+      relay.sync(); // a kernel-relayed pair's bytes and FINs, for its metrics and timeouts
       const { idle_timeout_ms: idle, half_close_timeout_ms: halfClose } = relay.service.config;
       // lastActive is the coarse clock at the activity, up to one tick before it: count that tick as
       // activity, so a timeout never fires early (it fires up to IDLE_SWEEP_TICKS + 1 ticks late).
@@ -376,6 +414,7 @@ export class ProxyDataPlane {
     for (const b of this.bindings.values()) b.listener.stop(true);
     this.bindings.clear();
     for (const relay of this.relays) relay.finish(true);
+    this.kernel?.close();
   }
 }
 

@@ -28,6 +28,7 @@ import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types
 import { connectionCapacity } from "./descriptors.ts";
 import { listenError } from "./index.ts";
 import type { FromWorker, ListenerSpec, ToWorker } from "./protocol.ts";
+import { DEFAULT_RELAY_THREAD } from "./splice/index.ts";
 import { PlaneShared } from "./shared.ts";
 import { serviceState } from "./view.ts";
 
@@ -82,6 +83,8 @@ export class WorkerPool implements DataPlane {
     readonly count: number,
     /** The worker's script (worker.ts; in the compiled binary, an entry point of its own: Makefile). */
     private readonly entry: URL,
+    /** The kernel relay thread's script (splice/thread.ts, an entry point as well). */
+    private readonly relayThread: string = DEFAULT_RELAY_THREAD,
   ) {
     this.countNoted = configured;
     this.slots = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, restarts: 0, quickDeaths: 0, prepared: -1, replies: new Map(), drained: null, ready: null }));
@@ -103,7 +106,7 @@ export class WorkerPool implements DataPlane {
       this.log.warn("workers takes effect at the next restart; the running workers stay", { running: this.count, configured: config.workers });
     }
     this.probe(services);
-    await this.start(config.log.level);
+    await this.start(config);
     for (const { service } of services) this.track(service);
     const seq = ++this.seq;
     const replies = await Promise.all(this.live().map((slot) => this.ask(slot, seq, wanted)));
@@ -197,10 +200,10 @@ export class WorkerPool implements DataPlane {
    * Start every worker and wait until each has set up its proxy. A worker that cannot start at all (its
    * script fails to load) fails featherlb's start, rather than being restarted forever.
    */
-  private async start(level: LogLevel): Promise<void> {
+  private async start(config: Config): Promise<void> {
     if (this.shared) return;
-    this.level = level;
-    this.shared = PlaneShared.create(this.count, connectionCapacity());
+    this.level = config.log.level;
+    this.shared = PlaneShared.create(this.count, connectionCapacity(), { ...config.kernel_relay, thread: this.relayThread });
     const ready = this.slots.map((slot) => this.spawn(slot));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {

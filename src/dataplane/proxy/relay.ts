@@ -14,6 +14,14 @@
  * closes abruptly (then the other side is reset too, like HAProxy's abort). A half-closed pair whose
  * other direction stays silent is ended by the data plane's sweeper after half_close_timeout.
  *
+ * Kernel relay: once a pair has moved `offload.after` bytes here, with nothing pending either way, both
+ * sockets are paused and, one turn of the event loop later (so Bun has delivered everything it read),
+ * handed to the relay thread (splice/), which moves their bytes from then on. The pair stays here for
+ * everything else: `sync` counts what the relay thread moved and the FINs it saw (the sweeper calls it),
+ * timeouts and closes end it through `offload.end`, and `relayDone` finishes it when the relay thread
+ * is done. Bun may close its paused sockets on a hang-up meanwhile; that is ignored, the relay thread
+ * decides.
+ *
  * PROXY protocol: with accept_proxy the client's header is read by the data plane before the relay
  * starts (`peer` holds what it said); with send_proxy a header is the first thing the backend gets,
  * ahead of any client byte (it is put in front of what the client sent while we connected).
@@ -22,6 +30,7 @@ import type { Socket } from "bun";
 import { B, S, ServiceShared } from "../../control/shared.ts";
 import { encodeV1, encodeV2, type Endpoints } from "./proxyproto.ts";
 import type { SourceKey } from "./sources.ts";
+import { Flag } from "./splice/table.ts";
 import type { ProxiedBackend, ProxiedService } from "./view.ts";
 
 /** A coarse clock for idle tracking, advanced by the sweeper: no clock read on the hot path. */
@@ -29,6 +38,22 @@ export const clock = { now: Date.now() };
 
 /** Client bytes held while the backend connects before the client is paused. */
 export const EARLY_DATA_LIMIT = 64 * 1024;
+
+/** The kernel relay as a pair sees it (the data plane implements it over splice/index.ts). */
+export interface Offload {
+  /** Bytes a pair moves here before it is handed over. */
+  readonly after: number;
+  /** Take the pair (its sockets paused, nothing pending): the relay thread's slot, or −1 (it stays here). */
+  take(relay: Relay): number;
+  /** What `take` reserved is free again (the relay thread is done with the pair). */
+  release(): void;
+  /** Bytes the relay thread moved for a slot: from the client, from the backend. */
+  bytes(slot: number): [up: number, down: number];
+  /** FIN bits of a slot (splice/table.ts Flag). */
+  flags(slot: number): number;
+  /** Ask the relay thread to end a slot: reset both sides, or FIN both ways. */
+  end(slot: number, abort: boolean): void;
+}
 
 /** One direction of the relay. */
 class Direction {
@@ -62,6 +87,14 @@ export class Relay {
   awaiting: { buf: Buffer | null; deadline: number } | null = null;
   /** max_connections_per_source: the client IP this connection is counted under, once counted. */
   source: SourceKey | null = null;
+  /** Kernel relay: the relay thread's slot once handed over; −1 while the bytes go through here. */
+  slot = -1;
+  /** Bytes relayed here since the last handover attempt (both directions). */
+  private moved = 0;
+  /** Paused for a handover that runs on the next turn of the event loop. */
+  private handing = false;
+  /** Bytes of the relay thread already counted: from the client, from the backend. */
+  private readonly counted = [0, 0];
 
   constructor(
     readonly client: Socket<Relay>,
@@ -69,6 +102,8 @@ export class Relay {
     /** This thread's counter row of the service (control/shared.ts): written here alone, summed by the main thread. */
     readonly row: Float64Array,
     readonly onFinish: (relay: Relay) => void,
+    /** Kernel relay, when enabled. */
+    private readonly offload: Offload | null = null,
   ) {}
 
   /** The client's IP: the one its PROXY header gave (accept_proxy), else the connection's. */
@@ -98,6 +133,7 @@ export class Relay {
     }
     this.flush(this.up, socket);
     if (!this.up.pending) this.resume(this.up, this.client);
+    this.offerIfDue();
   }
 
   /** One side has sent FIN (forwarded or about to be): the half_close_timeout applies. */
@@ -107,14 +143,19 @@ export class Relay {
 
   /** Bytes from the client. Before the backend is connected they wait (see EARLY_DATA_LIMIT). */
   fromClient(data: Buffer): void {
+    // A read after the handover would be out of order with what the relay thread moves: never relay it.
+    if (this.slot >= 0) return this.finish(true);
     this.lastActive = clock.now;
+    this.moved += data.length;
     this.row[S.bytesIn]! += data.length;
     if (this.at >= 0) this.row[this.at + B.bytesIn]! += data.length;
     this.forward(this.up, data, this.backendSocket, this.client);
   }
 
   fromBackend(data: Buffer): void {
+    if (this.slot >= 0) return this.finish(true);
     this.lastActive = clock.now;
+    this.moved += data.length;
     this.row[S.bytesOut]! += data.length;
     this.row[this.at + B.bytesOut]! += data.length;
     this.forward(this.down, data, this.client, this.backendSocket!);
@@ -133,7 +174,62 @@ export class Relay {
       // Copy: the rest must outlive this callback. Rare path, only under backpressure.
       dir.pending = Buffer.from(data.subarray(n < 0 ? 0 : n));
       this.pause(dir, src);
+    } else this.offerIfDue();
+  }
+
+  private offerIfDue(): void {
+    if (this.offload && this.moved >= this.offload.after) this.offer();
+  }
+
+  /** Kernel relay: pause both sides now, hand them over on the next turn (see the top of this file). */
+  private offer(): void {
+    if (this.handing || this.slot >= 0 || this.finished || !this.backendSocket || this.halfClosed) return;
+    if (this.up.pending || this.down.pending) return;
+    this.handing = true;
+    this.client.pause();
+    this.backendSocket.pause();
+    setImmediate(() => this.handOver());
+  }
+
+  private handOver(): void {
+    this.handing = false;
+    if (this.finished) return;
+    const quiet = !this.up.pending && !this.down.pending && !this.halfClosed;
+    this.slot = quiet ? this.offload!.take(this) : -1;
+    if (this.slot >= 0) {
+      this.row[S.kernelRelayed]!++;
+      return;
     }
+    // Stays here (no room, or bytes arrived meanwhile): try again after as many bytes.
+    this.moved = 0;
+    if (!this.up.paused) this.client.resume();
+    if (!this.down.paused) this.backendSocket!.resume();
+  }
+
+  /** Kernel relay: count what the relay thread moved since the last call, and the FINs it saw. */
+  sync(): void {
+    if (this.slot < 0) return;
+    const [up, down] = this.offload!.bytes(this.slot);
+    const dUp = up - this.counted[0]!;
+    const dDown = down - this.counted[1]!;
+    this.counted[0] = up;
+    this.counted[1] = down;
+    if (dUp > 0 || dDown > 0) this.lastActive = clock.now;
+    this.row[S.bytesIn]! += dUp;
+    this.row[S.bytesOut]! += dDown;
+    this.row[this.at + B.bytesIn]! += dUp;
+    this.row[this.at + B.bytesOut]! += dDown;
+    const flags = this.offload!.flags(this.slot);
+    if (flags & Flag.upEnded) this.up.ended = true;
+    if (flags & Flag.downEnded) this.down.ended = true;
+  }
+
+  /** Kernel relay: the relay thread is done with this pair (both FINs crossed, or `abort`). */
+  relayDone(abort: boolean): void {
+    this.sync();
+    this.offload!.release();
+    this.slot = -1;
+    this.finish(abort);
   }
 
   private pause(dir: Direction, src: Socket<Relay>): void {
@@ -150,8 +246,10 @@ export class Relay {
 
   /** The destination of `dir` can take more: write what is pending, then resume its source. */
   drained(dir: Direction, dst: Socket<Relay>, src: Socket<Relay>): void {
+    if (this.slot >= 0) return;
     this.flush(dir, dst);
     if (!dir.pending) this.resume(dir, src);
+    this.offerIfDue();
   }
 
   private flush(dir: Direction, dst: Socket<Relay>): void {
@@ -164,6 +262,7 @@ export class Relay {
 
   /** The source of `dir` sent FIN: forward it once pending bytes are out. */
   ended(dir: Direction, dst: Socket<Relay> | null): void {
+    if (this.slot >= 0) return;
     this.lastActive = clock.now;
     dir.ended = true;
     if (dst && !dir.pending) this.shut(dir, dst);
@@ -184,7 +283,7 @@ export class Relay {
    * the closed socket aborts the pair (its peer is gone; HAProxy resets too).
    */
   closed(socket: Socket<Relay>, error?: Error): void {
-    if (this.finished) return;
+    if (this.finished || this.slot >= 0) return;
     if (error) return this.finish(true);
     const toClosed = socket === this.client ? this.down : this.up;
     const fromClosed = socket === this.client ? this.up : this.down;
@@ -200,6 +299,8 @@ export class Relay {
   finish(abort: boolean): void {
     if (this.finished) return;
     this.finished = true;
+    // Handed over: the relay thread ends its side; relayDone follows (and finds the pair finished).
+    if (this.slot >= 0) this.offload!.end(this.slot, abort);
     for (const socket of [this.client, this.backendSocket]) {
       if (!socket) continue;
       if (abort) socket.terminate();

@@ -3,7 +3,12 @@
  * proxied connections against the descriptor capacity — descriptors are the process's, not a
  * thread's — and the per-source table (sources.ts). The main thread creates it; workers attach to it.
  */
+import { DEFAULT_KERNEL_RELAY } from "../../config/defaults.ts";
 import { SourceTable } from "./sources.ts";
+import { DEFAULT_RELAY_THREAD, type KernelRelaySettings } from "./splice/index.ts";
+
+/** kernel_relay when no config says otherwise (tests that build a plane directly). */
+const DEFAULT_RELAY: KernelRelaySettings = { ...DEFAULT_KERNEL_RELAY, thread: DEFAULT_RELAY_THREAD };
 
 /** What a worker gets to attach to the same memory. */
 export interface PlaneSharedInit {
@@ -11,10 +16,16 @@ export interface PlaneSharedInit {
   capacity: number;
   relays: SharedArrayBuffer;
   sources: SharedArrayBuffer;
+  /** kernel_relay, set at start for every worker. */
+  relay: KernelRelaySettings;
 }
 
 export class PlaneShared {
-  /** [0]: connections open in all workers; [1 + w]: worker w's share; [1 + workers + w]: accepted by w. */
+  /**
+   * [0]: descriptor shares taken in all workers (a connection takes one; a kernel-relayed one takes
+   * EXTRA_SHARES more, splice/index.ts); [1 + w]: connections open in worker w; [1 + workers + w]:
+   * accepted by w; [1 + 2 × workers + w]: the extra shares w holds.
+   */
   private readonly relays: Int32Array;
   readonly sources: SourceTable;
 
@@ -24,9 +35,9 @@ export class PlaneShared {
   }
 
   /** `capacity`: proxied connections the descriptor limit leaves room for (descriptors.ts), all workers together. */
-  static create(workers: number, capacity: number): PlaneShared {
+  static create(workers: number, capacity: number, relay: KernelRelaySettings = DEFAULT_RELAY): PlaneShared {
     const sources = SourceTable.create(Number.isFinite(capacity) ? capacity : 1 << 20, workers);
-    return new PlaneShared({ workers, capacity, relays: new SharedArrayBuffer(4 * (1 + 2 * workers)), sources: sources.buffer });
+    return new PlaneShared({ workers, capacity, relays: new SharedArrayBuffer(4 * (1 + 3 * workers)), sources: sources.buffer, relay });
   }
 
   static attach(init: PlaneSharedInit): PlaneShared {
@@ -53,9 +64,29 @@ export class PlaneShared {
     this.relays[1 + worker]!--;
   }
 
+  /**
+   * Room for `n` more connections' worth of descriptors, counted for `worker` but not as accepted
+   * connections (a kernel-relayed connection's duplicates and pipes); false, and nothing taken, when full.
+   */
+  reserve(worker: number, n: number): boolean {
+    if (Atomics.add(this.relays, 0, n) + n > this.init.capacity) {
+      Atomics.sub(this.relays, 0, n);
+      return false;
+    }
+    this.relays[1 + 2 * this.init.workers + worker]! += n;
+    return true;
+  }
+
+  unreserve(worker: number, n: number): void {
+    Atomics.sub(this.relays, 0, n);
+    this.relays[1 + 2 * this.init.workers + worker]! -= n;
+  }
+
   /** Connections open in all workers. */
   get total(): number {
-    return Atomics.load(this.relays, 0);
+    let n = 0;
+    for (let w = 0; w < this.init.workers; w++) n += this.openIn(w);
+    return n;
   }
 
   /** Connections open in worker `worker`. */
@@ -70,8 +101,10 @@ export class PlaneShared {
 
   /** A dead worker's connections are gone: its share leaves the count and the per-source table. */
   retire(worker: number): void {
-    Atomics.sub(this.relays, 0, this.relays[1 + worker]!);
+    const extra = 1 + 2 * this.init.workers + worker;
+    Atomics.sub(this.relays, 0, this.relays[1 + worker]! + this.relays[extra]!);
     this.relays[1 + worker] = 0;
+    this.relays[extra] = 0;
     this.sources.retire(worker);
   }
 }
