@@ -24,6 +24,7 @@ import { clock, type Offload, Relay } from "./relay.ts";
 import { PlaneShared } from "./shared.ts";
 import { sourceKey, type SourceKey } from "./sources.ts";
 import { EXTRA_SHARES, KernelRelay } from "./splice/index.ts";
+import type { TableInit } from "./splice/table.ts";
 import type { ProxiedService, ProxyHooks } from "./view.ts";
 
 /** Clock and connect-timeout resolution. */
@@ -47,6 +48,8 @@ export interface WorkerSlot {
   shared: PlaneShared;
   /** Log listeners opening and closing (the pool logs them once for all workers instead). */
   logListeners: boolean;
+  /** Told the kernel relay thread's table when it starts, so the pool can clean up should this thread die. */
+  onRelayTable?: (table: TableInit) => void;
 }
 
 /** What a listener serves; reload swaps `service` in place so the listening socket stays open. */
@@ -90,7 +93,7 @@ export class ProxyDataPlane {
     this.slot = slot ?? { index: 0, shared: PlaneShared.create(1, connectionCapacity()), logListeners: true };
     this.connector = new Connector(hooks, incidents, (where, socket, err) => this.fault(where, socket, err), this.slot.index);
     const relay = this.slot.shared.init.relay;
-    this.kernel = relay.enabled && process.platform === "linux" ? new KernelRelay(relay, Math.min(RELAY_SLOTS_MAX, this.capacity), log) : null;
+    this.kernel = relay.enabled && process.platform === "linux" ? new KernelRelay(relay, Math.min(RELAY_SLOTS_MAX, this.capacity), log, this.slot.onRelayTable) : null;
     this.offload = this.kernel ? this.offloadTo(this.kernel) : null;
     // One timer for all connections instead of any per socket: it advances the coarse clock and
     // expires connect attempts and PROXY header waits every tick, and checks idle and half-close

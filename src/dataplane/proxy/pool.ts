@@ -28,7 +28,11 @@ import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types
 import { connectionCapacity } from "./descriptors.ts";
 import { listenError } from "./index.ts";
 import type { FromWorker, ListenerSpec, ToWorker } from "./protocol.ts";
-import { DEFAULT_RELAY_THREAD } from "./splice/index.ts";
+import { DEFAULT_RELAY_THREAD, resetLeftovers, stopRelay } from "./splice/index.ts";
+import type { TableInit } from "./splice/table.ts";
+
+/** How long a dead worker's relay thread has to reset its connections itself (resetRelayed). */
+const RELAY_GRACE_MS = 200;
 import { PlaneShared } from "./shared.ts";
 import { serviceState } from "./view.ts";
 
@@ -57,6 +61,8 @@ interface Slot {
   drained: (() => void) | null;
   /** Settled when the worker has loaded and set up its proxy (or failed to). */
   ready: { resolve: () => void; reject: (err: Error) => void } | null;
+  /** Its kernel relay thread's table, once started (splice/index.ts). */
+  relay: TableInit | null;
 }
 
 export class WorkerPool implements DataPlane {
@@ -87,7 +93,7 @@ export class WorkerPool implements DataPlane {
     private readonly relayThread: string = DEFAULT_RELAY_THREAD,
   ) {
     this.countNoted = configured;
-    this.slots = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, restarts: 0, quickDeaths: 0, prepared: -1, replies: new Map(), drained: null, ready: null }));
+    this.slots = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, restarts: 0, quickDeaths: 0, prepared: -1, replies: new Map(), drained: null, ready: null, relay: null }));
   }
 
   async apply(config: Config, services: readonly ServicePair[]): Promise<void> {
@@ -263,6 +269,8 @@ export class WorkerPool implements DataPlane {
     slot.drained?.();
     slot.drained = null;
     if (this.closing) return;
+    if (slot.relay) this.resetRelayed(slot.relay);
+    slot.relay = null;
     // Its sockets closed with its thread: its share leaves the shared counts.
     const lost = this.shared!.openIn(slot.index);
     for (const { service } of this.tracked.values()) service.shared.retire(slot.index);
@@ -280,6 +288,16 @@ export class WorkerPool implements DataPlane {
         (err: Error) => this.log.error("proxy worker failed", { worker: slot.index, error: err.message }),
       );
     }, delay);
+  }
+
+  /**
+   * A dead worker's kernel relay thread held sockets of its own (duplicates): without this they would
+   * stay open and those clients hang. The relay thread is told to stop first; one that is still alive
+   * resets what it holds itself within RELAY_GRACE_MS, and what is left after that is reset here.
+   */
+  private resetRelayed(table: TableInit): void {
+    stopRelay(table);
+    setTimeout(() => resetLeftovers(table, true), RELAY_GRACE_MS);
   }
 
   private received(slot: Slot, m: FromWorker): void {
@@ -310,6 +328,9 @@ export class WorkerPool implements DataPlane {
       }
       case "local":
         this.incidents.localError(m.errno, m.fields);
+        return;
+      case "relay":
+        slot.relay = m.table;
         return;
       case "internal":
         this.incidents.internalError(m.where, Object.assign(new Error(m.message), { name: m.name, stack: m.stack }), m.fields);

@@ -8,6 +8,7 @@
 import type { LogLevel, ServiceConfig } from "../../config/types.ts";
 import type { UserErrorCode } from "../../errors.ts";
 import type { PlaneSharedInit } from "./shared.ts";
+import type { TableInit } from "./splice/table.ts";
 import type { ServiceState } from "./view.ts";
 
 /** A service's listener in a prepare: the service by uid, and its config from the config being applied. */
@@ -41,4 +42,6 @@ export type FromWorker =
   | { t: "failed"; uid: number; id: number; key: string; reason: string }
   | { t: "connected"; uid: number; id: number; key: string }
   | { t: "local"; errno: string; fields: Record<string, unknown> }
+  // Its kernel relay thread started: the table the pool cleans up after the worker, should it die.
+  | { t: "relay"; table: TableInit }
   | { t: "internal"; where: string; name: string; message: string; stack?: string; fields: Record<string, unknown> };

@@ -50,7 +50,12 @@ async function handle(m: ToWorker): Promise<void> {
   switch (m.t) {
     case "init":
       log = new Logger(m.level, undefined, { worker: m.index });
-      plane = new ProxyDataPlane(log, hooks, incidents, { index: m.index, shared: PlaneShared.attach(m.plane), logListeners: false });
+      plane = new ProxyDataPlane(log, hooks, incidents, {
+        index: m.index,
+        shared: PlaneShared.attach(m.plane),
+        logListeners: false,
+        onRelayTable: (table) => post({ t: "relay", table }),
+      });
       post({ t: "ready" });
       return;
     case "service": {

@@ -16,7 +16,7 @@
  */
 import type { Logger } from "../../../control/log.ts";
 import * as libc from "./libc.ts";
-import { Cmd, Phase, SpliceTable } from "./table.ts";
+import { Cmd, Phase, SpliceTable, type TableInit } from "./table.ts";
 import type { RelayThreadInit } from "./thread.ts";
 
 /** What `kernel_relay` configures, with the relay thread's script (an entry point of its own). */
@@ -55,6 +55,8 @@ export class KernelRelay {
     /** Connections this thread may relay at once. */
     readonly slots: number,
     private readonly log: Logger,
+    /** Told the table once the relay thread starts: whoever outlives this thread cleans up after it. */
+    private readonly onTable?: (table: TableInit) => void,
   ) {
     this.held = new Array(slots).fill(null);
     for (let s = slots - 1; s >= 0; s--) this.free.push(s);
@@ -119,6 +121,7 @@ export class KernelRelay {
     this.wake = wake;
     this.table = SpliceTable.create(this.slots, wake);
     this.thread = thread;
+    this.onTable?.(this.table.init);
     thread.onmessage = (event: MessageEvent<[number, boolean][] | "ready">) => {
       if (event.data !== "ready") for (const [slot, abort] of event.data) this.done(slot, abort);
     };
@@ -143,25 +146,12 @@ export class KernelRelay {
     return false;
   }
 
-  /**
-   * The relay thread is gone (an exception, or close): reset what it held. A slot it had finished
-   * (DONE) closed its descriptors already; the others' are closed here, set to reset.
-   */
+  /** The relay thread is gone (an exception, or close): reset what it held. */
   private died(reason: string): void {
     if (this.broken || !this.thread) return;
     this.fail(reason);
-    for (let slot = 0; slot < this.slots; slot++) {
-      const phase = this.table!.phase(slot);
-      if (phase === Phase.queued || phase === Phase.live) {
-        for (const fd of this.table!.descriptors(slot)) {
-          if (fd < 0) continue;
-          libc.resetOnClose(fd);
-          libc.close(fd);
-        }
-        this.table!.setPhase(slot, Phase.done);
-      }
-      if (this.held[slot]) this.done(slot, true);
-    }
+    resetLeftovers(this.table!.init, false);
+    for (let slot = 0; slot < this.slots; slot++) if (this.held[slot]) this.done(slot, true);
   }
 
   /** Stop the relay thread (after its connections were ended: `end`). */
@@ -174,4 +164,32 @@ export class KernelRelay {
     // The eventfd is closed once the thread has left its loop (it may still be polling it).
     thread.addEventListener("close", () => libc.close(this.wake));
   }
+}
+
+/** Tell a relay thread to stop (it resets what it holds) and wake it. */
+export function stopRelay(init: TableInit): void {
+  SpliceTable.attach(init).stop();
+  libc.signal(init.wake);
+}
+
+/**
+ * Reset the connections a relay thread that is gone still held: the descriptors of every slot it had
+ * not finished (QUEUED or LIVE) are closed, set to reset; a DONE slot closed its own already (table.ts),
+ * so none is closed twice. `wake`: close the table's eventfd too (its owner is gone as well: a proxy
+ * worker that died, cleaned up by the pool in the main thread).
+ */
+export function resetLeftovers(init: TableInit, wake: boolean): void {
+  const table = SpliceTable.attach(init);
+  table.stop();
+  for (let slot = 0; slot < table.slots; slot++) {
+    const phase = table.phase(slot);
+    if (phase !== Phase.queued && phase !== Phase.live) continue;
+    for (const fd of table.descriptors(slot)) {
+      if (fd < 0) continue;
+      libc.resetOnClose(fd);
+      libc.close(fd);
+    }
+    table.setPhase(slot, Phase.done);
+  }
+  if (wake) libc.close(init.wake);
 }
