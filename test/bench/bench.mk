@@ -14,7 +14,7 @@ build/.bench-test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq; }
 	@mkdir -p build && touch $@
 
-.PHONY: bench bench-deps bench-report bench-profile bench-scale bench-hostile bench-handover
+.PHONY: bench bench-deps bench-report bench-profile bench-scale bench-hostile bench-handover bench-sockmap
 
 bench-deps: ## install the benchmark's Debian packages (idempotent)
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -58,6 +58,14 @@ bench-handover: node_modules/.installed build/.bpf-deps ## XDP upgrade (SIGUSR2)
 	@for i in $$(seq $(HANDOVER_ROUNDS)); do \
 	  FEATHERLB_BIN=dist/featherlb $(BUN) test test/xdp/handover.test.ts -t "300 connections" 2>&1 | grep -E "handover figures|^\(fail\)|^error" ; \
 	done
+
+# `make bench-sockmap`: the experiment behind kernel_relay's choice of splice(2) over an eBPF sockmap
+# (test/bench/tools/sockmap-relay.ts): throughput and backpressure of a sockmap relay against a JavaScript
+# one, on loopback. Root; about a minute. Prints JSON lines.
+bench-sockmap: node_modules/.installed build/.bpf-deps ## the sockmap relay experiment (why kernel_relay uses splice): throughput, backpressure (root, ~1 min)
+	@mkdir -p build/bench
+	$(BPF_CLANG) $(BPF_CFLAGS) -c test/bench/tools/sockmap_relay.bpf.c -o build/bench/sockmap_relay.bpf.o
+	$(BUN) test/bench/tools/sockmap-relay.ts build/bench/sockmap_relay.bpf.o
 
 bench-profile: bench-deps node_modules/.installed ## profile featherlb proxy per workload (Bun --cpu-prof + perf) → build/bench/profile
 	bash test/bench/run.sh profile

@@ -1,7 +1,7 @@
 /**
- * libbpf through bun:ffi — with proxy/backlog.ts (three libc socket calls) the only modules that
- * import bun:ffi. Everything else sees typed functions taking Uint8Arrays, maps (MapRef) and file
- * descriptors.
+ * libbpf through bun:ffi — with nlsocket.ts, proxy/backlog.ts (three libc socket calls) and
+ * proxy/splice/libc.ts (splice, pipes, epoll) the only modules that import bun:ffi. Everything else
+ * sees typed functions taking Uint8Arrays, maps (MapRef) and file descriptors.
  *
  * libbpf.so.1 and what it links (libelf.so.1, libz.so.1) are embedded in the compiled binary (bpf/bpf.mk
  * copies them into build/lib/) and dlopened by path, dependencies first: the dynamic loader then finds

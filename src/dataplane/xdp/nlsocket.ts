@@ -1,7 +1,7 @@
 /**
- * A netlink socket (NETLINK_ROUTE) through bun:ffi — with libbpf.ts and proxy/backlog.ts the only
- * modules that import bun:ffi. Five libc calls: socket, bind, send, recv, close. rtnetlink.ts builds
- * and reads the messages; nothing here knows what they mean.
+ * A netlink socket (NETLINK_ROUTE) through bun:ffi — with libbpf.ts, proxy/backlog.ts and
+ * proxy/splice/libc.ts the only modules that import bun:ffi. Five libc calls: socket, bind, send,
+ * recv, close. rtnetlink.ts builds and reads the messages; nothing here knows what they mean.
  *
  * Bun has no AF_NETLINK sockets, and the alternative, one `ip` process per backend, cost three process
  * spawns per backend at start (30,000 for 10,000 backends). rtnetlink answers a request while it is

@@ -1,22 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * featherlb kernel relay: the proxy data plane hands an established client/backend socket pair to the
- * kernel, which moves each side's received bytes straight into the other side's send queue. No byte of
- * a relayed connection is read into user space again (src/dataplane/proxy/kernelrelay.ts).
+ * A sockmap relay: the prototype featherlb's kernel relay was measured against and rejected for (it
+ * uses splice(2) instead: docs/config.md#kernel_relay). test/bench/tools/sockmap-relay.ts loads it and
+ * measures it; docs/benchmarks.md#kernel-relay has the figures.
  *
- * The pair sits in flb_relay_socks at indexes 2k and 2k+1 (a pair's sockets are neighbours: the peer of
- * index i is i ^ 1). The program is attached to that map as its BPF_SK_SKB_VERDICT program: the kernel
- * runs it for every skb the socket receives (tcp_read_skb, no stream parser) and sends the skb where the
- * program redirects it. The proxy owns the sockets' lifecycle: it inserts the pair, and the kernel takes
- * a socket out of the map when the proxy closes it.
+ * A client/backend socket pair sits in flb_relay_socks at indexes 2k and 2k+1 (the peer of index i is
+ * i ^ 1). The program is attached to that map as its BPF_SK_SKB_VERDICT program: the kernel runs it for
+ * every skb a socket in the map receives (tcp_read_skb, no stream parser) and queues the skb on the
+ * peer's psock, whose worker writes it into the peer's send queue. No byte reaches user space.
  *
- * What stays in user space, and why it still works:
- *   - FIN: tcp_read_skb does not pass a FIN on; the proxy sees the end of stream as before (the socket
- *     reads 0) and forwards it with shutdown(), once flb_relay_bytes says every byte went out first.
- *   - Backpressure: an skb the peer's send buffer cannot take waits in the peer's psock queue, and the
- *     source's receive window closes as its receive memory stays charged (the kernel, not us).
- *   - Idle timeouts, byte counters: flb_relay_bytes, an mmap-able array read by the proxy without a
- *     system call. Slot i counts the bytes received on socket i and handed to socket i ^ 1.
+ * Why it was rejected (Linux 6.18): tcp_read_skb takes each skb off the receive queue and the window
+ * reopens, whether or not the peer could take the bytes; the psock queue has no bound. Behind a reader
+ * that stopped, the kernel queued 2.3 GB in 6 s. User space cannot see that queue either, so it cannot
+ * tell when a FIN may be forwarded without cutting bytes still queued.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
