@@ -147,7 +147,7 @@ async function throughput(kernel: boolean): Promise<Record<string, unknown>> {
   let done!: (ms: number) => void;
   const finished = new Promise<number>((r) => (done = r));
   const t0 = performance.now();
-  const sink = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: { data: (_s, d) => void (got += d.length), end: (s) => (done(performance.now() - t0), s.end()) } });
+  const sink = Bun.listen({ hostname: "127.0.0.1", port: 0, allowHalfOpen: true, socket: { data: (_s, d) => void (got += d.length), end: (s) => { done(performance.now() - t0); s.end(); } } });
   const lb = relay(sink.port, kernel);
   const total = 2048 * MiB;
   const chunk = Buffer.alloc(4 * MiB, 7);
