@@ -18,7 +18,8 @@ const dir = mkdtempSync(join(tmpdir(), "flb-splice-"));
 const BIN = join(dir, "splice_relay");
 const HOST = "127.0.0.1";
 
-let relay: ReturnType<typeof Bun.spawn> | undefined;
+let relay: Bun.Subprocess<"ignore", "ignore", "pipe"> | undefined;
+let stderr = ""; // what the relay printed: its counters on SIGUSR1
 const servers: net.Server[] = [];
 let relayPort = 0;
 let refusedPort = 0;
@@ -109,14 +110,17 @@ beforeAll(async () => {
   relayPort = await freePort();
   refusedPort = await freePort();
   const dead = await freePort(); // a backend address nobody listens on
-  relay = Bun.spawn([BIN, "-p", "262144", "-l", `${HOST}:${relayPort}=${HOST}:${a},${HOST}:${b}`, "-l", `${HOST}:${refusedPort}=${HOST}:${dead}`], { stdout: "pipe", stderr: "pipe" });
+  relay = Bun.spawn([BIN, "-p", "262144", "-l", `${HOST}:${relayPort}=${HOST}:${a},${HOST}:${b}`, "-l", `${HOST}:${refusedPort}=${HOST}:${dead}`], { stdout: "ignore", stderr: "pipe" });
+  void (async () => {
+    for await (const chunk of relay!.stderr) stderr += new TextDecoder().decode(chunk);
+  })();
   for (let i = 0; i < 50; i++) {
     const up = await new Promise<boolean>((r) => net.connect(relayPort, HOST).on("connect", function (this: net.Socket) { this.destroy(); r(true); }).on("error", () => r(false)));
     if (up) break;
     await Bun.sleep(50);
   }
   await Bun.sleep(100); // the probe connection's pair is closed
-  baseFds = fds(relay.pid);
+  baseFds = fds(relay.pid) - 2 * (await counters()).pooled; // listeners, epoll, stdio, the spare
 });
 
 afterAll(async () => {
@@ -176,15 +180,27 @@ test("a client whose backend refuses is closed, and the relay keeps serving", as
   expect(data.toString()).toMatch(/^[AB]\n1 /);
 });
 
-test("every descriptor comes back when the connections are gone", async () => {
+/** The relay's counters (SIGUSR1): connections still open and empty pipes kept for reuse. */
+async function counters(): Promise<{ open: number; pooled: number }> {
+  const before = stderr.length;
+  process.kill(relay!.pid, "SIGUSR1");
+  for (let i = 0; i < 40 && !stderr.slice(before).includes("\n"); i++) await Bun.sleep(25);
+  const m = stderr.slice(before).match(/ open (-?\d+) .* pooled (\d+) /);
+  if (!m) throw new Error(`no counters from the relay: ${stderr.slice(before)}`);
+  return { open: Number(m[1]), pooled: Number(m[2]) };
+}
+
+test("every descriptor comes back when the connections are gone (or waits, an empty pipe, in the pool)", async () => {
   await Promise.all(Array.from({ length: 20 }, (_, i) => exchange(pattern(1000 + i))));
   // aborted clients too: gone before the backend answered
   await Promise.all(Array.from({ length: 20 }, () => new Promise<void>((r) => { const s = net.connect(relayPort, HOST, () => { s.destroy(); r(); }); s.on("error", () => r()); })));
-  let now = fds(relay!.pid);
-  for (let i = 0; i < 40 && now !== baseFds; i++) {
+  let c = await counters();
+  for (let i = 0; i < 40 && c.open !== 0; i++) {
     await Bun.sleep(50);
-    now = fds(relay!.pid);
+    c = await counters();
   }
-  expect(now).toBe(baseFds);
+  expect(c.open).toBe(0);
+  expect(c.pooled).toBeGreaterThan(0); // the pool is in use, so the count below means something
+  expect(fds(relay!.pid)).toBe(baseFds + 2 * c.pooled);
   expect(relay!.exitCode).toBeNull();
 });

@@ -6,12 +6,14 @@
  *   splice_relay [-p PIPE_BYTES] LISTEN_IP:PORT BACKEND_IP:PORT [BACKEND_IP:PORT...]
  *   splice_relay [-p PIPE_BYTES] -l LISTEN_IP:PORT=BACKEND_IP:PORT[,BACKEND_IP:PORT...] [-l ...]
  *
- * Each listener picks its backends round robin. SIGUSR1 prints counters (connections, bytes, system
- * calls by kind) on stderr; SIGTERM/SIGINT print them and exit.
+ * Each listener picks its backends round robin. SIGUSR1 prints counters (connections, bytes, pooled
+ * pipes, system calls by kind) on stderr; SIGTERM/SIGINT print them and exit.
  *
  * How it works. One thread, one epoll set. Per connection two sockets (client, backend) and per
- * direction one pipe (pipe2 O_NONBLOCK, grown with F_SETPIPE_SZ to PIPE_BYTES, default 1 MiB). A
- * direction moves bytes with splice(src → pipe) then splice(pipe → dst), SPLICE_F_MOVE|NONBLOCK.
+ * direction one pipe (pipe2 O_NONBLOCK, grown with F_SETPIPE_SZ to PIPE_BYTES, default 1 MiB), taken
+ * when the direction first has bytes (a MSG_PEEK tells) from a pool of empty pipes, or made; given back
+ * to the pool when the connection closes with it empty. A direction moves bytes with
+ * splice(src → pipe) then splice(pipe → dst), SPLICE_F_MOVE|NONBLOCK.
  *
  * Edge-triggered epoll, why: every socket is registered once (EPOLLIN|EPOLLOUT|EPOLLET) and never
  * modified, so backpressure costs no epoll_ctl calls. The price is the edge rule: a direction, once
@@ -47,6 +49,7 @@
 
 #define SPLICE_FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
 #define MAX_EVENTS 256
+#define POOL_MAX 256 /* empty pipes kept for the next connections (HAProxy keeps a pipe pool too) */
 
 enum kind { LISTENER, END };
 
@@ -84,10 +87,12 @@ struct conn {
 
 static int ep, spare_fd = -1;
 static int pipe_bytes = 1 << 20;
+static int pool[POOL_MAX][2], npool;
 static struct conn *dead; /* closed during this batch of events, freed after it */
 static volatile sig_atomic_t want_stats, want_exit;
 static struct {
-  unsigned long long accepted, closed, errors, bytes, epoll_waits, splice_in, splice_out, eagain_in, eagain_out, other;
+  unsigned long long accepted, closed, errors, bytes, epoll_waits, splice_in, splice_out, eagain_in, eagain_out, other,
+      peeks, pipes_made;
   long open;
 } st;
 
@@ -129,6 +134,33 @@ static void add_listener(const char *listen_at, char **backends, int n) {
   if (epoll_ctl(ep, EPOLL_CTL_ADD, l->fd, &ev)) die("epoll_ctl listener");
 }
 
+/* A pipe for direction P: from the pool, or new, grown to pipe_bytes (best effort: without
+ * F_SETPIPE_SZ a pipe keeps its 64 KiB, 16 slots). */
+static int get_pipe(struct dir *p) {
+  if (npool) {
+    npool--;
+    p->pipe[0] = pool[npool][0], p->pipe[1] = pool[npool][1];
+    return 0;
+  }
+  if (pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC)) return -1;
+  fcntl(p->pipe[1], F_SETPIPE_SZ, pipe_bytes);
+  st.pipes_made++;
+  return 0;
+}
+
+/* Back to the pool if it is empty (inpipe counts exactly what it holds), else closed. */
+static void put_pipe(struct dir *p) {
+  if (p->pipe[0] < 0) return;
+  if (!p->inpipe && npool < POOL_MAX) {
+    pool[npool][0] = p->pipe[0], pool[npool][1] = p->pipe[1];
+    npool++;
+  } else {
+    close(p->pipe[0]);
+    close(p->pipe[1]);
+  }
+  p->pipe[0] = p->pipe[1] = -1;
+}
+
 static void close_conn(struct conn *c, int abort) {
   if (c->closed) return;
   c->closed = 1;
@@ -137,19 +169,12 @@ static void close_conn(struct conn *c, int abort) {
       if (abort) setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &(struct linger){1, 0}, sizeof(struct linger));
       close(c->fd[i]); /* also leaves the epoll set: no descriptor is duplicated */
     }
-    for (int j = 0; j < 2; j++)
-      if (c->dir[i].pipe[j] >= 0) close(c->dir[i].pipe[j]);
+    put_pipe(&c->dir[i]);
   }
   st.open--, st.closed++;
   if (abort) st.errors++;
   c->next_dead = dead;
   dead = c;
-}
-
-static int open_pipe(struct dir *p) {
-  if (pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC)) return -1;
-  fcntl(p->pipe[1], F_SETPIPE_SZ, pipe_bytes); /* best effort: without it the pipe keeps 64 KiB */
-  return 0;
 }
 
 /* pump C D: move what direction D can move now. Returns -1 on an error (the caller aborts the pair).
@@ -160,7 +185,23 @@ static int pump(struct conn *c, int d) {
   struct dir *p = &c->dir[d];
   int src = c->fd[d], dst = c->fd[!d];
   if (p->done) return 0;
-  if (p->pipe[0] < 0 && open_pipe(p)) return -1;
+  if (p->pipe[0] < 0) {
+    /* A direction gets its pipe when it first has bytes (or at once if the pool has one): an idle
+     * connection then holds two descriptors, like a user-space proxy's, not six. */
+    if (!npool) {
+      char b;
+      ssize_t n = recv(src, &b, 1, MSG_PEEK);
+      st.peeks++;
+      if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+      if (n == 0) { /* EOF before any byte */
+        shutdown(dst, SHUT_WR);
+        st.other++;
+        p->eof = p->done = 1;
+        return 0;
+      }
+    }
+    if (get_pipe(p)) return -1;
+  }
   p->blocked = 0;
   for (;;) {
     int dry = 0;
@@ -284,10 +325,10 @@ static void on_end(struct end *e, uint32_t ev) {
 
 static void print_stats(void) {
   fprintf(stderr,
-          "splice_relay: accepted %llu open %ld closed %llu (errors %llu) bytes %llu | syscalls: epoll_wait %llu "
-          "splice src->pipe %llu (EAGAIN %llu) splice pipe->dst %llu (EAGAIN %llu) shutdown %llu\n",
-          st.accepted, st.open, st.closed, st.errors, st.bytes, st.epoll_waits, st.splice_in, st.eagain_in, st.splice_out,
-          st.eagain_out, st.other);
+          "splice_relay: accepted %llu open %ld closed %llu (errors %llu) bytes %llu pooled %d | syscalls: epoll_wait %llu "
+          "splice src->pipe %llu (EAGAIN %llu) splice pipe->dst %llu (EAGAIN %llu) shutdown %llu peek %llu pipes made %llu\n",
+          st.accepted, st.open, st.closed, st.errors, st.bytes, npool, st.epoll_waits, st.splice_in, st.eagain_in,
+          st.splice_out, st.eagain_out, st.other, st.peeks, st.pipes_made);
 }
 
 static void on_signal(int sig) {
@@ -306,10 +347,17 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN); /* a splice into a closed socket: EPIPE, handled, instead of death */
-  struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: epoll_wait returns EINTR */
+  struct sigaction sa = {.sa_handler = on_signal}; /* epoll_pwait returns EINTR */
   sigaction(SIGUSR1, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* The signals are blocked but inside epoll_pwait: one that arrives while events are handled
+   * is taken by the next wait at once, not after the next network event. */
+  sigset_t block, during_wait;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1), sigaddset(&block, SIGTERM), sigaddset(&block, SIGINT);
+  sigprocmask(SIG_BLOCK, &block, &during_wait);
+  sigdelset(&during_wait, SIGUSR1), sigdelset(&during_wait, SIGTERM), sigdelset(&during_wait, SIGINT);
   ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
   spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -340,12 +388,12 @@ int main(int argc, char **argv) {
 
   struct epoll_event evs[MAX_EVENTS];
   while (!want_exit) {
-    int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
+    int n = epoll_pwait(ep, evs, MAX_EVENTS, -1, &during_wait);
     st.epoll_waits++;
     if (want_stats) want_stats = 0, print_stats();
     if (n < 0) {
       if (errno == EINTR) continue;
-      die("epoll_wait");
+      die("epoll_pwait");
     }
     for (int k = 0; k < n; k++) {
       if (*(enum kind *)evs[k].data.ptr == LISTENER)
