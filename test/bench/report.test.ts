@@ -27,6 +27,7 @@ const SHORT: Record<string, number[]> = {
   "featherlb-proxy-pp2": [9000, 9310, 11000], // 0.95× featherlb proxy: the send_proxy v2 cost
   "haproxy-2": [16000, 15000, 17000], // 1.78× HAProxy on one thread
   "featherlb-proxy-2": [17600, 16000, 18000], // 1.10× HAProxy nbthread 2: PASS; 1.80× featherlb on one worker
+  "splice-relay": [19000, 18500, 21000], // 0.95× direct, 1.94× featherlb proxy
 };
 
 function results(): string {
@@ -104,6 +105,14 @@ test("a system that could not run is listed with its reason, and the chart names
   expect(out.svg).toStartWith("<svg");
   for (const label of ["direct (no LB)", "HAProxy 2.6", "featherlb proxy", "featherlb xdp", "XDP floor (reference)"]) expect(out.svg).toContain(label);
   expect(out.svg).not.toContain(">NGINX stream<");
+});
+
+test("the splice(2) relay reference: against direct and the featherlb proxy, with its CPU, and in the chart", () => {
+  const row = rowOf(out.md, "### The splice(2) relay reference", "short connections, req/s");
+  expect(row).toBe("| short connections, req/s | 20,000 (18,000–22,000) | 9,800 (9,500–12,000) | 19,000 (18,500–21,000) | 0.95× | 1.94× |");
+  expect(rowOf(out.md, "### The splice(2) relay reference", "short connections, LB CPU %")).toBe("| short connections, LB CPU % | — | 80 (80–80) | 80 (80–80) | — | 1.00× |");
+  expect(rowOf(out.md, "### Short connections", "splice(2) relay (C reference)")).toContain("| 19,000 (18,500–21,000) |");
+  expect(out.svg).toContain("splice(2) relay (C reference)");
 });
 
 test("two workers: featherlb workers: 2 against HAProxy nbthread 2, and each against itself on one", () => {

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { parseResults, type Meta } from "./jsonl.ts";
 import { renderScale } from "./scale-report.ts";
 
-const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "haproxy-2", "nginx-2", "featherlb-proxy-2", "featherlb-xdp", "featherlb-xdp-dsr", "xdp-floor"] as const;
+const SYSTEMS = ["direct", "haproxy", "nginx", "featherlb-proxy", "featherlb-proxy-pp2", "haproxy-2", "nginx-2", "featherlb-proxy-2", "featherlb-xdp", "featherlb-xdp-dsr", "xdp-floor", "splice-relay"] as const;
 type System = (typeof SYSTEMS)[number];
 const LABEL: Record<System, string> = {
   direct: "direct (no LB)",
@@ -30,6 +30,7 @@ const LABEL: Record<System, string> = {
   "featherlb-xdp": "featherlb xdp",
   "featherlb-xdp-dsr": "featherlb xdp dsr",
   "xdp-floor": "XDP floor (reference)",
+  "splice-relay": "splice(2) relay (C reference)",
 };
 const COLOR: Record<System, string> = {
   direct: "#9e9e9e",
@@ -43,6 +44,7 @@ const COLOR: Record<System, string> = {
   "featherlb-xdp": "#d62728",
   "featherlb-xdp-dsr": "#9467bd",
   "xdp-floor": "#c9a0a0",
+  "splice-relay": "#8c564b",
 };
 /** Rows measured on short and keep-alive connections only (run.sh run_system). */
 const SHORT_ONLY: readonly System[] = ["featherlb-proxy-pp2"];
@@ -234,6 +236,7 @@ function workloadTables(R: Results): string {
     );
   }
   if (R.present.includes("featherlb-xdp") && R.present.includes("xdp-floor")) out.push(floorTable(R));
+  if (R.present.includes("splice-relay")) out.push(spliceTable(R));
   if (R.unavailable.size) {
     out.push("Not measured in this run:\n");
     for (const [s, why] of R.unavailable) out.push(`- ${LABEL[s]}: ${why.trim()}`);
@@ -320,6 +323,39 @@ function floorTable(R: Results): string {
       "attached like featherlb (generic XDP on the LB's veth). *floor × direct* is what the extra hop itself " +
       "costs on this machine; *featherlb × floor* is what featherlb's own per-packet work costs on top.\n",
     table(["workload", "direct", "XDP floor", "featherlb xdp", "floor × direct", "featherlb × floor"], rows),
+    "",
+  ].join("\n");
+}
+
+/** The splice(2) reference relay (issue 13) against a direct connection and the featherlb proxy. */
+function spliceTable(R: Results): string {
+  const rows = (
+    [
+      ["short connections, req/s", "short_rps"],
+      ["short connections, LB CPU %", "short_cpu"],
+      ["keep-alive, req/s", "ka_rps"],
+      ["keep-alive, LB CPU %", "ka_cpu"],
+      ["bulk 1 MiB × 8, Gbit/s", "bulk_gbps"],
+      ["bulk 1 MiB × 8, LB CPU %", "bulk_cpu"],
+      ["one stream, Gbit/s", "stream_gbps"],
+      ["one stream, LB CPU %", "stream_cpu"],
+      ["KiB per idle connection (RSS)", "idle_kib_per_conn"],
+    ] as const
+  ).map(([what, m]) => [
+    what,
+    cell(R.get("direct", m)),
+    cell(R.get("featherlb-proxy", m)),
+    cell(R.get("splice-relay", m)),
+    ratio(R.ratio("splice-relay", "direct", m)),
+    ratio(R.ratio("splice-relay", "featherlb-proxy", m)),
+  ]);
+  return [
+    "### The splice(2) relay reference\n",
+    "*splice(2) relay* is a reference, not a balancer: test/bench/tools/splice_relay.c, one thread, epoll, " +
+      "round robin, and the bytes of each established connection moved socket → pipe → socket with splice(2), " +
+      "never copied into user space (issue 13: sockmap or splice). Its RSS per idle connection leaves out the " +
+      "pipes, which live in kernel memory.\n",
+    table(["workload", "direct", "featherlb proxy", "splice(2) relay", "splice × direct", "splice × featherlb proxy"], rows),
     "",
   ].join("\n");
 }

@@ -24,10 +24,13 @@
 # Knobs (environment): BENCH_SCALE_SIZES (scale: "10,100,1000,10000"), BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
 # "direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2
-# haproxy-2 nginx-2 featherlb-proxy-2"; featherlb-xdp-dsr is the xdp row with forwarding: dsr;
+# haproxy-2 nginx-2 featherlb-proxy-2 splice-relay"; featherlb-xdp-dsr is the xdp row with forwarding: dsr;
 # featherlb-proxy-pp2 is the proxy with send_proxy: v2, short and keep-alive only; the -2 rows run two
 # threads or processes: HAProxy nbthread 2, NGINX worker_processes 2, featherlb workers: 2; the others
-# one), BENCH_XDP (the xdp rows: auto = measured if
+# one; splice-relay is a reference, not a balancer: tools/splice_relay.c, a one-thread epoll relay in C
+# that moves the bytes of established connections with splice(2) through a pipe, never through user
+# space — the splice half of issue 13's question (sockmap or splice), measured like the others, idle
+# memory included, where its RSS leaves out the pipes' kernel buffers), BENCH_XDP (the xdp rows: auto = measured if
 # the binary starts in xdp mode, else marked unavailable; on = required; off = left out),
 # BENCH_BACKEND_WORKERS (nginx workers per backend, 2), BENCH_OFFLOAD (on: veth defaults, TSO/GSO and
 # checksum offload, 64 KiB super-frames; off: wire-like MTU frames with full checksums, slower for
@@ -45,6 +48,7 @@ OUT=${BENCH_OUT:-$ROOT/build/bench}
 RUN=$OUT/run
 RESULTS=$OUT/results.jsonl # per command, see parse_args
 TOOL=$OUT/flbbtool
+SPLICE_RELAY=$OUT/splice_relay
 FLB=${FEATHERLB:-$ROOT/dist/featherlb}
 REPS=${BENCH_REPS:-3}
 DUR=${BENCH_DURATION:-5}
@@ -52,7 +56,7 @@ STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
 BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
-ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2 haproxy-2 nginx-2 featherlb-proxy-2"
+ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2 haproxy-2 nginx-2 featherlb-proxy-2 splice-relay"
 SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
@@ -61,7 +65,7 @@ NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
 declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6 [featherlb-proxy-pp2]=10.88.0.7 [featherlb-xdp-dsr]=10.88.0.8
-  [haproxy-2]=10.88.0.20 [nginx-2]=10.88.0.21 [featherlb-proxy-2]=10.88.0.22)
+  [haproxy-2]=10.88.0.20 [nginx-2]=10.88.0.21 [featherlb-proxy-2]=10.88.0.22 [splice-relay]=10.88.0.23)
 # featherlb-xdp-dsr: the LB's own address beside the VIP (the backends hold the VIP: see use_vip)
 DSR_LB_IP=10.88.0.9
 DSR_STREAM_PORT=9001
@@ -190,6 +194,7 @@ bring_up() {
   stop_stale
   : >"$PIDFILE"
   gcc -O2 -Wall -o "$TOOL" "$HERE/tools/flbbtool.c"
+  gcc -O2 -Wall -o "$SPLICE_RELAY" "$HERE/tools/splice_relay.c"
   # Idle connections: the balancer needs two descriptors per proxied connection. Raise the soft
   # limit to the hard one; where the hard limit cannot be raised (no CAP_SYS_RESOURCE), hold fewer.
   ulimit -Hn 1048576 2>/dev/null || true

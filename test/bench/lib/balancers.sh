@@ -59,6 +59,11 @@ start_lb() {
       wait_port "$VIP" 8080 || { LB_ERR="the XDP floor program did not forward $VIP:8080"; detach_floor; return 1; }
       return 0
       ;;
+    splice-relay) # a reference, not a balancer: see tools/splice_relay.c; the two services of conf/featherlb.yaml
+      local be http="" stream=""
+      for be in "${BE_IPS[@]}"; do http+=",$be:80" stream+=",$be:9000"; done
+      ip netns exec "$NS_LB" "$SPLICE_RELAY" -l "$VIP:8080=${http#,}" -l "$VIP:9000=${stream#,}" >"$RUN/lb.log" 2>&1 &
+      ;;
     featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2 | featherlb-xdp-dsr)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
       local mode=${sys%-2} send=off port=80 forwarding=nat sport=9000
