@@ -23,11 +23,13 @@
 #
 # Knobs (environment): BENCH_SCALE_SIZES (scale: "10,100,1000,10000"), BENCH_REPS (3), BENCH_DURATION (5 s per wrk run), BENCH_STREAM_SECONDS (10),
 # BENCH_IDLE_CONNS (10000, capped by the fd limit), BENCH_SYSTEMS (space-separated subset of
-# "direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2
+# "direct haproxy nginx featherlb-proxy featherlb-proxy-js featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2
 # haproxy-2 nginx-2 featherlb-proxy-2 splice-relay"; featherlb-xdp-dsr is the xdp row with forwarding: dsr;
 # featherlb-proxy-pp2 is the proxy with send_proxy: v2, short and keep-alive only; the -2 rows run two
 # threads or processes: HAProxy nbthread 2, NGINX worker_processes 2, featherlb workers: 2; the others
-# one; splice-relay is a reference, not a balancer: tools/splice_relay.c, a one-thread epoll relay in C
+# one; featherlb-proxy runs with its default kernel_relay (connections that moved BENCH_RELAY_AFTER,
+# 65536, are relayed with splice(2) by a relay thread) and featherlb-proxy-js is the same binary with
+# kernel_relay off, every byte through JavaScript; splice-relay is a reference, not a balancer: tools/splice_relay.c, a one-thread epoll relay in C
 # that moves the bytes of established connections with splice(2) through a pipe, never through user
 # space — the splice half of issue 13's question (sockmap or splice), measured like the others, idle
 # memory included, where its RSS leaves out the pipes' kernel buffers), BENCH_XDP (the xdp rows: auto = measured if
@@ -56,7 +58,8 @@ STREAM_SECS=${BENCH_STREAM_SECONDS:-10}
 IDLE_WANT=${BENCH_IDLE_CONNS:-10000}
 BACKEND_WORKERS=${BENCH_BACKEND_WORKERS:-2}
 XDP=${BENCH_XDP:-auto}
-ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2 haproxy-2 nginx-2 featherlb-proxy-2 splice-relay"
+RELAY_AFTER=${BENCH_RELAY_AFTER:-65536}
+ALL_SYSTEMS="direct haproxy nginx featherlb-proxy featherlb-proxy-js featherlb-xdp featherlb-xdp-dsr xdp-floor featherlb-proxy-pp2 haproxy-2 nginx-2 featherlb-proxy-2 splice-relay"
 SYSTEMS=${BENCH_SYSTEMS:-$ALL_SYSTEMS}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 OFFLOAD=${BENCH_OFFLOAD:-on} # on: veth defaults (TSO/GSO, checksum offload); off: wire-like MTU-sized frames
@@ -65,7 +68,7 @@ NS_SW=flbb-sw NS_CLI=flbb-cli NS_LB=flbb-lb
 BE_NS=(flbb-be1 flbb-be2 flbb-be3)
 CLI_IP=10.88.0.1 VIP=10.88.0.2
 declare -A VIPS=([haproxy]=10.88.0.2 [nginx]=10.88.0.3 [featherlb-proxy]=10.88.0.4 [featherlb-xdp]=10.88.0.5 [xdp-floor]=10.88.0.6 [featherlb-proxy-pp2]=10.88.0.7 [featherlb-xdp-dsr]=10.88.0.8
-  [haproxy-2]=10.88.0.20 [nginx-2]=10.88.0.21 [featherlb-proxy-2]=10.88.0.22 [splice-relay]=10.88.0.23)
+  [haproxy-2]=10.88.0.20 [nginx-2]=10.88.0.21 [featherlb-proxy-2]=10.88.0.22 [splice-relay]=10.88.0.23 [featherlb-proxy-js]=10.88.0.24)
 # featherlb-xdp-dsr: the LB's own address beside the VIP (the backends hold the VIP: see use_vip)
 DSR_LB_IP=10.88.0.9
 DSR_STREAM_PORT=9001
@@ -99,7 +102,7 @@ cmd_profile() {
   rm -rf "$dir" && mkdir -p "$dir"
   use_vip featherlb-proxy
   sed -e "s|@MODE@|proxy|g" -e "s|@VIP@|$VIP|g" -e "s|@WORKERS@|1|g" -e "s|@SEND_PROXY@|off|g" -e "s|@HTTP_PORT@|80|g" -e "s|@FORWARDING@|nat|g" -e "s|@STREAM_PORT@|9000|g" \
-    "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
+    -e "s|@KERNEL_RELAY@|true|g" -e "s|@RELAY_AFTER@|$RELAY_AFTER|g" "$HERE/conf/featherlb.yaml" >"$RUN/profile.yaml"
   for wl in ${BENCH_PROFILE_WORKLOADS:-idle short keepalive bulk stream}; do
     log "profile: $wl (${secs} s)"
     ip netns exec "$NS_LB" "$bun" --cpu-prof --cpu-prof-md --cpu-prof-dir="$dir/$wl" \

@@ -64,11 +64,12 @@ start_lb() {
       for be in "${BE_IPS[@]}"; do http+=",$be:80" stream+=",$be:9000"; done
       ip netns exec "$NS_LB" "$SPLICE_RELAY" -l "$VIP:8080=${http#,}" -l "$VIP:9000=${stream#,}" >"$RUN/lb.log" 2>&1 &
       ;;
-    featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2 | featherlb-xdp-dsr)
+    featherlb-proxy | featherlb-xdp | featherlb-proxy-pp2 | featherlb-xdp-dsr | featherlb-proxy-js)
       [[ -x $FLB ]] || { LB_ERR="$FLB not built"; return 1; }
-      local mode=${sys%-2} send=off port=80 forwarding=nat sport=9000
+      local mode=${sys%-2} send=off port=80 forwarding=nat sport=9000 krelay=true
       mode=${mode#featherlb-}
       [[ $sys == featherlb-proxy-pp2 ]] && mode=proxy send=v2 port=81
+      [[ $sys == featherlb-proxy-js ]] && mode=proxy krelay=false
       # dsr translates no ports: the backends' nginx also listens on 8080 and a second stream server on
       # 9001, on every address (the VIP included); see topology.sh.
       if [[ $sys == featherlb-xdp-dsr ]]; then
@@ -76,7 +77,7 @@ start_lb() {
         dsr_backends add || { LB_ERR="featherlb dsr-backend --apply failed: $(tail -n 1 "$RUN/dsr-backend.log")"; return 1; }
       fi
       sed -e "s|@MODE@|$mode|g" -e "s|@VIP@|$VIP|g" -e "s|@SEND_PROXY@|$send|g" -e "s|@HTTP_PORT@|$port|g" -e "s|@WORKERS@|$n|g" \
-        -e "s|@FORWARDING@|$forwarding|g" -e "s|@STREAM_PORT@|$sport|g" \
+        -e "s|@FORWARDING@|$forwarding|g" -e "s|@STREAM_PORT@|$sport|g" -e "s|@KERNEL_RELAY@|$krelay|g" -e "s|@RELAY_AFTER@|$RELAY_AFTER|g" \
         "$HERE/conf/featherlb.yaml" >"$RUN/$sys.yaml"
       ip netns exec "$NS_LB" "$FLB" "$RUN/$sys.yaml" >"$RUN/lb.log" 2>&1 &
       ;;
