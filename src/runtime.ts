@@ -155,7 +155,7 @@ export class Runtime {
   /** Copy the data planes' counters into the Services' (before /metrics and /status). */
   private async refreshStats(): Promise<void> {
     await this.xdp?.refreshStats();
-    this.proxy.refreshStats();
+    await this.proxy.refreshStats();
   }
 
   /** Test hook (FEATHERLB_TEST_HOOKS=1, SIGUSR1): make the last proxy worker die of an uncaught exception. */

@@ -123,11 +123,11 @@ describe("libbpf's option structs match the headers of the libbpf we embed", () 
   }
 });
 
-test("bun:ffi is imported only by the three modules that wrap C: xdp/libbpf.ts, xdp/nlsocket.ts and proxy/backlog.ts", async () => {
+test("bun:ffi is imported only by the four modules that wrap C: xdp/libbpf.ts, xdp/nlsocket.ts, proxy/backlog.ts and proxy/splice/libc.ts", async () => {
   const importers: string[] = [];
   for await (const file of new Bun.Glob("src/**/*.ts").scan({ cwd: new URL("../../", import.meta.url).pathname })) {
     const text = await Bun.file(new URL(`../../${file}`, import.meta.url)).text();
     if (/from\s+["']bun:ffi["']|import\(["']bun:ffi["']\)/.test(text)) importers.push(file);
   }
-  expect(importers.sort()).toEqual(["src/dataplane/proxy/backlog.ts", "src/dataplane/xdp/libbpf.ts", "src/dataplane/xdp/nlsocket.ts"]);
+  expect(importers.sort()).toEqual(["src/dataplane/proxy/backlog.ts", "src/dataplane/proxy/splice/libc.ts", "src/dataplane/xdp/libbpf.ts", "src/dataplane/xdp/nlsocket.ts"]);
 });

@@ -125,6 +125,11 @@ export class ProxyDataPlane {
     };
   }
 
+  /** Bring the byte counters and FINs of kernel-relayed connections up to date (before a scrape). */
+  syncRelayed(): void {
+    for (const relay of this.relays) relay.sync();
+  }
+
   /** Connections in this thread's relay thread now. */
   get kernelRelayed(): number {
     return this.kernel?.relayed ?? 0;

@@ -154,8 +154,14 @@ export class WorkerPool implements DataPlane {
     }
   }
 
-  /** Sum the workers' counter rows into each service's and backend's Counters (before a scrape). */
-  refreshStats(): void {
+  /**
+   * Sum the workers' counter rows into each service's and backend's Counters (before a scrape). The
+   * workers first bring their kernel-relayed connections' byte counts up to date (the relay threads
+   * count on their own: splice/), so the figures are exact at the scrape, not up to a second old.
+   */
+  async refreshStats(): Promise<void> {
+    const seq = ++this.seq;
+    await Promise.all(this.live().map((slot) => this.request(slot, seq, { t: "stats", seq })));
     for (const { service } of this.tracked.values()) collect(service);
     for (const service of this.leaving) {
       collect(service);

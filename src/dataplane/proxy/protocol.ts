@@ -27,6 +27,8 @@ export type ToWorker =
   | { t: "level"; level: LogLevel }
   /** Answered with "synced" once everything sent before it is handled (a barrier). */
   | { t: "sync"; seq: number }
+  /** Bring the counters of kernel-relayed connections up to date, then answer "synced" (before a scrape). */
+  | { t: "stats"; seq: number }
   /** Stop accepting (answered with "stopped" at once), then "drained" once connections end or at `deadline`. */
   | { t: "drain"; seq: number; deadline: number }
   | { t: "close" }

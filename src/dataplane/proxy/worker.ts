@@ -92,6 +92,10 @@ async function handle(m: ToWorker): Promise<void> {
     case "sync":
       post({ t: "synced", seq: m.seq });
       return;
+    case "stats":
+      plane?.syncRelayed();
+      post({ t: "synced", seq: m.seq });
+      return;
     case "drain": {
       // Not awaited: plan updates keep flowing while connections finish. plane.drain stops the
       // listeners before it first yields, so "stopped" follows it. What is still open at the deadline
