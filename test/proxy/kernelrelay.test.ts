@@ -1,7 +1,8 @@
 /**
- * The kernel relay's failure paths, through a real featherlb process on 127.0.0.1 (its happy paths —
- * integrity, half-close, backpressure, timeouts — run in relay.test.ts for both relays): a side that
- * resets, and a proxy worker that dies while its relay thread holds connections. Each connection is
+ * The kernel relay's failure paths and drain, through a real featherlb process on 127.0.0.1 (its happy
+ * paths — integrity, half-close, backpressure, timeouts — run in relay.test.ts for both relays): a side
+ * that resets, a proxy worker that dies while its relay thread holds connections, and SIGTERM with
+ * relayed connections open. Each connection is
  * handed over with its first byte (after_bytes: 0), which the tests check.
  */
 import { expect, test } from "bun:test";
@@ -14,8 +15,8 @@ import { type Client, connect, freePort, waitFor, writeAll } from "../support/ne
 const MiB = 1 << 20;
 const KERNEL = "kernel_relay: { enabled: true, after_bytes: 0 }";
 
-function config(port: number, backends: string[], top = ""): string {
-  return lbYaml({ level: "warn", top: `${KERNEL}\n${top}`, services: [{ name: "kr", port, backends, settings: "    health_check: { enabled: false }" }] });
+function config(port: number, backends: string[], top = "", level = "warn"): string {
+  return lbYaml({ level, top: `${KERNEL}\n${top}`, services: [{ name: "kr", port, backends, settings: "    health_check: { enabled: false }" }] });
 }
 
 const handovers = (lb: RunningLB) => lb.metric("featherlb_service_kernel_relayed_total", { service: "kr" });
@@ -138,6 +139,51 @@ test("a worker that dies resets the connections its relay thread held; the other
     for (const [i, c] of open.entries()) c.socket.write(`q${i}`);
     await waitFor("the surviving worker's relayed connections echo", () => open.every((c, i) => c.text().endsWith(`q${i}`)));
     for (const c of open) c.socket.end();
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+}, 30_000);
+
+test("SIGTERM drain: a relayed connection keeps relaying until it ends, then featherlb exits 0 at once", async () => {
+  const a = startBackend("a");
+  const port = freePort();
+  const lb = await startLB(config(port, [a.address], "drain_timeout: 10s\nconfig_watch: off", "info"));
+  try {
+    const c = await connect("127.0.0.1", port);
+    c.socket.write("x");
+    await waitFor("echo", () => c.text() === "a\nx");
+    expect(await handovers(lb)).toBe(1);
+    lb.signal("SIGTERM");
+    await lb.waitForLog("proxy listeners closed; waiting for open connections to end");
+    // Still relayed by the relay thread while featherlb drains.
+    c.socket.write("during drain");
+    await waitFor("echo during drain", () => c.text() === "a\nxduring drain");
+    const t0 = Date.now();
+    c.socket.end();
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+}, 30_000);
+
+test("SIGTERM drain: a relayed connection still open at drain_timeout is closed, and featherlb exits 0", async () => {
+  const a = startBackend("a");
+  const port = freePort();
+  const lb = await startLB(config(port, [a.address], "drain_timeout: 500ms\nconfig_watch: off"));
+  try {
+    const c = await connect("127.0.0.1", port);
+    c.socket.write("x");
+    await waitFor("echo", () => c.text() === "a\nx");
+    expect(await handovers(lb)).toBe(1);
+    const t0 = Date.now();
+    lb.signal("SIGTERM");
+    expect(await lb.exited).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(450);
+    // Closed with the process: the relay thread's descriptors went with it.
+    await c.closed;
   } finally {
     await lb.stop();
     a.stop();
