@@ -189,3 +189,23 @@ test("SIGTERM drain: a relayed connection still open at drain_timeout is closed,
     a.stop();
   }
 }, 30_000);
+
+test("a reload that changes kernel_relay says it takes effect at the next restart; relaying goes on as started", async () => {
+  const a = startBackend("a");
+  const port = freePort();
+  const lb = await startLB(config(port, [a.address], "config_watch: off"));
+  try {
+    lb.rewrite(config(port, [a.address], "config_watch: off").replace(KERNEL, "kernel_relay: { enabled: false }"));
+    lb.signal("SIGHUP");
+    const said = await lb.waitForLog("kernel_relay takes effect at the next restart; the running workers keep theirs");
+    expect(said).toMatchObject({ running: { enabled: true, after_bytes: 0 }, configured: { enabled: false } });
+    const c = await connect("127.0.0.1", port);
+    c.socket.write("x");
+    await waitFor("echo", () => c.text() === "a\nx");
+    await waitFor("handed over as started", async () => (await handovers(lb)) === 1);
+    c.socket.end();
+  } finally {
+    await lb.stop();
+    a.stop();
+  }
+}, 30_000);

@@ -79,6 +79,8 @@ export class WorkerPool implements DataPlane {
   private seq = 0;
   private level: LogLevel = "info";
   private countNoted: Workers;
+  /** The last kernel_relay a reload asked for that the running workers do not have (noteKernelRelay). */
+  private relayNoted = "";
 
   constructor(
     private readonly log: Logger,
@@ -112,6 +114,7 @@ export class WorkerPool implements DataPlane {
       this.log.warn("workers takes effect at the next restart; the running workers stay", { running: this.count, configured: config.workers });
     }
     this.probe(services);
+    this.noteKernelRelay(config);
     await this.start(config);
     for (const { service } of services) this.track(service);
     const seq = ++this.seq;
@@ -152,6 +155,18 @@ export class WorkerPool implements DataPlane {
       this.level = level;
       this.broadcast({ t: "level", level });
     }
+  }
+
+  /** A reload that changes kernel_relay: said once per new value (the workers keep what they started with). */
+  private noteKernelRelay(config: Config): void {
+    if (!this.shared) return;
+    const { enabled, after_bytes, pipe_bytes } = this.shared.init.relay;
+    const wanted = config.kernel_relay;
+    const key = JSON.stringify(wanted);
+    const running = JSON.stringify({ enabled, after_bytes, pipe_bytes });
+    if (key === running || key === this.relayNoted) return;
+    this.relayNoted = key;
+    this.log.warn("kernel_relay takes effect at the next restart; the running workers keep theirs", { running: JSON.parse(running), configured: wanted });
   }
 
   /**
