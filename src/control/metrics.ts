@@ -33,6 +33,8 @@ export interface WorkerInfo {
   accepted: number;
   /** Times it died and was started again. */
   restarts: number;
+  /** Of `connections`, those its kernel relay thread moves now (kernel_relay). */
+  kernel_relayed: number;
 }
 
 /** What /status and /metrics show of the XDP plane's maps (dataplane/types.ts PlaneMaps has this shape). */
@@ -153,6 +155,7 @@ function* metricsSteps(e: Exposition, info: RuntimeInfo, services: readonly Serv
     e.add("featherlb_worker_connections_active", "gauge", "Proxied connections held by the worker thread.", labels, w.connections);
     e.add("featherlb_worker_connections_total", "counter", "Connections the worker thread accepted (the kernel spreads them over the workers).", labels, w.accepted);
     e.add("featherlb_worker_restarts_total", "counter", "Times the worker thread died and was started again.", labels, w.restarts);
+    e.add("featherlb_worker_connections_kernel_relayed", "gauge", "Of the worker's connections, those its kernel relay thread moves now (splice(2), kernel_relay).", labels, w.kernel_relayed);
   }
   for (const s of services) {
     const labels = renderLabels({ service: s.name });

@@ -123,9 +123,12 @@ test("a worker that dies resets the connections its relay thread held; the other
       held.push(c);
     }
     await waitFor("all handed over", async () => (await handovers(lb)) === 24);
-    const workers: { connections: number }[] = (await lb.status()).workers;
+    const workers: { connections: number; kernel_relayed: number }[] = (await lb.status()).workers;
     const lose = workers[1]!.connections;
     expect(lose).toBeGreaterThan(0);
+    // /status and /metrics say which connections the relay threads hold: all of them here.
+    expect(workers.map((w) => w.kernel_relayed)).toEqual(workers.map((w) => w.connections));
+    expect(await lb.metric("featherlb_worker_connections_kernel_relayed", { worker: "1" })).toBe(lose);
 
     const ended = new Set<Client>();
     for (const c of held) void c.ended.then(() => ended.add(c));

@@ -130,11 +130,6 @@ export class ProxyDataPlane {
     for (const relay of this.relays) relay.sync();
   }
 
-  /** Connections in this thread's relay thread now. */
-  get kernelRelayed(): number {
-    return this.kernel?.relayed ?? 0;
-  }
-
   /** Proxied connections the descriptor limit leaves room for, all workers together (descriptors.ts). */
   get capacity(): number {
     return this.slot.shared.capacity;

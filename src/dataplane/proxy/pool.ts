@@ -28,7 +28,7 @@ import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types
 import { connectionCapacity } from "./descriptors.ts";
 import { listenError } from "./index.ts";
 import type { FromWorker, ListenerSpec, ToWorker } from "./protocol.ts";
-import { DEFAULT_RELAY_THREAD, resetLeftovers, stopRelay } from "./splice/index.ts";
+import { DEFAULT_RELAY_THREAD, EXTRA_SHARES, resetLeftovers, stopRelay } from "./splice/index.ts";
 import type { TableInit } from "./splice/table.ts";
 
 /** How long a dead worker's relay thread has to reset its connections itself (resetRelayed). */
@@ -188,7 +188,14 @@ export class WorkerPool implements DataPlane {
   workers(): WorkerInfo[] {
     if (!this.shared) return [];
     const shared = this.shared;
-    return this.slots.map((s) => ({ index: s.index, alive: s.worker !== null, connections: shared.openIn(s.index), accepted: shared.acceptedBy(s.index), restarts: s.restarts }));
+    return this.slots.map((s) => ({
+      index: s.index,
+      alive: s.worker !== null,
+      connections: shared.openIn(s.index),
+      accepted: shared.acceptedBy(s.index),
+      restarts: s.restarts,
+      kernel_relayed: shared.extraIn(s.index) / EXTRA_SHARES,
+    }));
   }
 
   /** Test hook (FEATHERLB_TEST_HOOKS=1): make the last worker throw an uncaught exception, as a bug would. */

@@ -94,6 +94,11 @@ export class PlaneShared {
     return Atomics.load(this.relays, 1 + worker);
   }
 
+  /** Extra descriptor shares worker `worker` holds (EXTRA_SHARES per kernel-relayed connection). */
+  extraIn(worker: number): number {
+    return Atomics.load(this.relays, 1 + 2 * this.init.workers + worker);
+  }
+
   /** Connections worker `worker` has accepted (wraps at 2^31; for tests and /status). */
   acceptedBy(worker: number): number {
     return Atomics.load(this.relays, 1 + this.init.workers + worker);

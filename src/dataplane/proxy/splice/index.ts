@@ -66,11 +66,6 @@ export class KernelRelay {
     return this.settings.enabled && !this.broken && this.free.length > 0;
   }
 
-  /** Connections in the relay thread now. */
-  get relayed(): number {
-    return this.slots - this.free.length;
-  }
-
   /**
    * Hand the connection on `clientFd`/`backendFd` over; its sockets must be paused, with nothing of
    * theirs pending in JavaScript. Returns the slot, or −1 (the connection stays in JavaScript).
