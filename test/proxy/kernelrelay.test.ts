@@ -212,3 +212,27 @@ test("a reload that changes kernel_relay says it takes effect at the next restar
     a.stop();
   }
 }, 30_000);
+
+test("send_proxy: the PROXY header goes first, then the relay thread carries the client's bytes; the header is not counted", async () => {
+  const pp = startBackend("pp", { proxy: true });
+  const port = freePort();
+  const lb = await startLB(
+    lbYaml({ level: "warn", top: KERNEL, services: [{ name: "kr", port, backends: [pp.address], settings: "    health_check: { enabled: false }\n    send_proxy: v2" }] }),
+  );
+  try {
+    const c = await connect("127.0.0.1", port);
+    c.socket.write("hello"); // sent before featherlb has a backend: it follows the header
+    await waitFor("greeting and echo", () => c.text() === "pp\nhello");
+    expect(await handovers(lb)).toBe(1);
+    const bulk = randomBytes(4 * MiB);
+    writeAll(c.socket, bulk);
+    await waitFor("the echo of 4 MiB through the relay thread", () => c.received().length === 3 + 5 + bulk.length);
+    expect(c.received().subarray(8).equals(bulk)).toBe(true);
+    expect(pp.headers[0]).toMatchObject({ version: 2, family: 4, srcAddress: "127.0.0.1", srcPort: c.socket.localPort, dstPort: port });
+    expect(await lb.metric("featherlb_service_bytes_total", { service: "kr", direction: "in" })).toBe(5 + bulk.length);
+    c.socket.end();
+  } finally {
+    await lb.stop();
+    pp.stop();
+  }
+}, 30_000);
