@@ -22,6 +22,15 @@ function config(port: number, backends: string[], top = "", level = "warn"): str
 const handovers = (lb: RunningLB) => lb.metric("featherlb_service_kernel_relayed_total", { service: "kr" });
 const active = (lb: RunningLB) => lb.metric("featherlb_service_connections_active", { service: "kr" });
 
+/** A connection to backend "a" handed to the relay thread with its first byte (the echo came back through it). */
+async function relayedEcho(lb: RunningLB, port: number): Promise<Client> {
+  const c = await connect("127.0.0.1", port);
+  c.socket.write("x");
+  await waitFor("echo", () => c.text() === "a\nx");
+  await waitFor("the handover counted", async () => (await handovers(lb)) === 1);
+  return c;
+}
+
 test("a backend that resets mid-transfer resets the client; the relay thread and featherlb carry on", async () => {
   // Reads nothing, so the client's upload piles up unread in its socket; closing it then sends RST.
   const sink = Bun.listen({
@@ -153,10 +162,7 @@ test("SIGTERM drain: a relayed connection keeps relaying until it ends, then fea
   const port = freePort();
   const lb = await startLB(config(port, [a.address], "drain_timeout: 10s\nconfig_watch: off", "info"));
   try {
-    const c = await connect("127.0.0.1", port);
-    c.socket.write("x");
-    await waitFor("echo", () => c.text() === "a\nx");
-    expect(await handovers(lb)).toBe(1);
+    const c = await relayedEcho(lb, port);
     lb.signal("SIGTERM");
     await lb.waitForLog("proxy listeners closed; waiting for open connections to end");
     // Still relayed by the relay thread while featherlb drains.
@@ -177,10 +183,7 @@ test("SIGTERM drain: a relayed connection still open at drain_timeout is closed,
   const port = freePort();
   const lb = await startLB(config(port, [a.address], "drain_timeout: 500ms\nconfig_watch: off"));
   try {
-    const c = await connect("127.0.0.1", port);
-    c.socket.write("x");
-    await waitFor("echo", () => c.text() === "a\nx");
-    expect(await handovers(lb)).toBe(1);
+    const c = await relayedEcho(lb, port);
     const t0 = Date.now();
     lb.signal("SIGTERM");
     expect(await lb.exited).toBe(0);
@@ -202,10 +205,7 @@ test("a reload that changes kernel_relay says it takes effect at the next restar
     lb.signal("SIGHUP");
     const said = await lb.waitForLog("kernel_relay takes effect at the next restart; the running workers keep theirs");
     expect(said).toMatchObject({ running: { enabled: true, after_bytes: 0 }, configured: { enabled: false } });
-    const c = await connect("127.0.0.1", port);
-    c.socket.write("x");
-    await waitFor("echo", () => c.text() === "a\nx");
-    await waitFor("handed over as started", async () => (await handovers(lb)) === 1);
+    const c = await relayedEcho(lb, port); // handed over as started
     c.socket.end();
   } finally {
     await lb.stop();

@@ -28,7 +28,7 @@ import type { ConnectHooks, DataPlane, PlaneChange, ServicePair } from "../types
 import { connectionCapacity } from "./descriptors.ts";
 import { listenError } from "./index.ts";
 import type { FromWorker, ListenerSpec, ToWorker } from "./protocol.ts";
-import { DEFAULT_RELAY_THREAD, EXTRA_SHARES, resetLeftovers, stopRelay } from "./splice/index.ts";
+import { EXTRA_SHARES, resetLeftovers, stopRelay } from "./splice/index.ts";
 import type { TableInit } from "./splice/table.ts";
 
 /** How long a dead worker's relay thread has to reset its connections itself (resetRelayed). */
@@ -92,7 +92,7 @@ export class WorkerPool implements DataPlane {
     /** The worker's script (worker.ts; in the compiled binary, an entry point of its own: Makefile). */
     private readonly entry: URL,
     /** The kernel relay thread's script (splice/thread.ts, an entry point as well). */
-    private readonly relayThread: string = DEFAULT_RELAY_THREAD,
+    private readonly relayThread: string,
   ) {
     this.countNoted = configured;
     this.slots = Array.from({ length: count }, (_, index) => ({ index, worker: null, startedAt: 0, restarts: 0, quickDeaths: 0, prepared: -1, replies: new Map(), drained: null, ready: null, relay: null }));
@@ -161,12 +161,11 @@ export class WorkerPool implements DataPlane {
   private noteKernelRelay(config: Config): void {
     if (!this.shared) return;
     const { enabled, after_bytes, pipe_bytes } = this.shared.init.relay;
-    const wanted = config.kernel_relay;
-    const key = JSON.stringify(wanted);
-    const running = JSON.stringify({ enabled, after_bytes, pipe_bytes });
-    if (key === running || key === this.relayNoted) return;
+    const running = { enabled, after_bytes, pipe_bytes };
+    const key = JSON.stringify(config.kernel_relay);
+    if (key === JSON.stringify(running) || key === this.relayNoted) return;
     this.relayNoted = key;
-    this.log.warn("kernel_relay takes effect at the next restart; the running workers keep theirs", { running: JSON.parse(running), configured: wanted });
+    this.log.warn("kernel_relay takes effect at the next restart; the running workers keep theirs", { running, configured: config.kernel_relay });
   }
 
   /**

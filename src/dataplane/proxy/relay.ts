@@ -16,8 +16,8 @@
  *
  * Kernel relay: once a pair has moved `offload.after` bytes here in bulk reads (BULK_READ), with nothing
  * pending either way, both sockets are paused and, one turn of the event loop later (so Bun has
- * delivered everything it read), handed to the relay thread (splice/), which moves their bytes from then on. The pair stays here for
- * everything else: `sync` counts what the relay thread moved and the FINs it saw (the sweeper calls it),
+ * delivered everything it read), handed to the relay thread (splice/), which moves their bytes from
+ * then on. The pair stays here for everything else: `sync` counts what the relay thread moved and the FINs it saw (the sweeper calls it),
  * timeouts and closes end it through `offload.end`, and `relayDone` finishes it when the relay thread
  * is done. Bun may close its paused sockets on a hang-up meanwhile; that is ignored, the relay thread
  * decides.
@@ -189,10 +189,14 @@ export class Relay {
     if (this.offload && this.moved >= this.offload.after) this.offer();
   }
 
+  /** Nothing held here for either side and neither has ended: the pair may be handed over. */
+  private get quiet(): boolean {
+    return !this.up.pending && !this.down.pending && !this.halfClosed;
+  }
+
   /** Kernel relay: pause both sides now, hand them over on the next turn (see the top of this file). */
   private offer(): void {
-    if (this.handing || this.slot >= 0 || this.finished || !this.backendSocket || this.halfClosed) return;
-    if (this.up.pending || this.down.pending) return;
+    if (this.handing || this.slot >= 0 || this.finished || !this.backendSocket || !this.quiet) return;
     this.handing = true;
     this.client.pause();
     this.backendSocket.pause();
@@ -202,8 +206,8 @@ export class Relay {
   private handOver(): void {
     this.handing = false;
     if (this.finished) return;
-    const quiet = !this.up.pending && !this.down.pending && !this.halfClosed;
-    this.slot = quiet ? this.offload!.take(this) : -1;
+    // Re-checked: bytes Bun had read already may have arrived meanwhile.
+    this.slot = this.quiet ? this.offload!.take(this) : -1;
     if (this.slot >= 0) {
       this.row[S.kernelRelayed]!++;
       return;

@@ -48,20 +48,37 @@ export class PlaneShared {
     return this.init.capacity;
   }
 
-  /** Room for one more connection in the process: counted for `worker`, or false when full. */
-  open(worker: number): boolean {
-    if (Atomics.add(this.relays, 0, 1) >= this.init.capacity) {
-      Atomics.sub(this.relays, 0, 1);
+  // Where worker w's counts sit in `relays` (see its layout above).
+  private openAt(w: number): number {
+    return 1 + w;
+  }
+  private acceptedAt(w: number): number {
+    return 1 + this.init.workers + w;
+  }
+  private extraAt(w: number): number {
+    return 1 + 2 * this.init.workers + w;
+  }
+
+  /** Take `n` descriptor shares of the process's capacity; false, and nothing taken, when they are not there. */
+  private take(n: number): boolean {
+    if (Atomics.add(this.relays, 0, n) + n > this.init.capacity) {
+      Atomics.sub(this.relays, 0, n);
       return false;
     }
-    this.relays[1 + worker]!++;
-    this.relays[1 + this.init.workers + worker]!++;
+    return true;
+  }
+
+  /** Room for one more connection in the process: counted for `worker`, or false when full. */
+  open(worker: number): boolean {
+    if (!this.take(1)) return false;
+    this.relays[this.openAt(worker)]!++;
+    this.relays[this.acceptedAt(worker)]!++;
     return true;
   }
 
   close(worker: number): void {
     Atomics.sub(this.relays, 0, 1);
-    this.relays[1 + worker]!--;
+    this.relays[this.openAt(worker)]!--;
   }
 
   /**
@@ -69,17 +86,14 @@ export class PlaneShared {
    * connections (a kernel-relayed connection's duplicates and pipes); false, and nothing taken, when full.
    */
   reserve(worker: number, n: number): boolean {
-    if (Atomics.add(this.relays, 0, n) + n > this.init.capacity) {
-      Atomics.sub(this.relays, 0, n);
-      return false;
-    }
-    this.relays[1 + 2 * this.init.workers + worker]! += n;
+    if (!this.take(n)) return false;
+    this.relays[this.extraAt(worker)]! += n;
     return true;
   }
 
   unreserve(worker: number, n: number): void {
     Atomics.sub(this.relays, 0, n);
-    this.relays[1 + 2 * this.init.workers + worker]! -= n;
+    this.relays[this.extraAt(worker)]! -= n;
   }
 
   /** Connections open in all workers. */
@@ -91,24 +105,24 @@ export class PlaneShared {
 
   /** Connections open in worker `worker`. */
   openIn(worker: number): number {
-    return Atomics.load(this.relays, 1 + worker);
+    return Atomics.load(this.relays, this.openAt(worker));
   }
 
   /** Extra descriptor shares worker `worker` holds (EXTRA_SHARES per kernel-relayed connection). */
   extraIn(worker: number): number {
-    return Atomics.load(this.relays, 1 + 2 * this.init.workers + worker);
+    return Atomics.load(this.relays, this.extraAt(worker));
   }
 
   /** Connections worker `worker` has accepted (wraps at 2^31; for tests and /status). */
   acceptedBy(worker: number): number {
-    return Atomics.load(this.relays, 1 + this.init.workers + worker);
+    return Atomics.load(this.relays, this.acceptedAt(worker));
   }
 
   /** A dead worker's connections are gone: its share leaves the count and the per-source table. */
   retire(worker: number): void {
-    const extra = 1 + 2 * this.init.workers + worker;
-    Atomics.sub(this.relays, 0, this.relays[1 + worker]! + this.relays[extra]!);
-    this.relays[1 + worker] = 0;
+    const [open, extra] = [this.openAt(worker), this.extraAt(worker)];
+    Atomics.sub(this.relays, 0, this.relays[open]! + this.relays[extra]!);
+    this.relays[open] = 0;
     this.relays[extra] = 0;
     this.sources.retire(worker);
   }

@@ -63,7 +63,7 @@ export class KernelRelay {
   }
 
   get available(): boolean {
-    return this.settings.enabled && !this.broken && this.free.length > 0;
+    return !this.broken && this.free.length > 0;
   }
 
   /**
@@ -117,8 +117,8 @@ export class KernelRelay {
     this.table = SpliceTable.create(this.slots, wake);
     this.thread = thread;
     this.onTable?.(this.table.init);
-    thread.onmessage = (event: MessageEvent<[number, boolean][] | "ready">) => {
-      if (event.data !== "ready") for (const [slot, abort] of event.data) this.done(slot, abort);
+    thread.onmessage = (event: MessageEvent<[number, boolean][]>) => {
+      for (const [slot, abort] of event.data) this.done(slot, abort);
     };
     thread.addEventListener("error", (event) => this.died((event as ErrorEvent).message));
     thread.addEventListener("close", () => this.died("the relay thread exited"));

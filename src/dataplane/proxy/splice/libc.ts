@@ -40,12 +40,11 @@ const SHUT_WR = 1;
 const SOL_SOCKET = 1;
 const SO_LINGER = 13;
 
-export const EPOLL_CTL_ADD = 1;
-export const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+/** EPOLLERR and EPOLLHUP are always reported, asked for or not. */
 export const EPOLLIN = 0x001;
 export const EPOLLOUT = 0x004;
-export const EPOLLERR = 0x008;
-export const EPOLLHUP = 0x010;
 export const EPOLLRDHUP = 0x2000;
 export const EPOLLET = 1 << 31;
 

@@ -59,6 +59,8 @@ export class Pump {
   private readonly ep: number;
   private readonly pairs = new Map<number, Pair>();
   private again = new Set<Pair>();
+  /** The set `again` was in the previous turn, emptied: the two swap instead of a new set a turn. */
+  private spare = new Set<Pair>();
   /** Slots finished in this turn and whether they were aborted, posted to the owner in one message. */
   private finished: [slot: number, abort: boolean][] = [];
 
@@ -80,7 +82,7 @@ export class Pump {
       const n = libc.epollWait(this.ep, events, MAX_EVENTS, this.again.size > 0 ? 0 : 1000);
       if (n < 0 && libc.errno() !== libc.EINTR) throw new Error(`epoll_wait failed (errno ${libc.errno()})`);
       const turn = this.again;
-      this.again = new Set();
+      this.again = this.spare;
       for (let i = 0; i < n; i++) {
         const data = view.getUint32(i * libc.EPOLL_EVENT_SIZE + libc.EPOLL_DATA_OFFSET, true);
         if (data === WAKE) {
@@ -92,6 +94,8 @@ export class Pump {
         if (pair) turn.add(pair);
       }
       for (const pair of turn) if (this.pairs.has(pair.slot)) this.pump(pair);
+      turn.clear();
+      this.spare = turn;
       this.report();
     }
     // Told to stop: what is still held is reset (the owner ended its connections before stopping us,

@@ -19,8 +19,6 @@ self.onmessage = (event: MessageEvent<RelayThreadInit>) => {
   self.onmessage = null;
   const { table, pipeSize } = event.data;
   const pump = new Pump(SpliceTable.attach(table), pipeSize, (finished) => self.postMessage(finished));
-  // Let the owner know the loop is about to run, then block in it until told to stop.
-  self.postMessage("ready");
-  pump.run();
+  pump.run(); // blocks until told to stop
   process.exit(0); // this thread only
 };
